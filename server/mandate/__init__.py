@@ -1,0 +1,1 @@
+"""Mandate: policy-driven authorization for agencies, partners and their clients."""
