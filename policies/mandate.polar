@@ -1,0 +1,152 @@
+# Mandate's access policy: who may do what inside an organization, and how a partner's
+# people reach a client's projects. Every rule block names the domain rule (R1..R24 in
+# shared/spec/domain-rules.md) it carries. Mandate computes facts (memberships,
+# connections, assignments); only this policy turns them into access.
+#
+# The facts the policy sees for one decision are the ones between the acting user and
+# the resource's organization: the user's memberships there and in the organization's
+# partners and linked accounts, the organization's partner connections, and the user's
+# assignments to it.
+
+# R23: every check and every mutation is decided here: allowed only when a permission is granted.
+allow(actor, action, resource) if
+  has_permission(actor, action, resource);
+
+actor User {}
+
+resource Organization {
+  roles = ["owner", "legal_representative", "colleague", "client"];
+  permissions = [
+    # R2: seeing the organization and its people
+    "view", "list_members",
+    # R4 to R7, R15: managing people
+    "invite_member", "cancel_invitation", "list_invitations", "remove_member",
+    "pause_member", "resume_member", "set_member_role", "tag_partner_employee",
+    # registering the resources (projects) that live in the organization
+    "put_resource", "delete_resource",
+    # R13: linked master accounts
+    "link", "switch", "grant_owner",
+    # R8, R11, R14, R16, R21: the partner's side of the partner program
+    "add_client", "list_clients", "export_clients", "assign_client", "request_disconnect",
+    # R9, R12, R14, R16, R17: the client's side of the partner program
+    "accept_client_invitation", "list_partners", "update_granted_scopes",
+    "respond_disconnect", "revoke_partner", "approve_partner_employee"
+  ];
+
+  # R8: the default policy makes every owner a legal representative.
+  "legal_representative" if "owner";
+  # R2: owners and legal representatives may do everything a colleague may.
+  "colleague" if "legal_representative";
+
+  # R2: every member sees the organization; colleagues also see who belongs to it.
+  "view" if "client";
+  "view" if "colleague";
+  "list_members" if "colleague";
+
+  # R2, R4, R6, R7, R15: owners and legal representatives manage people; colleagues do not.
+  "invite_member" if "legal_representative";
+  "cancel_invitation" if "legal_representative";
+  "list_invitations" if "legal_representative";
+  "remove_member" if "legal_representative";
+  "pause_member" if "legal_representative";
+  "resume_member" if "legal_representative";
+  "set_member_role" if "legal_representative";
+  "tag_partner_employee" if "legal_representative";
+
+  # R2: colleagues work on projects, so they register them; removing one is for the managers.
+  "put_resource" if "colleague";
+  "delete_resource" if "legal_representative";
+
+  # R13: only an owner links master accounts, and an owner may switch into their own.
+  "link" if "owner";
+  "switch" if "owner";
+  # R2: making or unmaking an owner is an owner's decision.
+  "grant_owner" if "owner";
+
+  # R8, R11, R14, R16, R21: only legal representatives add and manage clients.
+  "add_client" if "legal_representative";
+  "list_clients" if "legal_representative";
+  "export_clients" if "legal_representative";
+  "assign_client" if "legal_representative";
+  "request_disconnect" if "legal_representative";
+
+  # R9, R12, R14, R16, R17: the client, who owns its data, decides about its partners.
+  "accept_client_invitation" if "legal_representative";
+  "list_partners" if "legal_representative";
+  "update_granted_scopes" if "legal_representative";
+  "respond_disconnect" if "legal_representative";
+  "revoke_partner" if "legal_representative";
+  "approve_partner_employee" if "legal_representative";
+}
+
+# R2, R3, R6, R7: a user holds a role only through a membership (which takes an invitation or
+# creating the organization); a removed member has none, and a paused member holds no role at all.
+has_role(user: User, role: String, org: Organization) if
+  membership in user.memberships and
+  membership.organization_id = org.id and
+  membership.status = "active" and
+  membership.role = role;
+
+# R13: the owner of a master account may switch into every account linked to it.
+has_permission(user: User, "switch", org: Organization) if
+  linked in org.linked_organizations and
+  has_role(user, "owner", linked);
+
+resource Project {
+  permissions = ["read", "edit", "publish", "approve", "delete"];
+  relations = { organization: Organization };
+
+  # R2: a client member sees the work and approves the content plan, nothing more.
+  "read" if "client" on "organization";
+  "approve" if "client" on "organization";
+
+  # R2: colleagues work on the organization's projects: read, edit, publish.
+  "read" if "colleague" on "organization";
+  "edit" if "colleague" on "organization";
+  "publish" if "colleague" on "organization";
+
+  # R2: owners and legal representatives may do everything.
+  "approve" if "legal_representative" on "organization";
+  "delete" if "legal_representative" on "organization";
+}
+
+has_relation(org: Organization, "organization", project: Project) if
+  org = project.organization;
+
+# R9, R12, R14, R20: the owners and legal representatives of a partner reach every connected
+# client's projects, within the scopes the client granted.
+has_permission(user: User, action: String, project: Project) if
+  connection in project.organization.partner_connections and
+  connection_grants(connection, action) and
+  has_role(user, "legal_representative", connection.partner);
+
+# R15 to R18, R20: any other partner person reaches a client's projects only while all of this
+# holds: the connection grants the action, they are an active member of the partner tagged as a
+# partner employee, the partner assigned them to this client, and the client approved them (or
+# chose to trust the partner's own delegation when it accepted).
+has_permission(user: User, action: String, project: Project) if
+  connection in project.organization.partner_connections and
+  connection_grants(connection, action) and
+  has_role(user, "colleague", connection.partner) and
+  is_partner_employee(user, connection.partner) and
+  assignment in user.assignments and
+  assignment.partner_id = connection.partner.id and
+  client_consents(connection, assignment);
+
+# R12, R14: a connection grants the scopes the client chose, from acceptance until the client
+# accepts a disconnect request or revokes the partner.
+connection_grants(connection: Connection, action: String) if
+  connection.status in ["active", "disconnect_requested"] and
+  action in connection.granted_scopes;
+
+# R15: the partner tags the users it may assign to clients.
+is_partner_employee(user: User, partner: Organization) if
+  membership in user.memberships and
+  membership.organization_id = partner.id and
+  membership.partner_employee = true;
+
+# R16, R17: the client approved this person, or trusts the partner's delegation.
+client_consents(connection: Connection, _assignment: Assignment) if
+  connection.employee_approval = "partner";
+client_consents(_connection: Connection, assignment: Assignment) if
+  assignment.client_approved = true;

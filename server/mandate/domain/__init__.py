@@ -1,0 +1,1 @@
+"""Domain services: each asks the policy, then changes the store in one transaction."""

@@ -1,0 +1,54 @@
+"""Helpers shared by the domain services: ids, look-ups that raise NOT_FOUND."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mandate import errors
+from mandate.store import models
+
+
+def new_id(prefix: str) -> str:
+    """Opaque ids that sort by creation time (so id order is a stable, meaningful page order)."""
+    return f"{prefix}_{time.time_ns() // 1000:014x}{secrets.token_hex(5)}"
+
+
+def get_user(session: Session, user_id: str, field: str = "user_id") -> models.User:
+    user = session.get(models.User, user_id)
+    if user is None:
+        raise errors.NotFound(f"{field}: no user {user_id!r}", "USER_NOT_FOUND")
+    return user
+
+
+def get_organization(session: Session, organization_id: str, field: str = "organization_id") -> models.Organization:
+    organization = session.get(models.Organization, organization_id)
+    if organization is None:
+        raise errors.NotFound(f"{field}: no organization {organization_id!r}", "ORGANIZATION_NOT_FOUND")
+    return organization
+
+
+def get_member(session: Session, organization_id: str, user_id: str) -> models.Membership:
+    membership = session.get(models.Membership, (organization_id, user_id))
+    if membership is None or membership.status == models.MemberStatus.REMOVED:
+        raise errors.NotFound(
+            f"user_id: user {user_id!r} is not a member of organization {organization_id!r}", "MEMBER_NOT_FOUND"
+        )
+    return membership
+
+
+def get_connection(session: Session, partner_id: str, client_id: str, *, live: bool = True) -> models.Connection:
+    connection = session.get(models.Connection, (partner_id, client_id))
+    if connection is None or (live and connection.status == models.ConnectionStatus.DISCONNECTED):
+        raise errors.NotFound(
+            f"client_id: organization {client_id!r} is not a connected client of partner {partner_id!r}",
+            "CONNECTION_NOT_FOUND",
+        )
+    return connection
+
+
+def email_of(session: Session, user_id: str) -> str:
+    return session.execute(select(models.User.email).where(models.User.id == user_id)).scalar_one()

@@ -1,0 +1,236 @@
+"""Members of an organization: invitations, seats, removal, pause, roles, tags (R2 to R7, R15, R18)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select
+
+from mandate import errors
+from mandate.domain.authorization import Authorizer
+from mandate.domain.common import email_of, get_member, get_organization, new_id
+from mandate.store import models
+from mandate.store.db import Store, Transaction, utc_now
+
+Status = models.MemberStatus
+
+
+@dataclass(frozen=True)
+class Member:
+    membership: models.Membership
+    email: str
+
+
+class Memberships:
+    def __init__(self, store: Store, authorizer: Authorizer):
+        self.store = store
+        self.authorizer = authorizer
+
+    def invite_member(self, actor_id: str, organization_id: str, email: str, role: str) -> models.Invitation:
+        """R4: a registered user joins at once; anyone else gets a pending invitation. R5: either
+        takes a seat, checked inside the transaction so racing invitations cannot overfill."""
+        with self.store.write(actor_id) as tx:
+            session = tx.session
+            self.authorizer.require(actor_id, "invite_member", organization_id)
+            if role == models.Role.OWNER:
+                self.authorizer.require(actor_id, "grant_owner", organization_id)
+            organization = get_organization(session, organization_id)
+            user = session.execute(select(models.User).where(models.User.email == email)).scalar_one_or_none()
+            if user is not None:
+                existing = session.get(models.Membership, (organization_id, user.id))
+                if existing is not None and existing.status != Status.REMOVED:
+                    raise errors.AlreadyMember(f"email: {email} is already a member of this organization")
+            pending = session.execute(select(models.Invitation.id).where(
+                models.Invitation.organization_id == organization_id,
+                models.Invitation.kind == models.InvitationKind.MEMBER,
+                models.Invitation.email == email,
+                models.Invitation.status == models.InvitationStatus.PENDING,
+            )).first()
+            if pending:
+                raise errors.AlreadyExists(f"email: {email} already has a pending invitation", "INVITATION_PENDING")
+            check_seat_available(tx, organization)
+            invitation = models.Invitation(
+                id=new_id("inv"), kind=models.InvitationKind.MEMBER, organization_id=organization_id,
+                email=email, role=role, status=models.InvitationStatus.PENDING, invited_by=actor_id,
+                requested_scopes=[], created_at=utc_now(), revision=tx.revision,
+            )
+            session.add(invitation)
+            tx.emit("member.invited", organization_id=organization_id, invitation_id=invitation.id,
+                    email=email, role=role, registered=user is not None)
+            if user is not None:
+                session.merge(models.Membership(
+                    organization_id=organization_id, user_id=user.id, role=role, status=Status.ACTIVE,
+                    partner_employee=False, revision=tx.revision,
+                ))
+                invitation.status = models.InvitationStatus.FINISHED
+                tx.emit("member.joined", organization_id=organization_id, user_id=user.id, role=role,
+                        invitation_id=invitation.id)
+        return invitation
+
+    def cancel_invitation(self, actor_id: str, invitation_id: str) -> models.Invitation:
+        with self.store.write(actor_id) as tx:
+            invitation = tx.session.get(models.Invitation, invitation_id)
+            if invitation is None:
+                raise errors.NotFound(f"invitation_id: no invitation {invitation_id!r}", "INVITATION_NOT_FOUND")
+            self.authorizer.require(actor_id, "cancel_invitation", invitation.organization_id)
+            if invitation.status != models.InvitationStatus.PENDING:
+                raise errors.InvitationNotPending(f"invitation_id: the invitation is {invitation.status}, not pending")
+            invitation.status = models.InvitationStatus.CANCELLED
+            invitation.revision = tx.revision
+            tx.emit("invitation.cancelled", organization_id=invitation.organization_id,
+                    invitation_id=invitation.id, kind=invitation.kind)
+        return invitation
+
+    def list_invitations(self, actor_id: str, organization_id: str, query: str, status: str,
+                         page_size: int, after: str) -> list[models.Invitation]:
+        """R11: searchable by customer name (or email), filtered by status, in creation order."""
+        self.authorizer.require(actor_id, "list_invitations", organization_id)
+        statement = select(models.Invitation).where(models.Invitation.organization_id == organization_id)
+        if status:
+            statement = statement.where(models.Invitation.status == status)
+        if query:
+            pattern = f"%{escape_like(query.lower())}%"
+            statement = statement.where(or_(
+                func.lower(models.Invitation.customer_name).like(pattern, escape="\\"),
+                func.lower(models.Invitation.email).like(pattern, escape="\\"),
+            ))
+        if after:
+            statement = statement.where(models.Invitation.id > after)
+        with self.store.read() as session:
+            return list(session.execute(statement.order_by(models.Invitation.id).limit(page_size + 1)).scalars())
+
+    def list_members(self, actor_id: str, organization_id: str, page_size: int, after: str) -> list[Member]:
+        self.authorizer.require(actor_id, "list_members", organization_id)
+        statement = (
+            select(models.Membership, models.User.email)
+            .join(models.User, models.User.id == models.Membership.user_id)
+            .where(models.Membership.organization_id == organization_id,
+                   models.Membership.status != Status.REMOVED)
+        )
+        if after:
+            statement = statement.where(models.Membership.user_id > after)
+        statement = statement.order_by(models.Membership.user_id).limit(page_size + 1)
+        with self.store.read() as session:
+            return [Member(m, email) for m, email in session.execute(statement)]
+
+    def remove_member(self, actor_id: str, organization_id: str, user_id: str) -> int:
+        """R6: the member loses every access through the organization at once, including every
+        client they were assigned to (R18). The last owner stays."""
+        with self.store.write(actor_id) as tx:
+            self.authorizer.require(actor_id, "remove_member", organization_id)
+            membership = get_member(tx.session, organization_id, user_id)
+            if membership.role == models.Role.OWNER:
+                check_not_last_owner(tx, organization_id)
+            membership.status = Status.REMOVED
+            membership.partner_employee = False
+            membership.revision = tx.revision
+            withdraw_assignments(tx, organization_id, user_id)
+            tx.emit("member.removed", organization_id=organization_id, user_id=user_id)
+        return tx.revision
+
+    def pause_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
+        """R7: a paused member keeps membership, assignments and grants, but every check denies."""
+        return self._set_status(actor_id, organization_id, user_id, "pause_member", Status.PAUSED, "member.paused")
+
+    def resume_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
+        """R7: resuming restores exactly the access the member had."""
+        return self._set_status(actor_id, organization_id, user_id, "resume_member", Status.ACTIVE, "member.resumed")
+
+    def _set_status(self, actor_id, organization_id, user_id, action, status, event) -> Member:
+        with self.store.write(actor_id) as tx:
+            self.authorizer.require(actor_id, action, organization_id)
+            membership = get_member(tx.session, organization_id, user_id)
+            if membership.role == models.Role.OWNER:
+                raise errors.FailedPrecondition("user_id: an owner cannot be paused or resumed", "MEMBER_IS_OWNER")
+            if membership.status == status:
+                raise errors.FailedPrecondition(f"user_id: the member is already {status}", "MEMBER_ALREADY_" +
+                                                status.upper())
+            membership.status = status
+            membership.revision = tx.revision
+            # R22: the notification goes to the member; the email is resolved by the relay.
+            tx.emit(event, organization_id=organization_id, user_id=user_id)
+            return Member(membership, email_of(tx.session, user_id))
+
+    def set_member_role(self, actor_id: str, organization_id: str, user_id: str, role: str) -> Member:
+        with self.store.write(actor_id) as tx:
+            self.authorizer.require(actor_id, "set_member_role", organization_id)
+            membership = get_member(tx.session, organization_id, user_id)
+            if models.Role.OWNER in (role, membership.role):
+                # Making or unmaking an owner is an owner's decision.
+                self.authorizer.require(actor_id, "grant_owner", organization_id)
+            if membership.role == models.Role.OWNER and role != models.Role.OWNER:
+                check_not_last_owner(tx, organization_id)
+            membership.role = role
+            membership.revision = tx.revision
+            tx.emit("member.role_changed", organization_id=organization_id, user_id=user_id, role=role)
+            return Member(membership, email_of(tx.session, user_id))
+
+    def tag_partner_employee(self, actor_id: str, organization_id: str, user_id: str, tagged: bool) -> Member:
+        """R15: only tagged users can be assigned to clients; removing the tag withdraws every
+        assignment at once."""
+        with self.store.write(actor_id) as tx:
+            self.authorizer.require(actor_id, "tag_partner_employee", organization_id)
+            membership = get_member(tx.session, organization_id, user_id)
+            if tagged and membership.role != models.Role.COLLEAGUE:
+                raise errors.FailedPrecondition(
+                    f"user_id: only colleagues can be partner employees; this member is {membership.role}",
+                    "NOT_A_COLLEAGUE",
+                )
+            membership.partner_employee = tagged
+            membership.revision = tx.revision
+            if not tagged:
+                withdraw_assignments(tx, organization_id, user_id)
+            tx.emit("member.tagged" if tagged else "member.untagged", organization_id=organization_id,
+                    user_id=user_id)
+            return Member(membership, email_of(tx.session, user_id))
+
+
+def seats_taken(tx: Transaction, organization_id: str) -> int:
+    """R5: members (active or paused) plus pending member invitations."""
+    members = tx.session.execute(select(func.count()).select_from(models.Membership).where(
+        models.Membership.organization_id == organization_id, models.Membership.status != Status.REMOVED,
+    )).scalar_one()
+    pending = tx.session.execute(select(func.count()).select_from(models.Invitation).where(
+        models.Invitation.organization_id == organization_id,
+        models.Invitation.kind == models.InvitationKind.MEMBER,
+        models.Invitation.status == models.InvitationStatus.PENDING,
+    )).scalar_one()
+    return members + pending
+
+
+def check_seat_available(tx: Transaction, organization: models.Organization) -> None:
+    if organization.seat_limit and seats_taken(tx, organization.id) >= organization.seat_limit:
+        raise errors.SeatLimitReached(
+            f"organization {organization.id} has reached its seat limit of {organization.seat_limit} "
+            "(members and pending invitations) (R5)"
+        )
+
+
+def check_not_last_owner(tx: Transaction, organization_id: str) -> None:
+    owners = tx.session.execute(select(func.count()).select_from(models.Membership).where(
+        models.Membership.organization_id == organization_id,
+        models.Membership.role == models.Role.OWNER,
+        models.Membership.status != Status.REMOVED,
+    )).scalar_one()
+    if owners <= 1:
+        raise errors.LastOwner("user_id: the last owner of an organization cannot be removed or demoted (R6)")
+
+
+def withdraw_assignments(tx: Transaction, partner_id: str, user_id: str) -> None:
+    """R18: every client assignment of the user under this partner ends."""
+    assignments = tx.session.execute(select(models.Assignment).where(
+        models.Assignment.partner_id == partner_id, models.Assignment.user_id == user_id,
+        models.Assignment.assigned.is_(True),
+    )).scalars()
+    for assignment in assignments:
+        assignment.assigned = False
+        assignment.client_approved = False
+        assignment.revision = tx.revision
+        tx.emit("partner_employee.unassigned", partner_id=partner_id, client_id=assignment.client_id,
+                user_id=user_id)
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+

@@ -1,0 +1,326 @@
+"""The partner program: client invitations and links, connections, scopes, disconnects and
+partner employees (R8 to R21)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from mandate import errors
+from mandate.domain.authorization import Authorizer
+from mandate.domain.common import get_connection, get_member, get_organization, get_user, new_id
+from mandate.domain.membership import escape_like
+from mandate.store import models
+from mandate.store.db import Store, Transaction, utc_now
+
+Live = (models.ConnectionStatus.ACTIVE, models.ConnectionStatus.DISCONNECT_REQUESTED)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CreatedLink:
+    invitation: models.Invitation
+    token: str  # shown once, in the reply that created the link
+
+
+class Partners:
+    def __init__(self, store: Store, authorizer: Authorizer):
+        self.store = store
+        self.authorizer = authorizer
+
+    # -- inviting clients ------------------------------------------------------------------
+
+    def invite_client(self, actor_id: str, partner_id: str, email: str, customer_name: str,
+                      customer_number: str, currency: str, scopes: list[str]) -> models.Invitation:
+        """R9, R10: a registered client accepts; an unregistered one is connected when it
+        signs up and creates its organization."""
+        with self.store.write(actor_id) as tx:
+            invitation = self._new_client_invitation(tx, actor_id, partner_id, customer_name, customer_number,
+                                                     currency, scopes, email=email)
+            tx.emit("client.invited", partner_id=partner_id, invitation_id=invitation.id, email=email,
+                    customer_name=customer_name)
+        return invitation
+
+    def create_invite_link(self, actor_id: str, partner_id: str, customer_name: str, customer_number: str,
+                           currency: str, scopes: list[str]) -> CreatedLink:
+        """R11: one link, one customer, single use. Only the token's hash is stored."""
+        token = secrets.token_urlsafe(32)  # 256 bits
+        with self.store.write(actor_id) as tx:
+            invitation = self._new_client_invitation(tx, actor_id, partner_id, customer_name, customer_number,
+                                                     currency, scopes, token_hash=hash_token(token))
+            tx.emit("client.invite_link_created", partner_id=partner_id, invitation_id=invitation.id,
+                    customer_name=customer_name)
+        return CreatedLink(invitation, token)
+
+    def _new_client_invitation(self, tx: Transaction, actor_id, partner_id, customer_name, customer_number,
+                               currency, scopes, email="", token_hash=None) -> models.Invitation:
+        self.authorizer.require(actor_id, "add_client", partner_id)  # R8
+        partner = get_organization(tx.session, partner_id, "partner_id")
+        if currency != partner.currency:
+            raise errors.CurrencyMismatch(
+                f"currency: the invitation's currency {currency} must be the partner's currency "
+                f"{partner.currency} (R13)"
+            )
+        invitation = models.Invitation(
+            id=new_id("inv"), kind=models.InvitationKind.CLIENT, organization_id=partner_id, email=email,
+            role="", status=models.InvitationStatus.PENDING, invited_by=actor_id, customer_name=customer_name,
+            customer_number=customer_number, currency=currency, requested_scopes=sorted(set(scopes)),
+            token_hash=token_hash, created_at=utc_now(), revision=tx.revision,
+        )
+        tx.session.add(invitation)
+        return invitation
+
+    def accept_client_invitation(self, actor_id: str, invitation_id: str, token: str, client_id: str,
+                                 granted_scopes: list[str] | None, employee_approval: str) -> models.Connection:
+        """R9, R11, R12: the client accepts, granting the requested scopes or a set of its own.
+        A link is single use: the first acceptance finishes it, inside the transaction."""
+        with self.store.write(actor_id) as tx:
+            invitation = self._find_client_invitation(tx, actor_id, invitation_id, token)
+            self.authorizer.require(actor_id, "accept_client_invitation", client_id)
+            scopes = invitation.requested_scopes if granted_scopes is None else granted_scopes
+            return connect(tx, invitation, client_id, scopes, employee_approval, referral=False)
+
+    def _find_client_invitation(self, tx: Transaction, actor_id, invitation_id, token) -> models.Invitation:
+        if token:
+            digest = hash_token(token)
+            invitation = tx.session.execute(
+                select(models.Invitation).where(models.Invitation.token_hash == digest)
+            ).scalar_one_or_none()
+            # The look-up is by hash; compare again in constant time before trusting it.
+            if invitation is None or not hmac.compare_digest(invitation.token_hash or "", digest):
+                raise errors.NotFound("token: no invitation link matches this token", "INVITATION_NOT_FOUND")
+        else:
+            invitation = tx.session.get(models.Invitation, invitation_id)
+            if invitation is None or invitation.kind != models.InvitationKind.CLIENT or invitation.token_hash:
+                raise errors.NotFound(f"invitation_id: no client invitation {invitation_id!r}",
+                                      "INVITATION_NOT_FOUND")
+            actor = get_user(tx.session, actor_id, "actor_id")
+            if actor.email != invitation.email:
+                raise errors.PermissionDenied("invitation_id: the invitation was sent to another email address")
+        if invitation.status != models.InvitationStatus.PENDING:
+            raise errors.InvitationNotPending(f"the invitation is {invitation.status}, not pending (R11)")
+        return invitation
+
+    # -- reading connections ----------------------------------------------------------------
+
+    def list_clients(self, actor_id: str, partner_id: str, query: str, status: str, page_size: int,
+                     after: str) -> list[models.Connection]:
+        self.authorizer.require(actor_id, "list_clients", partner_id)
+        statement = select(models.Connection).where(models.Connection.partner_id == partner_id)
+        if status:
+            statement = statement.where(models.Connection.status == status)
+        if query:
+            statement = statement.where(
+                func.lower(models.Connection.customer_name).like(f"%{escape_like(query.lower())}%", escape="\\")
+            )
+        if after:
+            statement = statement.where(models.Connection.client_id > after)
+        statement = statement.order_by(models.Connection.client_id)
+        if page_size:
+            statement = statement.limit(page_size + 1)
+        with self.store.read() as session:
+            return list(session.execute(statement).scalars())
+
+    def export_clients(self, actor_id: str, partner_id: str) -> list[models.Connection]:
+        """R21: the partner's whole client list, under the export permission."""
+        self.authorizer.require(actor_id, "export_clients", partner_id)
+        with self.store.read() as session:
+            statement = select(models.Connection).where(models.Connection.partner_id == partner_id)
+            return list(session.execute(statement.order_by(models.Connection.client_id)).scalars())
+
+    def list_partners(self, actor_id: str, client_id: str, page_size: int, after: str) -> list[models.Connection]:
+        self.authorizer.require(actor_id, "list_partners", client_id)
+        statement = select(models.Connection).where(models.Connection.client_id == client_id)
+        if after:
+            statement = statement.where(models.Connection.partner_id > after)
+        statement = statement.order_by(models.Connection.partner_id).limit(page_size + 1)
+        with self.store.read() as session:
+            return list(session.execute(statement).scalars())
+
+    # -- changing a connection ----------------------------------------------------------------
+
+    def update_granted_scopes(self, actor_id: str, partner_id: str, client_id: str,
+                              scopes: list[str]) -> models.Connection:
+        """R12: the client changes what it grants, at any time."""
+        with self.store.write(actor_id) as tx:
+            self.authorizer.require(actor_id, "update_granted_scopes", client_id)
+            connection = get_connection(tx.session, partner_id, client_id)
+            connection.granted_scopes = sorted(set(scopes))
+            connection.revision = tx.revision
+            tx.emit("client.scopes_updated", partner_id=partner_id, client_id=client_id,
+                    granted_scopes=connection.granted_scopes)
+            return connection
+
+    def request_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
+        """R14: the partner asks; access continues until the client accepts."""
+        return self._move(actor_id, partner_id, client_id, "request_disconnect", partner_id,
+                          (models.ConnectionStatus.ACTIVE,), models.ConnectionStatus.DISCONNECT_REQUESTED,
+                          "client.disconnect_requested")
+
+    def accept_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
+        return self._move(actor_id, partner_id, client_id, "respond_disconnect", client_id,
+                          (models.ConnectionStatus.DISCONNECT_REQUESTED,), models.ConnectionStatus.DISCONNECTED,
+                          "client.disconnected")
+
+    def decline_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
+        return self._move(actor_id, partner_id, client_id, "respond_disconnect", client_id,
+                          (models.ConnectionStatus.DISCONNECT_REQUESTED,), models.ConnectionStatus.ACTIVE,
+                          "client.disconnect_declined")
+
+    def revoke_partner(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
+        """R14: the client, who owns its data, ends the relationship at once."""
+        return self._move(actor_id, partner_id, client_id, "revoke_partner", client_id, Live,
+                          models.ConnectionStatus.DISCONNECTED, "partner.revoked")
+
+    def _move(self, actor_id, partner_id, client_id, action, decided_on, from_states, to_state, event):
+        with self.store.write(actor_id) as tx:
+            self.authorizer.require(actor_id, action, decided_on)
+            connection = get_connection(tx.session, partner_id, client_id, live=False)
+            if connection.status not in from_states:
+                raise errors.FailedPrecondition(
+                    f"the connection is {connection.status}; this needs it to be {' or '.join(from_states)} (R14)",
+                    "CONNECTION_STATE",
+                )
+            connection.status = to_state
+            connection.revision = tx.revision
+            if to_state == models.ConnectionStatus.DISCONNECTED:
+                end_assignments(tx, partner_id, client_id)
+            tx.emit(event, partner_id=partner_id, client_id=client_id)
+            return connection
+
+    # -- partner employees ------------------------------------------------------------------
+
+    def assign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str) -> models.Assignment:
+        """R15, R16, R19: only tagged employees; one partner record per person and client."""
+        with self.store.write(actor_id) as tx:
+            session = tx.session
+            self.authorizer.require(actor_id, "assign_client", partner_id)
+            get_connection(session, partner_id, client_id)
+            membership = get_member(session, partner_id, user_id)
+            if not membership.partner_employee:
+                raise errors.NotPartnerEmployee(
+                    f"user_id: user {user_id} is not tagged as a partner employee of {partner_id} (R15)"
+                )
+            other = session.execute(select(models.Assignment.partner_id).where(
+                models.Assignment.user_id == user_id, models.Assignment.client_id == client_id,
+                models.Assignment.partner_id != partner_id, models.Assignment.assigned.is_(True),
+            )).first()
+            if other:
+                raise errors.PartnerRecordConflict(
+                    f"user_id: user {user_id} is already associated with another partner record for this client (R19)"
+                )
+            assignment = session.get(models.Assignment, (partner_id, client_id, user_id))
+            if assignment is not None and assignment.assigned:
+                raise errors.AlreadyExists(f"user_id: user {user_id} is already assigned to this client",
+                                           "ALREADY_ASSIGNED")
+            assignment = session.merge(models.Assignment(
+                partner_id=partner_id, client_id=client_id, user_id=user_id, assigned=True,
+                client_approved=False, revision=tx.revision,
+            ))
+            tx.emit("partner_employee.assigned", partner_id=partner_id, client_id=client_id, user_id=user_id)
+            return assignment
+
+    def unassign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str) -> models.Assignment:
+        """R17: the partner withdraws the employee from this client."""
+        with self.store.write(actor_id) as tx:
+            self.authorizer.require(actor_id, "assign_client", partner_id)
+            assignment = get_assignment(tx, partner_id, client_id, user_id)
+            assignment.assigned = False
+            assignment.client_approved = False
+            assignment.revision = tx.revision
+            tx.emit("partner_employee.unassigned", partner_id=partner_id, client_id=client_id, user_id=user_id)
+            return assignment
+
+    def approve_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
+                                 user_id: str) -> models.Assignment:
+        """R16: the client adds the assigned person; only then do they reach the client."""
+        return self._consent(actor_id, client_id, partner_id, user_id, True, "partner_employee.approved")
+
+    def revoke_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
+                                user_id: str) -> models.Assignment:
+        """R17: the client withdraws its approval."""
+        return self._consent(actor_id, client_id, partner_id, user_id, False, "partner_employee.revoked")
+
+    def _consent(self, actor_id, client_id, partner_id, user_id, approved, event) -> models.Assignment:
+        with self.store.write(actor_id) as tx:
+            self.authorizer.require(actor_id, "approve_partner_employee", client_id)
+            assignment = get_assignment(tx, partner_id, client_id, user_id)
+            assignment.client_approved = approved
+            assignment.revision = tx.revision
+            tx.emit(event, partner_id=partner_id, client_id=client_id, user_id=user_id)
+            return assignment
+
+
+def get_assignment(tx: Transaction, partner_id: str, client_id: str, user_id: str) -> models.Assignment:
+    assignment = tx.session.get(models.Assignment, (partner_id, client_id, user_id))
+    if assignment is None or not assignment.assigned:
+        raise errors.NotFound(
+            f"user_id: user {user_id} is not assigned to client {client_id} by partner {partner_id}",
+            "ASSIGNMENT_NOT_FOUND",
+        )
+    return assignment
+
+
+def connect(tx: Transaction, invitation: models.Invitation, client_id: str, scopes: list[str],
+            employee_approval: str, referral: bool) -> models.Connection:
+    """Connect a client to the partner that invited it, finishing the invitation (R9 to R12)."""
+    session = tx.session
+    get_organization(session, client_id, "client_id")
+    if client_id == invitation.organization_id:
+        raise errors.InvalidArgument("client_id", "an organization cannot be its own client")
+    existing = session.get(models.Connection, (invitation.organization_id, client_id))
+    if existing is not None and existing.status != models.ConnectionStatus.DISCONNECTED:
+        raise errors.AlreadyExists("client_id: this organization is already a client of the partner",
+                                   "ALREADY_CONNECTED")
+    connection = session.merge(models.Connection(
+        partner_id=invitation.organization_id, client_id=client_id, status=models.ConnectionStatus.ACTIVE,
+        customer_name=invitation.customer_name, customer_number=invitation.customer_number,
+        currency=invitation.currency, requested_scopes=list(invitation.requested_scopes),
+        granted_scopes=sorted(set(scopes)), employee_approval=employee_approval, referral=referral,
+        connected_at=utc_now(), invitation_id=invitation.id, revision=tx.revision,
+    ))
+    invitation.status = models.InvitationStatus.FINISHED
+    invitation.revision = tx.revision
+    tx.emit("client.connected", partner_id=invitation.organization_id, client_id=client_id,
+            invitation_id=invitation.id, granted_scopes=connection.granted_scopes, referral=referral,
+            employee_approval=employee_approval)
+    return connection
+
+
+def connect_referrals(tx: Transaction, owner: models.User, organization: models.Organization) -> None:
+    """R10: a client invited by email who signs up and creates an organization is connected to
+    the partner automatically, as its referral, with the scopes requested."""
+    # Only invitations sent before the user signed up: a client who already had an account
+    # when invited accepts explicitly (R9).
+    pending = tx.session.execute(select(models.Invitation).where(
+        models.Invitation.kind == models.InvitationKind.CLIENT,
+        models.Invitation.email == owner.email,
+        models.Invitation.status == models.InvitationStatus.PENDING,
+        models.Invitation.created_at < owner.created_at,
+    ).order_by(models.Invitation.id)).scalars()
+    for invitation in pending:
+        existing = tx.session.get(models.Connection, (invitation.organization_id, organization.id))
+        if existing is None or existing.status == models.ConnectionStatus.DISCONNECTED:
+            connect(tx, invitation, organization.id, invitation.requested_scopes,
+                    models.EmployeeApproval.CLIENT, referral=True)
+
+
+def end_assignments(tx: Transaction, partner_id: str, client_id: str) -> None:
+    """A disconnected client keeps no partner employees: a new connection starts afresh."""
+    assignments = tx.session.execute(select(models.Assignment).where(
+        models.Assignment.partner_id == partner_id, models.Assignment.client_id == client_id,
+        models.Assignment.assigned.is_(True),
+    )).scalars()
+    for assignment in assignments:
+        assignment.assigned = False
+        assignment.client_approved = False
+        assignment.revision = tx.revision
+        tx.emit("partner_employee.unassigned", partner_id=partner_id, client_id=client_id,
+                user_id=assignment.user_id)

@@ -1,0 +1,91 @@
+"""Domain errors: each carries its status code and the reason clients match on (api.md).
+One interceptor (api/interceptors.py) turns them into a status plus google.rpc.ErrorInfo."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class DomainError(Exception):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, reason: str | None = None, **metadata: str):
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        self.metadata = metadata
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, problem: str, reason: str | None = None):
+        super().__init__(f"{field}: {problem}", reason, field=field)
+        self.field = field
+
+
+class UnknownScope(InvalidArgument):
+    reason = "UNKNOWN_SCOPE"
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class PermissionDenied(DomainError):
+    """R23: the policy did not allow the acting user this mutation."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "NOT_ALLOWED"
+
+
+class AlreadyExists(DomainError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class AlreadyMember(AlreadyExists):
+    reason = "ALREADY_MEMBER"
+
+
+class PartnerRecordConflict(AlreadyExists):
+    reason = "PARTNER_RECORD_CONFLICT"
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class InvitationNotPending(FailedPrecondition):
+    reason = "INVITATION_NOT_PENDING"
+
+
+class LastOwner(FailedPrecondition):
+    reason = "LAST_OWNER"
+
+
+class CurrencyMismatch(FailedPrecondition):
+    reason = "CURRENCY_MISMATCH"
+
+
+class NotPartnerEmployee(FailedPrecondition):
+    reason = "NOT_PARTNER_EMPLOYEE"
+
+
+class RevisionUnavailable(FailedPrecondition):
+    reason = "REVISION_UNAVAILABLE"
+
+
+class SeatLimitReached(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "SEAT_LIMIT_REACHED"
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"

@@ -1,0 +1,197 @@
+"""The fact index: the access facts of the store, held in memory for the check plane.
+
+It is computed once per change, not once per check: it loads every fact row at start, then
+catches up by reading the rows whose revision is newer than its own (after each local commit,
+when a check asks for a newer revision, and on a timer for writes by other processes).
+A check then builds its `Subject` from a few dictionary look-ups.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
+from mandate.store import models
+from mandate.store.db import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    role: str
+    status: str
+    partner_employee: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    status: str
+    granted_scopes: frozenset[str]
+    employee_approval: str
+
+
+class FactIndex:
+    def __init__(self, store: Store):
+        self.store = store
+        self.revision = -1
+        self._lock = threading.Lock()
+        self.users: set[str] = set()
+        self.organizations: set[str] = set()
+        self.resources: dict[tuple[str, str], str] = {}  # (type, id) -> organization id
+        self.memberships: dict[str, dict[str, Member]] = {}  # user -> organization -> member
+        self.members: dict[str, set[str]] = {}  # organization -> users (not removed)
+        self.partners: dict[str, dict[str, Link]] = {}  # client -> partner -> connection
+        self.clients: dict[str, set[str]] = {}  # partner -> clients (connection not disconnected)
+        self.assignments: dict[tuple[str, str], dict[str, bool]] = {}  # (user, client) -> partner -> approved
+        self.links: dict[str, set[str]] = {}  # organization -> linked organizations
+
+    # -- keeping up with the store -------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Apply every change committed since our revision; returns the revision reached."""
+        with self._lock:
+            target = self.store.current_revision()
+            if target == self.revision:
+                return target
+            since = self.revision
+            with self.store.read() as session:
+                for table, apply in (
+                    (models.User, self._apply_user),
+                    (models.Organization, self._apply_organization),
+                    (models.Membership, self._apply_membership),
+                    (models.Resource, self._apply_resource),
+                    (models.Connection, self._apply_connection),
+                    (models.Assignment, self._apply_assignment),
+                    (models.OrganizationLink, self._apply_link),
+                ):
+                    for row in session.execute(select(table).where(table.revision > since)).scalars():
+                        apply(row)
+            self.revision = max(self.revision, target)
+            return self.revision
+
+    def _apply_user(self, row: models.User) -> None:
+        self.users.add(row.id)
+
+    def _apply_organization(self, row: models.Organization) -> None:
+        self.organizations.add(row.id)
+
+    def _apply_membership(self, row: models.Membership) -> None:
+        by_org = self.memberships.setdefault(row.user_id, {})
+        if row.status == models.MemberStatus.REMOVED:
+            by_org.pop(row.organization_id, None)
+            self.members.get(row.organization_id, set()).discard(row.user_id)
+        else:
+            by_org[row.organization_id] = Member(row.role, row.status, row.partner_employee)
+            self.members.setdefault(row.organization_id, set()).add(row.user_id)
+
+    def _apply_resource(self, row: models.Resource) -> None:
+        key = (row.type, row.id)
+        if row.deleted:
+            self.resources.pop(key, None)
+        else:
+            self.resources[key] = row.organization_id
+
+    def _apply_connection(self, row: models.Connection) -> None:
+        by_partner = self.partners.setdefault(row.client_id, {})
+        if row.status == models.ConnectionStatus.DISCONNECTED:
+            by_partner.pop(row.partner_id, None)
+            self.clients.get(row.partner_id, set()).discard(row.client_id)
+        else:
+            by_partner[row.partner_id] = Link(row.status, frozenset(row.granted_scopes), row.employee_approval)
+            self.clients.setdefault(row.partner_id, set()).add(row.client_id)
+
+    def _apply_assignment(self, row: models.Assignment) -> None:
+        by_partner = self.assignments.setdefault((row.user_id, row.client_id), {})
+        if row.assigned:
+            by_partner[row.partner_id] = row.client_approved
+        else:
+            by_partner.pop(row.partner_id, None)
+
+    def _apply_link(self, row: models.OrganizationLink) -> None:
+        self.links.setdefault(row.organization_id, set()).add(row.other_organization_id)
+
+    # -- questions of the check plane ----------------------------------------------------
+
+    def organization_of(self, resource_type: str, resource_id: str) -> str | None:
+        """The organization whose facts decide about a resource, or None if unknown."""
+        if resource_type == "Organization":
+            return resource_id if resource_id in self.organizations else None
+        return self.resources.get((resource_type, resource_id))
+
+    def subject(self, user_id: str, organization_id: str, labels: dict[str, str] | None = None) -> Subject:
+        """Everything the policy may know about this user and this organization. When `labels`
+        is given, it is filled with the organization id behind each local label (for Explain)."""
+        # Readers copy containers in one step (atomic under the GIL) because catch_up may
+        # change them from another thread.
+        own = dict(self.memberships.get(user_id, {}))
+        if not own:
+            return Subject()
+        memberships: list[MembershipFact] = []
+        home = own.get(organization_id)
+        if labels is not None:
+            labels[HOME] = organization_id
+        if home is not None:
+            memberships.append(MembershipFact(HOME, home.role, home.status, home.partner_employee))
+
+        # Partners of this organization that the user belongs to, in a canonical order so
+        # that equal situations give equal subjects whatever the ids.
+        paths = []
+        assigned = dict(self.assignments.get((user_id, organization_id), {}))
+        for partner_id, link in tuple(self.partners.get(organization_id, {}).items()):
+            member = own.get(partner_id)
+            if member is not None:
+                paths.append((member, link, assigned.get(partner_id), partner_id))
+        connections: list[ConnectionFact] = []
+        assignments: list[AssignmentFact] = []
+        paths.sort(key=_path_order)
+        for number, (member, link, approved, partner_id) in enumerate(paths):
+            label = f"p{number}"
+            if labels is not None:
+                labels[label] = partner_id
+            memberships.append(MembershipFact(label, member.role, member.status, member.partner_employee))
+            connections.append(ConnectionFact(label, link.status, link.granted_scopes, link.employee_approval))
+            if approved is not None:
+                assignments.append(AssignmentFact(label, approved))
+
+        linked_members = sorted(
+            ((own[other], other) for other in tuple(self.links.get(organization_id, ())) if other in own),
+            key=lambda pair: _member_order(pair[0]),
+        )
+        linked = []
+        for number, (member, other) in enumerate(linked_members):
+            label = f"l{number}"
+            if labels is not None:
+                labels[label] = other
+            memberships.append(MembershipFact(label, member.role, member.status, member.partner_employee))
+            linked.append(label)
+        return Subject(tuple(memberships), tuple(connections), tuple(assignments), tuple(linked))
+
+    def reachable_organizations(self, user_id: str) -> set[str]:
+        """Every organization about which the user has any fact: a superset of where they have access."""
+        own = tuple(self.memberships.get(user_id, {}))
+        reachable = set(own)
+        for organization_id in own:
+            reachable |= self.clients.get(organization_id, set())
+            reachable |= self.links.get(organization_id, set())
+        return reachable
+
+    def candidate_users(self, organization_id: str) -> set[str]:
+        """Every user with any fact about the organization: a superset of who has access."""
+        users = set(self.members.get(organization_id, ()))
+        for partner_id in tuple(self.partners.get(organization_id, {})):
+            users |= self.members.get(partner_id, set())
+        for other in tuple(self.links.get(organization_id, ())):
+            users |= self.members.get(other, set())
+        return users
+
+
+def _member_order(member: Member):
+    return (member.role, member.status, member.partner_employee)
+
+
+def _path_order(path):
+    member, link, approved, _ = path
+    return (_member_order(member), link.status, sorted(link.granted_scopes), link.employee_approval,
+            approved is None, bool(approved))

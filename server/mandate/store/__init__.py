@@ -1,0 +1,1 @@
+"""The store layer: reads and writes rows, never asks the policy."""

@@ -1,0 +1,192 @@
+"""Tables. Every row that carries access facts records the revision that last wrote it,
+so a reader can catch up on every change since a revision (see mandate.index)."""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    LEGAL_REPRESENTATIVE = "legal_representative"
+    COLLEAGUE = "colleague"
+    CLIENT = "client"
+
+
+class MemberStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    REMOVED = "removed"
+
+
+class InvitationKind(enum.StrEnum):
+    MEMBER = "member"
+    CLIENT = "client"
+
+
+class InvitationStatus(enum.StrEnum):
+    PENDING = "pending"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+class ConnectionStatus(enum.StrEnum):
+    ACTIVE = "active"
+    DISCONNECT_REQUESTED = "disconnect_requested"
+    DISCONNECTED = "disconnected"
+
+
+class EmployeeApproval(enum.StrEnum):
+    CLIENT = "client"
+    PARTNER = "partner"
+
+
+# Scopes a client can grant a partner: the Project actions (api.md).
+SCOPES = ("read", "edit", "publish", "approve", "delete")
+
+
+def enum_column(enum_type: type[enum.StrEnum]):
+    """Enums are stored by value, as plain strings (portable across engines)."""
+    return String(max(len(m.value) for m in enum_type))
+
+
+class RevisionCounter(Base):
+    """One row. Every write transaction increments it first: that gives the transaction its
+    revision and serializes writers, so revisions commit in order on every engine."""
+
+    __tablename__ = "revision_counter"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), nullable=False, unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    seat_limit: Mapped[int] = mapped_column(Integer, nullable=False)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False)
+    created_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(enum_column(Role), nullable=False)
+    status: Mapped[str] = mapped_column(enum_column(MemberStatus), nullable=False)
+    partner_employee: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+class Invitation(Base):
+    """A member invitation, or a client invitation by email or by link (token_hash set)."""
+
+    __tablename__ = "invitations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kind: Mapped[str] = mapped_column(enum_column(InvitationKind), nullable=False)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), nullable=False)
+    email: Mapped[str] = mapped_column(String(254), nullable=False, default="")
+    role: Mapped[str] = mapped_column(String(40), nullable=False, default="")
+    status: Mapped[str] = mapped_column(enum_column(InvitationStatus), nullable=False)
+    invited_by: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False)
+    customer_name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    customer_number: Mapped[str] = mapped_column(String(100), nullable=False, default="")
+    currency: Mapped[str] = mapped_column(String(3), nullable=False, default="")
+    requested_scopes: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    # SHA-256 of an invitation link's token; the token itself is never stored.
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    __table_args__ = (
+        Index("ix_invitations_org_status", "organization_id", "status"),
+        Index("ix_invitations_email_status", "email", "status"),
+    )
+
+
+class Resource(Base):
+    """A caller's resource (a Project) registered inside an organization."""
+
+    __tablename__ = "resources"
+    type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), nullable=False)
+    deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+    __table_args__ = (Index("ix_resources_org", "organization_id", "type", "id"),)
+
+
+class OrganizationLink(Base):
+    """Two master accounts linked by their owner (R13); stored in both directions."""
+
+    __tablename__ = "organization_links"
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    other_organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+class Connection(Base):
+    """A partner and one of its clients (R9 to R14)."""
+
+    __tablename__ = "connections"
+    partner_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True, index=True)
+    status: Mapped[str] = mapped_column(enum_column(ConnectionStatus), nullable=False)
+    customer_name: Mapped[str] = mapped_column(String(200), nullable=False)
+    customer_number: Mapped[str] = mapped_column(String(100), nullable=False, default="")
+    currency: Mapped[str] = mapped_column(String(3), nullable=False)
+    requested_scopes: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    granted_scopes: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    employee_approval: Mapped[str] = mapped_column(enum_column(EmployeeApproval), nullable=False)
+    referral: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    connected_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    invitation_id: Mapped[str] = mapped_column(ForeignKey("invitations.id"), nullable=False)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+
+class Assignment(Base):
+    """A partner employee assigned to a client, and the client's approval (R15 to R19).
+    Kept when withdrawn (assigned = false), so the change reaches every reader."""
+
+    __tablename__ = "assignments"
+    partner_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    assigned: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    client_approved: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+
+    __table_args__ = (Index("ix_assignments_user_client", "user_id", "client_id"),)
+
+
+class Event(Base):
+    """The append-only change log (R22): written in the transaction of the change."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    type: Mapped[str] = mapped_column(String(60), nullable=False)
+    actor_id: Mapped[str] = mapped_column(String(40), nullable=False, default="")
+    attributes: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    occurred_at: Mapped[str] = mapped_column(String(40), nullable=False)
+
+
