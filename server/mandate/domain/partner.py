@@ -111,8 +111,9 @@ class Partners:
     # -- reading connections ----------------------------------------------------------------
 
     def list_clients(self, actor_id: str, partner_id: str, query: str, status: str, page_size: int,
-                     after: str) -> list[models.Connection]:
-        self.authorizer.require(actor_id, "list_clients", partner_id)
+                     after: str, permission: str = "list_clients") -> list[models.Connection]:
+        """The partner's clients; R21's export reads the same list under `export_clients`."""
+        self.authorizer.require(actor_id, permission, partner_id)
         statement = select(models.Connection).where(models.Connection.partner_id == partner_id)
         if status:
             statement = statement.where(models.Connection.status == status)
@@ -122,18 +123,9 @@ class Partners:
             )
         if after:
             statement = statement.where(models.Connection.client_id > after)
-        statement = statement.order_by(models.Connection.client_id)
-        if page_size:
-            statement = statement.limit(page_size + 1)
+        statement = statement.order_by(models.Connection.client_id).limit(page_size + 1)
         with self.store.read() as session:
             return list(session.execute(statement).scalars())
-
-    def export_clients(self, actor_id: str, partner_id: str) -> list[models.Connection]:
-        """R21: the partner's whole client list, under the export permission."""
-        self.authorizer.require(actor_id, "export_clients", partner_id)
-        with self.store.read() as session:
-            statement = select(models.Connection).where(models.Connection.partner_id == partner_id)
-            return list(session.execute(statement.order_by(models.Connection.client_id)).scalars())
 
     def list_partners(self, actor_id: str, client_id: str, page_size: int, after: str) -> list[models.Connection]:
         self.authorizer.require(actor_id, "list_partners", client_id)

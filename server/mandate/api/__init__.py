@@ -1,0 +1,1 @@
+"""The gRPC layer: handlers validate and convert, domain services decide."""

@@ -1,0 +1,83 @@
+"""AuthorizationService: the check plane. An unknown actor, resource or action is a deny."""
+
+from __future__ import annotations
+
+from mandate.api import validate as v
+from mandate.app import App
+from mandate.domain.explain import explain
+from mandate.errors import InvalidArgument
+from mandate.facts import RESOURCE_TYPES
+from mandate.v1 import authorization_pb2 as pb
+from mandate.v1 import authorization_pb2_grpc
+
+
+def check_fields(request, field: str = "") -> tuple[str, str, str, str, str]:
+    actor_type, actor_id = v.object_ref(f"{field}actor", request.actor, request.HasField("actor"))
+    resource_type, resource_id = v.object_ref(f"{field}resource", request.resource, request.HasField("resource"))
+    return actor_type, actor_id, v.action(f"{field}action", request.action), resource_type, resource_id
+
+
+class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
+    def __init__(self, app: App):
+        self.authorizer = app.authorizer
+
+    def Check(self, request, context):
+        fields = check_fields(request)
+        revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
+        return pb.CheckResponse(allowed=self.authorizer.check(*fields), revision=str(revision))
+
+    def BatchCheck(self, request, context):
+        if len(request.checks) > v.MAX_BATCH:
+            raise InvalidArgument("checks", f"at most {v.MAX_BATCH} checks per batch")
+        requests = [(check_fields(c, f"checks[{i}]."), v.revision(f"checks[{i}].at_least_revision",
+                                                                   c.at_least_revision))
+                    for i, c in enumerate(request.checks)]
+        wanted = max((r for _, r in requests if r is not None), default=None)
+        revision = str(self.authorizer.at_least(wanted))
+        check = self.authorizer.check
+        return pb.BatchCheckResponse(results=[pb.CheckResponse(allowed=check(*fields), revision=revision)
+                                              for fields, _ in requests])
+
+    def ListActions(self, request, context):
+        actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
+        resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
+        revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
+        actions = self.authorizer.list_actions(actor_type, actor_id, resource_type, resource_id)
+        return pb.ListActionsResponse(actions=actions, revision=str(revision))
+
+    def ListResources(self, request, context):
+        actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
+        action = v.action("action", request.action)
+        resource_type = known_type("resource_type", request.resource_type)
+        size = v.page_size("page_size", request.page_size)
+        after = v.page_token("page_token", request.page_token)
+        revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
+        ids, last = ([], "") if actor_type != "User" else \
+            self.authorizer.list_resources(actor_id, action, resource_type, size, after)
+        return pb.ListResourcesResponse(resource_ids=ids, next_page_token=v.encode_page_token(last),
+                                        revision=str(revision))
+
+    def ListActors(self, request, context):
+        action = v.action("action", request.action)
+        resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
+        known_type("resource.type", resource_type)
+        size = v.page_size("page_size", request.page_size)
+        after = v.page_token("page_token", request.page_token)
+        revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
+        ids, last = self.authorizer.list_actors(action, resource_type, resource_id, size, after)
+        return pb.ListActorsResponse(user_ids=ids, next_page_token=v.encode_page_token(last),
+                                     revision=str(revision))
+
+    def Explain(self, request, context):
+        fields = check_fields(request)
+        revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
+        allowed, reasons = explain(self.authorizer, *fields)
+        return pb.ExplainResponse(allowed=allowed, reasons=reasons, revision=str(revision),
+                                  policy_version=self.authorizer.policy.version)
+
+
+def known_type(field: str, value: str) -> str:
+    v.resource_type(field, value)
+    if value not in RESOURCE_TYPES:
+        raise InvalidArgument(field, f"must be one of: {', '.join(RESOURCE_TYPES)}")
+    return value

@@ -1,0 +1,54 @@
+"""Store rows to protobuf messages."""
+
+from __future__ import annotations
+
+from mandate.domain.membership import Member
+from mandate.store import models
+from mandate.v1 import common_pb2, directory_pb2
+
+
+def invitation(row: models.Invitation, token: str = "") -> common_pb2.Invitation:
+    return common_pb2.Invitation(
+        id=row.id, kind=row.kind, organization_id=row.organization_id, email=row.email, role=row.role,
+        status=row.status, invited_by=row.invited_by, customer_name=row.customer_name,
+        customer_number=row.customer_number, currency=row.currency, requested_scopes=row.requested_scopes,
+        token=token, created_at=row.created_at, revision=str(row.revision),
+    )
+
+
+def membership(member: Member) -> common_pb2.Membership:
+    row = member.membership
+    return common_pb2.Membership(
+        organization_id=row.organization_id, user_id=row.user_id, email=member.email, role=row.role,
+        status=row.status, partner_employee=row.partner_employee, revision=str(row.revision),
+    )
+
+
+def connection(row: models.Connection) -> common_pb2.Connection:
+    return common_pb2.Connection(
+        partner_id=row.partner_id, client_id=row.client_id, status=row.status, customer_name=row.customer_name,
+        customer_number=row.customer_number, currency=row.currency, requested_scopes=row.requested_scopes,
+        granted_scopes=row.granted_scopes, employee_approval=row.employee_approval, referral=row.referral,
+        connected_at=row.connected_at, revision=str(row.revision),
+    )
+
+
+def assignment(row: models.Assignment) -> common_pb2.Assignment:
+    return common_pb2.Assignment(
+        partner_id=row.partner_id, client_id=row.client_id, user_id=row.user_id,
+        client_approved=row.client_approved, assigned=row.assigned, revision=str(row.revision),
+    )
+
+
+def event(row: models.Event) -> common_pb2.Event:
+    return common_pb2.Event(revision=str(row.revision), type=row.type, actor_id=row.actor_id,
+                            attributes=row.attributes, occurred_at=row.occurred_at)
+
+
+def user(row: models.User, revision: int) -> directory_pb2.User:
+    return directory_pb2.User(id=row.id, email=row.email, display_name=row.display_name, revision=str(revision))
+
+
+def organization(row: models.Organization) -> directory_pb2.Organization:
+    return directory_pb2.Organization(id=row.id, name=row.name, currency=row.currency, seat_limit=row.seat_limit,
+                                      owner_id=row.owner_id, revision=str(row.revision))

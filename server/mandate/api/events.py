@@ -1,0 +1,45 @@
+"""EventService: the change log, listed in pages or watched as a stream (R22)."""
+
+from __future__ import annotations
+
+from mandate.api import convert
+from mandate.api import validate as v
+from mandate.app import App
+from mandate.errors import InvalidArgument
+from mandate.v1 import events_pb2, events_pb2_grpc
+
+WATCH_BATCH = 500
+WATCH_WAIT_SECONDS = 0.5
+
+
+def event_cursor(field: str, token: str) -> int:
+    key = v.page_token(field, token)
+    if key and not key.isdigit():
+        raise InvalidArgument(field, "is not a page token returned by Mandate")
+    return int(key or 0)
+
+
+class EventService(events_pb2_grpc.EventServiceServicer):
+    def __init__(self, app: App):
+        self.events = app.events
+
+    def ListEvents(self, request, context):
+        since = v.revision("since_revision", request.since_revision) or 0
+        size = v.page_size("page_size", request.page_size)
+        rows = self.events.list_events(since, event_cursor("page_token", request.page_token), size + 1)
+        last = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            last = v.encode_page_token(str(rows[-1].id))
+        return events_pb2.ListEventsResponse(events=[convert.event(r) for r in rows], next_page_token=last)
+
+    def Watch(self, request, context):
+        since = v.revision("since_revision", request.since_revision) or 0
+        cursor = 0
+        while context.is_active():
+            rows = self.events.list_events(since, cursor, WATCH_BATCH)
+            for row in rows:
+                yield convert.event(row)
+                cursor = row.id
+            if len(rows) < WATCH_BATCH:
+                self.events.wait_for_change(WATCH_WAIT_SECONDS)

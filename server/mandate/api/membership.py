@@ -1,0 +1,84 @@
+"""MembershipService: invitations and members of an organization."""
+
+from __future__ import annotations
+
+from mandate.api import convert
+from mandate.api import validate as v
+from mandate.app import App
+from mandate.store import models
+from mandate.v1 import directory_pb2, membership_pb2, membership_pb2_grpc
+
+INVITATION_STATUSES = [s.value for s in models.InvitationStatus]
+
+
+class MembershipService(membership_pb2_grpc.MembershipServiceServicer):
+    def __init__(self, app: App):
+        self.memberships = app.memberships
+
+    def InviteMember(self, request, context):
+        invitation = self.memberships.invite_member(
+            v.identifier("actor_id", request.actor_id),
+            v.identifier("organization_id", request.organization_id),
+            v.email("email", request.email),
+            v.member_role("role", request.role),
+        )
+        return convert.invitation(invitation)
+
+    def CancelInvitation(self, request, context):
+        return convert.invitation(self.memberships.cancel_invitation(
+            v.identifier("actor_id", request.actor_id), v.identifier("invitation_id", request.invitation_id)))
+
+    def ListInvitations(self, request, context):
+        size = v.page_size("page_size", request.page_size)
+        rows = self.memberships.list_invitations(
+            v.identifier("actor_id", request.actor_id),
+            v.identifier("organization_id", request.organization_id),
+            v.text("query", request.query, required=False),
+            v.optional_choice("status", request.status, INVITATION_STATUSES),
+            size, v.page_token("page_token", request.page_token),
+        )
+        rows, last = page(rows, size, lambda row: row.id)
+        return membership_pb2.ListInvitationsResponse(invitations=[convert.invitation(r) for r in rows],
+                                                      next_page_token=last)
+
+    def ListMembers(self, request, context):
+        size = v.page_size("page_size", request.page_size)
+        members = self.memberships.list_members(
+            v.identifier("actor_id", request.actor_id),
+            v.identifier("organization_id", request.organization_id),
+            size, v.page_token("page_token", request.page_token),
+        )
+        members, last = page(members, size, lambda m: m.membership.user_id)
+        return membership_pb2.ListMembersResponse(members=[convert.membership(m) for m in members],
+                                                  next_page_token=last)
+
+    def RemoveMember(self, request, context):
+        revision = self.memberships.remove_member(*member_fields(request))
+        return directory_pb2.WriteResponse(revision=str(revision))
+
+    def PauseMember(self, request, context):
+        return convert.membership(self.memberships.pause_member(*member_fields(request)))
+
+    def ResumeMember(self, request, context):
+        return convert.membership(self.memberships.resume_member(*member_fields(request)))
+
+    def SetMemberRole(self, request, context):
+        role = v.member_role("role", request.role)
+        return convert.membership(self.memberships.set_member_role(*member_fields(request), role))
+
+    def TagPartnerEmployee(self, request, context):
+        return convert.membership(
+            self.memberships.tag_partner_employee(*member_fields(request), request.partner_employee))
+
+
+def member_fields(request) -> tuple[str, str, str]:
+    return (v.identifier("actor_id", request.actor_id), v.identifier("organization_id", request.organization_id),
+            v.identifier("user_id", request.user_id))
+
+
+def page(rows: list, size: int, key) -> tuple[list, str]:
+    """Rows were fetched with one extra to know whether another page follows."""
+    if len(rows) > size:
+        rows = rows[:size]
+        return rows, v.encode_page_token(key(rows[-1]))
+    return rows, ""

@@ -1,0 +1,116 @@
+"""PartnerService: clients, invitation links, scopes, disconnects and partner employees."""
+
+from __future__ import annotations
+
+from mandate.api import convert
+from mandate.api import validate as v
+from mandate.api.membership import page
+from mandate.app import App
+from mandate.errors import InvalidArgument
+from mandate.store import models
+from mandate.v1 import partner_pb2, partner_pb2_grpc
+
+CONNECTION_STATUSES = [s.value for s in models.ConnectionStatus]
+APPROVALS = [a.value for a in models.EmployeeApproval]
+
+
+def pair(request) -> tuple[str, str, str]:
+    return (v.identifier("actor_id", request.actor_id), v.identifier("partner_id", request.partner_id),
+            v.identifier("client_id", request.client_id))
+
+
+def customer(request) -> tuple[str, str, str, list[str]]:
+    return (v.text("customer_name", request.customer_name),
+            v.text("customer_number", request.customer_number, required=False, max_length=100),
+            v.currency("currency", request.currency),
+            v.scopes("requested_scopes", request.requested_scopes))
+
+
+class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
+    def __init__(self, app: App):
+        self.partners = app.partners
+
+    def InviteClient(self, request, context):
+        actor_id = v.identifier("actor_id", request.actor_id)
+        partner_id = v.identifier("partner_id", request.partner_id)
+        email = v.email("email", request.email)
+        return convert.invitation(self.partners.invite_client(actor_id, partner_id, email, *customer(request)))
+
+    def CreateInviteLink(self, request, context):
+        actor_id = v.identifier("actor_id", request.actor_id)
+        partner_id = v.identifier("partner_id", request.partner_id)
+        created = self.partners.create_invite_link(actor_id, partner_id, *customer(request))
+        return convert.invitation(created.invitation, token=created.token)
+
+    def AcceptClientInvitation(self, request, context):
+        actor_id = v.identifier("actor_id", request.actor_id)
+        if bool(request.invitation_id) == bool(request.token):
+            raise InvalidArgument("invitation_id", "give exactly one of invitation_id and token")
+        invitation_id = v.optional_identifier("invitation_id", request.invitation_id)
+        token = v.text("token", request.token, required=False, max_length=200)
+        client_id = v.identifier("client_id", request.client_id)
+        # An empty list grants what was requested; UpdateGrantedScopes can narrow it later.
+        granted = v.scopes("granted_scopes", request.granted_scopes) if request.granted_scopes else None
+        approval = v.choice("employee_approval", request.employee_approval, APPROVALS,
+                            default=models.EmployeeApproval.CLIENT.value)
+        return convert.connection(self.partners.accept_client_invitation(
+            actor_id, invitation_id, token, client_id, granted, approval))
+
+    def ListClients(self, request, context, permission="list_clients"):
+        size = v.page_size("page_size", request.page_size)
+        rows = self.partners.list_clients(
+            v.identifier("actor_id", request.actor_id), v.identifier("partner_id", request.partner_id),
+            v.text("query", request.query, required=False),
+            v.optional_choice("status", request.status, CONNECTION_STATUSES),
+            size, v.page_token("page_token", request.page_token), permission)
+        rows, last = page(rows, size, lambda row: row.client_id)
+        return partner_pb2.ListConnectionsResponse(connections=[convert.connection(r) for r in rows],
+                                                   next_page_token=last)
+
+    def ExportClients(self, request, context):
+        return self.ListClients(request, context, permission="export_clients")
+
+    def ListPartners(self, request, context):
+        size = v.page_size("page_size", request.page_size)
+        rows = self.partners.list_partners(
+            v.identifier("actor_id", request.actor_id), v.identifier("client_id", request.client_id),
+            size, v.page_token("page_token", request.page_token))
+        rows, last = page(rows, size, lambda row: row.partner_id)
+        return partner_pb2.ListConnectionsResponse(connections=[convert.connection(r) for r in rows],
+                                                   next_page_token=last)
+
+    def UpdateGrantedScopes(self, request, context):
+        scopes = v.scopes("granted_scopes", request.granted_scopes)
+        return convert.connection(self.partners.update_granted_scopes(*pair(request), scopes))
+
+    def RequestDisconnect(self, request, context):
+        return convert.connection(self.partners.request_disconnect(*pair(request)))
+
+    def AcceptDisconnect(self, request, context):
+        return convert.connection(self.partners.accept_disconnect(*pair(request)))
+
+    def DeclineDisconnect(self, request, context):
+        return convert.connection(self.partners.decline_disconnect(*pair(request)))
+
+    def RevokePartner(self, request, context):
+        return convert.connection(self.partners.revoke_partner(*pair(request)))
+
+    def AssignClient(self, request, context):
+        return convert.assignment(self.partners.assign_client(*pair(request), user(request)))
+
+    def UnassignClient(self, request, context):
+        return convert.assignment(self.partners.unassign_client(*pair(request), user(request)))
+
+    def ApprovePartnerEmployee(self, request, context):
+        actor_id, partner_id, client_id = pair(request)
+        return convert.assignment(
+            self.partners.approve_partner_employee(actor_id, client_id, partner_id, user(request)))
+
+    def RevokePartnerEmployee(self, request, context):
+        actor_id, partner_id, client_id = pair(request)
+        return convert.assignment(
+            self.partners.revoke_partner_employee(actor_id, client_id, partner_id, user(request)))
+
+
+def user(request) -> str:
+    return v.identifier("user_id", request.user_id)

@@ -1,0 +1,147 @@
+"""Request validation: every field, with an INVALID_ARGUMENT error that names it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+import pycountry
+from email_validator import EmailNotValidError, validate_email
+
+from mandate.errors import InvalidArgument, UnknownScope
+from mandate.store import models
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_BATCH = 1000
+MAX_SEAT_LIMIT = 100_000
+
+_ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
+_ACTION = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+_TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,39}$")
+
+
+def identifier(field: str, value: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if not _ID.match(value):
+        raise InvalidArgument(field, "must be 1 to 200 printable ASCII characters without spaces")
+    return value
+
+
+def optional_identifier(field: str, value: str) -> str:
+    return identifier(field, value) if value else ""
+
+
+def text(field: str, value: str, *, required: bool = True, max_length: int = 200) -> str:
+    value = value.strip()
+    if required and not value:
+        raise InvalidArgument(field, "is required")
+    if len(value) > max_length:
+        raise InvalidArgument(field, f"must be at most {max_length} characters")
+    if any(ord(c) < 32 for c in value):
+        raise InvalidArgument(field, "must not contain control characters")
+    return value
+
+
+def email(field: str, value: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise InvalidArgument(field, f"is not a valid email address ({error})") from None
+    return checked.normalized.lower()
+
+
+def currency(field: str, value: str) -> str:
+    if not re.fullmatch(r"[A-Z]{3}", value or "") or pycountry.currencies.get(alpha_3=value) is None:
+        raise InvalidArgument(field, f"{value!r} is not an ISO 4217 currency code (e.g. EUR, USD)")
+    return value
+
+
+def member_role(field: str, value: str) -> str:
+    return choice(field, value, [r.value for r in models.Role])
+
+
+def choice(field: str, value: str, allowed: list[str], *, default: str | None = None) -> str:
+    if not value and default is not None:
+        return default
+    if value not in allowed:
+        raise InvalidArgument(field, f"must be one of: {', '.join(allowed)}")
+    return value
+
+
+def optional_choice(field: str, value: str, allowed: list[str]) -> str:
+    """A filter: empty means no filter."""
+    return choice(field, value, allowed) if value else ""
+
+
+def scopes(field: str, values) -> list[str]:
+    result = []
+    for position, scope in enumerate(values):
+        if scope not in models.SCOPES:
+            raise UnknownScope(f"{field}[{position}]", f"unknown scope {scope!r}; scopes are: "
+                               f"{', '.join(models.SCOPES)}")
+        result.append(scope)
+    return sorted(set(result))
+
+
+def seat_limit(field: str, value: int) -> int:
+    if value < 0 or value > MAX_SEAT_LIMIT:
+        raise InvalidArgument(field, f"must be between 0 (unlimited) and {MAX_SEAT_LIMIT}")
+    return value
+
+
+def action(field: str, value: str) -> str:
+    if not _ACTION.match(value or ""):
+        raise InvalidArgument(field, "must be a lower-case action name such as 'read'")
+    return value
+
+
+def object_ref(field: str, ref, present: bool) -> tuple[str, str]:
+    if not present:
+        raise InvalidArgument(field, "is required")
+    if not _TYPE.match(ref.type or ""):
+        raise InvalidArgument(f"{field}.type", "must be a type name such as 'User' or 'Project'")
+    return ref.type, identifier(f"{field}.id", ref.id)
+
+
+def resource_type(field: str, value: str) -> str:
+    if not _TYPE.match(value or ""):
+        raise InvalidArgument(field, "must be a type name such as 'Project'")
+    return value
+
+
+def revision(field: str, value: str) -> int | None:
+    if not value:
+        return None
+    if not value.isdigit() or len(value) > 19:
+        raise InvalidArgument(field, "must be a revision returned by Mandate")
+    return int(value)
+
+
+def page_size(field: str, value: int) -> int:
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    if value < 0 or value > MAX_PAGE_SIZE:
+        raise InvalidArgument(field, f"must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})")
+    return value
+
+
+def page_token(field: str, value: str) -> str:
+    """Page tokens are opaque to clients: the last key of the previous page, encoded."""
+    if not value:
+        return ""
+    try:
+        decoded = base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgument(field, "is not a page token returned by Mandate") from None
+    if not decoded.startswith("k:"):
+        raise InvalidArgument(field, "is not a page token returned by Mandate")
+    return decoded[2:]
+
+
+def encode_page_token(key: str) -> str:
+    return base64.urlsafe_b64encode(f"k:{key}".encode()).decode().rstrip("=") if key else ""

@@ -1,0 +1,157 @@
+"""The `mandate` command: serve, migrate, and ask a running server from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+
+import grpc
+
+from mandate.config import Config, client_token
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mandate", description="Mandate authorization service")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="migrate the database and serve gRPC")
+    add_server_flags(serve)
+
+    migrate = commands.add_parser("migrate", help="bring the database to the newest schema")
+    migrate.add_argument("--database-url", help="overrides MANDATE_DATABASE_URL")
+
+    for name, text in (("check", "ask whether ACTOR may do ACTION on RESOURCE"),
+                       ("explain", "explain the decision in plain words")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("actor", help="a user id (or User:ID)")
+        sub.add_argument("action", help="e.g. read")
+        sub.add_argument("resource", help="TYPE:ID, e.g. Project:p1 or Organization:org_...")
+        add_client_flags(sub)
+
+    export = commands.add_parser("export-clients", help="write a partner's client list as CSV (R21)")
+    export.add_argument("actor", help="the acting user's id")
+    export.add_argument("partner", help="the partner organization's id")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    add_client_flags(export)
+
+    args = parser.parse_args(argv)
+    config = Config.from_env()
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "serve":
+        return run_serve(config, args)
+    if args.command == "migrate":
+        from mandate.store.migrate import upgrade
+
+        upgrade(args.database_url or config.database_url)
+        return 0
+    if args.command in ("check", "explain"):
+        return run_check(args)
+    if args.command == "export-clients":
+        return run_export(args)
+    return 2
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", help="host:port (overrides MANDATE_LISTEN)")
+    parser.add_argument("--database-url", help="overrides MANDATE_DATABASE_URL")
+    parser.add_argument("--policy-dir", help="overrides MANDATE_POLICY_DIR")
+    parser.add_argument("--workers", type=int, help="request threads (default 16)")
+
+
+def add_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", help="host:port of a running server (default: MANDATE_LISTEN)")
+
+
+def run_serve(config: Config, args) -> int:
+    from mandate.policy import PolicyError
+    from mandate.server import serve
+    from mandate.store.migrate import upgrade
+
+    config.listen = args.listen or config.listen
+    config.database_url = args.database_url or config.database_url
+    config.policy_dir = Path(args.policy_dir) if args.policy_dir else config.policy_dir
+    config.workers = args.workers or config.workers
+    upgrade(config.database_url)
+    try:
+        serve(config)
+    except PolicyError as error:
+        print(f"mandate: refusing to start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def channel(args) -> grpc.Channel:
+    return grpc.insecure_channel(args.server or Config.from_env().listen)
+
+
+def call_metadata() -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {client_token()}"),)
+
+
+def object_ref(text: str, default_type: str):
+    from mandate.v1 import common_pb2
+
+    kind, _, ident = text.partition(":")
+    if not ident:
+        kind, ident = default_type, text
+    return common_pb2.ObjectRef(type=kind, id=ident)
+
+
+def run_check(args) -> int:
+    from mandate.v1 import authorization_pb2, authorization_pb2_grpc
+
+    stub = authorization_pb2_grpc.AuthorizationServiceStub(channel(args))
+    request = authorization_pb2.CheckRequest(actor=object_ref(args.actor, "User"), action=args.action,
+                                             resource=object_ref(args.resource, "Project"))
+    try:
+        if args.command == "check":
+            reply = stub.Check(request, metadata=call_metadata())
+            print("allowed" if reply.allowed else "denied")
+            return 0 if reply.allowed else 1
+        reply = stub.Explain(request, metadata=call_metadata())
+    except grpc.RpcError as error:
+        print(f"mandate: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 2
+    print("allowed" if reply.allowed else "denied")
+    for reason in reply.reasons:
+        print(f"  - {reason}")
+    return 0 if reply.allowed else 1
+
+
+EXPORT_COLUMNS = ("client", "customer_number", "currency", "status", "granted_scopes", "connected_since")
+
+
+def run_export(args) -> int:
+    """R21, through the same authorization as ListClients (ExportClients permission)."""
+    from mandate.v1 import partner_pb2, partner_pb2_grpc
+
+    stub = partner_pb2_grpc.PartnerServiceStub(channel(args))
+    output = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        writer = csv.writer(output)
+        writer.writerow(EXPORT_COLUMNS)
+        token = ""
+        while True:
+            reply = stub.ExportClients(
+                partner_pb2.ListClientsRequest(actor_id=args.actor, partner_id=args.partner, page_size=1000,
+                                               page_token=token),
+                metadata=call_metadata())
+            for c in reply.connections:
+                writer.writerow((c.customer_name, c.customer_number, c.currency, c.status,
+                                 " ".join(c.granted_scopes), c.connected_at))
+            token = reply.next_page_token
+            if not token:
+                return 0
+    except grpc.RpcError as error:
+        print(f"mandate: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 2
+    finally:
+        if output is not sys.stdout:
+            output.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Configuration in one place: environment variables, overridden by command-line flags,
+with defaults that work on a fresh checkout."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DATABASE_URL = "sqlite:///var/mandate.db"
+DEFAULT_POLICY_DIR = "policies"
+DEFAULT_TOKEN_FILE = "var/api-token"
+
+
+@dataclass
+class Config:
+    listen: str = DEFAULT_LISTEN
+    database_url: str = DEFAULT_DATABASE_URL
+    policy_dir: Path = Path(DEFAULT_POLICY_DIR)
+    # Tokens calling services present as `authorization: Bearer <token>`.
+    api_tokens: list[str] = field(default_factory=list)
+    token_file: Path = Path(DEFAULT_TOKEN_FILE)
+    workers: int = 16
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        tokens = [t.strip() for t in env.get("MANDATE_API_TOKENS", "").split(",") if t.strip()]
+        return cls(
+            listen=env.get("MANDATE_LISTEN", DEFAULT_LISTEN),
+            database_url=env.get("MANDATE_DATABASE_URL", DEFAULT_DATABASE_URL),
+            policy_dir=Path(env.get("MANDATE_POLICY_DIR", DEFAULT_POLICY_DIR)),
+            api_tokens=tokens,
+            token_file=Path(env.get("MANDATE_TOKEN_FILE", DEFAULT_TOKEN_FILE)),
+            log_level=env.get("MANDATE_LOG_LEVEL", "INFO"),
+        )
+
+    def resolved_tokens(self) -> list[str]:
+        """The configured tokens; without any, a random one kept in the token file (created
+        with owner-only permissions on first use), so a fresh checkout is never open."""
+        if self.api_tokens:
+            return self.api_tokens
+        return [read_or_create_token(self.token_file)]
+
+
+def read_or_create_token(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+def client_token(env: dict[str, str] | None = None) -> str:
+    """The token a command-line client presents: MANDATE_TOKEN, else the server's token file."""
+    env = os.environ if env is None else env
+    if env.get("MANDATE_TOKEN"):
+        return env["MANDATE_TOKEN"]
+    tokens = [t.strip() for t in env.get("MANDATE_API_TOKENS", "").split(",") if t.strip()]
+    if tokens:
+        return tokens[0]
+    return read_or_create_token(Path(env.get("MANDATE_TOKEN_FILE", DEFAULT_TOKEN_FILE)))
