@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from mandate.domain.authorization import Authorizer
 from mandate.domain.directory import Directory
@@ -21,11 +22,11 @@ POLL_SECONDS = 0.5
 
 
 class App:
-    def __init__(self, database_url: str, policy_dir):
+    def __init__(self, database_url: str, policy_dir, policy: Policy | None = None):
         self.store = Store(database_url)
-        self.policy_dir = policy_dir
+        self.policy_dir = Path(policy_dir)
         self.index = FactIndex(self.store)
-        self.authorizer = Authorizer(self.store, self.index, Policy(policy_dir))
+        self.authorizer = Authorizer(self.store, self.index, policy or Policy(policy_dir))
         self.store.on_commit(lambda _revision: self.index.catch_up())
         self.index.catch_up()
         self.directory = Directory(self.store, self.authorizer)

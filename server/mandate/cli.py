@@ -20,6 +20,19 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="migrate the database and serve gRPC")
     add_server_flags(serve)
 
+    policy = commands.add_parser("policy", help="test, check and review the policy")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    test = policy_commands.add_parser("test", help="run policy test files (default policies/tests/)")
+    test.add_argument("paths", nargs="*", help="test files or directories")
+    test.add_argument("--junit", help="also write JUnit XML to this file")
+    matrix = policy_commands.add_parser("matrix", help="print who may do what on the canonical world")
+    matrix.add_argument("--format", choices=("markdown", "csv"), default="markdown")
+    policy_commands.add_parser("check", help="load and validate the policy")
+    mutate = policy_commands.add_parser("mutate", help="delete each rule in turn; report those no test notices")
+    mutate.add_argument("paths", nargs="*", help="test files or directories")
+    for sub in (test, matrix, mutate, policy_commands.choices["check"]):
+        sub.add_argument("--policy-dir", help="overrides MANDATE_POLICY_DIR")
+
     migrate = commands.add_parser("migrate", help="bring the database to the newest schema")
     migrate.add_argument("--database-url", help="overrides MANDATE_DATABASE_URL")
 
@@ -46,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = Config.from_env()
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
         return run_serve(config, args)
     if args.command == "migrate":
@@ -59,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_export(args)
     if args.command == "call":
         return run_call(args)
+    if args.command == "policy":
+        return run_policy(args, Path(args.policy_dir) if args.policy_dir else config.policy_dir)
     return 2
 
 
@@ -67,6 +83,10 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", help="overrides MANDATE_DATABASE_URL")
     parser.add_argument("--policy-dir", help="overrides MANDATE_POLICY_DIR")
     parser.add_argument("--workers", type=int, help="request threads (default 16)")
+    parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
+    parser.add_argument("--ephemeral", action="store_true",
+                        help="serve from a throwaway database, deleted at exit (for other teams' tests)")
+    parser.add_argument("--world", help="with --ephemeral: fill the database from this world file (YAML)")
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
@@ -82,13 +102,69 @@ def run_serve(config: Config, args) -> int:
     config.database_url = args.database_url or config.database_url
     config.policy_dir = Path(args.policy_dir) if args.policy_dir else config.policy_dir
     config.workers = args.workers or config.workers
-    upgrade(config.database_url)
+    config.watch_policy = args.watch_policy
+    if args.world and not args.ephemeral:
+        print("mandate: --world needs --ephemeral (it never writes into a real database)", file=sys.stderr)
+        return 2
     try:
-        serve(config)
+        if args.ephemeral:
+            from mandate.world import EphemeralApp, WorldError, read_yaml
+
+            try:
+                world = read_yaml(args.world).get("world") if args.world else None
+                ephemeral = EphemeralApp(config.policy_dir, world)
+            except (WorldError, OSError) as error:
+                print(f"mandate: cannot load the world: {error}", file=sys.stderr)
+                return 1
+            try:
+                serve(config, app=ephemeral.app)
+            finally:
+                ephemeral.close()
+        else:
+            upgrade(config.database_url)
+            serve(config)
     except PolicyError as error:
         print(f"mandate: refusing to start: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_policy(args, policy_dir: Path) -> int:
+    from mandate import policytest, policytools
+    from mandate.policy import Policy, PolicyError
+
+    try:
+        policy = Policy(policy_dir)
+    except PolicyError as error:
+        print(f"mandate: {error}", file=sys.stderr)
+        return 1
+    if args.policy_command == "check":
+        print(f"policy {policy.version} in {policy_dir}: ok ({len(policy.files)} files, "
+              f"{sum(len(p) for p in policy.permissions.values())} permissions)")
+        return 0
+    if args.policy_command == "matrix":
+        text = policytools.matrix_csv(policy) if args.format == "csv" else policytools.matrix_markdown(policy)
+        sys.stdout.write(text)
+        return 0
+    if args.policy_command == "test":
+        try:
+            outcomes = policytest.run(args.paths, policy)
+        except FileNotFoundError as error:
+            print(f"mandate: {error}", file=sys.stderr)
+            return 2
+        policytest.report(outcomes, sys.stdout)
+        if args.junit:
+            policytest.write_junit(outcomes, args.junit)
+        return 0 if outcomes and all(o.passed for o in outcomes) else 1
+    mutants = policytools.mutation_run(policy_dir, args.paths)
+    for mutant in mutants:
+        status = "killed  " if mutant.killed else "SURVIVED"
+        print(f"{status} {mutant.rule.file.name}:{mutant.rule.line}: {mutant.rule.text[:90]}")
+        if not mutant.killed:
+            print(f"         {mutant.how}")
+    survived = sum(not m.killed for m in mutants)
+    print(f"{len(mutants)} rules deleted one at a time: {len(mutants) - survived} caught, {survived} survived")
+    return 0 if survived == 0 else 1
 
 
 def channel(args) -> grpc.Channel:

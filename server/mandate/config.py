@@ -23,6 +23,7 @@ class Config:
     api_tokens: list[str] = field(default_factory=list)
     token_file: Path = Path(DEFAULT_TOKEN_FILE)
     workers: int = 16
+    watch_policy: bool = False
     log_level: str = "INFO"
 
     @classmethod

@@ -29,6 +29,23 @@ class PolicyError(Exception):
     """The policy does not load or does not pass validation."""
 
 
+# Every action the service asks the policy about (R23: each mutation is one of these on an
+# Organization; Project actions are the scopes a client grants). A policy must declare them all.
+SERVICE_ACTIONS = {
+    "Organization": (
+        "view", "list_members", "invite_member", "cancel_invitation", "list_invitations", "remove_member",
+        "pause_member", "resume_member", "set_member_role", "tag_partner_employee", "grant_owner",
+        "put_resource", "delete_resource", "link", "switch",
+        "add_client", "list_clients", "export_clients", "assign_client", "request_disconnect",
+        "accept_client_invitation", "list_partners", "update_granted_scopes", "respond_disconnect",
+        "revoke_partner", "approve_partner_employee",
+    ),
+    "Project": ("read", "edit", "publish", "approve", "delete"),
+}
+BUILTIN_CLASSES = {"String", "Integer", "Float", "Boolean", "List", "Dictionary"}
+_SPECIALIZER = re.compile(r"\b\w+\s*:\s*([A-Z]\w*)")
+
+
 def policy_files(policy_dir: Path) -> list[Path]:
     files = sorted(Path(policy_dir).glob("*.polar"))
     if not files:
@@ -54,7 +71,8 @@ def declarations(source: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tup
 
 class Policy:
     def __init__(self, policy_dir: Path | str):
-        self.files = policy_files(Path(policy_dir))
+        self.directory = Path(policy_dir)
+        self.files = policy_files(self.directory)
         digest = hashlib.sha256()
         for path in self.files:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -67,9 +85,34 @@ class Policy:
         except Exception as error:  # oso raises several unrelated types; all mean "does not load"
             raise PolicyError(f"policy does not load: {error}") from error
         self.roles, self.permissions = declarations("\n".join(p.read_text() for p in self.files))
+        problems = self.problems()
+        if problems:
+            raise PolicyError("policy fails validation: " + "; ".join(problems))
         self._lock = threading.Lock()
         self._allowed: dict[tuple, bool] = {}
         self._actions: dict[tuple, frozenset[str]] = {}
+
+    def problems(self) -> list[str]:
+        """What `mandate policy check` reports beyond oso's own load-time validation."""
+        problems = []
+        for resource_type, actions in SERVICE_ACTIONS.items():
+            declared = set(self.permissions.get(resource_type, ()))
+            problems += [f"{resource_type} does not declare the permission {a!r} the service asks about"
+                         for a in actions if a not in declared]
+        for resource_type in facts.RESOURCE_TYPES:
+            user, resource = facts.views(Subject(), resource_type)
+            try:
+                self._oso.is_allowed(user, "view", resource)
+            except Exception as error:  # noqa: BLE001 - any error here means decisions would fail
+                problems.append(f"deciding on a {resource_type} fails: {str(error).splitlines()[0]}")
+        known = BUILTIN_CLASSES | {cls.__name__.removesuffix("Fact") for cls in facts.POLICY_CLASSES}
+        for path in self.files:
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                code = line.split("#", 1)[0]
+                for name in _SPECIALIZER.findall(code):
+                    if name not in known:
+                        problems.append(f"{path.name}:{number}: unknown type {name!r} (never matches)")
+        return problems
 
     def is_allowed(self, subject: Subject, resource_type: str, action: str) -> bool:
         key = (subject, resource_type, action)

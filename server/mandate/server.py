@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -72,8 +73,8 @@ def build_server(app: App, config: Config) -> tuple[grpc.Server, int]:
     return server, port
 
 
-def serve(config: Config, *, ready: threading.Event | None = None) -> None:
-    app = App(config.database_url, config.policy_dir)
+def serve(config: Config, *, app: App | None = None, ready: threading.Event | None = None) -> None:
+    app = app or App(config.database_url, config.policy_dir)
     app.start_polling()
     server, port = build_server(app, config)
     server.start()
@@ -92,6 +93,8 @@ def serve(config: Config, *, ready: threading.Event | None = None) -> None:
         log.info("stopping")
         server.stop(grace=5)
 
+    if config.watch_policy:
+        threading.Thread(target=watch_policy, args=(app, reload), name="policy-watch", daemon=True).start()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGHUP, reload)
         signal.signal(signal.SIGTERM, stop)
@@ -100,3 +103,23 @@ def serve(config: Config, *, ready: threading.Event | None = None) -> None:
         ready.set()
     server.wait_for_termination()
     app.close()
+
+
+WATCH_SECONDS = 1.0
+
+
+def watch_policy(app: App, reload) -> None:
+    """--watch-policy: reload when the policy files change (same safe swap as SIGHUP)."""
+    def fingerprint():
+        return sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in app.policy_dir.glob("*.polar"))
+
+    seen = fingerprint()
+    while True:
+        time.sleep(WATCH_SECONDS)
+        try:
+            current = fingerprint()
+        except OSError:
+            continue
+        if current != seen:
+            seen = current
+            reload()
