@@ -24,7 +24,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
     def Check(self, request, context):
         fields = check_fields(request)
         revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
-        return pb.CheckResponse(allowed=self.authorizer.check(*fields), revision=str(revision))
+        policy = self.authorizer.policy
+        return pb.CheckResponse(allowed=self.authorizer.check(*fields, policy), revision=str(revision),
+                                policy_version=policy.version)
 
     def BatchCheck(self, request, context):
         if len(request.checks) > v.MAX_BATCH:
@@ -34,16 +36,18 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
                     for i, c in enumerate(request.checks)]
         wanted = max((r for _, r in requests if r is not None), default=None)
         revision = str(self.authorizer.at_least(wanted))
-        check = self.authorizer.check
-        return pb.BatchCheckResponse(results=[pb.CheckResponse(allowed=check(*fields), revision=revision)
-                                              for fields, _ in requests])
+        check, policy = self.authorizer.check, self.authorizer.policy
+        return pb.BatchCheckResponse(results=[
+            pb.CheckResponse(allowed=check(*fields, policy), revision=revision, policy_version=policy.version)
+            for fields, _ in requests])
 
     def ListActions(self, request, context):
         actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
         resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
         revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
-        actions = self.authorizer.list_actions(actor_type, actor_id, resource_type, resource_id)
-        return pb.ListActionsResponse(actions=actions, revision=str(revision))
+        policy = self.authorizer.policy
+        actions = self.authorizer.list_actions(actor_type, actor_id, resource_type, resource_id, policy)
+        return pb.ListActionsResponse(actions=actions, revision=str(revision), policy_version=policy.version)
 
     def ListResources(self, request, context):
         actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
@@ -52,10 +56,11 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         size = v.page_size("page_size", request.page_size)
         after = v.page_token("page_token", request.page_token)
         revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
+        policy = self.authorizer.policy
         ids, last = ([], "") if actor_type != "User" else \
-            self.authorizer.list_resources(actor_id, action, resource_type, size, after)
+            self.authorizer.list_resources(actor_id, action, resource_type, size, after, policy)
         return pb.ListResourcesResponse(resource_ids=ids, next_page_token=v.encode_page_token(last),
-                                        revision=str(revision))
+                                        revision=str(revision), policy_version=policy.version)
 
     def ListActors(self, request, context):
         action = v.action("action", request.action)
@@ -64,16 +69,18 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         size = v.page_size("page_size", request.page_size)
         after = v.page_token("page_token", request.page_token)
         revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
-        ids, last = self.authorizer.list_actors(action, resource_type, resource_id, size, after)
+        policy = self.authorizer.policy
+        ids, last = self.authorizer.list_actors(action, resource_type, resource_id, size, after, policy)
         return pb.ListActorsResponse(user_ids=ids, next_page_token=v.encode_page_token(last),
-                                     revision=str(revision))
+                                     revision=str(revision), policy_version=policy.version)
 
     def Explain(self, request, context):
         fields = check_fields(request)
         revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
-        allowed, reasons = explain(self.authorizer, *fields)
+        policy = self.authorizer.policy
+        allowed, reasons = explain(self.authorizer, *fields, policy)
         return pb.ExplainResponse(allowed=allowed, reasons=reasons, revision=str(revision),
-                                  policy_version=self.authorizer.policy.version)
+                                  policy_version=policy.version)
 
 
 def known_type(field: str, value: str) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-
 from sqlalchemy import select
 
 from mandate import errors
@@ -20,7 +17,6 @@ class Authorizer:
         self.store = store
         self.index = index
         self.policy = policy  # replaced whole on reload; read once per request
-        self._reload_lock = threading.Lock()
 
     def swap_policy(self, policy: Policy) -> None:
         self.policy = policy
@@ -47,19 +43,22 @@ class Authorizer:
             return None
         return self.index.subject(actor_id, organization_id)
 
-    def check(self, actor_type: str, actor_id: str, action: str, resource_type: str, resource_id: str) -> bool:
+    def check(self, actor_type: str, actor_id: str, action: str, resource_type: str, resource_id: str,
+              policy: Policy | None = None) -> bool:
+        """The decision. `policy` pins one policy for a whole request (reloads swap the attribute)."""
         if actor_type != "User":
             return False
         subject = self.subject(actor_id, resource_type, resource_id)
         if subject is None:
             return False
-        return self.policy.is_allowed(subject, resource_type, action)
+        return (policy or self.policy).is_allowed(subject, resource_type, action)
 
-    def list_actions(self, actor_type: str, actor_id: str, resource_type: str, resource_id: str) -> list[str]:
+    def list_actions(self, actor_type: str, actor_id: str, resource_type: str, resource_id: str,
+                     policy: Policy | None = None) -> list[str]:
         subject = self.subject(actor_id, resource_type, resource_id) if actor_type == "User" else None
         if subject is None:
             return []
-        return sorted(self.policy.actions(subject, resource_type))
+        return sorted((policy or self.policy).actions(subject, resource_type))
 
     def require(self, actor_id: str, action: str, organization_id: str) -> None:
         """R23: a mutation is allowed only when the policy allows the actor `action` on the
@@ -79,7 +78,8 @@ class Authorizer:
     # -- lists -----------------------------------------------------------------------------
 
     def list_resources(
-        self, actor_id: str, action: str, resource_type: str, page_size: int, after: str
+        self, actor_id: str, action: str, resource_type: str, page_size: int, after: str,
+        policy: Policy | None = None,
     ) -> tuple[list[str], str]:
         """Resource ids the actor may `action`, as a paged SQL query.
 
@@ -88,7 +88,7 @@ class Authorizer:
         the store then pages through the resources of the allowed organizations."""
         if actor_id not in self.index.users:
             return [], ""
-        policy = self.policy
+        policy = policy or self.policy
         allowed = sorted(
             organization_id
             for organization_id in self.index.reachable_organizations(actor_id)
@@ -113,13 +113,14 @@ class Authorizer:
             ids = list(session.execute(query).scalars())
         return page(ids, page_size)
 
-    def list_actors(self, action: str, resource_type: str, resource_id: str, page_size: int, after: str):
+    def list_actors(self, action: str, resource_type: str, resource_id: str, page_size: int, after: str,
+                    policy: Policy | None = None):
         """User ids who may `action` on the resource: the policy decides for every user with a
         fact about the resource's organization, in id order, until the page is full."""
         organization_id = self.index.organization_of(resource_type, resource_id)
         if organization_id is None:
             return [], ""
-        policy = self.policy
+        policy = policy or self.policy
         found: list[str] = []
         for user_id in sorted(u for u in self.index.candidate_users(organization_id) if u > after):
             if policy.is_allowed(self.index.subject(user_id, organization_id), resource_type, action):
@@ -135,5 +136,3 @@ def page(ids: list[str], page_size: int) -> tuple[list[str], str]:
         return ids[:page_size], ids[page_size - 1]
     return ids, ""
 
-
-CheckFn = Callable[[str, str, str, str, str], bool]

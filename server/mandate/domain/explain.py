@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from mandate.domain.authorization import Authorizer
 from mandate.facts import HOME, RESOURCE_TYPES, Subject
+from mandate.policy import Policy
 
 
 def explain(authorizer: Authorizer, actor_type: str, actor_id: str, action: str, resource_type: str,
-            resource_id: str) -> tuple[bool, list[str]]:
-    index, policy = authorizer.index, authorizer.policy
+            resource_id: str, policy: Policy | None = None) -> tuple[bool, list[str]]:
+    index, policy = authorizer.index, policy or authorizer.policy
     resource = f"{resource_type} {resource_id}"
     if actor_type != "User":
         return False, [f"denied: actors are Users, not {actor_type} (R24)"]
