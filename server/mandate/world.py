@@ -75,9 +75,10 @@ def load_world(store: Store, world: dict[str, Any]) -> int:
             role = spec.get("role", "colleague")
             if role not in [r.value for r in models.Role]:
                 raise WorldError(f"{where}: unknown role {role!r}")
+            organization_id = str(_required(spec, "organization", where))
             session.merge(models.Membership(
-                organization_id=str(_required(spec, "organization", where)), user_id=str(_required(spec, "user", where)),
-                role=role, status="paused" if spec.get("paused") else "active",
+                organization_id=organization_id, user_id=str(_required(spec, "user", where)), role=role,
+                status="paused" if spec.get("paused") else "active",
                 partner_employee=bool(spec.get("partner_employee", False)), revision=revision))
         for number, spec in enumerate(world.get("connections") or []):
             where = f"connections[{number}]"
