@@ -184,6 +184,14 @@ def object_ref(text: str, default_type: str):
     return common_pb2.ObjectRef(type=kind, id=ident)
 
 
+def rpc_error_text(error: grpc.RpcError) -> str:
+    """Mandate's messages start with their reason; transport errors get their status code."""
+    details = error.details() or ""
+    if details.split(":", 1)[0].isupper():
+        return f"mandate: {details}"
+    return f"mandate: {error.code().name}: {details}"
+
+
 def run_check(args) -> int:
     from mandate.v1 import authorization_pb2, authorization_pb2_grpc
 
@@ -197,7 +205,7 @@ def run_check(args) -> int:
             return 0 if reply.allowed else 1
         reply = stub.Explain(request, metadata=call_metadata())
     except grpc.RpcError as error:
-        print(f"mandate: {error.code().name}: {error.details()}", file=sys.stderr)
+        print(rpc_error_text(error), file=sys.stderr)
         return 2
     print("allowed" if reply.allowed else "denied")
     for reason in reply.reasons:
@@ -238,7 +246,7 @@ def run_call(args) -> int:
             else:
                 print(json_format.MessageToJson(reply, preserving_proto_field_name=True, indent=None))
     except grpc.RpcError as error:
-        print(f"mandate: {error.code().name}: {error.details()}", file=sys.stderr)
+        print(rpc_error_text(error), file=sys.stderr)
         return 1
     return 0
 
@@ -268,7 +276,7 @@ def run_export(args) -> int:
             if not token:
                 return 0
     except grpc.RpcError as error:
-        print(f"mandate: {error.code().name}: {error.details()}", file=sys.stderr)
+        print(rpc_error_text(error), file=sys.stderr)
         return 2
     finally:
         if output is not sys.stdout:

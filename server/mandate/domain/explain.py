@@ -40,9 +40,9 @@ def explain(authorizer: Authorizer, actor_type: str, actor_id: str, action: str,
         alone = policy.is_allowed(way, resource_type, action)
         words = _describe(way, labels, action, organization_id)
         if allowed and alone:
-            reasons.append(f"allowed: {words}")
+            reasons.append(f"granted through: {words}")
         elif not allowed:
-            reasons.append(f"not through this: {words}")
+            reasons.append(f"no access through: {words}")
     if not subject.memberships:
         reasons.append(f"user {actor_id} has no membership in organization {organization_id}, in any of its "
                        "partners or in any account linked to it (R3)")
