@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from mandate import errors
 from mandate.store import models
+from mandate.store.db import Transaction
 
 
 def new_id(prefix: str) -> str:
@@ -52,3 +53,17 @@ def get_connection(session: Session, partner_id: str, client_id: str, *, live: b
 
 def email_of(session: Session, user_id: str) -> str:
     return session.execute(select(models.User.email).where(models.User.id == user_id)).scalar_one()
+
+
+def end_assignments(tx: Transaction, *conditions) -> None:
+    """Withdraw every live assignment matching the conditions (R14, R17, R18): the person no
+    longer reaches that client, and a later assignment starts without the old approval."""
+    assignments = tx.session.execute(
+        select(models.Assignment).where(models.Assignment.assigned.is_(True), *conditions)
+    ).scalars()
+    for assignment in assignments:
+        assignment.assigned = False
+        assignment.client_approved = False
+        assignment.revision = tx.revision
+        tx.emit("partner_employee.unassigned", partner_id=assignment.partner_id, client_id=assignment.client_id,
+                user_id=assignment.user_id)

@@ -8,7 +8,7 @@ from sqlalchemy import func, or_, select
 
 from mandate import errors
 from mandate.domain.authorization import Authorizer
-from mandate.domain.common import email_of, get_member, get_organization, new_id
+from mandate.domain.common import email_of, end_assignments, get_member, get_organization, new_id
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
@@ -218,16 +218,7 @@ def check_not_last_owner(tx: Transaction, organization_id: str) -> None:
 
 def withdraw_assignments(tx: Transaction, partner_id: str, user_id: str) -> None:
     """R18: every client assignment of the user under this partner ends."""
-    assignments = tx.session.execute(select(models.Assignment).where(
-        models.Assignment.partner_id == partner_id, models.Assignment.user_id == user_id,
-        models.Assignment.assigned.is_(True),
-    )).scalars()
-    for assignment in assignments:
-        assignment.assigned = False
-        assignment.client_approved = False
-        assignment.revision = tx.revision
-        tx.emit("partner_employee.unassigned", partner_id=partner_id, client_id=assignment.client_id,
-                user_id=user_id)
+    end_assignments(tx, models.Assignment.partner_id == partner_id, models.Assignment.user_id == user_id)
 
 
 def escape_like(text: str) -> str:

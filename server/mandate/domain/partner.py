@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from mandate import errors
 from mandate.domain.authorization import Authorizer
-from mandate.domain.common import get_connection, get_member, get_organization, get_user, new_id
+from mandate.domain.common import end_assignments, get_connection, get_member, get_organization, get_user, new_id
 from mandate.domain.membership import escape_like
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
@@ -183,7 +183,9 @@ class Partners:
             connection.status = to_state
             connection.revision = tx.revision
             if to_state == models.ConnectionStatus.DISCONNECTED:
-                end_assignments(tx, partner_id, client_id)
+                # A disconnected client keeps no partner employees: a new connection starts afresh.
+                end_assignments(tx, models.Assignment.partner_id == partner_id,
+                                models.Assignment.client_id == client_id)
             tx.emit(event, partner_id=partner_id, client_id=client_id)
             return connection
 
@@ -224,10 +226,8 @@ class Partners:
         with self.store.write(actor_id) as tx:
             self.authorizer.require(actor_id, "assign_client", partner_id)
             assignment = get_assignment(tx, partner_id, client_id, user_id)
-            assignment.assigned = False
-            assignment.client_approved = False
-            assignment.revision = tx.revision
-            tx.emit("partner_employee.unassigned", partner_id=partner_id, client_id=client_id, user_id=user_id)
+            end_assignments(tx, models.Assignment.partner_id == partner_id,
+                            models.Assignment.client_id == client_id, models.Assignment.user_id == user_id)
             return assignment
 
     def approve_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
@@ -302,17 +302,3 @@ def connect_referrals(tx: Transaction, owner: models.User, organization: models.
         if existing is None or existing.status == models.ConnectionStatus.DISCONNECTED:
             connect(tx, invitation, organization.id, invitation.requested_scopes,
                     models.EmployeeApproval.CLIENT, referral=True)
-
-
-def end_assignments(tx: Transaction, partner_id: str, client_id: str) -> None:
-    """A disconnected client keeps no partner employees: a new connection starts afresh."""
-    assignments = tx.session.execute(select(models.Assignment).where(
-        models.Assignment.partner_id == partner_id, models.Assignment.client_id == client_id,
-        models.Assignment.assigned.is_(True),
-    )).scalars()
-    for assignment in assignments:
-        assignment.assigned = False
-        assignment.client_approved = False
-        assignment.revision = tx.revision
-        tx.emit("partner_employee.unassigned", partner_id=partner_id, client_id=client_id,
-                user_id=assignment.user_id)
