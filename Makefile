@@ -32,6 +32,9 @@ serve: migrate
 test: $(STUBS)
 	$(BIN)/python -m pytest -q
 
+policy-test: $(STUBS)
+	$(BIN)/mandate policy test $(if $(MANDATE_POLICY_DIR),--policy-dir $(MANDATE_POLICY_DIR),) policies/tests
+
 lint: $(STUBS)
 	$(BIN)/ruff check server tests bench
 

@@ -87,6 +87,12 @@ def run_expectation(app, file: str, number: int, item) -> Outcome:
     if not isinstance(item, dict) or len([k for k in KINDS if k in item]) != 1:
         return Outcome(file, number, repr(item), "", False, answer=f"error: give exactly one of {', '.join(KINDS)}")
     kind = next(k for k in KINDS if k in item)
+    listing = kind.startswith("list")
+    unknown = sorted(set(item) - {kind, "rule"} - ({"equals"} if listing else set()))
+    if unknown or (listing and not isinstance(item.get("equals"), list)):
+        problem = f"unknown keys {unknown}" if unknown else f"{kind} needs 'equals: [...]' (a list)"
+        return Outcome(file, number, f"{kind} {item[kind]}", str(item.get("rule", "")), False,
+                       answer=f"error: {problem}")
     words = str(item[kind]).split()
     rule = str(item.get("rule", ""))
     text = f"{kind} {item[kind]}" + (f" == {sorted(item.get('equals') or [])}" if kind.startswith("list") else "")

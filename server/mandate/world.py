@@ -35,7 +35,10 @@ class WorldError(ValueError):
 
 def read_yaml(path: Path | str) -> dict[str, Any]:
     with open(path) as handle:
-        data = yaml.safe_load(handle) or {}
+        try:
+            data = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            raise WorldError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise WorldError(f"{path}: the file must be a mapping with a 'world' key")
     return data
@@ -48,6 +51,15 @@ def load_world(store: Store, world: dict[str, Any]) -> int:
     unknown = set(world) - {"users", "organizations", "members", "connections", "assignments", "links", "projects"}
     if unknown:
         raise WorldError(f"world: unknown keys {sorted(unknown)}")
+    if not isinstance(world.get("organizations") or {}, dict):
+        raise WorldError("world.organizations: must be a mapping of id to {owner: ...}")
+    for key in ("members", "connections", "assignments", "projects"):
+        for number, spec in enumerate(world.get(key) or []):
+            if not isinstance(spec, dict):
+                raise WorldError(f"{key}[{number}]: must be a mapping, not {spec!r}")
+    for org_id, spec in (world.get("organizations") or {}).items():
+        if spec is not None and not isinstance(spec, dict):
+            raise WorldError(f"organizations.{org_id}: must be a mapping, not {spec!r}")
     now = utc_now()
     with store.write("world") as tx:
         session = tx.session
@@ -87,6 +99,12 @@ def load_world(store: Store, world: dict[str, Any]) -> int:
             bad = [s for s in granted if s not in models.SCOPES]
             if bad:
                 raise WorldError(f"{where}: unknown scopes {bad}")
+            if session.get(models.Organization, partner) is None:
+                raise WorldError(f"{where}: no organization {partner!r}")
+            for key, values, default in (("status", models.ConnectionStatus, "active"),
+                                         ("employee_approval", models.EmployeeApproval, "client")):
+                if spec.get(key, default) not in [v.value for v in values]:
+                    raise WorldError(f"{where}: {key} must be one of {[v.value for v in values]}")
             invitation_id = f"world-{partner}-{client}"
             session.add(models.Invitation(
                 id=invitation_id, kind="client", organization_id=partner, email="", role="", status="finished",
@@ -173,6 +191,9 @@ class EphemeralApp:
                 self.close()
                 raise WorldError(f"world: an entry names something that does not exist or repeats one "
                                  f"({error.orig})") from None
+            except BaseException:
+                self.close()
+                raise
             self.app.index.catch_up()
 
     def close(self) -> None:

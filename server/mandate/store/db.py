@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,10 @@ from mandate.store import models
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _unicode_lower(value):
+    return value.lower() if isinstance(value, str) else value
 
 
 def make_engine(url: str) -> Engine:
@@ -41,6 +46,9 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=FULL")  # a committed change survives a crash
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # SQLite's own lower() folds ASCII only; searches by customer name are case-insensitive
+            # for "MÜLLER" too, as on PostgreSQL.
+            dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(connection):
@@ -87,6 +95,10 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._write_sessions = sessionmaker(writer, expire_on_commit=False)
+        # Writers of this process queue here, before taking a pooled connection: a writer holding
+        # the database lock needs a second connection (the index catches up inside it), and writers
+        # waiting on the lock with connections in hand would otherwise exhaust the pool and stall it.
+        self._writer = threading.Lock()
         self._after_commit: list = []
 
     def on_commit(self, callback) -> None:
@@ -100,7 +112,7 @@ class Store:
 
     @contextlib.contextmanager
     def write(self, actor_id: str = "") -> Iterator[Transaction]:
-        with self._write_sessions() as session:
+        with self._writer, self._write_sessions() as session:
             revision = self._next_revision(session)
             tx = Transaction(session, revision, actor_id)
             try:

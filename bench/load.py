@@ -1,0 +1,402 @@
+"""The load generator: a server in its own process, and client worker processes that run
+closed loops against it for a fixed time.
+
+Python's gRPC client is the slow end, so the load comes from several processes (each with a
+few threads sharing one channel), requests are serialized once up front, and the hot loops
+send bytes and skip decoding the replies. Each phase starts on every worker at the same
+moment, runs a short warm-up, then records only calls that start and end inside the
+measured window.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token-not-secret"
+METADATA = (("authorization", f"Bearer {TOKEN}"),)
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+CHECK = "/mandate.v1.AuthorizationService/Check"
+BATCH_CHECK = "/mandate.v1.AuthorizationService/BatchCheck"
+CHANNEL_OPTIONS = [("grpc.enable_retries", 0)]
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """`mandate serve` on a free port, as a separate process."""
+
+    def __init__(self, database: Path, log_path: Path):
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        env = dict(os.environ, MANDATE_API_TOKENS=TOKEN, MANDATE_LOG_LEVEL="WARNING")
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mandate.cli", "serve", "--listen", self.target,
+             "--database-url", f"sqlite:///{database}", "--policy-dir", str(ROOT / "policies")],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self.ready_seconds = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, timeout: float = 600) -> float:
+        """Wait for the health check to answer SERVING; returns the seconds since start."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the server exited with {self.process.returncode}; see {self.log.name}")
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(service="mandate.v1.AuthorizationService"),
+                                       timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        self.ready_seconds = time.monotonic() - self.started
+                        return self.ready_seconds
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"the server was not SERVING after {timeout} s")
+
+    def status(self, key: str) -> int:
+        """A value in kB from /proc/<pid>/status (VmHWM: peak resident set size)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        raise KeyError(key)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+# -- the worker processes -------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """What the workers of one phase measured, merged."""
+
+    seconds: float
+    calls: int = 0
+    errors: int = 0
+    first_error: str = ""
+    latencies: list[float] = field(default_factory=list)  # seconds, calls inside the window
+    client_cpu: float = 0.0  # CPU seconds of the client processes over warm-up and window
+    server_cpu: float = 0.0  # CPU seconds of the server over the window
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Workers:
+    """Client processes, started once; each runs one task per phase on its own channel."""
+
+    def __init__(self, processes: int, threads: int, target: str):
+        self.threads = threads
+        context = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
+        self.pipes = []
+        self.processes = []
+        for number in range(processes):
+            parent, child = context.Pipe()
+            process = context.Process(target=worker_main, args=(child, target, number), daemon=True,
+                                      name=f"bench-worker-{number}")
+            process.start()
+            self.pipes.append(parent)
+            self.processes.append(process)
+
+    def ready(self) -> None:
+        for pipe in self.pipes:
+            pipe.send({"kind": "ping"})
+        for pipe in self.pipes:
+            pipe.recv()
+
+    def run(self, task: dict, duration: float, *, processes: int | None = None, threads: int | None = None,
+            warmup: float = 0.5, server: Server | None = None) -> Result:
+        """Run `task` on `processes` workers with `threads` streams each, all starting together."""
+        pipes = self.pipes[: processes or len(self.pipes)]
+        start = time.monotonic() + 0.2
+        window = (start + warmup, start + warmup + duration)
+        for number, pipe in enumerate(pipes):
+            pipe.send(dict(task, threads=threads or self.threads, start=start, window=window, worker=number,
+                           workers=len(pipes)))
+        server_cpu = 0.0
+        if server is not None:
+            time.sleep(max(0.0, window[0] - time.monotonic()))
+            before = server.cpu_seconds()
+            time.sleep(max(0.0, window[1] - time.monotonic()))
+            server_cpu = server.cpu_seconds() - before
+        result = Result(seconds=duration, server_cpu=server_cpu)
+        for pipe in pipes:
+            part = pipe.recv()
+            if "crash" in part:
+                raise RuntimeError(f"a load worker failed: {part['crash']}")
+            result.calls += part["calls"]
+            result.errors += part["errors"]
+            result.first_error = result.first_error or part["first_error"]
+            result.latencies += part["latencies"]
+            result.client_cpu += part["cpu"]
+            for key, value in part["extra"].items():
+                result.extra[key] = result.extra.get(key, 0) + value
+        return result
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send(None)
+            except OSError:
+                pass
+        for process in self.processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+
+
+def worker_main(pipe, target: str, number: int) -> None:
+    import grpc
+
+    channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    while True:
+        task = pipe.recv()
+        if task is None:
+            break
+        if task["kind"] == "ping":
+            pipe.send({})
+            continue
+        try:
+            pipe.send(run_task(channel, task))
+        except Exception as error:  # noqa: BLE001 - reported to the parent, which stops the bench
+            pipe.send({"crash": f"{type(error).__name__}: {error}"})
+    channel.close()
+
+
+class Stream:
+    """What one thread measured."""
+
+    def __init__(self):
+        self.calls = 0
+        self.errors = 0
+        self.first_error = ""
+        self.latencies: list[float] = []
+        self.extra: dict[str, int] = {}
+
+    def error(self, error: Exception) -> None:
+        self.errors += 1
+        if not self.first_error:
+            code = error.code() if hasattr(error, "code") else ""
+            details = error.details() if hasattr(error, "details") else str(error)
+            self.first_error = f"{code} {details}"
+
+    def count(self, key: str, amount: int = 1) -> None:
+        self.extra[key] = self.extra.get(key, 0) + amount
+
+
+def run_task(channel, task: dict) -> dict:
+    threads = task["threads"]
+    streams = [Stream() for _ in range(threads)]
+    loop = LOOPS[task["kind"]]
+    started_cpu = time.process_time()
+    time.sleep(max(0.0, task["start"] - time.monotonic()))
+    runners = [
+        threading.Thread(target=loop, args=(channel, task, task["worker"] * threads + n, stream))
+        for n, stream in enumerate(streams)
+    ]
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join()
+    extra: dict[str, int] = {}
+    for stream in streams:
+        for key, value in stream.extra.items():
+            extra[key] = extra.get(key, 0) + value
+    return {
+        "calls": sum(s.calls for s in streams),
+        "errors": sum(s.errors for s in streams),
+        "first_error": next((s.first_error for s in streams if s.first_error), ""),
+        "latencies": [x for s in streams for x in s.latencies],
+        "cpu": time.process_time() - started_cpu,
+        "extra": extra,
+    }
+
+
+def closed_loop(channel, task: dict, stream_number: int, stream: Stream) -> None:
+    """Send pre-serialized requests back to back; the reply is not decoded."""
+    import grpc
+
+    call = channel.unary_unary(task["method"])  # no serializers: bytes in, bytes out
+    requests = task["requests"]
+    count = len(requests)
+    # Streams start far apart in the request list, so they ask about different pairs.
+    index = stream_number * max(1, count // (task["workers"] * task["threads"]))
+    measure_from, end = task["window"]
+    clock = time.monotonic
+    latencies = stream.latencies
+    while True:
+        started = clock()
+        if started >= end:
+            break
+        try:
+            call(requests[index % count], metadata=METADATA)
+        except grpc.RpcError as error:
+            stream.error(error)
+            index += 1
+            continue
+        finished = clock()
+        index += 1
+        if started >= measure_from and finished <= end:
+            latencies.append(finished - started)
+            stream.calls += 1
+
+
+def list_pages(channel, task: dict, stream_number: int, stream: Stream) -> None:
+    """Page through ListResources, 100 at a time, starting over after the last page."""
+    import grpc
+    from mandate.v1 import authorization_pb2, authorization_pb2_grpc, common_pb2
+
+    stub = authorization_pb2_grpc.AuthorizationServiceStub(channel)
+    actor = common_pb2.ObjectRef(type="User", id=task["actor_id"])
+    token = ""
+    measure_from, end = task["window"]
+    while True:
+        started = time.monotonic()
+        if started >= end:
+            break
+        try:
+            reply = stub.ListResources(authorization_pb2.ListResourcesRequest(
+                actor=actor, action=task["action"], resource_type=task["resource_type"], page_size=100,
+                page_token=token), metadata=METADATA)
+        except grpc.RpcError as error:
+            stream.error(error)
+            token = ""
+            continue
+        finished = time.monotonic()
+        token = reply.next_page_token
+        if started >= measure_from and finished <= end:
+            stream.latencies.append(finished - started)
+            stream.calls += 1
+            stream.count("ids", len(reply.resource_ids))
+
+
+def freshness(channel, task: dict, stream_number: int, stream: Stream) -> None:
+    """Pause then resume a member; right after each, a Check with at_least_revision must see
+    the change. A plain Check of the same pair follows, for comparison. Latencies are stored
+    as pairs: even entries fresh, odd entries plain."""
+    import grpc
+    from mandate.v1 import authorization_pb2, authorization_pb2_grpc, common_pb2, membership_pb2, membership_pb2_grpc
+
+    spec = task["freshness"]
+    membership = membership_pb2_grpc.MembershipServiceStub(channel)
+    authorization = authorization_pb2_grpc.AuthorizationServiceStub(channel)
+    member = membership_pb2.MemberRequest(actor_id=spec["actor_id"], organization_id=spec["organization_id"],
+                                          user_id=spec["user_id"])
+    check = authorization_pb2.CheckRequest(actor=common_pb2.ObjectRef(type="User", id=spec["user_id"]),
+                                           action=spec["action"],
+                                           resource=common_pb2.ObjectRef(type="Project", id=spec["project_id"]))
+    measure_from, end = task["window"]
+    paused = False
+    while time.monotonic() < end:
+        try:
+            change = (membership.ResumeMember if paused else membership.PauseMember)(member, metadata=METADATA)
+            paused = not paused
+            fresh = authorization_pb2.CheckRequest()
+            fresh.CopyFrom(check)
+            fresh.at_least_revision = change.revision
+            started = time.monotonic()
+            answer = authorization.Check(fresh, metadata=METADATA)
+            middle = time.monotonic()
+            authorization.Check(check, metadata=METADATA)
+            finished = time.monotonic()
+        except grpc.RpcError as error:
+            stream.error(error)
+            continue
+        if started >= measure_from and finished <= end:
+            stream.calls += 1
+            stream.latencies += [middle - started, finished - middle]
+            stream.count("correct", int(answer.allowed == (not paused)))
+    if paused:  # leave the member as found
+        membership.ResumeMember(member, metadata=METADATA)
+
+
+def mutations(channel, task: dict, stream_number: int, stream: Stream) -> None:
+    """Invite, pause, resume, assign, unassign, over and over, each stream on its own people."""
+    import grpc
+    from mandate.v1 import membership_pb2, membership_pb2_grpc, partner_pb2, partner_pb2_grpc
+
+    slot = task["slots"][stream_number % len(task["slots"])]
+    membership = membership_pb2_grpc.MembershipServiceStub(channel)
+    partner = partner_pb2_grpc.PartnerServiceStub(channel)
+    member = membership_pb2.MemberRequest(actor_id=slot["actor_id"], organization_id=slot["partner_id"],
+                                          user_id=slot["pause_user_id"])
+    assignment = partner_pb2.AssignmentRequest(actor_id=slot["actor_id"], partner_id=slot["partner_id"],
+                                               client_id=slot["client_id"], user_id=slot["employee_id"])
+    steps = [
+        ("invite", lambda n: membership.InviteMember(membership_pb2.InviteMemberRequest(
+            actor_id=slot["actor_id"], organization_id=slot["partner_id"],
+            email=f"bench-{stream_number}-{n}@example.com", role="colleague"), metadata=METADATA)),
+        ("pause", lambda n: membership.PauseMember(member, metadata=METADATA)),
+        ("resume", lambda n: membership.ResumeMember(member, metadata=METADATA)),
+        ("assign", lambda n: partner.AssignClient(assignment, metadata=METADATA)),
+        ("unassign", lambda n: partner.UnassignClient(assignment, metadata=METADATA)),
+    ]
+    measure_from, end = task["window"]
+    cycle = 0
+    while True:
+        for name, step in steps:
+            started = time.monotonic()
+            if started >= end:
+                return
+            try:
+                step(cycle)
+            except grpc.RpcError as error:
+                stream.error(error)
+                continue
+            finished = time.monotonic()
+            if started >= measure_from and finished <= end:
+                stream.calls += 1
+                stream.latencies.append(finished - started)
+                stream.count(name)
+        cycle += 1
+
+
+LOOPS = {"closed_loop": closed_loop, "pages": list_pages, "freshness": freshness, "mutations": mutations}

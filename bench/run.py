@@ -1,0 +1,292 @@
+"""`python -m bench.run --dataset small|large [--duration S]`: build or reuse the dataset,
+start a server on a copy of it, run every phase, print one table and write it as JSON to
+bench/results/latest.json (and bench/results/<dataset>.json, from which growth is computed
+once both datasets have been run). A missed target is printed, not an error."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from bench import dataset
+from bench.load import BATCH_CHECK, CHECK, HEALTH_CHECK, TOKEN, Result, Server, Workers
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 100
+GIB = 1024 * 1024  # kB
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--dataset", choices=sorted(dataset.SHAPES), default="small")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput phase (default 5)")
+    parser.add_argument("--processes", type=int, default=4, help="client processes (default 4)")
+    parser.add_argument("--threads", type=int, default=8, help="streams per client process (default 8)")
+    args = parser.parse_args(argv)
+
+    database, meta = dataset.ensure(args.dataset, log=say)
+    say(f"dataset {args.dataset}: {meta['rows']} rows ({', '.join(f'{k} {v}' for k, v in meta['counts'].items())})")
+    run_db = database.with_name(f"{args.dataset}.run.db")  # the bench writes: keep the cached file pristine
+    for leftover in (run_db, Path(f"{run_db}-wal"), Path(f"{run_db}-shm")):
+        leftover.unlink(missing_ok=True)
+    shutil.copyfile(database, run_db)
+
+    server = Server(run_db, database.with_name(f"server-{args.dataset}.log"))
+    workers = Workers(args.processes, args.threads, server.target)
+    try:
+        ready = server.wait_ready()
+        say(f"server pid {server.pid} SERVING after {ready:.1f} s (fact index loaded)")
+        rss_at_start = server.status("VmRSS")
+        workers.ready()
+        report = measure(args, server, workers, meta)
+        report["info"]["server_ready_seconds"] = round(ready, 2)
+        report["info"]["server_rss_at_start_kib"] = rss_at_start
+    finally:
+        workers.close()
+        server.stop()
+    finish(report, args.dataset)
+    return 0
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# -- the phases -------------------------------------------------------------------------------
+
+
+def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
+    samples = meta["samples"]
+    duration = args.duration
+    short = max(1.0, duration / 2)
+    streams = args.processes * args.threads
+    info: dict = {"dataset_rows": meta["rows"], "client_streams": streams, "duration_seconds": duration}
+
+    say("verifying the sample decisions against the reference model (one BatchCheck pass) ...")
+    allowed, denied, mismatches = verify_checks(server.target, samples["checks"])
+    info["reference_mismatches"] = len(mismatches)
+    if mismatches:
+        say(f"WARNING: {len(mismatches)} decisions differ from the dataset's reference model, e.g. {mismatches[:3]}")
+    listed = count_listed(server.target, samples["list_resources"])
+    info["list_resources_ids"] = listed
+    info["list_resources_expected"] = samples["list_resources"]["expected_count"]
+    info["list_resources_partner_clients"] = samples["list_resources"]["clients"]
+    if listed != samples["list_resources"]["expected_count"]:
+        say(f"WARNING: ListResources listed {listed} ids, the reference model expects "
+            f"{samples['list_resources']['expected_count']}")
+    mix = interleave(allowed, denied)
+    info["check_pairs"] = {"allowed": len(allowed), "denied": len(denied),
+                           "actors": len({r[0] for r in allowed + denied}),
+                           "resources": len({r[2] for r in allowed + denied})}
+    checks = [check_request(*pair).SerializeToString() for pair in mix]
+    batches = [batch_request(mix[i: i + BATCH]).SerializeToString() for i in range(0, len(mix) - BATCH + 1, BATCH)]
+    noop = {"kind": "closed_loop", "method": HEALTH_CHECK, "requests": [b""]}
+    check = {"kind": "closed_loop", "method": CHECK, "requests": checks}
+
+    phases: dict[str, Result] = {}
+
+    def phase(name: str, task: dict, seconds: float, **options) -> Result:
+        say(f"phase {name} ({seconds:g} s) ...")
+        result = workers.run(task, seconds, server=server, **options)
+        phases[name] = result
+        if result.errors:
+            say(f"  {result.errors} errors, first: {result.first_error}")
+        return result
+
+    phase("noop@32", noop, duration)
+    phase("check@32", check, duration)
+    phase("noop@32 again", noop, duration)
+    phase("noop@1", noop, short, processes=1, threads=1)
+    phase("check@1", check, short, processes=1, threads=1)
+    phase("batch@32", {"kind": "closed_loop", "method": BATCH_CHECK, "requests": batches}, duration)
+    phase("list_resources@1", {"kind": "pages", **samples["list_resources"]}, short, processes=1, threads=1)
+    phase("freshness@1", {"kind": "freshness", "freshness": samples["freshness"]}, short, processes=1, threads=1)
+    writers = len(samples["mutation_slots"])
+    phase("mutations", {"kind": "mutations", "slots": samples["mutation_slots"]}, duration,
+          processes=min(args.processes, writers), threads=max(1, writers // min(args.processes, writers)))
+    peak_kib = server.status("VmHWM")
+    info["server_rss_kib"] = server.status("VmRSS")
+    info["phases"] = {
+        name: {"calls": r.calls, "rate_per_s": round(r.rate, 1), "errors": r.errors,
+               "p50_ms": ms(r.percentile(0.5)), "p99_ms": ms(r.percentile(0.99)),
+               "server_cpu_cores": round(r.server_cpu / r.seconds, 2),
+               "client_cpu_cores": round(r.client_cpu / (r.seconds + 0.5), 2), **r.extra}
+        for name, r in phases.items()}
+    return {"figures": figures(phases, peak_kib), "info": info,
+            "raw": {"check_p50_1_ms": ms(phases["check@1"].percentile(0.5))}}
+
+
+def verify_checks(target: str, pairs: list) -> tuple[list, list, list]:
+    """Ask the server about every sample once (this also warms the decision cache); split them
+    by the server's answer and collect those the dataset's reference model predicts otherwise."""
+    from mandate.client import MandateClient
+
+    allowed, denied, mismatches = [], [], []
+    with MandateClient(target, TOKEN) as client:
+        for start in range(0, len(pairs), 1000):
+            chunk = pairs[start: start + 1000]
+            reply = client.authorization.BatchCheck(batch_request(chunk))
+            for pair, result in zip(chunk, reply.results, strict=True):
+                (allowed if result.allowed else denied).append(pair)
+                if result.allowed != pair[3]:
+                    mismatches.append(pair)
+    return allowed, denied, mismatches
+
+
+def count_listed(target: str, spec: dict) -> int:
+    from mandate.client import MandateClient
+    from mandate.v1 import authorization_pb2, common_pb2
+
+    total, token = 0, ""
+    with MandateClient(target, TOKEN) as client:
+        while True:
+            reply = client.authorization.ListResources(authorization_pb2.ListResourcesRequest(
+                actor=common_pb2.ObjectRef(type="User", id=spec["actor_id"]), action=spec["action"],
+                resource_type=spec["resource_type"], page_size=1000, page_token=token))
+            total += len(reply.resource_ids)
+            token = reply.next_page_token
+            if not token:
+                return total
+
+
+def interleave(allowed: list, denied: list) -> list:
+    """Allowed and denied in turn, so every stretch of the load is half and half."""
+    count = min(len(allowed), len(denied))
+    return [pair for two in zip(allowed[:count], denied[:count], strict=True) for pair in two]
+
+
+def check_request(actor: str, action: str, project: str, _expected=None):
+    from mandate.v1 import authorization_pb2, common_pb2
+
+    return authorization_pb2.CheckRequest(actor=common_pb2.ObjectRef(type="User", id=actor), action=action,
+                                          resource=common_pb2.ObjectRef(type="Project", id=project))
+
+
+def batch_request(pairs: list):
+    from mandate.v1 import authorization_pb2
+
+    return authorization_pb2.BatchCheckRequest(checks=[check_request(*pair) for pair in pairs])
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> float | None:
+    return None if math.isnan(seconds) else round(seconds * 1000, 3)
+
+
+def figure(name: str, value: str, target: str, ratio: float | None, met: bool | None, **data) -> dict:
+    return {"figure": name, "value": value, "target": target,
+            "ratio": None if ratio is None else round(ratio, 3),
+            "met": None if met is None else bool(met), **data}
+
+
+def figures(phases: dict[str, Result], peak_kib: int) -> list[dict]:
+    noop = max(phases["noop@32"].rate, phases["noop@32 again"].rate)
+    check32, check1, noop1 = phases["check@32"], phases["check@1"], phases["noop@1"]
+    batch = phases["batch@32"].rate * BATCH
+    pages = phases["list_resources@1"]
+    fresh = phases["freshness@1"]
+    fresh_ms, plain_ms = fresh.latencies[0::2], fresh.latencies[1::2]
+    fresh_p50 = median(fresh_ms)
+    plain_p50 = median(plain_ms)
+    correct = fresh.extra.get("correct", 0)
+    mutation = phases["mutations"]
+    list_p50 = pages.percentile(0.5) * 1000
+    rows = [
+        figure("transport ceiling (Health/Check no-op, 32 streams)", f"{noop:,.0f} req/s", "reported", None, None,
+               value_number=noop, runs=[round(phases["noop@32"].rate), round(phases["noop@32 again"].rate)]),
+        figure("Check throughput (32 streams, 50/50 allowed/denied)", f"{check32.rate:,.0f} req/s",
+               ">= 0.7 x ceiling", check32.rate / noop, check32.rate / noop >= 0.7, value_number=check32.rate),
+        figure("Check latency, 1 caller", f"p50 {check1.percentile(.5) * 1e3:.2f} ms, p99 "
+               f"{check1.percentile(.99) * 1e3:.2f} ms",
+               f"p99 <= 2 x no-op p99 ({noop1.percentile(.99) * 1e3:.2f} ms)",
+               check1.percentile(.99) / noop1.percentile(.99),
+               check1.percentile(.99) <= 2 * noop1.percentile(.99)),
+        figure("Check latency, 32 callers", f"p50 {check32.percentile(.5) * 1e3:.2f} ms, p99 "
+               f"{check32.percentile(.99) * 1e3:.2f} ms", "reported", None, None),
+        figure("no-op latency, 1 caller", f"p50 {noop1.percentile(.5) * 1e3:.2f} ms, p99 "
+               f"{noop1.percentile(.99) * 1e3:.2f} ms", "reported", None, None),
+        figure(f"BatchCheck ({BATCH} per batch, 32 streams)", f"{batch:,.0f} decisions/s", ">= 20 x ceiling",
+               batch / noop, batch / noop >= 20, value_number=batch),
+        figure("ListResources (biggest partner's legal rep, pages of 100)",
+               f"p50 {list_p50:.1f} ms, p99 {pages.percentile(.99) * 1e3:.1f} ms", "p50 < 20 ms (large)",
+               list_p50 / 20, list_p50 < 20, value_number=list_p50),
+        figure("freshness (Check at_least_revision after Pause/Resume)",
+               f"{correct}/{fresh.calls} correct, p50 {fresh_p50 * 1e3:.2f} ms vs plain {plain_p50 * 1e3:.2f} ms",
+               "all correct, <= 2 x plain", fresh_p50 / plain_p50 if plain_p50 else None,
+               fresh.calls > 0 and correct == fresh.calls and fresh_p50 <= 2 * plain_p50),
+        figure("mutations (invite, pause, resume, assign, unassign; 8 writers)",
+               f"{mutation.rate:,.0f} mutations/s (p50 {mutation.percentile(.5) * 1e3:.1f} ms)", ">= 300 /s",
+               mutation.rate / 300, mutation.rate >= 300 and not mutation.errors, value_number=mutation.rate,
+               errors=mutation.errors),
+        figure("server peak RSS (VmHWM)", f"{peak_kib / 1024:,.0f} MiB", "< 1.5 GiB (large)", peak_kib / (1.5 * GIB),
+               peak_kib < 1.5 * GIB, value_number=peak_kib),
+    ]
+    return rows
+
+
+def median(values: list[float]) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def finish(report: dict, name: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    other = "large" if name == "small" else "small"
+    growth = None
+    other_path = RESULTS / f"{other}.json"
+    if other_path.exists():
+        previous = json.loads(other_path.read_text())
+        p50 = {name: report["raw"]["check_p50_1_ms"], other: previous["raw"]["check_p50_1_ms"]}
+        if p50["small"] and p50["large"]:
+            growth = p50["large"] / p50["small"]
+            report["info"]["growth_from"] = {other: previous["timestamp"]}
+    report["figures"].append(figure(
+        "growth (Check p50 at 1 caller, large / small)",
+        f"{growth:.2f}" if growth is not None else f"n/a (run the {other} dataset too)", "<= 1.3",
+        growth, None if growth is None else growth <= 1.3))
+    report.update({
+        "dataset": name,
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    })
+    text = json.dumps(report, indent=2)
+    (RESULTS / f"{name}.json").write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    print(table(report))
+    print(f"\nwritten to {RESULTS / 'latest.json'}")
+
+
+def table(report: dict) -> str:
+    head = ("figure", "value", "target", "ratio", "met")
+    body = [(f["figure"], f["value"], f["target"], "-" if f["ratio"] is None else f"{f['ratio']:.2f}",
+             "-" if f["met"] is None else ("yes" if f["met"] else "NO")) for f in report["figures"]]
+    widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [f"Mandate bench, dataset {report['dataset']} ({report['info']['dataset_rows']:,} rows), "
+           f"{report['timestamp']}", line.format(*head), line.format(*("-" * w for w in widths))]
+    out += [line.format(*row) for row in body]
+    phases = report["info"]["phases"]
+    out.append("")
+    out.append("CPU (cores) during each phase: " + "; ".join(
+        f"{name} server {p['server_cpu_cores']} / clients {p['client_cpu_cores']}" for name, p in phases.items()
+        if name in ("noop@32", "check@32", "batch@32", "mutations")))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    code = main()
+    say(f"done in {time.monotonic() - started:.0f} s")
+    sys.exit(code)

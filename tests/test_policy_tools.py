@@ -1,0 +1,261 @@
+"""The reviewer tools keep the policy honest: the shipped policy tests pass, every rule of the
+policy is needed by some test (mutation run), the committed access matrix is current, and the
+CLI reports failures, broken policies and malformed worlds clearly (R23, R24)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from mandate import policytest, policytools
+from mandate.policy import Policy
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY_DIR = ROOT / "policies"
+TEST_DIR = POLICY_DIR / "tests"
+
+SMALL_WORLD = """\
+world:
+  users: [alice, bob]
+  organizations:
+    acme: {owner: alice, currency: EUR}
+  members:
+    - {organization: acme, user: bob, role: colleague}
+  projects:
+    - {id: spring, organization: acme}
+"""
+
+
+def mandate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The `mandate` command, run from a neutral directory so that no default path helps."""
+    return subprocess.run([sys.executable, "-m", "mandate.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT / "tests", env={**os.environ, **(env or {})}, timeout=300)
+
+
+def failures(outcomes: list[policytest.Outcome]) -> str:
+    lines = []
+    for outcome in outcomes:
+        if not outcome.passed:
+            lines += [f"FAIL {outcome.title}", f"     answer: {outcome.answer}"]
+            lines += [f"     explain: {reason}" for reason in outcome.reasons]
+    return "\n".join(lines)
+
+
+@pytest.fixture
+def policy_copy(tmp_path) -> Path:
+    """A copy of the shipped policy files, to break."""
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    for path in POLICY_DIR.glob("*.polar"):
+        shutil.copy(path, directory)
+    return directory
+
+
+# -- the shipped suite -----------------------------------------------------------------------
+
+
+def test_r23_shipped_policy_tests_pass():
+    outcomes = policytest.run([str(TEST_DIR)], Policy(POLICY_DIR))
+    assert len(outcomes) > 100, "policies/tests/ should hold the shipped policy tests"
+    assert all(o.passed for o in outcomes), failures(outcomes)
+
+
+def test_r23_shipped_policy_tests_name_every_policy_rule():
+    """Every rule the policy file names is named by some expectation of the shipped tests."""
+    text = (POLICY_DIR / "mandate.polar").read_text()
+    named_in_policy = set(re.findall(r"(?<!\.)\bR\d+\b(?!\.\.)", text))  # not the range "R1..R24"
+    named_in_tests = {o.rule for o in policytest.run([str(TEST_DIR)], Policy(POLICY_DIR))}
+    assert named_in_policy - named_in_tests == set()
+
+
+def test_r23_every_rule_deletion_is_caught_by_a_test():
+    mutants = policytools.mutation_run(POLICY_DIR, [str(TEST_DIR)])
+    expected = sum(len(policytools.rules(path)) for path in POLICY_DIR.glob("*.polar"))
+    assert len(mutants) == expected > 0
+    survivors = [f"{m.rule.file.name}:{m.rule.line}: {m.rule.text}" for m in mutants if not m.killed]
+    assert survivors == [], "no policy test notices the deletion of these rules:\n" + "\n".join(survivors)
+
+
+def test_access_matrix_is_current():
+    committed = (ROOT / "docs" / "access-matrix.md").read_text()
+    assert committed == policytools.matrix_markdown(Policy(POLICY_DIR)), (
+        "docs/access-matrix.md is out of date with policies/; regenerate it with "
+        "`.venv/bin/mandate policy matrix > docs/access-matrix.md` and review the difference")
+
+
+# -- mandate policy test ---------------------------------------------------------------------
+
+
+def test_policy_test_writes_junit_and_exits_1_when_an_expectation_fails(tmp_path):
+    test_file = tmp_path / "failing.yaml"
+    test_file.write_text(SMALL_WORLD + """\
+expect:
+  - allow: bob edit Project:spring
+    rule: R2
+  - allow: bob delete Project:spring
+    rule: R2
+  - list_actors: delete Project:spring
+    equals: [alice]
+""")
+    junit = tmp_path / "report.xml"
+    result = mandate("policy", "test", "--policy-dir", str(POLICY_DIR), "--junit", str(junit), str(test_file))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL" in result.stdout and "(R2): allow bob delete Project:spring" in result.stdout
+    assert "answer: denied" in result.stdout
+    assert "explain: denied: user bob delete on Project spring" in result.stdout
+    assert "2 passed, 1 failed" in result.stdout
+
+    root = ET.parse(junit).getroot()
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert len(suites) == 1
+    assert (suites[0].get("tests"), suites[0].get("failures")) == ("3", "1")
+    cases = suites[0].findall("testcase")
+    assert [case.get("name") for case in cases] == [
+        "#1 allow bob edit Project:spring", "#2 allow bob delete Project:spring",
+        "#3 list_actors delete Project:spring == ['alice']"]
+    assert [case.find("failure") is not None for case in cases] == [False, True, False]
+    failure = cases[1].find("failure")
+    assert failure.get("message") == "answer: denied"
+    assert "colleague of organization acme" in failure.text
+
+
+def test_policy_test_exits_0_when_all_pass_and_honours_mandate_policy_dir(tmp_path, policy_copy):
+    test_file = tmp_path / "passing.yaml"
+    test_file.write_text(SMALL_WORLD + "expect:\n  - {allow: bob edit Project:spring, rule: R2}\n")
+    junit = tmp_path / "report.xml"
+    result = mandate("policy", "test", "--junit", str(junit), str(test_file),
+                     env={"MANDATE_POLICY_DIR": str(policy_copy)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed, 0 failed" in result.stdout
+    assert ET.parse(junit).getroot().find("testsuite").get("failures") == "0"
+
+    # The environment chooses the policy: a policy that denies it makes the same file fail.
+    polar = policy_copy / "mandate.polar"
+    polar.write_text(polar.read_text().replace('"edit" if "colleague" on "organization";', ""))
+    result = mandate("policy", "test", str(test_file), env={"MANDATE_POLICY_DIR": str(policy_copy)})
+    assert result.returncode == 1, result.stdout + result.stderr
+
+
+def test_policy_test_of_a_missing_path_is_a_usage_error(tmp_path):
+    result = mandate("policy", "test", "--policy-dir", str(POLICY_DIR), str(tmp_path / "nothing.yaml"))
+    assert result.returncode == 2
+    assert "no such test file or directory" in result.stderr
+
+
+# -- mandate policy check --------------------------------------------------------------------
+
+
+def test_policy_check_accepts_the_shipped_policy(policy_copy):
+    result = mandate("policy", "check", "--policy-dir", str(policy_copy))
+    assert result.returncode == 0, result.stderr
+    assert ": ok (" in result.stdout
+
+
+@pytest.mark.parametrize(("edits", "message"), [
+    pytest.param([('"view" if "client";', '"view" if "client"')], "policy does not load", id="syntax-error"),
+    pytest.param([("connection_grants(connection: Connection, action: String) if",
+                   "connection_grants(connection: Conection, action: String) if")],
+                 "unknown type 'Conection' (never matches)", id="unknown-specializer"),
+    pytest.param([('"revoke_partner", "approve_partner_employee"', '"approve_partner_employee"'),
+                  ('  "revoke_partner" if "legal_representative";\n', "")],
+                 "Organization does not declare the permission 'revoke_partner' the service asks about",
+                 id="missing-service-action"),
+])
+def test_r24_policy_check_refuses_a_broken_policy(policy_copy, edits, message):
+    polar = policy_copy / "mandate.polar"
+    text = polar.read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    polar.write_text(text)
+    result = mandate("policy", "check", "--policy-dir", str(policy_copy))
+    assert result.returncode == 1, result.stdout
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    # The other policy commands refuse it the same way.
+    assert mandate("policy", "test", "--policy-dir", str(policy_copy), str(TEST_DIR)).returncode == 1
+
+
+# -- malformed worlds and test files ---------------------------------------------------------
+
+MALFORMED = [
+    pytest.param("world:\n  users: [alice\nexpect:\n  - {allow: alice view Organization:acme}\n",
+                 "not valid YAML", id="invalid-yaml"),
+    pytest.param("- just a list\n", "must be a mapping with a 'world' key", id="not-a-mapping"),
+    pytest.param("world:\n  people: [alice]\nexpect:\n  - {deny: alice view Organization:acme}\n",
+                 "world: unknown keys ['people']", id="unknown-world-key"),
+    pytest.param(SMALL_WORLD, "expect: must be a non-empty list", id="no-expectations"),
+    pytest.param("world:\n  organizations: {acme: {currency: EUR}}\nexpect:\n  - {deny: a view Organization:acme}\n",
+                 "organizations.acme: 'owner' is required", id="organization-without-owner"),
+    pytest.param("world:\n  organizations: {acme: {owner: alice}}\n  members: [bob]\n"
+                 "expect:\n  - {deny: bob view Organization:acme}\n",
+                 "members[0]: must be a mapping", id="member-not-a-mapping"),
+    pytest.param("world:\n  organizations: {acme: {owner: alice}}\n"
+                 "  members: [{organization: acme, user: bob, role: boss}]\n"
+                 "expect:\n  - {deny: bob view Organization:acme}\n",
+                 "members[0]: unknown role 'boss'", id="unknown-role"),
+    pytest.param("world:\n  organizations: {acme: {owner: alice}}\n"
+                 "  members: [{organization: nowhere, user: alice}]\n"
+                 "expect:\n  - {deny: alice view Organization:acme}\n",
+                 "an entry names something that does not exist", id="unknown-organization"),
+    pytest.param("world:\n  organizations: {acme: {owner: alice}}\n"
+                 "  connections: [{partner: agency, client: acme, granted: [read]}]\n"
+                 "expect:\n  - {deny: alice view Organization:acme}\n",
+                 "connections[0]: no organization 'agency'", id="connection-to-unknown-partner"),
+    pytest.param("world:\n  organizations: {acme: {owner: alice}, agency: {owner: ann}}\n"
+                 "  connections: [{partner: agency, client: acme, granted: [read, own]}]\n"
+                 "expect:\n  - {deny: alice view Organization:acme}\n",
+                 "connections[0]: unknown scopes ['own']", id="unknown-scope"),
+    pytest.param("world:\n  organizations: {acme: {owner: alice}, agency: {owner: ann}}\n"
+                 "  connections: [{partner: agency, client: acme, granted: [read], status: disconected}]\n"
+                 "expect:\n  - {deny: ann read Project:x}\n",
+                 "connections[0]: status must be one of", id="misspelt-connection-status"),
+    pytest.param("world:\n  links: [[acme]]\nexpect:\n  - {deny: a view Organization:acme}\n",
+                 "links[0]: must be a pair", id="link-not-a-pair"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), MALFORMED)
+def test_malformed_world_reports_a_clear_error(tmp_path, text, message):
+    test_file = tmp_path / "malformed.yaml"
+    test_file.write_text(text)
+    outcomes = policytest.run([str(test_file)], Policy(POLICY_DIR))
+    assert len(outcomes) == 1
+    assert not outcomes[0].passed
+    assert outcomes[0].text == "load the world"
+    assert message in outcomes[0].answer
+
+    result = mandate("policy", "test", "--policy-dir", str(POLICY_DIR), str(test_file))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"FAIL {test_file} #0: load the world" in result.stdout
+    assert message in result.stdout
+
+
+@pytest.mark.parametrize(("expectation", "message"), [
+    pytest.param("allow bob read Project:spring", "give exactly one of", id="not-a-mapping"),
+    pytest.param("{permit: bob read Project:spring}", "give exactly one of", id="unknown-kind"),
+    pytest.param("{allow: bob read Project:spring, deny: bob read Project:spring}", "give exactly one of",
+                 id="two-kinds"),
+    pytest.param("{allow: bob read spring}", "'spring' is not Type:id", id="no-type"),
+    pytest.param("{allow: bob Project:spring}", "expected 'ACTOR ACTION Type:id'", id="missing-word"),
+    pytest.param("{list_resources: bob read Project, equal: [spring]}", "unknown keys ['equal']",
+                 id="misspelt-equals"),
+    pytest.param("{list_actors: read Project:spring}", "needs 'equals: [...]'", id="list-without-equals"),
+    pytest.param("{allow: bob read Project:spring, because: R2}", "unknown keys ['because']",
+                 id="unknown-key"),
+])
+def test_malformed_expectation_fails_with_a_clear_error(tmp_path, expectation, message):
+    test_file = tmp_path / "malformed.yaml"
+    test_file.write_text(SMALL_WORLD + f"expect:\n  - {expectation}\n  - {{allow: bob read Project:spring}}\n")
+    outcomes = policytest.run([str(test_file)], Policy(POLICY_DIR))
+    assert [o.passed for o in outcomes] == [False, True]
+    assert outcomes[0].answer.startswith("error: ")
+    assert message in outcomes[0].answer
