@@ -89,6 +89,7 @@ class Server:
         raise KeyError(key)
 
     def cpu_seconds(self) -> float:
+        """User plus system CPU seconds of the server process so far."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -117,6 +118,8 @@ class Result:
     latencies: list[float] = field(default_factory=list)  # seconds, calls inside the window
     client_cpu: float = 0.0  # CPU seconds of the client processes over warm-up and window
     server_cpu: float = 0.0  # CPU seconds of the server over the window
+    machine_busy: float = 0.0  # share of all the machine's CPU time that was busy over the window
+    other: list[float] = field(default_factory=list)  # latencies of the first method (alternating loops)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -124,10 +127,14 @@ class Result:
         return self.calls / self.seconds
 
     def percentile(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.latencies, q)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Workers:
@@ -161,13 +168,15 @@ class Workers:
         for number, pipe in enumerate(pipes):
             pipe.send(dict(task, threads=threads or self.threads, start=start, window=window, worker=number,
                            workers=len(pipes)))
-        server_cpu = 0.0
+        server_cpu = machine_busy = 0.0
         if server is not None:
             time.sleep(max(0.0, window[0] - time.monotonic()))
-            before = server.cpu_seconds()
+            before, machine_before = server.cpu_seconds(), machine_cpu()
             time.sleep(max(0.0, window[1] - time.monotonic()))
             server_cpu = server.cpu_seconds() - before
-        result = Result(seconds=duration, server_cpu=server_cpu)
+            busy, total = (b - a for a, b in zip(machine_before, machine_cpu(), strict=True))
+            machine_busy = busy / total if total else 0.0
+        result = Result(seconds=duration, server_cpu=server_cpu, machine_busy=machine_busy)
         for pipe in pipes:
             part = pipe.recv()
             if "crash" in part:
@@ -176,6 +185,7 @@ class Workers:
             result.errors += part["errors"]
             result.first_error = result.first_error or part["first_error"]
             result.latencies += part["latencies"]
+            result.other += part["other"]
             result.client_cpu += part["cpu"]
             for key, value in part["extra"].items():
                 result.extra[key] = result.extra.get(key, 0) + value
@@ -191,6 +201,13 @@ class Workers:
             process.join(timeout=5)
             if process.is_alive():
                 process.terminate()
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
 
 
 def worker_main(pipe, target: str, number: int) -> None:
@@ -219,6 +236,7 @@ class Stream:
         self.errors = 0
         self.first_error = ""
         self.latencies: list[float] = []
+        self.other: list[float] = []
         self.extra: dict[str, int] = {}
 
     def error(self, error: Exception) -> None:
@@ -255,6 +273,7 @@ def run_task(channel, task: dict) -> dict:
         "errors": sum(s.errors for s in streams),
         "first_error": next((s.first_error for s in streams if s.first_error), ""),
         "latencies": [x for s in streams for x in s.latencies],
+        "other": [x for s in streams for x in s.other],
         "cpu": time.process_time() - started_cpu,
         "extra": extra,
     }
@@ -286,6 +305,39 @@ def closed_loop(channel, task: dict, stream_number: int, stream: Stream) -> None
         index += 1
         if started >= measure_from and finished <= end:
             latencies.append(finished - started)
+            stream.calls += 1
+
+
+def alternating(channel, task: dict, stream_number: int, stream: Stream) -> None:
+    """Two methods in turn on one stream (a no-op, then a check, ...), so both see the same
+    machine: their latencies are comparable even when the machine's noise comes and goes.
+    The first method's latencies go to `other`, the second's to `latencies`."""
+    import grpc
+
+    first, second = (channel.unary_unary(method) for method in task["methods"])
+    first_request = task["first_request"]
+    requests = task["requests"]
+    count = len(requests)
+    index = stream_number * max(1, count // (task["workers"] * task["threads"]))
+    measure_from, end = task["window"]
+    clock = time.monotonic
+    while True:
+        started = clock()
+        if started >= end:
+            break
+        try:
+            first(first_request, metadata=METADATA)
+            middle = clock()
+            second(requests[index % count], metadata=METADATA)
+        except grpc.RpcError as error:
+            stream.error(error)
+            index += 1
+            continue
+        finished = clock()
+        index += 1
+        if started >= measure_from and finished <= end:
+            stream.other.append(middle - started)
+            stream.latencies.append(finished - middle)
             stream.calls += 1
 
 
@@ -373,7 +425,7 @@ def mutations(channel, task: dict, stream_number: int, stream: Stream) -> None:
     steps = [
         ("invite", lambda n: membership.InviteMember(membership_pb2.InviteMemberRequest(
             actor_id=slot["actor_id"], organization_id=slot["partner_id"],
-            email=f"bench-{stream_number}-{n}@example.com", role="colleague"), metadata=METADATA)),
+            email=f"bench-{task['nonce']}-{stream_number}-{n}@example.com", role="colleague"), metadata=METADATA)),
         ("pause", lambda n: membership.PauseMember(member, metadata=METADATA)),
         ("resume", lambda n: membership.ResumeMember(member, metadata=METADATA)),
         ("assign", lambda n: partner.AssignClient(assignment, metadata=METADATA)),
@@ -399,4 +451,5 @@ def mutations(channel, task: dict, stream_number: int, stream: Stream) -> None:
         cycle += 1
 
 
-LOOPS = {"closed_loop": closed_loop, "pages": list_pages, "freshness": freshness, "mutations": mutations}
+LOOPS = {"closed_loop": closed_loop, "alternating": alternating, "pages": list_pages, "freshness": freshness,
+         "mutations": mutations}

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench import dataset
-from bench.load import BATCH_CHECK, CHECK, HEALTH_CHECK, TOKEN, Result, Server, Workers
+from bench.load import BATCH_CHECK, CHECK, HEALTH_CHECK, TOKEN, Result, Server, Workers, percentile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 100
@@ -104,8 +104,8 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
     phase("noop@32", noop, duration)
     phase("check@32", check, duration)
     phase("noop@32 again", noop, duration)
-    phase("noop@1", noop, short, processes=1, threads=1)
-    phase("check@1", check, short, processes=1, threads=1)
+    phase("latency@1", {"kind": "alternating", "methods": (HEALTH_CHECK, CHECK), "first_request": b"",
+                        "requests": checks}, duration, processes=1, threads=1)
     phase("batch@32", {"kind": "closed_loop", "method": BATCH_CHECK, "requests": batches}, duration)
     phase("list_resources@1", {"kind": "pages", **samples["list_resources"]}, short, processes=1, threads=1)
     phase("freshness@1", {"kind": "freshness", "freshness": samples["freshness"]}, short, processes=1, threads=1)
@@ -118,10 +118,11 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
         name: {"calls": r.calls, "rate_per_s": round(r.rate, 1), "errors": r.errors,
                "p50_ms": ms(r.percentile(0.5)), "p99_ms": ms(r.percentile(0.99)),
                "server_cpu_cores": round(r.server_cpu / r.seconds, 2),
-               "client_cpu_cores": round(r.client_cpu / (r.seconds + 0.5), 2), **r.extra}
+               "client_cpu_cores": round(r.client_cpu / (r.seconds + 0.5), 2),
+               "machine_busy": round(r.machine_busy, 2), **r.extra}
         for name, r in phases.items()}
     return {"figures": figures(phases, peak_kib), "info": info,
-            "raw": {"check_p50_1_ms": ms(phases["check@1"].percentile(0.5))}}
+            "raw": {"check_p50_1_ms": ms(phases["latency@1"].percentile(0.5))}}
 
 
 def verify_checks(target: str, pairs: list) -> tuple[list, list, list]:
@@ -190,8 +191,11 @@ def figure(name: str, value: str, target: str, ratio: float | None, met: bool | 
 
 
 def figures(phases: dict[str, Result], peak_kib: int) -> list[dict]:
-    noop = max(phases["noop@32"].rate, phases["noop@32 again"].rate)
-    check32, check1, noop1 = phases["check@32"], phases["check@1"], phases["noop@1"]
+    # The ceiling brackets the Check run in time: the mean of the no-op runs before and after it.
+    noop = (phases["noop@32"].rate + phases["noop@32 again"].rate) / 2
+    check32 = phases["check@32"]
+    check1 = phases["latency@1"]
+    noop1_p50, noop1_p99 = percentile(check1.other, 0.5), percentile(check1.other, 0.99)
     batch = phases["batch@32"].rate * BATCH
     pages = phases["list_resources@1"]
     fresh = phases["freshness@1"]
@@ -207,14 +211,12 @@ def figures(phases: dict[str, Result], peak_kib: int) -> list[dict]:
         figure("Check throughput (32 streams, 50/50 allowed/denied)", f"{check32.rate:,.0f} req/s",
                ">= 0.7 x ceiling", check32.rate / noop, check32.rate / noop >= 0.7, value_number=check32.rate),
         figure("Check latency, 1 caller", f"p50 {check1.percentile(.5) * 1e3:.2f} ms, p99 "
-               f"{check1.percentile(.99) * 1e3:.2f} ms",
-               f"p99 <= 2 x no-op p99 ({noop1.percentile(.99) * 1e3:.2f} ms)",
-               check1.percentile(.99) / noop1.percentile(.99),
-               check1.percentile(.99) <= 2 * noop1.percentile(.99)),
+               f"{check1.percentile(.99) * 1e3:.2f} ms", f"p99 <= 2 x no-op p99 ({noop1_p99 * 1e3:.2f} ms)",
+               check1.percentile(.99) / noop1_p99, check1.percentile(.99) <= 2 * noop1_p99),
         figure("Check latency, 32 callers", f"p50 {check32.percentile(.5) * 1e3:.2f} ms, p99 "
                f"{check32.percentile(.99) * 1e3:.2f} ms", "reported", None, None),
-        figure("no-op latency, 1 caller", f"p50 {noop1.percentile(.5) * 1e3:.2f} ms, p99 "
-               f"{noop1.percentile(.99) * 1e3:.2f} ms", "reported", None, None),
+        figure("no-op latency, 1 caller (alternating with Check)", f"p50 {noop1_p50 * 1e3:.2f} ms, p99 "
+               f"{noop1_p99 * 1e3:.2f} ms", "reported", None, None),
         figure(f"BatchCheck ({BATCH} per batch, 32 streams)", f"{batch:,.0f} decisions/s", ">= 20 x ceiling",
                batch / noop, batch / noop >= 20, value_number=batch),
         figure("ListResources (biggest partner's legal rep, pages of 100)",
@@ -280,7 +282,8 @@ def table(report: dict) -> str:
     phases = report["info"]["phases"]
     out.append("")
     out.append("CPU (cores) during each phase: " + "; ".join(
-        f"{name} server {p['server_cpu_cores']} / clients {p['client_cpu_cores']}" for name, p in phases.items()
+        f"{name} server {p['server_cpu_cores']}, clients {p['client_cpu_cores']}, machine busy "
+        f"{p['machine_busy']:.0%}" for name, p in phases.items()
         if name in ("noop@32", "check@32", "batch@32", "mutations")))
     return "\n".join(out)
 

@@ -193,7 +193,8 @@ def test_lists_agree_with_check_on_every_actor_action_and_resource(app, client, 
             listed = list_actors(client, action, type_, id_)
             if listed != expected:
                 mismatches.append(f"ListActors({action}, {type_} {id_}) = {listed}, Check allows {expected}")
-    assert not mismatches, "\n".join(mismatches)
+    names = {id_: name for name, id_ in {**fixture_world.users, **fixture_world.organizations}.items()}
+    assert not mismatches, "\n".join(mismatches) + f"\nwho is who: {names}"
 
     # The comparison is only a proof if the world exercises every path: spot-check the answers
     # the rules demand, so a world where everything is denied cannot pass.

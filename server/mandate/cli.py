@@ -259,28 +259,32 @@ def run_export(args) -> int:
     from mandate.v1 import partner_pb2, partner_pb2_grpc
 
     stub = partner_pb2_grpc.PartnerServiceStub(channel(args))
-    output = open(args.output, "w", newline="") if args.output else sys.stdout
+    rows = []
+    token = ""
     try:
-        writer = csv.writer(output)
-        writer.writerow(EXPORT_COLUMNS)
-        token = ""
         while True:
             reply = stub.ExportClients(
                 partner_pb2.ListClientsRequest(actor_id=args.actor, partner_id=args.partner, page_size=1000,
                                                page_token=token),
                 metadata=call_metadata())
-            for c in reply.connections:
-                writer.writerow((c.customer_name, c.customer_number, c.currency, c.status,
-                                 " ".join(c.granted_scopes), c.connected_at))
+            rows += [(c.customer_name, c.customer_number, c.currency, c.status, " ".join(c.granted_scopes),
+                      c.connected_at) for c in reply.connections]
             token = reply.next_page_token
             if not token:
-                return 0
+                break
     except grpc.RpcError as error:
         print(rpc_error_text(error), file=sys.stderr)
         return 2
+    # Written only once the whole list was read: a refusal leaves no file behind.
+    output = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        writer = csv.writer(output)
+        writer.writerow(EXPORT_COLUMNS)
+        writer.writerows(rows)
     finally:
         if output is not sys.stdout:
             output.close()
+    return 0
 
 
 if __name__ == "__main__":

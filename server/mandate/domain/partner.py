@@ -82,8 +82,9 @@ class Partners:
         """R9, R11, R12: the client accepts, granting the requested scopes or a set of its own.
         A link is single use: the first acceptance finishes it, inside the transaction."""
         with self.store.write(actor_id) as tx:
-            invitation = self._find_client_invitation(tx, actor_id, invitation_id, token)
+            # Permission first: someone who may not accept learns nothing about the token.
             self.authorizer.require(actor_id, "accept_client_invitation", client_id)
+            invitation = self._find_client_invitation(tx, actor_id, invitation_id, token)
             scopes = invitation.requested_scopes if granted_scopes is None else granted_scopes
             return connect(tx, invitation, client_id, scopes, employee_approval, referral=False)
 
