@@ -57,9 +57,8 @@ resource Organization {
   "put_resource" if "colleague";
   "delete_resource" if "legal_representative";
 
-  # R13: only an owner links master accounts, and an owner may switch into their own.
+  # R13: only an owner links master accounts.
   "link" if "owner";
-  "switch" if "owner";
   # R2: making or unmaking an owner is an owner's decision.
   "grant_owner" if "owner";
 
@@ -87,8 +86,10 @@ has_role(user: User, role: String, org: Organization) if
   membership.status = "active" and
   membership.role = role;
 
-# R13: the owner of a master account may switch into every account linked to it.
+# R13: one user owns several master accounts and links them; they may switch into an account
+# they own from another linked account they own, without signing in again.
 has_permission(user: User, "switch", org: Organization) if
+  has_role(user, "owner", org) and
   linked in org.linked_organizations and
   has_role(user, "owner", linked);
 

@@ -180,7 +180,8 @@ def test_r1_explicit_seat_limit_counts_the_owner(client):
 # -- R2 Roles --------------------------------------------------------------------------------
 
 ROLE_ACCESS = {
-    "owner": (PROJECT_ACTIONS, ORGANIZATION_ACTIONS),
+    # "switch" needs a linked account the owner also owns (R13): not in an unlinked organization.
+    "owner": (PROJECT_ACTIONS, sorted(set(ORGANIZATION_ACTIONS) - {"switch"})),
     "legal_representative": (PROJECT_ACTIONS, sorted(set(ORGANIZATION_ACTIONS) - OWNER_ONLY)),
     "colleague": (["edit", "publish", "read"], ["list_members", "put_resource", "view"]),
     "client": (["approve", "read"], ["view"]),
@@ -925,18 +926,27 @@ def test_link_organizations_lets_an_owner_switch(client, world):
     owner = world.user("owner")
     euro = world.organization(owner, currency="EUR", name="Euro")
     dollar = world.organization(owner, currency="USD", name="Dollar")
+    assert not check(client, owner, "switch", "Organization", dollar)  # not linked yet
     reply = client.directory.LinkOrganizations(directory_pb2.LinkOrganizationsRequest(
         actor_id=owner, organization_id=euro, other_organization_id=dollar))
     assert int(reply.revision) > 0
-    # A second owner of the euro account may switch into the linked dollar account, and nothing more.
+    # The owner of both linked accounts switches between them.
+    assert check(client, owner, "switch", "Organization", dollar, reply.revision)
+    assert check(client, owner, "switch", "Organization", euro)
+    # A second owner of the euro account only owns one side: no switch, and nothing else either.
     co_owner = world.member(euro, "owner")
-    assert check(client, co_owner, "switch", "Organization", dollar, reply.revision)
-    assert list_actions(client, co_owner, "Organization", dollar) == ["switch"]
+    assert not check(client, co_owner, "switch", "Organization", dollar)
+    assert list_actions(client, co_owner, "Organization", dollar) == []
     assert not check(client, co_owner, "read", "Project", world.project(dollar))
     legal = world.member(euro, "legal_representative")
     assert not check(client, legal, "switch", "Organization", dollar)
     stranger = world.user("stranger")
     assert not check(client, stranger, "switch", "Organization", dollar)
+    # Removed from one side, the owner no longer switches into it (R6).
+    client.membership.RemoveMember(membership_pb2.RemoveMemberRequest(
+        actor_id=co_owner, organization_id=euro, user_id=owner))
+    assert not check(client, owner, "switch", "Organization", dollar)
+    assert not check(client, owner, "switch", "Organization", euro)
 
 
 def test_link_organizations_needs_ownership_of_both(client, world):
@@ -957,7 +967,7 @@ def test_link_organizations_needs_ownership_of_both(client, world):
         actor_id=legal, organization_id=other_of_legal, other_organization_id=mine),
         grpc.StatusCode.PERMISSION_DENIED, "NOT_ALLOWED")
     assert current_revision(world.app) == before
-    assert check(client, legal, "switch", "Organization", other_of_legal)
+    assert not check(client, legal, "switch", "Organization", other_of_legal)  # owns it, but nothing linked
     assert not check(client, legal, "switch", "Organization", mine)
 
 

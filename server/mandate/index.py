@@ -42,8 +42,8 @@ class FactIndex:
         self.resources: dict[tuple[str, str], str] = {}  # (type, id) -> organization id
         self.memberships: dict[str, dict[str, Member]] = {}  # user -> organization -> member
         self.members: dict[str, set[str]] = {}  # organization -> users (not removed)
-        self.partners: dict[str, dict[str, Link]] = {}  # client -> partner -> connection
-        self.clients: dict[str, set[str]] = {}  # partner -> clients (connection not disconnected)
+        self.partners: dict[str, dict[str, Link]] = {}  # client -> partner -> connection (any status)
+        self.clients: dict[str, set[str]] = {}  # partner -> clients (any status)
         self.assignments: dict[tuple[str, str], dict[str, bool]] = {}  # (user, client) -> partner -> approved
         self.links: dict[str, set[str]] = {}  # organization -> linked organizations
 
@@ -94,13 +94,10 @@ class FactIndex:
             self.resources[key] = row.organization_id
 
     def _apply_connection(self, row: models.Connection) -> None:
-        by_partner = self.partners.setdefault(row.client_id, {})
-        if row.status == models.ConnectionStatus.DISCONNECTED:
-            by_partner.pop(row.partner_id, None)
-            self.clients.get(row.partner_id, set()).discard(row.client_id)
-        else:
-            by_partner[row.partner_id] = Link(row.status, frozenset(row.granted_scopes), row.employee_approval)
-            self.clients.setdefault(row.partner_id, set()).add(row.client_id)
+        # Disconnected connections stay, with their status: the policy decides what they grant (R14).
+        link = Link(row.status, frozenset(row.granted_scopes), row.employee_approval)
+        self.partners.setdefault(row.client_id, {})[row.partner_id] = link
+        self.clients.setdefault(row.partner_id, set()).add(row.client_id)
 
     def _apply_assignment(self, row: models.Assignment) -> None:
         by_partner = self.assignments.setdefault((row.user_id, row.client_id), {})
