@@ -775,6 +775,19 @@ def test_r17_client_withdrawing_approval_ends_access_at_once(client, world, prog
     assert can(client, program.rep, "read", program.project)  # the partner itself keeps its access
 
 
+def test_r17_client_trusting_delegation_still_withdraws_a_person_at_once(client, world, program):
+    world.connect(program.partner, program.client, employee_approval="partner")
+    world.assign(program.partner, program.client, program.employee, approve=False)
+    assert can(client, program.employee, "read", program.project)
+
+    revoked = client.partner.RevokePartnerEmployee(assignment(program.client_owner, program.partner,
+                                                              program.client, program.employee))
+
+    assert not revoked.assigned and not revoked.client_approved
+    assert not can(client, program.employee, "read", program.project)
+    assert can(client, program.rep, "read", program.project)
+
+
 def test_r17_partner_cannot_withdraw_the_clients_approval_nor_the_client_the_assignment(client, world, program):
     world.connect(program.partner, program.client)
     world.assign(program.partner, program.client, program.employee)

@@ -18,7 +18,7 @@ from tests.conftest import POLICY_DIR
 
 PROJECT_ACTIONS = ("read", "edit", "publish", "approve", "delete")
 ALL_SCOPES = frozenset(PROJECT_ACTIONS)
-# Organization permissions only an owner holds (R2, R13).
+# Organization permissions only an owner holds (R2, R13); "switch" also needs a linked account (R13).
 OWNER_ONLY = {"grant_owner", "link", "switch"}
 # R2, R23: what a colleague may do on the organization; everything else is managing people or clients.
 COLLEAGUE_ORGANIZATION = {"view", "list_members", "put_resource"}
@@ -68,9 +68,10 @@ def allowed_organization(policy: Policy, subject: Subject) -> set[str]:
 
 
 def test_r2_owner_may_do_everything(policy):
+    """Everything but switching, which needs a linked account (R13, below)."""
     subject = home("owner")
     assert allowed_projects(policy, subject) == set(PROJECT_ACTIONS)
-    assert allowed_organization(policy, subject) == organization_permissions(policy)
+    assert allowed_organization(policy, subject) == organization_permissions(policy) - {"switch"}
 
 
 def test_r2_r8_legal_representative_may_do_everything_but_owner_matters(policy):
@@ -120,7 +121,7 @@ def test_r8_r23_legal_representative_and_owner_manage_people_and_clients(policy,
     assert policy.is_allowed(home("owner"), "Organization", action)
 
 
-@pytest.mark.parametrize("action", sorted(OWNER_ONLY))
+@pytest.mark.parametrize("action", ["grant_owner", "link"])
 @pytest.mark.parametrize("role", ["legal_representative", "colleague", "client"])
 def test_r2_r13_only_owner_grants_owner_and_links(policy, role, action):
     assert policy.is_allowed(home("owner"), "Organization", action)
@@ -291,26 +292,47 @@ def test_r2_r20_own_membership_and_partner_path_combine(policy):
 # -- R13: linked master accounts ------------------------------------------------------------------------
 
 
-def linked(role: str = "owner", status: str = "active") -> Subject:
-    return Subject(memberships=(MembershipFact("l0", role, status, False),), linked=("l0",))
+def linked(home_role: str | None, linked_role: str = "owner", linked_status: str = "active") -> Subject:
+    """A user of the organization ("o", if `home_role`) who is also a member of "l0", linked to it."""
+    memberships = (MembershipFact("o", home_role, "active", False),) if home_role else ()
+    return Subject(memberships=memberships + (MembershipFact("l0", linked_role, linked_status, False),),
+                   linked=("l0",))
+
+
+def test_r13_owner_of_both_linked_accounts_may_switch(policy):
+    assert policy.is_allowed(linked("owner"), "Organization", "switch")
 
 
 def test_r13_linked_account_owner_may_switch_and_nothing_else(policy):
-    subject = linked("owner")
-    assert allowed_organization(policy, subject) == {"switch"}
-    assert allowed_projects(policy, subject) == set()
+    """Owning a linked account adds the switch and nothing else, here or on the projects."""
+    for role in ("owner", "legal_representative", "colleague", "client", None):
+        without_link = home(role) if role else Subject()
+        gained_organization = allowed_organization(policy, linked(role)) - allowed_organization(policy, without_link)
+        assert gained_organization == ({"switch"} if role == "owner" else set()), role
+        assert allowed_projects(policy, linked(role)) == allowed_projects(policy, without_link), role
 
 
-@pytest.mark.parametrize("role", ["legal_representative", "colleague", "client"])
-def test_r13_linked_account_non_owner_may_not_switch(policy, role):
-    subject = linked(role)
+def test_r13_linked_account_owner_without_membership_here_gets_nothing(policy):
+    """Switching is into an account one owns: owning only the other account gives nothing here."""
+    subject = linked(None)
     assert allowed_organization(policy, subject) == set()
     assert allowed_projects(policy, subject) == set()
 
 
+@pytest.mark.parametrize("role", ["legal_representative", "colleague", "client"])
+def test_r13_non_owner_of_the_linked_account_may_not_switch(policy, role):
+    assert not policy.is_allowed(linked("owner", linked_role=role), "Organization", "switch")
+
+
+def test_r7_r13_paused_in_the_linked_account_may_not_switch(policy):
+    """The service never pauses an owner; should the facts say so, the policy still denies."""
+    assert not policy.is_allowed(linked("owner", linked_status="paused"), "Organization", "switch")
+
+
 def test_r13_membership_in_unlinked_organization_may_not_switch(policy):
     """Owning "l0" counts only when "l0" is among the organization's linked accounts."""
-    subject = Subject(memberships=(MembershipFact("l0", "owner", "active", False),))
+    subject = Subject(memberships=(MembershipFact("o", "owner", "active", False),
+                                   MembershipFact("l0", "owner", "active", False)))
     assert not policy.is_allowed(subject, "Organization", "switch")
 
 

@@ -94,5 +94,8 @@ def views(subject: Subject, resource_type: str):
         linked_organizations=[Organization(label) for label in subject.linked],
     )
     user = User(list(subject.memberships), list(subject.assignments))
-    resource = home if resource_type == "Organization" else Project(home)
-    return user, resource
+    if resource_type == "Organization":
+        return user, home
+    if resource_type == "Project":
+        return user, Project(home)
+    raise ValueError(f"the policy knows no resource type {resource_type!r}")  # R24: never guess

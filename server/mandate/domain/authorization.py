@@ -11,12 +11,17 @@ from mandate.policy import Policy
 from mandate.store import models
 from mandate.store.db import Store
 
+# Decisions remembered per (actor, organization, resource type, action) for one policy at one
+# index revision: at most this many, and every change of the facts or of the policy starts afresh.
+MEMO_LIMIT = 200_000
+
 
 class Authorizer:
     def __init__(self, store: Store, index: FactIndex, policy: Policy):
         self.store = store
         self.index = index
         self.policy = policy  # replaced whole on reload; read once per request
+        self._memo: tuple[Policy | None, int, dict] = (None, -1, {})
 
     def swap_policy(self, policy: Policy) -> None:
         self.policy = policy
@@ -48,10 +53,32 @@ class Authorizer:
         """The decision. `policy` pins one policy for a whole request (reloads swap the attribute)."""
         if actor_type != "User":
             return False
-        subject = self.subject(actor_id, resource_type, resource_id)
-        if subject is None:
+        if actor_id not in self.index.users or resource_type not in RESOURCE_TYPES:
             return False
-        return (policy or self.policy).is_allowed(subject, resource_type, action)
+        organization_id = self.index.organization_of(resource_type, resource_id)
+        if organization_id is None:
+            return False
+        return self.decide(actor_id, organization_id, resource_type, action, policy or self.policy)
+
+    def decide(self, actor_id: str, organization_id: str, resource_type: str, action: str, policy: Policy) -> bool:
+        """The policy's answer for the actor and a resource of the organization, remembered until
+        the index moves to another revision or the policy is replaced.
+
+        Every entry of a memo was computed after the index had reached the memo's revision (the
+        revision is read first), so a remembered answer is never older than the revision a
+        caller was promised; a memo left behind by a change is simply dropped."""
+        revision = self.index.revision
+        memo_policy, memo_revision, memo = self._memo
+        if memo_policy is not policy or memo_revision != revision:
+            memo = {}
+            self._memo = (policy, revision, memo)
+        key = (actor_id, organization_id, resource_type, action)
+        answer = memo.get(key)
+        if answer is None:
+            answer = policy.is_allowed(self.index.subject(actor_id, organization_id), resource_type, action)
+            if len(memo) < MEMO_LIMIT:
+                memo[key] = answer
+        return answer
 
     def list_actions(self, actor_type: str, actor_id: str, resource_type: str, resource_id: str,
                      policy: Policy | None = None) -> list[str]:
@@ -92,7 +119,7 @@ class Authorizer:
         allowed = sorted(
             organization_id
             for organization_id in self.index.reachable_organizations(actor_id)
-            if policy.is_allowed(self.index.subject(actor_id, organization_id), resource_type, action)
+            if self.decide(actor_id, organization_id, resource_type, action, policy)
         )
         if not allowed:
             return [], ""
@@ -123,7 +150,7 @@ class Authorizer:
         policy = policy or self.policy
         found: list[str] = []
         for user_id in sorted(u for u in self.index.candidate_users(organization_id) if u > after):
-            if policy.is_allowed(self.index.subject(user_id, organization_id), resource_type, action):
+            if self.decide(user_id, organization_id, resource_type, action, policy):
                 found.append(user_id)
                 if len(found) > page_size:
                     break

@@ -245,6 +245,12 @@ class Partners:
         with self.store.write(actor_id) as tx:
             self.authorizer.require(actor_id, "approve_partner_employee", client_id)
             assignment = get_assignment(tx, partner_id, client_id, user_id)
+            connection = get_connection(tx.session, partner_id, client_id)
+            if not approved and connection.employee_approval == models.EmployeeApproval.PARTNER:
+                # R17: a client that trusts the partner's delegation withdraws a person by ending
+                # the assignment itself (an approval would not be asked for, so revoking it could not).
+                end_assignments(tx, models.Assignment.partner_id == partner_id,
+                                models.Assignment.client_id == client_id, models.Assignment.user_id == user_id)
             assignment.client_approved = approved
             assignment.revision = tx.revision
             tx.emit(event, partner_id=partner_id, client_id=client_id, user_id=user_id)
