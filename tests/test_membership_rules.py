@@ -699,6 +699,7 @@ def test_r24_policy_runtime_error_is_an_error_never_an_allow(client, world, monk
     # Forget remembered answers so the (now broken) policy engine is asked again.
     monkeypatch.setattr(policy, "_allowed", {})
     monkeypatch.setattr(policy, "_actions", {})
+    monkeypatch.setattr(world.app.authorizer, "_memo", (None, -1, {}))
     monkeypatch.setattr(policy._oso, "is_allowed", broken)
     request = authorization_pb2.CheckRequest(actor=ref("User", owner), action="read", resource=ref("Project", project))
     for call, message in ((client.authorization.Check, request),

@@ -113,7 +113,7 @@ class Authorizer:
         Access to a resource depends only on the facts between the actor and the resource's
         organization, so the policy decides per organization the actor has any fact about;
         the store then pages through the resources of the allowed organizations."""
-        if actor_id not in self.index.users:
+        if actor_id not in self.index.users or resource_type not in RESOURCE_TYPES:
             return [], ""
         policy = policy or self.policy
         allowed = sorted(
