@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from mandate.app import App
 from mandate.client import MandateClient
 from mandate.config import Config
 from mandate.server import build_server
 from mandate.store.migrate import upgrade
+
 from tests.factories import World
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,10 +11,8 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 from mandate.v1 import (
     authorization_pb2,
     authorization_pb2_grpc,
@@ -27,6 +25,7 @@ from mandate.v1 import (
 )
 
 from tests.conftest import TOKEN
+from tests.support import error_info
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRACT_CHECK = ROOT.parent / "shared" / "tools" / "contract_check.py"
@@ -36,15 +35,6 @@ def ref(kind: str, ident: str) -> common_pb2.ObjectRef:
     return common_pb2.ObjectRef(type=kind, id=ident)
 
 
-def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no google.rpc.Status on {error.code()}: {error.details()}"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError(f"no ErrorInfo on {error.code()}: {error.details()}")
 
 
 def failure(call, request) -> grpc.RpcError:

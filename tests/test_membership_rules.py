@@ -10,8 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from mandate.app import App
 from mandate.v1 import (
     authorization_pb2,
@@ -24,6 +22,7 @@ from mandate.v1 import (
 
 from tests.conftest import POLICY_DIR
 from tests.factories import World
+from tests.support import reason_of
 
 _numbers = itertools.count(1)
 
@@ -55,15 +54,6 @@ def failure(call, request) -> grpc.RpcError:
     return caught.value
 
 
-def reason_of(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no google.rpc.Status on {error.code()}: {error.details()}"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    raise AssertionError(f"no ErrorInfo on {error.code()}: {error.details()}")
 
 
 def assert_refused(call, request, code: grpc.StatusCode, reason: str) -> grpc.RpcError:

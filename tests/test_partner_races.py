@@ -10,22 +10,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from mandate.v1 import authorization_pb2, common_pb2, membership_pb2, partner_pb2
+
+from tests.support import reason_of
 
 ROUNDS = 4
 
 
-def reason_of(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    raise AssertionError(f"no ErrorInfo on {error.code()}: {error.details()}")
 
 
 def race(*calls) -> list:

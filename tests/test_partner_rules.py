@@ -14,8 +14,6 @@ import sys
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from mandate.v1 import (
     authorization_pb2,
     common_pb2,
@@ -26,6 +24,7 @@ from mandate.v1 import (
 )
 
 from tests.conftest import ROOT, TOKEN
+from tests.support import reason_of
 
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
@@ -33,16 +32,6 @@ FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 # -- helpers -------------------------------------------------------------------------------
 
 
-def reason_of(error: grpc.RpcError) -> str:
-    """The google.rpc.ErrorInfo reason attached to a failed call."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info.reason
-    raise AssertionError(f"no ErrorInfo on {error.code()}: {error.details()}")
 
 
 def events(client, since: str = "0") -> list[tuple]:

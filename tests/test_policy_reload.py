@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -15,25 +14,14 @@ import pytest
 from mandate.client import MandateClient
 from mandate.v1 import authorization_pb2, common_pb2
 
+from tests.support import free_port, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "reload-test-token"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
-def wait_until(predicate, seconds=20.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture

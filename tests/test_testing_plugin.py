@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 from mandate.client import MandateClient
 from mandate.v1 import authorization_pb2, common_pb2
+
+from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 WORLD = ROOT / "examples" / "world.yaml"
@@ -45,7 +46,7 @@ def _assignment(actor, partner, client, user):
 
 
 def test_ephemeral_server_serves_a_world_and_forgets_it(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MANDATE_API_TOKENS": "example-token", "MANDATE_POLICY_DIR": str(POLICIES)}
     process = subprocess.Popen(
         [sys.executable, "-m", "mandate.cli", "serve", "--ephemeral", "--world", str(WORLD),
@@ -77,18 +78,4 @@ def _ready(client) -> bool:
         return False
 
 
-def _free_port() -> int:
-    import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, seconds=20.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
