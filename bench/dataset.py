@@ -15,6 +15,7 @@ beside it in var/bench/<dataset>.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -71,7 +72,7 @@ SHAPES = {
     "small": Shape(partners=5, clients=200, users=1500, projects=3000, big_partner_clients=150, staff_share=0.1,
                    big_partner_staff=40, client_members=8, assignments_per_connection=4, check_samples=4000),
     "large": Shape(partners=200, clients=20_000, users=100_000, projects=200_000, big_partner_clients=2000,
-                   staff_share=0.1, big_partner_staff=400, client_members=12, assignments_per_connection=6,
+                   staff_share=0.1, big_partner_staff=400, client_members=14, assignments_per_connection=8,
                    check_samples=20_000),
 }
 
@@ -343,16 +344,17 @@ def write(url: str, world: World, shape_name: str, key: str) -> dict[str, int]:
     return counts
 
 
-def cache_key(seed: int) -> str:
+def cache_key(shape: Shape, seed: int) -> str:
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    return f"generator-{GENERATOR_VERSION}:schema-{head}:seed-{seed}"
+    digest = hashlib.sha256(repr(shape).encode()).hexdigest()[:8]
+    return f"generator-{GENERATOR_VERSION}:schema-{head}:shape-{digest}:seed-{seed}"
 
 
 def ensure(name: str, seed: int = SEED, log=print) -> tuple[Path, dict]:
     """The cached database and its metadata (samples, counts), built first if missing or stale."""
     shape = SHAPES[name]
     path, meta_path = CACHE_DIR / f"{name}.db", CACHE_DIR / f"{name}.json"
-    key = cache_key(seed)
+    key = cache_key(shape, seed)
     if path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("key") == key:

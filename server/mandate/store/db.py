@@ -129,8 +129,9 @@ class Store:
         return session.execute(select(models.RevisionCounter.value)).scalar_one()
 
     def current_revision(self) -> int:
-        with self._sessions() as session:
-            return session.execute(select(models.RevisionCounter.value)).scalar_one()
+        # A plain connection, not an ORM session: the index asks this before every catch-up.
+        with self.engine.connect() as connection:
+            return connection.execute(select(models.RevisionCounter.value)).scalar_one()
 
     def ping(self) -> None:
         with self.engine.connect() as connection:
