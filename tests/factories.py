@@ -56,7 +56,7 @@ class World:
                                                     list(scopes))
         self.app.partners.accept_client_invitation(
             self.owner_of(client_id), "", link.token, client_id,
-            None if granted is None else list(granted), employee_approval)
+            list(scopes if granted is None else granted), employee_approval)
 
     def assign(self, partner_id: str, client_id: str, user_id: str, *, approve: bool = True) -> None:
         self.app.partners.assign_client(self.owner_of(partner_id), partner_id, client_id, user_id)

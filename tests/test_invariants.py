@@ -205,7 +205,7 @@ class Mandate(RuleBasedStateMachine):
         with self.refusal_changes_nothing("accept_client_invitation"):
             # granted None: the client grants what was requested (R12)
             self.app.partners.accept_client_invitation(self.owners[client], "", link.token, self.orgs[client],
-                                                       None if granted is None else sorted(granted), approval)
+                                                       sorted(requested if granted is None else granted), approval)
 
     @rule(partner=partners, client=clients, person=people, by=actors)
     def assign(self, partner, client, person, by):

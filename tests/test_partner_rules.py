@@ -111,13 +111,14 @@ def accept_request(actor: str, client_org: str, *, token: str = "", invitation_i
         granted_scopes=list(granted), employee_approval=approval)
 
 
-def link_and_accept(client, world, partner: str, client_org: str, *, scopes=("read", "edit"), granted=(),
+def link_and_accept(client, world, partner: str, client_org: str, *, scopes=("read", "edit"), granted=None,
                     approval: str = "", name: str = "Customer", number: str = "") -> common_pb2.Connection:
+    """Accepts granting what was requested, unless `granted` says otherwise."""
     currency = world.app.directory.get_organization(partner).currency
     link = invite_link(client, world.owner_of(partner), partner, name=name, number=number, currency=currency,
                        scopes=scopes)
-    return accept(client, world.owner_of(client_org), client_org, token=link.token, granted=granted,
-                  approval=approval)
+    return accept(client, world.owner_of(client_org), client_org, token=link.token,
+                  granted=scopes if granted is None else granted, approval=approval)
 
 
 def list_clients(client, actor: str, partner: str, **filters) -> list[common_pb2.Connection]:
@@ -216,7 +217,8 @@ def test_r9_registered_client_accepts_and_partner_reaches_projects_within_grante
     assert invitation.status == "pending"
     assert not can(client, program.rep, "read", program.project)  # an invitation alone grants nothing
 
-    connection = accept(client, program.client_owner, program.client, invitation_id=invitation.id)
+    connection = accept(client, program.client_owner, program.client, invitation_id=invitation.id,
+                        granted=("read", "edit"))
 
     assert connection.status == "active"
     assert (connection.partner_id, connection.client_id) == (program.partner, program.client)
@@ -436,10 +438,12 @@ def test_r12_client_grants_fewer_scopes_than_requested(client, world, program):
     assert not can(client, program.rep, "publish", program.project)
 
 
-def test_r12_empty_granted_scopes_on_accept_grants_what_was_requested(client, world, program):
-    connection = link_and_accept(client, world, program.partner, program.client, scopes=("read", "approve"))
-    assert list(connection.granted_scopes) == ["approve", "read"]
-    assert can(client, program.rep, "approve", program.project)
+def test_r12_empty_granted_scopes_on_accept_grants_nothing(client, world, program):
+    connection = link_and_accept(client, world, program.partner, program.client, scopes=("read", "approve"),
+                                 granted=())
+    assert list(connection.requested_scopes) == ["approve", "read"]
+    assert list(connection.granted_scopes) == []
+    assert not can(client, program.rep, "read", program.project)
 
 
 def test_r12_update_granted_scopes_changes_access_at_once(client, world, program):

@@ -40,13 +40,13 @@ def test_readme_walkthrough_works_as_printed(tmp_path):
     script, expected = walkthrough_script()
     assert len(expected) >= 6, "the walkthrough lost its checks"
     port = free_port()
-    env = {**os.environ, "MANDATE_LISTEN": f"127.0.0.1:{port}", "MANDATE_API_TOKENS": "readme-token",
-           "MANDATE_TOKEN": "readme-token", "MANDATE_DATABASE_URL": f"sqlite:///{tmp_path}/mandate.db"}
+    env = {**os.environ, "MANDATE_LISTEN": f"127.0.0.1:{port}", "MANDATE_API_TOKENS": "readme-token-0123456789",
+           "MANDATE_TOKEN": "readme-token-0123456789", "MANDATE_DATABASE_URL": f"sqlite:///{tmp_path}/mandate.db"}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     server = subprocess.Popen([sys.executable, "-m", "mandate.cli", "serve"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with MandateClient(f"127.0.0.1:{port}", "readme-token") as client:
+        with MandateClient(f"127.0.0.1:{port}", "readme-token-0123456789") as client:
             import grpc
 
             def ready():

@@ -47,12 +47,12 @@ def _assignment(actor, partner, client, user):
 
 def test_ephemeral_server_serves_a_world_and_forgets_it(tmp_path):
     port = free_port()
-    env = {**os.environ, "MANDATE_API_TOKENS": "example-token", "MANDATE_POLICY_DIR": str(POLICIES)}
+    env = {**os.environ, "MANDATE_API_TOKENS": "example-token-0123456789", "MANDATE_POLICY_DIR": str(POLICIES)}
     process = subprocess.Popen(
         [sys.executable, "-m", "mandate.cli", "serve", "--ephemeral", "--world", str(WORLD),
          "--listen", f"127.0.0.1:{port}"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        with MandateClient(f"127.0.0.1:{port}", "example-token") as client:
+        with MandateClient(f"127.0.0.1:{port}", "example-token-0123456789") as client:
             assert wait_until(lambda: process.poll() is not None or _ready(client)), "server did not start"
             assert process.poll() is None, process.stdout.read().decode()
             assert can(client, "emma", "read", "shop-site")

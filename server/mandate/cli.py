@@ -123,7 +123,7 @@ def run_serve(config: Config, args) -> int:
         else:
             upgrade(config.database_url)
             serve(config)
-    except PolicyError as error:
+    except (PolicyError, ValueError) as error:  # a bad policy or a bad setting
         print(f"mandate: refusing to start: {error}", file=sys.stderr)
         return 1
     return 0

@@ -12,6 +12,7 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATABASE_URL = "sqlite:///var/mandate.db"
 DEFAULT_POLICY_DIR = "policies"
 DEFAULT_TOKEN_FILE = "var/api-token"
+MIN_TOKEN_LENGTH = 16
 
 
 @dataclass
@@ -43,6 +44,9 @@ class Config:
         """The configured tokens; without any, a random one kept in the token file (created
         with owner-only permissions on first use), so a fresh checkout is never open."""
         if self.api_tokens:
+            short = [t for t in self.api_tokens if len(t) < MIN_TOKEN_LENGTH]
+            if short:
+                raise ValueError(f"MANDATE_API_TOKENS: every token needs at least {MIN_TOKEN_LENGTH} characters")
             return self.api_tokens
         return [read_or_create_token(self.token_file)]
 

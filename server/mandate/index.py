@@ -36,7 +36,8 @@ class FactIndex:
     def __init__(self, store: Store):
         self.store = store
         self.revision = -1
-        self._lock = threading.Lock()
+        self._catching_up = threading.Lock()  # one catch-up at a time
+        self._applying = threading.Lock()  # held while changes are applied; readers of several maps take it
         self.users: set[str] = set()
         self.organizations: set[str] = set()
         self.resources: dict[tuple[str, str], str] = {}  # (type, id) -> organization id
@@ -50,35 +51,45 @@ class FactIndex:
     # -- keeping up with the store -------------------------------------------------------
 
     def catch_up(self) -> int:
-        """Apply every change committed since our revision; returns the revision reached."""
-        with self._lock:
-            target = self.store.current_revision()
-            if target == self.revision:
-                return target
+        """Apply every change committed since our revision; returns the revision reached.
+
+        The rows are read in one read transaction (one snapshot of the store, revision included)
+        and applied while readers wait, so a check never sees a mix of states that never existed
+        together: neither a half-read store nor a half-applied change."""
+        with self._catching_up:
+            if self.store.current_revision() == self.revision:
+                return self.revision
             since = self.revision
-            tables = (
-                (models.User, self._apply_user),
-                (models.Organization, self._apply_organization),
-                (models.Membership, self._apply_membership),
-                (models.Resource, self._apply_resource),
-                (models.Connection, self._apply_connection),
-                (models.Assignment, self._apply_assignment),
-                (models.OrganizationLink, self._apply_link),
-            )
-            with self.store.read() as session:
+            changes = []
+            with self.store.read(snapshot=True) as session:
+                target = session.execute(select(models.RevisionCounter.value)).scalar_one()
                 # One statement finds which tables changed (each one's newest revision, from its
                 # revision index), so catching up after one write reads one or two tables, not all.
+                tables = self._tables()
                 newest = session.execute(select(*(
                     select(func.max(table.revision)).scalar_subquery() for table, _ in tables))).one()
                 for (table, apply), latest in zip(tables, newest, strict=True):
-                    if latest is None or latest <= since:
-                        continue
-                    # Plain rows, not ORM objects: loading a large store at start is several times faster.
-                    rows = session.execute(select(table.__table__).where(table.revision > since))
+                    if latest is not None and latest > since:
+                        # Plain rows, not ORM objects: loading a large store at start is much faster.
+                        rows = session.execute(select(table.__table__).where(table.revision > since)).all()
+                        changes.append((apply, rows))
+            with self._applying:
+                for apply, rows in changes:
                     for row in rows:
                         apply(row)
-            self.revision = max(self.revision, target)
+                self.revision = max(self.revision, target)
             return self.revision
+
+    def _tables(self):
+        return (
+            (models.User, self._apply_user),
+            (models.Organization, self._apply_organization),
+            (models.Membership, self._apply_membership),
+            (models.Resource, self._apply_resource),
+            (models.Connection, self._apply_connection),
+            (models.Assignment, self._apply_assignment),
+            (models.OrganizationLink, self._apply_link),
+        )
 
     def _apply_user(self, row: models.User) -> None:
         self.users.add(row.id)
@@ -129,9 +140,11 @@ class FactIndex:
     def subject(self, user_id: str, organization_id: str, labels: dict[str, str] | None = None) -> Subject:
         """Everything the policy may know about this user and this organization. When `labels`
         is given, it is filled with the organization id behind each local label (for Explain)."""
-        # Readers copy containers in one step (atomic under the GIL) because catch_up may
-        # change them from another thread.
-        own = dict(self.memberships.get(user_id, {}))
+        with self._applying:
+            return self._subject(user_id, organization_id, labels)
+
+    def _subject(self, user_id: str, organization_id: str, labels: dict[str, str] | None) -> Subject:
+        own = self.memberships.get(user_id, {})
         if not own:
             return Subject()
         memberships: list[MembershipFact] = []
@@ -144,8 +157,8 @@ class FactIndex:
         # Partners of this organization that the user belongs to, in a canonical order so
         # that equal situations give equal subjects whatever the ids.
         paths = []
-        assigned = dict(self.assignments.get((user_id, organization_id), {}))
-        for partner_id, link in tuple(self.partners.get(organization_id, {}).items()):
+        assigned = self.assignments.get((user_id, organization_id), {})
+        for partner_id, link in self.partners.get(organization_id, {}).items():
             member = own.get(partner_id)
             if member is not None:
                 paths.append((member, link, assigned.get(partner_id), partner_id))
@@ -162,7 +175,7 @@ class FactIndex:
                 assignments.append(AssignmentFact(label, approved))
 
         linked_members = sorted(
-            ((own[other], other) for other in tuple(self.links.get(organization_id, ())) if other in own),
+            ((own[other], other) for other in self.links.get(organization_id, ()) if other in own),
             key=lambda pair: _member_order(pair[0]),
         )
         linked = []
@@ -176,21 +189,23 @@ class FactIndex:
 
     def reachable_organizations(self, user_id: str) -> set[str]:
         """Every organization about which the user has any fact: a superset of where they have access."""
-        own = tuple(self.memberships.get(user_id, {}))
-        reachable = set(own)
-        for organization_id in own:
-            reachable |= self.clients.get(organization_id, set())
-            reachable |= self.links.get(organization_id, set())
-        return reachable
+        with self._applying:
+            own = self.memberships.get(user_id, {})
+            reachable = set(own)
+            for organization_id in own:
+                reachable |= self.clients.get(organization_id, set())
+                reachable |= self.links.get(organization_id, set())
+            return reachable
 
     def candidate_users(self, organization_id: str) -> set[str]:
         """Every user with any fact about the organization: a superset of who has access."""
-        users = set(self.members.get(organization_id, ()))
-        for partner_id in tuple(self.partners.get(organization_id, {})):
-            users |= self.members.get(partner_id, set())
-        for other in tuple(self.links.get(organization_id, ())):
-            users |= self.members.get(other, set())
-        return users
+        with self._applying:
+            users = set(self.members.get(organization_id, ()))
+            for partner_id in self.partners.get(organization_id, {}):
+                users |= self.members.get(partner_id, set())
+            for other in self.links.get(organization_id, ()):
+                users |= self.members.get(other, set())
+            return users
 
 
 def _member_order(member: Member):

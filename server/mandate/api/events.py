@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from mandate.api import convert
 from mandate.api import validate as v
 from mandate.app import App
@@ -14,7 +16,7 @@ WATCH_WAIT_SECONDS = 0.5
 
 def event_cursor(field: str, token: str) -> int:
     key = v.page_token(field, token)
-    if key and not key.isdigit():
+    if key and not re.fullmatch(r"[0-9]{1,18}", key):
         raise InvalidArgument(field, "is not a page token returned by Mandate")
     return int(key or 0)
 

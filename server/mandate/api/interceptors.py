@@ -90,6 +90,10 @@ class ServiceInterceptor(grpc.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 stream, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
+        if needs_token:
+            # Only unary and server-streaming RPCs are wrapped above: anything else under a
+            # protected service would skip authentication, so it is refused outright.
+            raise RuntimeError(f"{method}: streaming kind not supported by the interceptor")
         return handler
 
 

@@ -49,8 +49,8 @@ class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
         invitation_id = v.optional_identifier("invitation_id", request.invitation_id)
         token = v.text("token", request.token, required=False, max_length=200)
         client_id = v.identifier("client_id", request.client_id)
-        # An empty list grants what was requested; UpdateGrantedScopes can narrow it later.
-        granted = v.scopes("granted_scopes", request.granted_scopes) if request.granted_scopes else None
+        # The client grants exactly what it lists (R12); an empty list grants nothing (fail closed).
+        granted = v.scopes("granted_scopes", request.granted_scopes)
         approval = v.choice("employee_approval", request.employee_approval, APPROVALS,
                             default=models.EmployeeApproval.CLIENT.value)
         return convert.connection(self.partners.accept_client_invitation(

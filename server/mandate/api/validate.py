@@ -20,6 +20,7 @@ MAX_SEAT_LIMIT = 100_000
 _ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
 _ACTION = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
 _TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,39}$")
+_REVISION = re.compile(r"^[0-9]{1,18}$")  # ASCII digits only: str.isdigit() accepts "²"
 
 
 def identifier(field: str, value: str) -> str:
@@ -117,7 +118,7 @@ def resource_type(field: str, value: str) -> str:
 def revision(field: str, value: str) -> int | None:
     if not value:
         return None
-    if not value.isdigit() or len(value) > 19:
+    if not _REVISION.match(value):
         raise InvalidArgument(field, "must be a revision returned by Mandate")
     return int(value)
 

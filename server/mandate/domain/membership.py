@@ -120,6 +120,8 @@ class Memberships:
             self.authorizer.require(actor_id, "remove_member", organization_id)
             membership = get_member(tx.session, organization_id, user_id)
             if membership.role == models.Role.OWNER:
+                # Unmaking an owner is an owner's decision, by removal as by a change of role.
+                self.authorizer.require(actor_id, "grant_owner", organization_id)
                 check_not_last_owner(tx, organization_id)
             membership.status = Status.REMOVED
             membership.partner_employee = False

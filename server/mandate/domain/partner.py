@@ -78,15 +78,14 @@ class Partners:
         return invitation
 
     def accept_client_invitation(self, actor_id: str, invitation_id: str, token: str, client_id: str,
-                                 granted_scopes: list[str] | None, employee_approval: str) -> models.Connection:
-        """R9, R11, R12: the client accepts, granting the requested scopes or a set of its own.
+                                 granted_scopes: list[str], employee_approval: str) -> models.Connection:
+        """R9, R11, R12: the client accepts, granting exactly the scopes it lists.
         A link is single use: the first acceptance finishes it, inside the transaction."""
         with self.store.write(actor_id) as tx:
             # Permission first: someone who may not accept learns nothing about the token.
             self.authorizer.require(actor_id, "accept_client_invitation", client_id)
             invitation = self._find_client_invitation(tx, actor_id, invitation_id, token)
-            scopes = invitation.requested_scopes if granted_scopes is None else granted_scopes
-            return connect(tx, invitation, client_id, scopes, employee_approval, referral=False)
+            return connect(tx, invitation, client_id, granted_scopes, employee_approval, referral=False)
 
     def _find_client_invitation(self, tx: Transaction, actor_id, invitation_id, token) -> models.Invitation:
         if token:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mandate.store import models
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> str:
@@ -106,8 +109,12 @@ class Store:
         self._after_commit.append(callback)
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[Session]:
+    def read(self, snapshot: bool = False) -> Iterator[Session]:
+        """A read session. With `snapshot`, every statement sees the same committed state (SQLite
+        read transactions already do; other engines need REPEATABLE READ)."""
         with self._sessions() as session:
+            if snapshot and self.engine.dialect.name != "sqlite":
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield session
 
     @contextlib.contextmanager
@@ -122,7 +129,10 @@ class Store:
                 session.rollback()
                 raise
         for callback in self._after_commit:
-            callback(revision)
+            try:
+                callback(revision)
+            except Exception:  # the change is committed: report it as done; readers catch up later
+                log.exception("after-commit step failed at revision %d", revision)
 
     def _next_revision(self, session: Session) -> int:
         session.execute(update(models.RevisionCounter).values(value=models.RevisionCounter.value + 1))
