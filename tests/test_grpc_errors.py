@@ -152,6 +152,9 @@ INVALID = [
      None),
     ("check-bad-revision", A, "Check", lambda i: check_request(at_least_revision="latest"), "at_least_revision",
      None),
+    # "²" is a digit to str.isdigit() but not to int(): it must be refused, not crash the request.
+    ("check-unicode-digit-revision", A, "Check", lambda i: check_request(at_least_revision="²"),
+     "at_least_revision", None),
     ("batch-over-1000", A, "BatchCheck",
      lambda i: authorization_pb2.BatchCheckRequest(checks=[check_request()] * 1001), "checks", None),
     ("batch-bad-item", A, "BatchCheck",

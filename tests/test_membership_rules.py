@@ -434,6 +434,41 @@ def test_r6_an_owner_may_be_removed_while_another_owner_remains(client, world):
         "LAST_OWNER")
 
 
+def test_r6_only_an_owner_removes_an_owner(client, world):
+    organization = world.organization()
+    owner = world.owner_of(organization)
+    world.member(organization, "owner")
+    legal = world.member(organization, "legal_representative")
+    before = current_revision(world.app)
+    assert_refused(client.membership.RemoveMember, membership_pb2.RemoveMemberRequest(
+        actor_id=legal, organization_id=organization, user_id=owner), grpc.StatusCode.PERMISSION_DENIED,
+        "NOT_ALLOWED")
+    assert current_revision(world.app) == before
+    assert members(client, owner, organization)[owner].role == "owner"
+
+
+def test_a_committed_change_is_reported_done_even_if_the_index_fails_to_catch_up(client, world, monkeypatch):
+    organization = world.organization()
+    owner = world.owner_of(organization)
+    colleague = world.member(organization, "colleague")
+
+    real_catch_up = world.app.index.catch_up
+    calls = []
+
+    def failing_after_commit():
+        calls.append(1)
+        if len(calls) == 1:  # the decision inside the transaction still sees the store
+            return real_catch_up()
+        raise RuntimeError("index unavailable")  # the catch-up after the commit fails
+
+    monkeypatch.setattr(world.app.index, "catch_up", failing_after_commit)
+    reply = client.membership.RemoveMember(membership_pb2.RemoveMemberRequest(
+        actor_id=owner, organization_id=organization, user_id=colleague))
+    monkeypatch.undo()
+    assert int(reply.revision) == current_revision(world.app)  # committed, and said so
+    assert colleague not in members(client, owner, organization)
+
+
 # -- R7 Pause and resume ---------------------------------------------------------------------
 
 

@@ -99,3 +99,13 @@ def test_server_refuses_to_start_on_a_broken_policy_with_the_line(tmp_path, poli
     assert result.returncode == 1
     assert "refusing to start" in result.stderr
     assert "line" in result.stderr
+
+
+def test_server_refuses_to_start_with_a_short_api_token(tmp_path, policy_dir):
+    env = {**os.environ, "MANDATE_API_TOKENS": "short", "MANDATE_POLICY_DIR": str(policy_dir),
+           "MANDATE_DATABASE_URL": f"sqlite:///{tmp_path}/mandate.db"}
+    result = subprocess.run([sys.executable, "-m", "mandate.cli", "serve", "--listen", f"127.0.0.1:{free_port()}"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "at least 16 characters" in result.stderr
+    assert "short" not in result.stderr  # the token itself is never echoed
