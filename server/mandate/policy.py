@@ -133,9 +133,6 @@ class Policy:
             self._remember(self._actions, key, answer)
         return answer
 
-    def query(self, rule: str, *args) -> bool:
-        """Whether a named rule of the policy holds (used by Explain)."""
-        return any(True for _ in self._oso.query_rule(rule, *args))
 
     def _remember(self, cache: dict, key, answer) -> None:
         with self._lock:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, select, text, update
+from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -142,7 +142,3 @@ class Store:
         # A plain connection, not an ORM session: the index asks this before every catch-up.
         with self.engine.connect() as connection:
             return connection.execute(select(models.RevisionCounter.value)).scalar_one()
-
-    def ping(self) -> None:
-        with self.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
