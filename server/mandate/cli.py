@@ -15,6 +15,7 @@ from mandate.config import Config, client_token
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mandate", description="Mandate authorization service")
+    parser.add_argument("--version", action=VersionAction, help="print the package and policy versions and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="migrate the database and serve gRPC")
@@ -22,15 +23,16 @@ def main(argv: list[str] | None = None) -> int:
 
     policy = commands.add_parser("policy", help="test, check and review the policy")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True)
-    test = policy_commands.add_parser("test", help="run policy test files (default policies/tests/)")
+    test = policy_commands.add_parser("test", help="run policy test files (default: the policy's tests/)")
     test.add_argument("paths", nargs="*", help="test files or directories")
     test.add_argument("--junit", help="also write JUnit XML to this file")
     matrix = policy_commands.add_parser("matrix", help="print who may do what on the canonical world")
     matrix.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     policy_commands.add_parser("check", help="load and validate the policy")
+    policy_commands.add_parser("path", help="print the directory of the policy `mandate serve` would load")
     mutate = policy_commands.add_parser("mutate", help="delete each rule in turn; report those no test notices")
     mutate.add_argument("paths", nargs="*", help="test files or directories")
-    for sub in (test, matrix, mutate, policy_commands.choices["check"]):
+    for sub in (test, matrix, mutate, policy_commands.choices["check"], policy_commands.choices["path"]):
         sub.add_argument("--policy-dir", help="overrides MANDATE_POLICY_DIR")
 
     migrate = commands.add_parser("migrate", help="bring the database to the newest schema")
@@ -129,10 +131,41 @@ def run_serve(config: Config, args) -> int:
     return 0
 
 
+class VersionAction(argparse.Action):
+    """`mandate --version`: the package, and the policy it would serve (MANDATE_POLICY_DIR or the packaged one)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        from mandate.policy import Policy, PolicyError
+
+        try:
+            package_version = version("mandate")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            package_version = "unknown"
+        policy_dir = Config.from_env().policy_dir.resolve()
+        try:
+            policy = f"policy {Policy(policy_dir).version}"
+        except PolicyError as error:
+            print(f"mandate {package_version}")
+            parser.exit(1, f"mandate: the policy in {policy_dir} does not load: {error}\n")
+        print(f"mandate {package_version}, {policy} ({policy_dir})")
+        parser.exit(0)
+
+
 def run_policy(args, policy_dir: Path) -> int:
     from mandate import policytest, policytools
     from mandate.policy import Policy, PolicyError
 
+    if args.policy_command == "path":
+        if not policy_dir.is_dir():
+            print(f"mandate: no policy directory at {policy_dir.resolve()}", file=sys.stderr)
+            return 1
+        print(policy_dir.resolve())
+        return 0
     try:
         policy = Policy(policy_dir)
     except PolicyError as error:
@@ -146,9 +179,11 @@ def run_policy(args, policy_dir: Path) -> int:
         text = policytools.matrix_csv(policy) if args.format == "csv" else policytools.matrix_markdown(policy)
         sys.stdout.write(text)
         return 0
+    # Without paths, the tests that come with the policy (packed into the wheel beside it).
+    paths = args.paths or [str(policy_dir / "tests")]
     if args.policy_command == "test":
         try:
-            outcomes = policytest.run(args.paths, policy)
+            outcomes = policytest.run(paths, policy)
         except FileNotFoundError as error:
             print(f"mandate: {error}", file=sys.stderr)
             return 2
@@ -156,7 +191,7 @@ def run_policy(args, policy_dir: Path) -> int:
         if args.junit:
             policytest.write_junit(outcomes, args.junit)
         return 0 if outcomes and all(o.passed for o in outcomes) else 1
-    mutants = policytools.mutation_run(policy_dir, args.paths)
+    mutants = policytools.mutation_run(policy_dir, paths)
     for mutant in mutants:
         status = "killed  " if mutant.killed else "SURVIVED"
         print(f"{status} {mutant.rule.file.name}:{mutant.rule.line}: {mutant.rule.text[:90]}")

@@ -10,16 +10,23 @@ from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATABASE_URL = "sqlite:///var/mandate.db"
-DEFAULT_POLICY_DIR = "policies"
 DEFAULT_TOKEN_FILE = "var/api-token"
 MIN_TOKEN_LENGTH = 16
+
+
+def packaged_policy_dir() -> Path:
+    """The policy served when none is configured: the copy a wheel carries inside the package,
+    or, in a checkout (`make`, an editable install), the repository's own `policies/`."""
+    package = Path(__file__).resolve().parent
+    packaged = package / "policies"
+    return packaged if packaged.is_dir() else package.parent.parent / "policies"
 
 
 @dataclass
 class Config:
     listen: str = DEFAULT_LISTEN
     database_url: str = DEFAULT_DATABASE_URL
-    policy_dir: Path = Path(DEFAULT_POLICY_DIR)
+    policy_dir: Path = field(default_factory=packaged_policy_dir)
     # Tokens calling services present as `authorization: Bearer <token>`.
     api_tokens: list[str] = field(default_factory=list)
     token_file: Path = Path(DEFAULT_TOKEN_FILE)
@@ -34,7 +41,7 @@ class Config:
         return cls(
             listen=env.get("MANDATE_LISTEN", DEFAULT_LISTEN),
             database_url=env.get("MANDATE_DATABASE_URL", DEFAULT_DATABASE_URL),
-            policy_dir=Path(env.get("MANDATE_POLICY_DIR", DEFAULT_POLICY_DIR)),
+            policy_dir=Path(env["MANDATE_POLICY_DIR"]) if env.get("MANDATE_POLICY_DIR") else packaged_policy_dir(),
             api_tokens=tokens,
             token_file=Path(env.get("MANDATE_TOKEN_FILE", DEFAULT_TOKEN_FILE)),
             log_level=env.get("MANDATE_LOG_LEVEL", "INFO"),
