@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/mandate/v1/*.proto)
 STUBS := server/mandate/v1/.generated
 
-.PHONY: serve test proto lint bench bench-large migrate policy-test clean
+.PHONY: serve test test-package proto lint bench bench-large migrate policy-test clean
 
-$(STAMP): pyproject.toml
+# The editable install runs the build hook of setup.py, which generates the stubs as below.
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -32,11 +33,16 @@ serve: migrate
 test: $(STUBS)
 	$(BIN)/python -m pytest -q
 
+# Only the outside view (also part of `test`): build the wheel, install it into a fresh
+# virtualenv, run an outside project and the ephemeral server from there.
+test-package: $(STUBS)
+	$(BIN)/python -m pytest -q tests/test_package.py
+
 policy-test: $(STUBS)
 	$(BIN)/mandate policy test $(if $(MANDATE_POLICY_DIR),--policy-dir $(MANDATE_POLICY_DIR),) policies/tests
 
 lint: $(STUBS)
-	$(BIN)/ruff check server tests bench
+	$(BIN)/ruff check server tests bench examples setup.py
 
 bench: $(STUBS)
 	$(BIN)/python -m bench.run --dataset $(or $(DATASET),small)
@@ -45,4 +51,4 @@ bench-large: $(STUBS)
 	$(BIN)/python -m bench.run --dataset large
 
 clean:
-	rm -rf $(VENV) var server/mandate/v1/*_pb2*.py* $(STUBS)
+	rm -rf $(VENV) var build server/mandate/v1/*_pb2*.py* $(STUBS)

@@ -1,9 +1,13 @@
-"""The worked example of docs/testing-with-mandate.md, run for real: another service's test
-using the `mandate_client` fixture of the mandate.testing plugin, and the ephemeral server."""
+"""The mandate.testing plugin and the ephemeral server, in this checkout: another service's test
+using the `mandate_client` fixture, a plugin that imports nothing until a fixture is used and
+fails only the tests that use it, and the worked example of docs/testing-with-mandate.md,
+which tests/test_package.py runs against the installed wheel."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +22,7 @@ from tests.support import free_port, wait_until
 ROOT = Path(__file__).resolve().parent.parent
 WORLD = ROOT / "examples" / "world.yaml"
 POLICIES = ROOT / "policies"
+OUTSIDE_PROJECT = ROOT / "examples" / "outside-project"
 
 
 @pytest.fixture
@@ -71,11 +76,41 @@ def test_world_requires_ephemeral(tmp_path):
 
 
 def _ready(client) -> bool:
+    ready = grpc.channel_ready_future(client.raw_channel)
     try:
-        grpc.channel_ready_future(client.raw_channel).result(timeout=0.5)
+        ready.result(timeout=0.5)
         return True
     except grpc.FutureTimeoutError:
+        ready.cancel()  # else it keeps polling the channel after the client closed it
         return False
 
 
+def test_the_plugin_imports_nothing_until_a_fixture_is_used():
+    heavy = ("grpc", "google", "oso", "sqlalchemy", "alembic", "yaml", "mandate.v1", "mandate.client",
+             "mandate.server", "mandate.world", "mandate.config")
+    probe = (f"import sys, mandate.testing; print(sorted(m for m in sys.modules if m.startswith({heavy!r})))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
+
+def test_a_fixture_that_cannot_start_fails_only_its_tests(tmp_path):
+    project = shutil.copytree(OUTSIDE_PROJECT, tmp_path / "their-service")
+    shutil.copy(WORLD, project / "world.yaml")
+    nowhere = tmp_path / "nowhere"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MANDATE_", "PYTEST"))}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"], cwd=project,
+                            env={**env, "MANDATE_POLICY_DIR": str(nowhere)}, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert "1 passed, 2 errors" in result.stdout, result.stdout
+    assert (f"mandate: the test server could not start: PolicyError: no .polar files in {nowhere}\n"
+            "(the policy does not load; check MANDATE_POLICY_DIR") in result.stdout
+
+
+def test_the_docs_show_the_outside_project_as_it_is():
+    docs = (ROOT / "docs" / "testing-with-mandate.md").read_text()
+    shown = dict(re.findall(r"\*\*(\w+\.py)\*\*\n\n```python\n(.*?)```", docs, re.S))
+    assert shown.keys() == {"conftest.py", "test_shop_access.py"}
+    for name, text in shown.items():
+        assert text == (OUTSIDE_PROJECT / name).read_text(), f"docs/testing-with-mandate.md shows an old {name}"

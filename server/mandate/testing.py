@@ -78,7 +78,7 @@ def start_failure(error: BaseException) -> str:
     by name: importing their classes is what may have failed."""
     if isinstance(error, ImportError):
         hint = ("the installed mandate package is incomplete or its dependencies are broken; "
-                "reinstall it (docs/testing-with-mandate.md)")
+                "reinstall it: pip install --force-reinstall <the mandate wheel or URL>")
     elif type(error).__name__ == "PolicyError":
         hint = "the policy does not load; check MANDATE_POLICY_DIR (`mandate policy path` shows the default)"
     elif type(error).__name__ == "WorldError" or isinstance(error, OSError):
@@ -96,10 +96,13 @@ def mandate_world():
 
 @pytest.fixture
 def mandate_server(mandate_world):
+    failure = None
     try:
         running = RunningMandate(mandate_world)
     except Exception as error:  # anything: the message must reach the test, not break the run
-        pytest.fail(start_failure(error), pytrace=False)
+        failure = start_failure(error)
+    if failure:
+        pytest.fail(failure, pytrace=False)
     with running:
         yield running
 

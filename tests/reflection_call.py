@@ -1,0 +1,39 @@
+"""A grpcurl in a few lines: call an RPC of a running server knowing only its name, through
+server reflection, with a JSON request, and print the services and the JSON reply.
+
+tests/test_package.py runs it with the Python of a virtualenv that has mandate installed from
+the wheel, and it imports no mandate module: only what any gRPC client in Python has.
+
+    python reflection_call.py HOST:PORT TOKEN mandate.v1.AuthorizationService/Check '{"action": "read", ...}'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import grpc
+from google.protobuf import descriptor_pool, json_format, message_factory
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+
+def main(target: str, token: str, method_path: str, request_json: str) -> int:
+    service_name, _, method_name = method_path.partition("/")
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = sorted(database.get_services())
+        method = descriptor_pool.DescriptorPool(database).FindServiceByName(service_name).methods_by_name[method_name]
+        request_class = message_factory.GetMessageClass(method.input_type)
+        reply_class = message_factory.GetMessageClass(method.output_type)
+        call = channel.unary_unary(f"/{service_name}/{method_name}", request_serializer=request_class.SerializeToString,
+                                   response_deserializer=reply_class.FromString)
+        reply = call(json_format.Parse(request_json, request_class()),
+                     metadata=(("authorization", f"Bearer {token}"),), timeout=30)
+    reply_json = json_format.MessageToDict(reply, always_print_fields_with_no_presence=True)
+    print(json.dumps({"services": services, "reply": reply_json}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
