@@ -188,3 +188,40 @@ def listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def mandate_in_checkout(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MANDATE_")}
+    return subprocess.run([sys.executable, "-m", "mandate.cli", *args], cwd=cwd, env={**environment, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_in_a_checkout_the_default_policy_is_the_repositorys(tmp_path):
+    """An editable install (`make`) serves `policies/` of the checkout, from any directory."""
+    path = mandate_in_checkout("policy", "path", cwd=tmp_path)
+    assert (path.returncode, path.stdout.strip()) == (0, str(ROOT / "policies")), path.stderr
+    shown = mandate_in_checkout("--version", cwd=tmp_path)
+    assert shown.stdout.strip() == (f"mandate {version('mandate')}, policy {Policy(ROOT / 'policies').version} "
+                                    f"({ROOT / 'policies'})"), shown.stderr
+
+
+def test_the_environment_and_the_flag_choose_another_policy(tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mandate.polar").write_text((ROOT / "policies" / "mandate.polar").read_text() + "\n# a copy\n")
+    by_environment = mandate_in_checkout("policy", "path", cwd=tmp_path, MANDATE_POLICY_DIR=str(other))
+    by_flag = mandate_in_checkout("policy", "path", "--policy-dir", str(other), cwd=ROOT)
+    assert by_environment.stdout.strip() == by_flag.stdout.strip() == str(other)
+    shown = mandate_in_checkout("--version", cwd=tmp_path, MANDATE_POLICY_DIR=str(other)).stdout
+    assert f"policy {Policy(other).version} ({other})" in shown
+    assert Policy(other).version != Policy(ROOT / "policies").version
+
+
+def test_a_missing_policy_is_reported_not_guessed(tmp_path):
+    missing = tmp_path / "nowhere"
+    path = mandate_in_checkout("policy", "path", cwd=tmp_path, MANDATE_POLICY_DIR=str(missing))
+    assert (path.returncode, path.stderr.strip()) == (1, f"mandate: no policy directory at {missing}")
+    shown = mandate_in_checkout("--version", cwd=tmp_path, MANDATE_POLICY_DIR=str(missing))
+    assert shown.returncode == 1
+    assert shown.stdout.startswith(f"mandate {version('mandate')}")
+    assert f"the policy in {missing} does not load" in shown.stderr
