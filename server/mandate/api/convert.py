@@ -42,7 +42,8 @@ def assignment(row: models.Assignment) -> common_pb2.Assignment:
 
 def event(row: models.Event) -> common_pb2.Event:
     return common_pb2.Event(revision=str(row.revision), type=row.type, actor_id=row.actor_id,
-                            attributes=row.attributes, occurred_at=row.occurred_at)
+                            attributes=row.attributes, occurred_at=row.occurred_at, caller=row.caller,
+                            cause=row.cause)
 
 
 def user(row: models.User, revision: int) -> directory_pb2.User:

@@ -28,18 +28,27 @@ class EventService(events_pb2_grpc.EventServiceServicer):
     def ListEvents(self, request, context):
         since = v.revision("since_revision", request.since_revision) or 0
         size = v.page_size("page_size", request.page_size)
-        rows = self.events.list_events(since, event_cursor("page_token", request.page_token), size + 1)
+        organization_id = self.organization_filter(request)
+        rows = self.events.list_events(since, event_cursor("page_token", request.page_token), size + 1,
+                                       organization_id)
         last = ""
         if len(rows) > size:
             rows = rows[:size]
             last = v.encode_page_token(str(rows[-1].id))
         return events_pb2.ListEventsResponse(events=[convert.event(r) for r in rows], next_page_token=last)
 
+    def organization_filter(self, request) -> str:
+        organization_id = v.optional_identifier("organization_id", request.organization_id)
+        if organization_id:
+            self.events.require_organization(organization_id)
+        return organization_id
+
     def Watch(self, request, context):
         since = v.revision("since_revision", request.since_revision) or 0
+        organization_id = self.organization_filter(request)
         cursor = 0
         while context.is_active():
-            rows = self.events.list_events(since, cursor, WATCH_BATCH)
+            rows = self.events.list_events(since, cursor, WATCH_BATCH, organization_id)
             for row in rows:
                 yield convert.event(row)
                 cursor = row.id

@@ -55,9 +55,10 @@ def email_of(session: Session, user_id: str) -> str:
     return session.execute(select(models.User.email).where(models.User.id == user_id)).scalar_one()
 
 
-def end_assignments(tx: Transaction, *conditions) -> None:
+def end_assignments(tx: Transaction, *conditions, cause: str = "") -> None:
     """Withdraw every live assignment matching the conditions (R14, R17, R18): the person no
-    longer reaches that client, and a later assignment starts without the old approval."""
+    longer reaches that client, and a later assignment starts without the old approval.
+    `cause` is EventCause.CASCADE when this follows from another change (a removal, a disconnect)."""
     assignments = tx.session.execute(
         select(models.Assignment).where(models.Assignment.assigned.is_(True), *conditions)
     ).scalars()
@@ -65,5 +66,5 @@ def end_assignments(tx: Transaction, *conditions) -> None:
         assignment.assigned = False
         assignment.client_approved = False
         assignment.revision = tx.revision
-        tx.emit("partner_employee.unassigned", partner_id=assignment.partner_id, client_id=assignment.client_id,
-                user_id=assignment.user_id)
+        tx.emit("partner_employee.unassigned", cause=cause, partner_id=assignment.partner_id,
+                client_id=assignment.client_id, user_id=assignment.user_id)

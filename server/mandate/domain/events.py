@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
+from mandate.domain.common import get_organization
 from mandate.store import models
 from mandate.store.db import Store
 
@@ -20,10 +21,22 @@ class Events:
         with self._changed:
             self._changed.notify_all()
 
-    def list_events(self, since_revision: int, after_id: int, limit: int) -> list[models.Event]:
+    def require_organization(self, organization_id: str) -> None:
+        """A filter naming no organization is a mistake to report, not an empty stream forever."""
+        with self.store.read() as session:
+            get_organization(session, organization_id)
+
+    def list_events(self, since_revision: int, after_id: int, limit: int,
+                    organization_id: str = "") -> list[models.Event]:
+        """Events after `since_revision` (and after the event `after_id`), in order. With
+        `organization_id`, only the events that concern that organization, as the place of the
+        change or as the other party (a partner's client, a linked account)."""
         statement = select(models.Event).where(models.Event.revision > since_revision)
         if after_id:
             statement = statement.where(models.Event.id > after_id)
+        if organization_id:
+            statement = statement.where(or_(models.Event.organization_id == organization_id,
+                                            models.Event.other_organization_id == organization_id))
         with self.store.read() as session:
             return list(session.execute(statement.order_by(models.Event.id).limit(limit)).scalars())
 

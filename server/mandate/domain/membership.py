@@ -220,7 +220,8 @@ def check_not_last_owner(tx: Transaction, organization_id: str) -> None:
 
 def withdraw_assignments(tx: Transaction, partner_id: str, user_id: str) -> None:
     """R18: every client assignment of the user under this partner ends."""
-    end_assignments(tx, models.Assignment.partner_id == partner_id, models.Assignment.user_id == user_id)
+    end_assignments(tx, models.Assignment.partner_id == partner_id, models.Assignment.user_id == user_id,
+                    cause=models.EventCause.CASCADE)
 
 
 def escape_like(text: str) -> str:

@@ -185,7 +185,7 @@ class Partners:
             if to_state == models.ConnectionStatus.DISCONNECTED:
                 # A disconnected client keeps no partner employees: a new connection starts afresh.
                 end_assignments(tx, models.Assignment.partner_id == partner_id,
-                                models.Assignment.client_id == client_id)
+                                models.Assignment.client_id == client_id, cause=models.EventCause.CASCADE)
             tx.emit(event, partner_id=partner_id, client_id=client_id)
             return connection
 

@@ -69,15 +69,23 @@ class Transaction:
     revision: int
     actor_id: str
     events: list[models.Event] = field(default_factory=list)
+    caller: str = ""  # the calling service, once callers are named
 
-    def emit(self, type: str, **attributes: object) -> None:
-        """Record an event of this change (R22); values are stored as strings."""
+    def emit(self, type: str, *, cause: str = "", **attributes: object) -> None:
+        """Record an event of this change (R22); values are stored as strings. `cause` says why
+        the service made a change that was not asked for (models.EventCause)."""
+        text = {k: _as_text(v) for k, v in attributes.items()}
+        organization_id, other_organization_id = models.event_organizations(text)
         row = models.Event(
             revision=self.revision,
             type=type,
             actor_id=self.actor_id,
-            attributes={k: _as_text(v) for k, v in attributes.items()},
+            attributes=text,
             occurred_at=utc_now(),
+            organization_id=organization_id,
+            other_organization_id=other_organization_id,
+            caller=self.caller,
+            cause=cause,
         )
         self.session.add(row)
         self.events.append(row)

@@ -178,8 +178,18 @@ class Assignment(Base):
     __table_args__ = (Index("ix_assignments_user_client", "user_id", "client_id"),)
 
 
+class EventCause(enum.StrEnum):
+    """Why the service made a change nobody asked for in so many words (empty: it was asked for)."""
+
+    CASCADE = "cascade"  # R18: a consequence of another change, such as a removal ending assignments
+    EXPIRED = "expired"
+
+
 class Event(Base):
-    """The append-only change log (R22): written in the transaction of the change."""
+    """The append-only change log (R22): written in the transaction of the change.
+
+    An event concerns up to two organizations: the one where the change happened and the other
+    party (a partner's client, a linked account). Both see it when they list their events."""
 
     __tablename__ = "events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -188,5 +198,23 @@ class Event(Base):
     actor_id: Mapped[str] = mapped_column(String(40), nullable=False, default="")
     attributes: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     occurred_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    organization_id: Mapped[str | None] = mapped_column(String(40))
+    other_organization_id: Mapped[str | None] = mapped_column(String(40))
+    caller: Mapped[str] = mapped_column(String(100), nullable=False, default="", server_default="")
+    cause: Mapped[str] = mapped_column(String(20), nullable=False, default="", server_default="")
+
+    __table_args__ = (
+        Index("ix_events_organization", "organization_id", "id"),
+        Index("ix_events_other_organization", "other_organization_id", "id"),
+    )
+
+
+def event_organizations(attributes: dict) -> tuple[str | None, str | None]:
+    """The organizations an event concerns, read from its attributes: where it happened (the
+    organization, or the partner) and the other party (the linked account, or the client).
+    Migration 0002 backfills old events with the same reading."""
+    here = attributes.get("organization_id") or attributes.get("partner_id")
+    other = attributes.get("other_organization_id") or attributes.get("client_id")
+    return here or None, other or None
 
 

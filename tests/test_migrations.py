@@ -1,0 +1,86 @@
+"""The Alembic chain: the newest schema is exactly the models, and upgrading a database written
+at an older revision keeps its data (and fills what the new revision adds)."""
+
+from __future__ import annotations
+
+import json
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from mandate.app import App
+from mandate.store.db import make_engine
+from mandate.store.migrate import alembic_config, upgrade
+from mandate.store.models import Base
+from sqlalchemy import text
+
+from tests.conftest import POLICY_DIR
+
+
+def test_the_newest_schema_is_the_models(tmp_path):
+    url = f"sqlite:///{tmp_path / 'head.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
+
+
+ROWS_AT_0001 = [
+    "INSERT INTO users VALUES ('usr_a', 'a@example.com', 'A', '2026-01-01T00:00:00Z', 1)",
+    "INSERT INTO users VALUES ('usr_b', 'b@example.com', 'B', '2026-01-01T00:00:00Z', 2)",
+    "INSERT INTO organizations VALUES ('org_p', 'Partner', 'EUR', 5, 'usr_a', '2026-01-01T00:00:00Z', 3)",
+    "INSERT INTO organizations VALUES ('org_c', 'Client', 'EUR', 5, 'usr_b', '2026-01-01T00:00:00Z', 4)",
+    "INSERT INTO memberships VALUES ('org_p', 'usr_a', 'owner', 'active', 0, 3)",
+    "INSERT INTO memberships VALUES ('org_c', 'usr_b', 'owner', 'active', 0, 4)",
+    "UPDATE revision_counter SET value = 5",
+]
+EVENTS_AT_0001 = [  # (revision, type, attributes)
+    (1, "user.registered", {"user_id": "usr_a"}),
+    (3, "organization.created", {"organization_id": "org_p", "owner_id": "usr_a"}),
+    (4, "organization.created", {"organization_id": "org_c", "owner_id": "usr_b"}),
+    (5, "client.connected", {"partner_id": "org_p", "client_id": "org_c", "granted_scopes": "read"}),
+]
+
+
+def test_r22_upgrading_from_0001_keeps_the_data_and_files_old_events_under_their_organizations(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(alembic_config(url), "0001")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in ROWS_AT_0001:
+                connection.execute(text(statement))
+            for revision, kind, attributes in EVENTS_AT_0001:
+                connection.execute(text(
+                    "INSERT INTO events (revision, type, actor_id, attributes, occurred_at) "
+                    "VALUES (:revision, :type, 'usr_a', :attributes, '2026-01-01T00:00:00Z')"),
+                    {"revision": revision, "type": kind, "attributes": json.dumps(attributes)})
+    finally:
+        engine.dispose()
+
+    upgrade(url)
+
+    app = App(url, POLICY_DIR)
+    try:
+        assert app.store.current_revision() == 5
+        assert app.authorizer.check("User", "usr_a", "invite_member", "Organization", "org_p")
+        everything = app.events.list_events(0, 0, 100)
+        assert [(e.revision, e.type, e.attributes) for e in everything] == EVENTS_AT_0001
+        assert all(e.caller == "" and e.cause == "" for e in everything)
+        assert [e.type for e in app.events.list_events(0, 0, 100, "org_p")] == ["organization.created",
+                                                                                 "client.connected"]
+        assert [e.type for e in app.events.list_events(0, 0, 100, "org_c")] == ["organization.created",
+                                                                                 "client.connected"]
+        # The upgraded store takes new writes, and their events are filed too.
+        app.memberships.invite_member("usr_a", "org_p", "new@example.com", "colleague")
+        assert app.store.current_revision() == 6
+        assert [e.type for e in app.events.list_events(5, 0, 100, "org_p")] == ["member.invited"]
+    finally:
+        app.close()
+    # And the revision can be undone and redone.
+    command.downgrade(alembic_config(url), "0001")
+    upgrade(url)
