@@ -16,11 +16,28 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_BATCH = 1000
 MAX_SEAT_LIMIT = 100_000
+MAX_PAGE_TOKEN = 512  # the longest token Mandate hands out encodes a 200-character key
+# Characters of a rejected value that an error message writes back. The message travels in the
+# response trailers, which the transport limits to a few kilobytes: an oversized value echoed
+# whole would turn INVALID_ARGUMENT into a transport error without ErrorInfo.
+ECHO_LIMIT = 40
 
 _ID = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
 _ACTION = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
 _TYPE = re.compile(r"^[A-Z][A-Za-z0-9]{0,39}$")
 _REVISION = re.compile(r"^[0-9]{1,18}$")  # ASCII digits only: str.isdigit() accepts "²"
+
+
+def echo(value: str) -> str:
+    """A rejected value as an error message shows it: quoted, and cut to a bounded prefix."""
+    if len(value) <= ECHO_LIMIT:
+        return repr(value)
+    return f"{value[:ECHO_LIMIT]!r}... ({len(value)} characters)"
+
+
+def clip(message: str, limit: int = 200) -> str:
+    """A library's message about a rejected value, which may quote the value, bounded too."""
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def identifier(field: str, value: str) -> str:
@@ -52,13 +69,13 @@ def email(field: str, value: str) -> str:
     try:
         checked = validate_email(value, check_deliverability=False)
     except EmailNotValidError as error:
-        raise InvalidArgument(field, f"is not a valid email address ({error})") from None
+        raise InvalidArgument(field, f"is not a valid email address ({clip(str(error))})") from None
     return checked.normalized.lower()
 
 
 def currency(field: str, value: str) -> str:
     if not re.fullmatch(r"[A-Z]{3}", value or "") or pycountry.currencies.get(alpha_3=value) is None:
-        raise InvalidArgument(field, f"{value!r} is not an ISO 4217 currency code (e.g. EUR, USD)")
+        raise InvalidArgument(field, f"{echo(value)} is not an ISO 4217 currency code (e.g. EUR, USD)")
     return value
 
 
@@ -83,7 +100,7 @@ def scopes(field: str, values) -> list[str]:
     result = []
     for position, scope in enumerate(values):
         if scope not in models.SCOPES:
-            raise UnknownScope(f"{field}[{position}]", f"unknown scope {scope!r}; scopes are: "
+            raise UnknownScope(f"{field}[{position}]", f"unknown scope {echo(scope)}; scopes are: "
                                f"{', '.join(models.SCOPES)}")
         result.append(scope)
     return sorted(set(result))
@@ -135,6 +152,8 @@ def page_token(field: str, value: str) -> str:
     """Page tokens are opaque to clients: the last key of the previous page, encoded."""
     if not value:
         return ""
+    if len(value) > MAX_PAGE_TOKEN:
+        raise InvalidArgument(field, "is not a page token returned by Mandate")
     try:
         decoded = base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
