@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import pytest
@@ -165,3 +166,49 @@ def test_unary_calls_get_the_default_deadline():
     finally:
         release.set()
         server.stop(grace=None)
+
+
+TLS = Path(__file__).resolve().parent / "tls"
+
+
+@pytest.fixture
+def tls_server():
+    """A server that speaks only TLS, wants a client certificate signed by the test CA, and
+    answers Check with whether the caller showed both that certificate and the token."""
+
+    def check(request, context):
+        subject = context.auth_context().get("x509_common_name", [b""])[0]
+        token = dict(context.invocation_metadata()).get("authorization")
+        return authorization_pb2.CheckResponse(allowed=subject == b"billing" and token == f"Bearer {TOKEN}")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[
+        grpc.method_handlers_generic_handler("mandate.v1.AuthorizationService", {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                check, request_deserializer=authorization_pb2.CheckRequest.FromString,
+                response_serializer=authorization_pb2.CheckResponse.SerializeToString)})])
+    credentials = grpc.ssl_server_credentials([((TLS / "server.key").read_bytes(), (TLS / "server.pem").read_bytes())],
+                                              root_certificates=(TLS / "ca.pem").read_bytes(),
+                                              require_client_auth=True)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    yield f"localhost:{port}"
+    server.stop(grace=None)
+
+
+def test_tls_with_a_client_certificate_and_the_token(tls_server):
+    with MandateClient(tls_server, TOKEN, tls_ca=TLS / "ca.pem", tls_cert=TLS / "client.pem",
+                       tls_key=TLS / "client.key") as client:
+        assert client.check("alice", "read", "Project:p1").allowed
+
+
+def test_tls_without_the_client_certificate_is_refused(tls_server):
+    with MandateClient(tls_server, TOKEN, tls_ca=TLS / "ca.pem", retries=0, timeout=5) as client:
+        with pytest.raises(grpc.RpcError) as raised:
+            client.check("alice", "read", "Project:p1")
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_plaintext_to_a_tls_server_is_refused(tls_server):
+    with MandateClient(tls_server, TOKEN, retries=0, timeout=5) as client, pytest.raises(grpc.RpcError) as raised:
+        client.check("alice", "read", "Project:p1")
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -224,4 +224,4 @@ def test_a_missing_policy_is_reported_not_guessed(tmp_path):
     shown = mandate_in_checkout("--version", cwd=tmp_path, MANDATE_POLICY_DIR=str(missing))
     assert shown.returncode == 1
     assert shown.stdout.startswith(f"mandate {version('mandate')}")
-    assert f"the policy in {missing} does not load" in shown.stderr
+    assert shown.stderr.strip() == f"mandate: no policy version: no .polar files in {missing}"

@@ -146,12 +146,12 @@ class VersionAction(argparse.Action):
             package_version = version("mandate")
         except PackageNotFoundError:  # run from a source tree that was never installed
             package_version = "unknown"
-        policy_dir = Config.from_env().policy_dir.resolve()
         try:
+            policy_dir = Config.from_env().policy_dir.resolve()
             policy = f"policy {Policy(policy_dir).version}"
-        except PolicyError as error:
+        except (PolicyError, ValueError) as error:
             print(f"mandate {package_version}")
-            parser.exit(1, f"mandate: the policy in {policy_dir} does not load: {error}\n")
+            parser.exit(1, f"mandate: no policy version: {error}\n")
         print(f"mandate {package_version}, {policy} ({policy_dir})")
         parser.exit(0)
 
