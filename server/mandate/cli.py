@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     add_client_flags(export)
 
     args = parser.parse_args(argv)
-    config = Config.from_env()
+    try:
+        config = Config.from_env()
+    except ValueError as error:
+        print(f"mandate: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
@@ -84,11 +88,27 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", help="host:port (overrides MANDATE_LISTEN)")
     parser.add_argument("--database-url", help="overrides MANDATE_DATABASE_URL")
     parser.add_argument("--policy-dir", help="overrides MANDATE_POLICY_DIR")
-    parser.add_argument("--workers", type=int, help="request threads (default 16)")
+    parser.add_argument("--workers", type=positive, help="threads for blocking work: SQL and writes (default 16)")
+    parser.add_argument("--processes", type=positive,
+                        help="server processes sharing the port (overrides MANDATE_PROCESSES; default 1)")
+    parser.add_argument("--max-streams-per-caller", type=positive,
+                        help="open streams one caller may hold (overrides MANDATE_MAX_STREAMS_PER_CALLER; default 100)")
+    parser.add_argument("--max-streams", type=positive,
+                        help="open streams in all (overrides MANDATE_MAX_STREAMS; default 1000)")
+    parser.add_argument("--grace", type=float, metavar="SECONDS",
+                        help="on SIGTERM, time for calls in flight to finish (overrides MANDATE_GRACE_SECONDS; "
+                             "default 10)")
     parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
     parser.add_argument("--world", help="with --ephemeral: fill the database from this world file (YAML)")
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +124,10 @@ def run_serve(config: Config, args) -> int:
     config.database_url = args.database_url or config.database_url
     config.policy_dir = Path(args.policy_dir) if args.policy_dir else config.policy_dir
     config.workers = args.workers or config.workers
+    config.processes = args.processes or config.processes
+    config.max_streams_per_caller = args.max_streams_per_caller or config.max_streams_per_caller
+    config.max_streams = args.max_streams or config.max_streams
+    config.grace_seconds = config.grace_seconds if args.grace is None else max(0.0, args.grace)
     config.watch_policy = args.watch_policy
     if args.world and not args.ephemeral:
         print("mandate: --world needs --ephemeral (it never writes into a real database)", file=sys.stderr)

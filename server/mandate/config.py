@@ -30,9 +30,13 @@ class Config:
     # Tokens calling services present as `authorization: Bearer <token>`.
     api_tokens: list[str] = field(default_factory=list)
     token_file: Path = Path(DEFAULT_TOKEN_FILE)
-    workers: int = 16
+    workers: int = 16  # threads for blocking work (SQL, writes); streams and waiting hold none
     watch_policy: bool = False
     log_level: str = "INFO"
+    max_streams_per_caller: int = 100  # open Watch, health Watch and reflection streams
+    max_streams: int = 1000
+    grace_seconds: float = 10.0  # SIGTERM: how long calls in flight may take to finish
+    processes: int = 1  # server processes sharing the port (SO_REUSEPORT)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -45,6 +49,11 @@ class Config:
             api_tokens=tokens,
             token_file=Path(env.get("MANDATE_TOKEN_FILE", DEFAULT_TOKEN_FILE)),
             log_level=env.get("MANDATE_LOG_LEVEL", "INFO"),
+            workers=number(env, "MANDATE_WORKERS", 16),
+            max_streams_per_caller=number(env, "MANDATE_MAX_STREAMS_PER_CALLER", 100),
+            max_streams=number(env, "MANDATE_MAX_STREAMS", 1000),
+            grace_seconds=number(env, "MANDATE_GRACE_SECONDS", 10.0, float, minimum=0),
+            processes=number(env, "MANDATE_PROCESSES", 1),
         )
 
     def resolved_tokens(self) -> list[str]:
@@ -56,6 +65,20 @@ class Config:
                 raise ValueError(f"MANDATE_API_TOKENS: every token needs at least {MIN_TOKEN_LENGTH} characters")
             return self.api_tokens
         return [read_or_create_token(self.token_file)]
+
+
+def number(env, name: str, default, kind=int, minimum=1):
+    """A numeric setting from the environment; a bad value stops the server with its name."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text!r} is not a number") from None
+    if value < minimum:
+        raise ValueError(f"{name}: must be at least {minimum}")
+    return value
 
 
 def read_or_create_token(path: Path) -> str:

@@ -89,3 +89,24 @@ class SeatLimitReached(DomainError):
 class Unauthenticated(DomainError):
     code = grpc.StatusCode.UNAUTHENTICATED
     reason = "UNAUTHENTICATED"
+
+
+class TooManyStreams(DomainError):
+    """A caller, or the server as a whole, has as many open streams as it may hold."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "TOO_MANY_STREAMS"
+
+
+class DeadlineExceeded(DomainError):
+    """The caller's deadline passed before the work was done; nothing was changed."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
+class Unavailable(DomainError):
+    """The server is starting or draining: try another replica, or again shortly."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"

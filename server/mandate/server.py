@@ -1,25 +1,43 @@
-"""The gRPC server: one function registers every service, plus health checking and reflection."""
+"""The gRPC server (grpc.aio): one function registers every service, plus health checking and
+reflection; the server around it starts, reports its health, reloads and drains.
+
+Life of a server process:
+- It listens at once, with health NOT_SERVING and every Mandate method UNAVAILABLE, while
+  it loads the policy and the fact index (retrying while the database does not answer).
+- Then it serves: health SERVING. While the database is unavailable (`App.database_available`),
+  the overall service ("") and the services that write or read the store are NOT_SERVING; the
+  check plane (AuthorizationService) answers from memory and stays SERVING.
+- SIGHUP reloads the policy (a bad policy is refused and the old one keeps serving).
+- SIGTERM (or SIGINT) drains: health NOT_SERVING, no new calls, open streams end with
+  UNAVAILABLE, calls in flight get the grace period (10 s by default) to finish; then it exits.
+
+`mandate serve --processes N` runs N such processes on one port (see `serve_processes`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import signal
 import threading
 import time
-from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from sqlalchemy.exc import DBAPIError
 
 from mandate.api.authorization import AuthorizationService
 from mandate.api.directory import DirectoryService
-from mandate.api.events import EventService
-from mandate.api.interceptors import Authentication, ServiceInterceptor
+from mandate.api.events import ChangeFeed, EventService
+from mandate.api.interceptors import Authentication, Plumbing, StreamLimits, abort
 from mandate.api.membership import MembershipService
 from mandate.api.partner import PartnerService
 from mandate.app import App
 from mandate.config import Config
+from mandate.errors import Unavailable
 from mandate.policy import PolicyError
 from mandate.v1 import (
     authorization_pb2,
@@ -43,72 +61,275 @@ SERVICES = (
     (partner_pb2, "PartnerService", partner_pb2_grpc, PartnerService),
     (events_pb2, "EventService", events_pb2_grpc, EventService),
 )
+SERVICE_NAMES = [module.DESCRIPTOR.services_by_name[name].full_name for module, name, _, _ in SERVICES]
+# Answered from memory: SERVING while the database is away.
+CHECK_PLANE = {authorization_pb2.DESCRIPTOR.services_by_name["AuthorizationService"].full_name,
+               health.SERVICE_NAME, reflection.SERVICE_NAME}
+OPEN_SERVICES = [health.SERVICE_NAME, reflection.SERVICE_NAME]
+# Checks that need no catch-up are a few dictionary look-ups and a memoized decision: they run
+# on the event loop; everything else (SQL, writes, batches, lists) runs in the worker pool.
+INLINE = ("/mandate.v1.AuthorizationService/Check",)
+
+HEALTH_SECONDS = 1.0  # how often health follows the database's availability
+RETRY_SECONDS = 1.0  # how often start-up retries a database that does not answer
+DRAIN_NOTICE_SECONDS = 0.1  # health watchers hear NOT_SERVING before their streams end
 
 
-def register_services(server: grpc.Server, app: App) -> health.HealthServicer:
-    names = [reflection.SERVICE_NAME, health.SERVICE_NAME]
-    for module, name, grpc_module, servicer in SERVICES:
-        getattr(grpc_module, f"add_{name}Servicer_to_server")(servicer(app), server)
-        names.append(module.DESCRIPTOR.services_by_name[name].full_name)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in names:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(names, server)
-    return health_servicer
+class _Collector:
+    """Takes what the generated add_*Servicer_to_server functions register."""
+
+    def __init__(self):
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, _handlers) -> None:
+        pass  # the same handlers also come as registered method handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        self.handlers.update({f"/{service}/{method}": handler for method, handler in handlers.items()})
 
 
-def build_server(app: App, config: Config) -> tuple[grpc.Server, int]:
-    interceptor = ServiceInterceptor(Authentication(config.resolved_tokens()))
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
-        interceptors=[interceptor],
-        options=[("grpc.so_reuseport", 0)],
-    )
-    register_services(server, app)
-    port = server.add_insecure_port(config.listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.listen}")
-    return server, port
+class Router(grpc.GenericRpcHandler):
+    """The wrapped handler of each method. Until the application is ready, Mandate's methods
+    answer UNAVAILABLE."""
+
+    def __init__(self):
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details):
+        return self.handlers.get(handler_call_details.method)
 
 
-def serve(config: Config, *, app: App | None = None, ready: threading.Event | None = None) -> None:
-    app = app or App(config.database_url, config.policy_dir)
-    app.start_polling()
-    server, port = build_server(app, config)
-    server.start()
-    host = config.listen.rsplit(":", 1)[0]
-    log.info("mandate serving on %s:%d (policy %s, revision %d)", host, port, app.authorizer.policy.version,
-             app.index.revision)
+def answered_from_memory(app: App):
+    """True when a Check needs no catch-up: no at_least_revision, or one the index has reached."""
+    index = app.index
 
-    def reload(_signum=None, _frame=None):
+    def fresh(request) -> bool:
+        wanted = request.at_least_revision
+        return not wanted or (wanted.isascii() and wanted.isdigit() and len(wanted) <= 18
+                              and int(wanted) <= index.revision)
+
+    return fresh
+
+
+def register_open_services(router: Router, plumbing: Plumbing, health_servicer) -> None:
+    """Health checking and reflection: open to every caller, async, and capped like any stream."""
+    collector = _Collector()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, collector)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(OPEN_SERVICES + SERVICE_NAMES), collector)
+    router.handlers.update({m: plumbing.wrap(m, h) for m, h in collector.handlers.items()})
+
+
+def register_unavailable(router: Router) -> None:
+    """Until the application is ready, every Mandate method answers UNAVAILABLE."""
+    for module, name, _, _ in SERVICES:
+        service = module.DESCRIPTOR.services_by_name[name]
+        for method in service.methods:
+            path = f"/{service.full_name}/{method.name}"
+            router.handlers[path] = starting_handler(path, method.server_streaming)
+
+
+def starting_handler(path: str, streaming: bool) -> grpc.RpcMethodHandler:
+    error = Unavailable("the server is starting: it is loading the policy and the fact index")
+    if streaming:
+        async def stream(_raw, context):
+            await abort(context, path, error)
+            yield  # never reached: makes this an async generator
+
+        return grpc.unary_stream_rpc_method_handler(stream)
+
+    async def unary(_raw, context):
+        await abort(context, path, error)
+
+    return grpc.unary_unary_rpc_method_handler(unary)
+
+
+def register_services(router: Router, app: App, plumbing: Plumbing, changes: ChangeFeed) -> None:
+    """Every Mandate service, wrapped by the plumbing (authentication, parsing, workers, errors)."""
+    collector = _Collector()
+    for _, name, grpc_module, servicer in SERVICES:
+        instance = servicer(app, plumbing.run, changes) if servicer is EventService else servicer(app)
+        getattr(grpc_module, f"add_{name}Servicer_to_server")(instance, collector)
+    plumbing.inline.update({method: answered_from_memory(app) for method in INLINE})
+    router.handlers.update({m: plumbing.wrap(m, h) for m, h in collector.handlers.items()})
+
+
+class MandateServer:
+    """One gRPC server on one event loop. Create it on the loop that will run it."""
+
+    def __init__(self, config: Config, app: App | None = None, *, reuse_port: bool = False):
+        self.config = config
+        self.app = app
+        self.workers = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc")
+        self.plumbing = Plumbing(Authentication(config.resolved_tokens()),
+                                 StreamLimits(config.max_streams_per_caller, config.max_streams), self.workers)
+        self.health = health.aio.HealthServicer()
+        self.router = Router()
+        register_open_services(self.router, self.plumbing, self.health)
+        register_unavailable(self.router)
+        self.changes: ChangeFeed | None = None
+        self.draining = False
+        self._health_task: asyncio.Task | None = None
+        self.server = grpc.aio.server(handlers=[self.router], options=[("grpc.so_reuseport", int(reuse_port))])
+        self.port = self.server.add_insecure_port(config.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.listen}")
+
+    async def start(self) -> None:
+        """Listen at once (health NOT_SERVING), load the application, then serve."""
+        started = time.monotonic()
+        self.plumbing.start()
+        await self._set_health(ready=False)
+        await self.server.start()
+        if self.app is None:
+            self.app = await self._load()
+            self.app.start_polling()
+        self.changes = ChangeFeed(self.app)
+        self.changes.start()
+        register_services(self.router, self.app, self.plumbing, self.changes)
+        await self._follow_database()
+        self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
+        log.info("mandate serving on %s (port %d, policy %s, revision %d), ready in %.1f s", self.config.listen,
+                 self.port, self.app.authorizer.policy.version, self.app.index.revision, time.monotonic() - started)
+
+    async def _load(self) -> App:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                return await loop.run_in_executor(self.workers, App, self.config.database_url, self.config.policy_dir)
+            except DBAPIError as error:
+                log.warning("the database does not answer; retrying in %g s: %s", RETRY_SECONDS, error)
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _set_health(self, ready: bool, database: bool = True) -> None:
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in OPEN_SERVICES:
+            await self.health.set(name, serving)
+        for name in ["", *SERVICE_NAMES]:
+            await self.health.set(name, serving if ready and (database or name in CHECK_PLANE) else not_serving)
+
+    async def _follow_database(self) -> None:
+        available = getattr(self.app, "database_available", None)  # the store's view, when it has one
+        database = True
+        if available is not None:
+            try:
+                database = bool(await asyncio.get_running_loop().run_in_executor(None, available))
+            except Exception:  # noqa: BLE001 - a failing probe means the database is not there
+                log.exception("database availability probe failed")
+                database = False
+        if not self.draining:
+            await self._set_health(ready=True, database=database)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_SECONDS)
+            await self._follow_database()
+
+    async def reload_policy(self) -> None:
+        """SIGHUP: the same safe swap as ever, in a worker thread."""
+        if self.app is None:
+            return
         try:
-            policy = app.reload_policy()
-            log.info("policy reloaded: version %s", policy.version)
+            policy = await asyncio.get_running_loop().run_in_executor(None, self.app.reload_policy)
+            log.info("policy reloaded: version %s (pid %d)", policy.version, os.getpid())
         except PolicyError as error:
-            log.error("policy reload refused, the old policy keeps serving: %s", error)
+            log.error("policy reload refused, the old policy keeps serving (pid %d): %s", os.getpid(), error)
 
-    def stop(_signum=None, _frame=None):
-        log.info("stopping")
-        server.stop(grace=5)
+    async def stop(self, grace: float | None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, end open streams, give calls in flight `grace`
+        seconds (None: abort them at once), then release the workers."""
+        self.draining = True
+        await self.health.enter_graceful_shutdown()
+        if self._health_task is not None:
+            self._health_task.cancel()
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        if grace:
+            await asyncio.sleep(min(grace, DRAIN_NOTICE_SECONDS))
+        self.plumbing.drain()
+        await stopping
+        if self.changes is not None:
+            await self.changes.stop()
+        self.workers.shutdown(wait=False, cancel_futures=True)
 
+
+class BackgroundServer:
+    """A MandateServer on an event loop of its own thread, for tests and for embedding Mandate
+    in a synchronous program: `start()`, `stop(grace)`."""
+
+    def __init__(self, app: App | None, config: Config, *, reuse_port: bool = False):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="mandate-server", daemon=True)
+        self._thread.start()
+
+        async def create() -> MandateServer:
+            return MandateServer(config, app, reuse_port=reuse_port)
+
+        try:
+            self.server = self._call(create())
+        except BaseException:
+            self._close_loop()
+            raise
+        self.port = self.server.port
+
+    def _call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    @property
+    def app(self) -> App | None:
+        return self.server.app
+
+    def start(self) -> None:
+        self._call(self.server.start())
+
+    def reload_policy(self) -> None:
+        self._call(self.server.reload_policy())
+
+    def stop(self, grace: float | None = None) -> None:
+        try:
+            self._call(self.server.stop(grace))
+        finally:
+            self._close_loop()
+
+    def _close_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+def build_server(app: App, config: Config) -> tuple[BackgroundServer, int]:
+    """A server for `app`, listening (call `start()` to serve) on its own thread."""
+    server = BackgroundServer(app, config)
+    return server, server.port
+
+
+def serve(config: Config, *, app: App | None = None, reuse_port: bool = False) -> None:
+    """Serve until SIGTERM or SIGINT, then drain (config.grace_seconds)."""
+    asyncio.run(_serve(config, app, reuse_port))
+
+
+async def _serve(config: Config, app: App | None, reuse_port: bool) -> None:
+    loop = asyncio.get_running_loop()
+    server = MandateServer(config, app, reuse_port=reuse_port)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload_policy()))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
     if config.watch_policy:
-        threading.Thread(target=watch_policy, args=(app, reload), name="policy-watch", daemon=True).start()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGHUP, reload)
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-    if ready is not None:
-        ready.set()
-    server.wait_for_termination()
-    app.close()
+        threading.Thread(target=watch_policy, args=(server.app, loop, server.reload_policy), name="policy-watch",
+                         daemon=True).start()
+    await stop.wait()
+    log.info("draining (grace %g s, pid %d)", config.grace_seconds, os.getpid())
+    await server.stop(config.grace_seconds)
+    if app is None and server.app is not None:
+        server.app.close()
+    log.info("stopped (pid %d)", os.getpid())
 
 
 WATCH_SECONDS = 1.0
 
 
-def watch_policy(app: App, reload) -> None:
+def watch_policy(app: App, loop: asyncio.AbstractEventLoop, reload) -> None:
     """--watch-policy: reload when the policy files change (same safe swap as SIGHUP)."""
     def fingerprint():
         return sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in app.policy_dir.glob("*.polar"))
@@ -122,4 +343,4 @@ def watch_policy(app: App, reload) -> None:
             continue
         if current != seen:
             seen = current
-            reload()
+            asyncio.run_coroutine_threadsafe(reload(), loop)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 
 from mandate.api import convert
@@ -11,7 +13,9 @@ from mandate.errors import InvalidArgument
 from mandate.v1 import events_pb2, events_pb2_grpc
 
 WATCH_BATCH = 500
-WATCH_WAIT_SECONDS = 0.5
+# How often the change feed looks at the fact index for changes written by other processes
+# (the index follows the store by itself; commits of this process wake watchers at once).
+FEED_TICK_SECONDS = 0.05
 
 
 def event_cursor(field: str, token: str) -> int:
@@ -21,9 +25,65 @@ def event_cursor(field: str, token: str) -> int:
     return int(key or 0)
 
 
-class EventService(events_pb2_grpc.EventServiceServicer):
+class ChangeFeed:
+    """Wakes every Watch stream of this server when the fact index reaches a newer revision.
+
+    Events are written in the transaction of their change, so once the index has reached a
+    revision every event up to it is readable: a watcher queries again only after the index
+    moved past the revision it saw before its last query, and an idle stream costs nothing."""
+
     def __init__(self, app: App):
+        self.index = app.index
+        self.store = app.store
+        self._changed: asyncio.Future | None = None
+        self._ticker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """On the server's event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._ticker = self._loop.create_task(self._tick())
+        self.store.on_commit(self._committed)
+
+    async def stop(self) -> None:
+        self._loop = None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    def _committed(self, _revision: int) -> None:  # a worker thread, after a local commit
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+    async def _tick(self) -> None:
+        seen = self.index.revision
+        while True:
+            await asyncio.sleep(FEED_TICK_SECONDS)
+            if self.index.revision != seen:
+                seen = self.index.revision
+                self._wake()
+
+    async def wait_beyond(self, revision: int) -> None:
+        """Return once the fact index is past `revision`."""
+        while self.index.revision <= revision:
+            if self._changed is None or self._changed.done():
+                self._changed = asyncio.get_running_loop().create_future()
+            await asyncio.wait((self._changed,))  # shared by every watcher: never cancel it
+
+
+class EventService(events_pb2_grpc.EventServiceServicer):
+    def __init__(self, app: App, run=None, changes: ChangeFeed | None = None):
         self.events = app.events
+        self.index = app.index
+        self.run = run  # runs blocking work in the server's worker pool (see api/interceptors.py)
+        self.changes = changes
 
     def ListEvents(self, request, context):
         since = v.revision("since_revision", request.since_revision) or 0
@@ -43,14 +103,16 @@ class EventService(events_pb2_grpc.EventServiceServicer):
             self.events.require_organization(organization_id)
         return organization_id
 
-    def Watch(self, request, context):
+    async def Watch(self, request, context):
+        """Holds no thread: queries run in the worker pool, waiting costs nothing."""
         since = v.revision("since_revision", request.since_revision) or 0
-        organization_id = self.organization_filter(request)
+        organization_id = await self.run(context, self.organization_filter, request)
         cursor = 0
-        while context.is_active():
-            rows = self.events.list_events(since, cursor, WATCH_BATCH, organization_id)
+        while True:
+            seen = self.index.revision
+            rows = await self.run(context, self.events.list_events, since, cursor, WATCH_BATCH, organization_id)
             for row in rows:
                 yield convert.event(row)
                 cursor = row.id
             if len(rows) < WATCH_BATCH:
-                self.events.wait_for_change(WATCH_WAIT_SECONDS)
+                await self.changes.wait_beyond(seen)

@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from mandate import deadlines
 from mandate.store import models
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class Store:
             tx = Transaction(session, revision, actor_id)
             try:
                 yield tx
+                deadlines.check()  # a caller that gave up while this waited gets no change
                 session.commit()
             except BaseException:
                 session.rollback()
