@@ -129,6 +129,10 @@ def run_serve(config: Config, args) -> int:
     config.max_streams = args.max_streams or config.max_streams
     config.grace_seconds = config.grace_seconds if args.grace is None else max(0.0, args.grace)
     config.watch_policy = args.watch_policy
+    if args.ephemeral and config.processes > 1:
+        print("mandate: --ephemeral serves from one process (each would have its own throwaway database)",
+              file=sys.stderr)
+        return 2
     if args.world and not args.ephemeral:
         print("mandate: --world needs --ephemeral (it never writes into a real database)", file=sys.stderr)
         return 2
@@ -146,6 +150,11 @@ def run_serve(config: Config, args) -> int:
                 serve(config, app=ephemeral.app)
             finally:
                 ephemeral.close()
+        elif config.processes > 1:
+            from mandate.server import serve_processes
+
+            upgrade(config.database_url)
+            return serve_processes(config)
         else:
             upgrade(config.database_url)
             serve(config)

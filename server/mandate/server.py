@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -189,8 +191,9 @@ class MandateServer:
         register_services(self.router, self.app, self.plumbing, self.changes)
         await self._follow_database()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
-        log.info("mandate serving on %s (port %d, policy %s, revision %d), ready in %.1f s", self.config.listen,
-                 self.port, self.app.authorizer.policy.version, self.app.index.revision, time.monotonic() - started)
+        host = self.config.listen.rsplit(":", 1)[0]
+        log.info("mandate serving on %s:%d (policy %s, revision %d), ready in %.1f s (pid %d)", host, self.port,
+                 self.app.authorizer.policy.version, self.app.index.revision, time.monotonic() - started, os.getpid())
 
     async def _load(self) -> App:
         loop = asyncio.get_running_loop()
@@ -302,18 +305,24 @@ def build_server(app: App, config: Config) -> tuple[BackgroundServer, int]:
     return server, server.port
 
 
-def serve(config: Config, *, app: App | None = None, reuse_port: bool = False) -> None:
-    """Serve until SIGTERM or SIGINT, then drain (config.grace_seconds)."""
-    asyncio.run(_serve(config, app, reuse_port))
+def serve(config: Config, *, app: App | None = None, reuse_port: bool = False, on_signals=None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain (config.grace_seconds). `on_signals()` is called
+    once the signal handlers are in place."""
+    asyncio.run(_serve(config, app, reuse_port, on_signals))
 
 
-async def _serve(config: Config, app: App | None, reuse_port: bool) -> None:
+async def _serve(config: Config, app: App | None, reuse_port: bool, on_signals) -> None:
     loop = asyncio.get_running_loop()
     server = MandateServer(config, app, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload_policy()))
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    # One of several processes leaves Ctrl-C to its parent, which drains every process with SIGTERM.
+    for signum in (signal.SIGTERM,) if reuse_port else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if on_signals is not None:
+        on_signals()
+    if reuse_port:  # one of several processes: drain when the parent is gone
+        loop.create_task(stop_when_orphaned(stop))
     await server.start()
     if config.watch_policy:
         threading.Thread(target=watch_policy, args=(server.app, loop, server.reload_policy), name="policy-watch",
@@ -324,6 +333,108 @@ async def _serve(config: Config, app: App | None, reuse_port: bool) -> None:
     if app is None and server.app is not None:
         server.app.close()
     log.info("stopped (pid %d)", os.getpid())
+
+
+# -- several processes on one port -------------------------------------------------------------
+
+STARTUP_CRASH_SECONDS = 10.0  # a process that dies this young is not restarted: the fleet stops
+SUPERVISE_SECONDS = 0.5
+PARENT_SECONDS = 1.0
+
+
+def serve_processes(config: Config) -> int:
+    """`mandate serve --processes N`: N server processes share one port (SO_REUSEPORT; the
+    kernel spreads connections over them), each with its own fact index and worker pool.
+
+    This parent only supervises. SIGHUP is passed to every process (each reloads the policy);
+    SIGTERM or SIGINT drains them all (each gives its calls in flight the grace period); a
+    process that dies is restarted, unless it died while starting (a bad policy, a bad
+    setting), which stops the fleet with exit status 1."""
+    if config.listen.rsplit(":", 1)[-1] == "0":
+        raise ValueError("--processes needs a fixed port: every process listens on the same one")
+    config.api_tokens = config.resolved_tokens()  # read (or create) the token file once, here
+    context = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
+    children: dict[int, tuple] = {}  # slot -> (process, started, signals ready)
+    stopping = threading.Event()
+    failed = False
+
+    def spawn(slot: int) -> None:
+        ready, tell_ready = context.Pipe(duplex=False)  # the child writes once its signal handlers are in place
+        process = context.Process(target=child_main, args=(config, tell_ready), name=f"mandate-serve-{slot}")
+        process.start()
+        tell_ready.close()
+        children[slot] = (process, time.monotonic(), ready)
+        log.info("started server process %d of %d (pid %d)", slot + 1, config.processes, process.pid)
+
+    def forward(signum: int) -> None:
+        for process, _, ready in list(children.values()):
+            # A process without its handlers yet has not read the policy either: it will load the new one.
+            if process.is_alive() and ready.poll():
+                os.kill(process.pid, signum)
+
+    def on_hup(_signum, _frame):
+        log.info("reloading the policy in every process")
+        forward(signal.SIGHUP)
+
+    def on_stop(_signum, _frame):
+        stopping.set()
+
+    signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    for slot in range(config.processes):
+        spawn(slot)
+    while not stopping.is_set():
+        sentinels = {process.sentinel: slot for slot, (process, _, _) in children.items()}
+        for sentinel in multiprocessing.connection.wait(list(sentinels), timeout=SUPERVISE_SECONDS):
+            slot = sentinels[sentinel]
+            process, started, ready = children.pop(slot)
+            process.join()
+            ready.close()
+            if stopping.is_set():
+                break
+            if time.monotonic() - started < STARTUP_CRASH_SECONDS:
+                log.error("server process %d (pid %d) exited with %s while starting; stopping", slot + 1,
+                          process.pid, process.exitcode)
+                failed = True
+                stopping.set()
+                break
+            log.error("server process %d (pid %d) exited with %s; starting another", slot + 1, process.pid,
+                      process.exitcode)
+            spawn(slot)
+    log.info("draining %d processes (grace %g s)", len(children), config.grace_seconds)
+    for process, _, _ in children.values():
+        if process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + config.grace_seconds + STARTUP_CRASH_SECONDS
+    for process, _, _ in children.values():
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            log.error("server process pid %d did not stop in time; killing it", process.pid)
+            process.kill()
+            process.join()
+    log.info("stopped")
+    return 1 if failed else 0
+
+
+def child_main(config: Config, tell_ready) -> None:
+    """One of the processes of `serve_processes` (a fresh interpreter)."""
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    try:
+        serve(config, reuse_port=True, on_signals=lambda: tell_ready.send(True))
+    except PolicyError as error:
+        log.error("refusing to start: %s", error)
+        raise SystemExit(1) from None
+
+
+async def stop_when_orphaned(stop: asyncio.Event) -> None:
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(PARENT_SECONDS)
+    log.error("the supervising process is gone; draining")
+    stop.set()
 
 
 WATCH_SECONDS = 1.0

@@ -253,13 +253,16 @@ class Plumbing:
         if draining.done():
             raise Unavailable("the server is draining; reconnect to another replica")
         step = asyncio.ensure_future(awaitable)
-        await asyncio.wait((step, draining), return_when=asyncio.FIRST_COMPLETED)
-        if step.done():
-            return step.result()
-        step.cancel()
-        with contextlib.suppress(BaseException):
-            await step
-        raise Unavailable("the server is draining; reconnect to another replica")
+        try:
+            await asyncio.wait((step, draining), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not step.done():  # draining, or this call was cancelled: stop the step first
+                step.cancel()
+                with contextlib.suppress(BaseException):
+                    await step
+        if step.cancelled():
+            raise Unavailable("the server is draining; reconnect to another replica")
+        return step.result()
 
 
 def parse_request(method: str, parse, raw):
