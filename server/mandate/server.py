@@ -290,6 +290,7 @@ class BackgroundServer:
     def stop(self, grace: float | None = None) -> None:
         try:
             self._call(self.server.stop(grace))
+            self._call(cancel_the_rest())
         finally:
             self._close_loop()
 
@@ -297,6 +298,15 @@ class BackgroundServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+async def cancel_the_rest() -> None:
+    """Cancel and await every other task of the loop (handlers grpc left behind), so that none
+    is destroyed half-way when the loop closes."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def build_server(app: App, config: Config) -> tuple[BackgroundServer, int]:
