@@ -93,6 +93,7 @@ def test_wheel_holds_stubs_policy_migrations_and_protos(installed):
     migrations = sorted(p.relative_to(ROOT / "server") for p in (ROOT / "server" / "mandate" / "migrations").rglob("*")
                         if p.is_file() and "__pycache__" not in p.parts)
     assert {str(p) for p in migrations} <= names
+    assert "mandate/py.typed" in names  # the client's types reach the other team's type checker
 
 
 def test_wheel_stubs_are_the_ones_make_generates(installed):

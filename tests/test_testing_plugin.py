@@ -76,13 +76,15 @@ def test_world_requires_ephemeral(tmp_path):
 
 
 def _ready(client) -> bool:
-    ready = grpc.channel_ready_future(client.raw_channel)
+    """Health says the check plane is SERVING (a server may listen before it has loaded)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    request = health_pb2.HealthCheckRequest(service="mandate.v1.AuthorizationService")
     try:
-        ready.result(timeout=0.5)
-        return True
-    except grpc.FutureTimeoutError:
-        ready.cancel()  # else it keeps polling the channel after the client closed it
+        reply = health_pb2_grpc.HealthStub(client.raw_channel).Check(request, timeout=1, wait_for_ready=True)
+    except grpc.RpcError:
         return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_the_plugin_imports_nothing_until_a_fixture_is_used():
