@@ -1,8 +1,14 @@
 """Fixtures: a migrated store per test, the application on it, and a real gRPC server on a
-free port with a client that carries the bearer token."""
+free port with a client that carries the bearer token.
+
+Every test that uses a store runs on each engine (`engine` is parametrized, as SpiceDB runs one
+datastore suite against every datastore): SQLite, and a real PostgreSQL server that the test
+run starts in a temporary directory. If PostgreSQL cannot start, those tests fail; they are
+never skipped."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -11,6 +17,7 @@ from mandate.app import App
 from mandate.client import MandateClient
 from mandate.config import Config
 from mandate.server import build_server
+from mandate.store.localpg import LocalPostgres
 from mandate.store.migrate import upgrade
 
 from tests.factories import World
@@ -28,11 +35,41 @@ def template_db(tmp_path_factory) -> Path:
     return path
 
 
+ENGINES = ("sqlite", "postgresql")
+PG_TEMPLATE = "mandate_template"
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL server for the whole run, with a migrated template database."""
+    server = LocalPostgres()
+    try:
+        server.start()
+        server.create_database(PG_TEMPLATE)
+        upgrade(server.url(PG_TEMPLATE))
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def database_url(template_db, tmp_path) -> str:
-    path = tmp_path / "mandate.db"
-    shutil.copy(template_db, path)
-    return f"sqlite:///{path}"
+def database_url(engine, request, tmp_path) -> str:
+    """A fresh, migrated database: a copy of the template file, or a database made from the template."""
+    if engine == "sqlite":
+        path = tmp_path / "mandate.db"
+        shutil.copy(request.getfixturevalue("template_db"), path)
+        yield f"sqlite:///{path}"
+        return
+    server = request.getfixturevalue("postgres")
+    name = f"test_{next(_databases)}"
+    yield server.create_database(name, template=PG_TEMPLATE)
+    server.drop_database(name)
 
 
 @pytest.fixture

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
 import threading
+import time
 from pathlib import Path
 
+from mandate import errors
+from mandate.config import DatabaseSettings
 from mandate.domain.authorization import Authorizer
 from mandate.domain.directory import Directory
 from mandate.domain.events import Events
@@ -13,38 +18,79 @@ from mandate.domain.membership import Memberships
 from mandate.domain.partner import Partners
 from mandate.index import FactIndex
 from mandate.policy import Policy
-from mandate.store.db import Store
+from mandate.store.db import Conflict, Store
+from mandate.store.follow import ChangeFeed
 
 log = logging.getLogger(__name__)
 
-# How often the fact index looks for changes written by other processes.
+# How often the fact index looks for changes written by other processes when no notification
+# woke it (PostgreSQL notifies at once; SQLite has only this timer). It is also how often a lost
+# database is tried again, so writes resume within about this long of its return.
 POLL_SECONDS = 0.5
+# A transaction the database aborted (serialization failure, deadlock) runs again this often at most.
+ATTEMPTS = 8
 
 
 class App:
-    def __init__(self, database_url: str, policy_dir, policy: Policy | None = None):
-        self.store = Store(database_url)
+    def __init__(self, database_url: str, policy_dir, policy: Policy | None = None,
+                 database: DatabaseSettings | None = None):
+        self.store = Store(database_url, database or DatabaseSettings.from_env())
         self.policy_dir = Path(policy_dir)
         self.index = FactIndex(self.store)
         self.authorizer = Authorizer(self.store, self.index, policy or Policy(policy_dir))
-        self.store.on_commit(lambda _revision: self.index.catch_up())
+        self.store.on_commit(self._caught_up_to)
         self.index.catch_up()
-        self.directory = Directory(self.store, self.authorizer)
-        self.memberships = Memberships(self.store, self.authorizer)
-        self.partners = Partners(self.store, self.authorizer)
+        self.directory = Retrying(Directory(self.store, self.authorizer))
+        self.memberships = Retrying(Memberships(self.store, self.authorizer))
+        self.partners = Retrying(Partners(self.store, self.authorizer))
         self.events = Events(self.store)
         self._stop = threading.Event()
+        self._feed = ChangeFeed(self.store, self._stop)
+        self._follower: threading.Thread | None = None
+
+    def _caught_up_to(self, revision: int) -> None:
+        if self.index.revision < revision:
+            self.index.catch_up()
+
+    def database_available(self) -> bool:
+        """Whether the database answered the last time a call or the follower asked (cheap:
+        no round trip). While False, mutations fail at once with DATABASE_UNAVAILABLE and
+        checks answer from the fact index, at the revision it has."""
+        return self.store.available
+
+    def on_database_availability(self, callback) -> None:
+        """Call `callback(available: bool)` whenever the database is lost or found again (health)."""
+        self.store.on_availability(callback)
 
     def start_polling(self) -> None:
-        """Catch up on writes by other processes (another server, the CLI) in the background."""
-        def poll():
-            while not self._stop.wait(POLL_SECONDS):
-                try:
-                    self.index.catch_up()
-                except Exception:  # keep polling; checks that need a newer revision catch up themselves
-                    log.exception("fact index catch-up failed")
+        """Follow writes by other processes (replicas, the CLI) in the background: woken by
+        PostgreSQL's notifications, else every POLL_SECONDS. The same loop notices a lost
+        database and its return."""
+        if self._follower is None:
+            self._follower = threading.Thread(target=self._follow, name="index-follow", daemon=True)
+            self._follower.start()
 
-        threading.Thread(target=poll, name="index-poll", daemon=True).start()
+    def _follow(self) -> None:
+        announced = self.index.revision
+        while not self._stop.is_set():
+            try:
+                self._feed.wait(POLL_SECONDS)
+                if self._stop.is_set():
+                    break
+                revision = self.index.catch_up()
+                self.store.mark_available()
+                if revision > announced:
+                    announced = revision
+                    self.store.announce(revision)  # wakes Watch streams for other processes' writes
+            except errors.DatabaseUnavailable:
+                self._stop.wait(POLL_SECONDS)
+            except Exception as error:  # noqa: BLE001 - the follower never dies
+                if _is_connection_error(error):
+                    self.store.mark_unavailable()
+                else:
+                    log.exception("following the store failed; trying again")
+                self._stop.wait(POLL_SECONDS)
+        self._feed.close()
 
     def reload_policy(self) -> Policy:
         """Build and validate the new policy, then swap it in at once; on error the old one stays."""
@@ -54,4 +100,45 @@ class App:
 
     def close(self) -> None:
         self._stop.set()
+        if self._follower is not None:
+            self._follower.join(timeout=2 * POLL_SECONDS + 5)
         self.store.engine.dispose()
+
+
+def _is_connection_error(error: Exception) -> bool:
+    """The listening connection's errors come straight from the driver, not through the store."""
+    if isinstance(error, OSError):
+        return True
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(error, psycopg.OperationalError)
+
+
+class Retrying:
+    """A domain service whose every call runs again, whole, when the database aborted its
+    transaction to keep writers serializable (serialization failure, deadlock): callers never
+    see those. Nothing of an aborted attempt was written, so running it again is safe."""
+
+    def __init__(self, service):
+        self._service = service
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._service, name)
+        if not callable(attribute) or name.startswith("_"):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args, **kwargs):
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    return attribute(*args, **kwargs)
+                except Conflict as conflict:
+                    if attempt == ATTEMPTS:
+                        raise errors.DatabaseUnavailable(
+                            "the database aborted this change repeatedly under contention; retry") from conflict
+                    log.info("%s: transaction aborted by the database (%s); running it again", name, conflict)
+                    time.sleep(random.uniform(0, 0.005 * 2 ** attempt))
+
+        return call

@@ -22,6 +22,31 @@ def packaged_policy_dir() -> Path:
     return packaged if packaged.is_dir() else package.parent.parent / "policies"
 
 
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Limits of the connection pool (PostgreSQL; SQLite needs none). Per process: size the
+    server's max_connections for pool_size + max_overflow + 1 (the listener) per process."""
+
+    pool_size: int = 10
+    max_overflow: int = 10
+    pool_timeout: float = 5.0  # seconds a call waits for a free connection before UNAVAILABLE
+    connect_timeout: int = 3  # seconds to open a connection before the database counts as lost
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> DatabaseSettings:
+        env = os.environ if env is None else env
+        defaults = cls()
+        try:
+            return cls(
+                pool_size=int(env.get("MANDATE_DATABASE_POOL_SIZE", defaults.pool_size)),
+                max_overflow=int(env.get("MANDATE_DATABASE_MAX_OVERFLOW", defaults.max_overflow)),
+                pool_timeout=float(env.get("MANDATE_DATABASE_POOL_TIMEOUT", defaults.pool_timeout)),
+                connect_timeout=int(env.get("MANDATE_DATABASE_CONNECT_TIMEOUT", defaults.connect_timeout)),
+            )
+        except ValueError as error:
+            raise ValueError(f"MANDATE_DATABASE_*: not a number ({error})") from None
+
+
 @dataclass
 class Config:
     listen: str = DEFAULT_LISTEN

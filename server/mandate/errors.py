@@ -110,3 +110,10 @@ class Unavailable(DomainError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "UNAVAILABLE"
+
+
+class DatabaseUnavailable(DomainError):
+    """The store cannot be reached (or is overloaded): nothing was changed; retry."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "DATABASE_UNAVAILABLE"

@@ -39,7 +39,7 @@ from mandate.api.membership import MembershipService
 from mandate.api.partner import PartnerService
 from mandate.app import App
 from mandate.config import Config
-from mandate.errors import Unavailable
+from mandate.errors import DatabaseUnavailable, Unavailable
 from mandate.policy import PolicyError
 from mandate.v1 import (
     authorization_pb2,
@@ -200,7 +200,7 @@ class MandateServer:
         while True:
             try:
                 return await loop.run_in_executor(self.workers, App, self.config.database_url, self.config.policy_dir)
-            except DBAPIError as error:
+            except (DBAPIError, DatabaseUnavailable) as error:
                 log.warning("the database does not answer; retrying in %g s: %s", RETRY_SECONDS, error)
                 await asyncio.sleep(RETRY_SECONDS)
 

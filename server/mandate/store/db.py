@@ -4,6 +4,12 @@ Every write runs in `Store.write()`: one transaction that first takes the next r
 (which also serializes writers on every engine), lets the caller change rows and record
 events, and commits on success or rolls back on any error. A refused mutation therefore
 changes nothing, and business rules checked inside it cannot race.
+
+On PostgreSQL the revision counter's row lock serializes writers across processes and hosts.
+Writers run at READ COMMITTED, so every statement after that lock sees every change committed
+before it: the transaction decides against the newest state. The same transaction sends a
+NOTIFY that wakes the other replicas (see mandate.store.follow). Losing the database is
+reported as `errors.DatabaseUnavailable`, never as an unexpected error.
 """
 
 from __future__ import annotations
@@ -12,15 +18,18 @@ import contextlib
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, event, exc, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mandate import deadlines
+from mandate import errors
+from mandate.config import DatabaseSettings
 from mandate.store import models
 
 log = logging.getLogger(__name__)
@@ -34,7 +43,25 @@ def _unicode_lower(value):
     return value.lower() if isinstance(value, str) else value
 
 
-def make_engine(url: str) -> Engine:
+# The NOTIFY channel on which every write transaction announces its revision.
+CHANNEL = "mandate_changes"
+# SQLSTATEs after which the whole transaction can simply run again: serialization failure, deadlock.
+RETRYABLE = frozenset({"40001", "40P01"})
+# While the database is known to be lost, writes are refused at once; after this long, one tries again.
+RECHECK_SECONDS = 1.0
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` and `postgres://` mean psycopg 3, the driver Mandate ships with."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
+    url = normalize_url(url)
+    settings = settings or DatabaseSettings()
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:" and not path.startswith("file:"):
@@ -61,7 +88,40 @@ def make_engine(url: str) -> Engine:
             connection.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args = {}
+    if url.startswith("postgresql"):
+        connect_args = {
+            "connect_timeout": settings.connect_timeout,
+            "application_name": "mandate",
+            # A database host that vanished without closing the connection is noticed in seconds.
+            "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
+        }
+    return create_engine(url, pool_pre_ping=True, pool_size=settings.pool_size, max_overflow=settings.max_overflow,
+                         pool_timeout=settings.pool_timeout, pool_recycle=1800, connect_args=connect_args)
+
+
+class Conflict(Exception):
+    """The database aborted the transaction to keep transactions serializable (serialization
+    failure, deadlock): nothing was written, and the whole operation may run again."""
+
+
+def database_error(error: Exception) -> Exception | None:
+    """What a database error means to the service: `Conflict` (run it again),
+    `errors.DatabaseUnavailable` (the database is lost or overloaded), or None (a bug: unexpected)."""
+    if isinstance(error, exc.TimeoutError):  # no free connection in the pool in time
+        return errors.DatabaseUnavailable("no database connection is free; retry")
+    if not isinstance(error, exc.DBAPIError):
+        return None
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate in RETRYABLE:
+        return Conflict(str(error.orig))
+    if error.connection_invalidated:
+        return errors.DatabaseUnavailable("the connection to the database was lost; retry")
+    if isinstance(error, exc.OperationalError) and error.orig.__class__.__module__.startswith("psycopg"):
+        # Connection failures carry no SQLSTATE; admin shutdown (57P01..57P03), too many connections (53300).
+        if sqlstate is None or sqlstate.startswith(("08", "57P", "53")):
+            return errors.DatabaseUnavailable("the database cannot be reached; retry")
+    return None
 
 
 @dataclass
@@ -101,9 +161,11 @@ def _as_text(value: object) -> str:
 
 
 class Store:
-    def __init__(self, url: str):
-        self.url = url
-        self.engine = make_engine(url)
+    def __init__(self, url: str, settings: DatabaseSettings | None = None):
+        self.url = normalize_url(url)
+        self.settings = settings or DatabaseSettings()
+        self.engine = make_engine(self.url, self.settings)
+        self.postgres = self.engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._write_sessions = sessionmaker(writer, expire_on_commit=False)
@@ -112,6 +174,53 @@ class Store:
         # waiting on the lock with connections in hand would otherwise exhaust the pool and stall it.
         self._writer = threading.Lock()
         self._after_commit: list = []
+        self._available = True
+        self._checked_at = 0.0
+        self._availability_listeners: list = []
+
+    # -- is the database there -----------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        """False from the moment a call or the follower lost the database until one reaches it again."""
+        return self._available
+
+    def on_availability(self, callback) -> None:
+        """Call `callback(available)` whenever the database is lost or found again."""
+        self._availability_listeners.append(callback)
+
+    def mark_available(self) -> None:
+        if not self._available:
+            log.warning("the database is reachable again")
+            self._available = True
+            self._tell_availability(True)
+
+    def mark_unavailable(self) -> None:
+        self._checked_at = time.monotonic()
+        if self._available:
+            log.warning("the database cannot be reached: mutations are refused, checks answer from memory")
+            self._available = False
+            self._tell_availability(False)
+
+    def _tell_availability(self, available: bool) -> None:
+        for callback in self._availability_listeners:
+            try:
+                callback(available)
+            except Exception:  # noqa: BLE001 - a listener never breaks the store
+                log.exception("availability listener failed")
+
+    @contextlib.contextmanager
+    def _reporting(self) -> Iterator[None]:
+        """Database errors become what they mean (see `database_error`)."""
+        try:
+            yield
+        except (exc.DBAPIError, exc.TimeoutError) as error:
+            meaning = database_error(error)
+            if meaning is None:
+                raise
+            if isinstance(meaning, errors.DatabaseUnavailable):
+                self.mark_unavailable()
+            raise meaning from error
 
     def on_commit(self, callback) -> None:
         """Call `callback(revision)` after every committed write (the fact index catches up)."""
@@ -121,23 +230,38 @@ class Store:
     def read(self, snapshot: bool = False) -> Iterator[Session]:
         """A read session. With `snapshot`, every statement sees the same committed state (SQLite
         read transactions already do; other engines need REPEATABLE READ)."""
-        with self._sessions() as session:
+        with self._reporting(), self._sessions() as session:
             if snapshot and self.engine.dialect.name != "sqlite":
                 session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield session
 
     @contextlib.contextmanager
     def write(self, actor_id: str = "") -> Iterator[Transaction]:
-        with self._writer, self._write_sessions() as session:
-            revision = self._next_revision(session)
-            tx = Transaction(session, revision, actor_id)
+        """One read-write transaction. Raises `errors.DatabaseUnavailable` at once while the
+        database is lost, and `Conflict` when the database aborted it (the caller runs it again:
+        see mandate.app)."""
+        if not self._available and time.monotonic() - self._checked_at < RECHECK_SECONDS:
+            raise errors.DatabaseUnavailable("the database cannot be reached; retry")
+        with self._writer, self._reporting(), self._write_sessions() as session:
             try:
+                revision = self._next_revision(session)
+                tx = Transaction(session, revision, actor_id)
                 yield tx
                 deadlines.check()  # a caller that gave up while this waited gets no change
+                if self.postgres:
+                    # Delivered at commit, to every replica listening (mandate.store.follow).
+                    session.execute(text("SELECT pg_notify(:channel, :revision)"),
+                                    {"channel": CHANNEL, "revision": str(revision)})
                 session.commit()
             except BaseException:
-                session.rollback()
+                with contextlib.suppress(exc.DBAPIError):  # a lost connection has nothing to roll back
+                    session.rollback()
                 raise
+        self.mark_available()
+        self.announce(revision)
+
+    def announce(self, revision: int) -> None:
+        """Tell every listener that `revision` is committed (by this process, or another one)."""
         for callback in self._after_commit:
             try:
                 callback(revision)
@@ -150,5 +274,5 @@ class Store:
 
     def current_revision(self) -> int:
         # A plain connection, not an ORM session: the index asks this before every catch-up.
-        with self.engine.connect() as connection:
+        with self._reporting(), self.engine.connect() as connection:
             return connection.execute(select(models.RevisionCounter.value)).scalar_one()
