@@ -42,7 +42,7 @@ def free_port() -> int:
 class Server:
     """`mandate serve` on a free port, as a separate process."""
 
-    def __init__(self, database: Path, log_path: Path):
+    def __init__(self, database_url: str, log_path: Path):
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         env = dict(os.environ, MANDATE_API_TOKENS=TOKEN, MANDATE_LOG_LEVEL="WARNING")
@@ -50,7 +50,7 @@ class Server:
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mandate.cli", "serve", "--listen", self.target,
-             "--database-url", f"sqlite:///{database}", "--policy-dir", str(ROOT / "policies")],
+             "--database-url", database_url, "--policy-dir", str(ROOT / "policies")],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         self.ready_seconds = 0.0

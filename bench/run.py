@@ -30,30 +30,102 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput phase (default 5)")
     parser.add_argument("--processes", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--threads", type=int, default=8, help="streams per client process (default 8)")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the store of the measured server (default sqlite); postgres also measures Check "
+                             "and mutations on SQLite in the same run, and the convergence lag of two replicas")
     args = parser.parse_args(argv)
 
     database, meta = dataset.ensure(args.dataset, log=say)
     say(f"dataset {args.dataset}: {meta['rows']} rows ({', '.join(f'{k} {v}' for k, v in meta['counts'].items())})")
-    run_db = database.with_name(f"{args.dataset}.run.db")  # the bench writes: keep the cached file pristine
-    for leftover in (run_db, Path(f"{run_db}-wal"), Path(f"{run_db}-shm")):
-        leftover.unlink(missing_ok=True)
-    shutil.copyfile(database, run_db)
-
-    server = Server(run_db, database.with_name(f"server-{args.dataset}.log"))
-    workers = Workers(args.processes, args.threads, server.target)
+    postgres = None
     try:
-        ready = server.wait_ready()
-        say(f"server pid {server.pid} SERVING after {ready:.1f} s (fact index loaded)")
-        rss_at_start = server.status("VmRSS")
-        workers.ready()
-        report = measure(args, server, workers, meta)
-        report["info"]["server_ready_seconds"] = round(ready, 2)
-        report["info"]["server_rss_at_start_kib"] = rss_at_start
+        if args.store == "postgres":
+            from mandate.store.localpg import LocalPostgres
+
+            from bench import stores
+
+            say("starting a throwaway PostgreSQL server and copying the dataset into it ...")
+            postgres = LocalPostgres()
+            postgres.start()
+            url = stores.copy_to_postgres(database, postgres, f"bench_{args.dataset}")
+        else:
+            url = sqlite_copy(database, args.dataset)
+        server, workers, ready = start(url, database.with_name(f"server-{args.dataset}.log"), args)
+        try:
+            rss_at_start = server.status("VmRSS")
+            report = measure(args, server, workers, meta)
+            report["info"]["store"] = args.store
+            report["info"]["server_ready_seconds"] = round(ready, 2)
+            report["info"]["server_rss_at_start_kib"] = rss_at_start
+            if postgres is not None:
+                report["figures"] += replica_figures(args, url, server, meta, database)
+        finally:
+            workers.close()
+            server.stop()
     finally:
-        workers.close()
-        server.stop()
+        if postgres is not None:
+            postgres.close()
     finish(report, args.dataset)
     return 0
+
+
+def sqlite_copy(database: Path, name: str, suffix: str = "run") -> str:
+    copy = database.with_name(f"{name}.{suffix}.db")  # the bench writes: keep the cached file pristine
+    for leftover in (copy, Path(f"{copy}-wal"), Path(f"{copy}-shm")):
+        leftover.unlink(missing_ok=True)
+    shutil.copyfile(database, copy)
+    return f"sqlite:///{copy}"
+
+
+def start(url: str, log_path: Path, args) -> tuple[Server, Workers, float]:
+    server = Server(url, log_path)
+    workers = Workers(args.processes, args.threads, server.target)
+    ready = server.wait_ready()
+    say(f"server pid {server.pid} on {url.split(':', 1)[0]} SERVING after {ready:.1f} s (fact index loaded)")
+    workers.ready()
+    return server, workers, ready
+
+
+def replica_figures(args, url: str, server: Server, meta: dict, database: Path) -> list[dict]:
+    """On PostgreSQL: a second replica's convergence lag, then Check and mutations on SQLite."""
+    from bench import stores
+
+    check = {"kind": "closed_loop", "method": CHECK, "requests": [
+        check_request(*pair).SerializeToString() for pair in meta["samples"]["checks"]]}
+    slots = meta["samples"]["mutation_slots"]
+    mutations = {"kind": "mutations", "slots": slots, "nonce": time.time_ns()}
+    writers = min(args.processes, len(slots))
+
+    replica = Server(url, database.with_name(f"server-{args.dataset}-replica.log"))
+    try:
+        replica.wait_ready()
+        say("replica convergence lag (write on one replica, plain Check on the other) ...")
+        lags = stores.convergence_lag(server.target, replica.target, meta["samples"]["freshness"])
+    finally:
+        replica.stop()
+    say("the same Check and mutation phases on SQLite, for comparison ...")
+    sqlite_server, workers, _ = start(sqlite_copy(database, args.dataset, "compare"),
+                                      database.with_name(f"server-{args.dataset}-sqlite.log"), args)
+    try:
+        check_rate = workers.run(check, args.duration, server=sqlite_server).rate
+        mutation_rate = workers.run(mutations, args.duration, server=sqlite_server, processes=writers,
+                                    threads=max(1, len(slots) // writers)).rate
+    finally:
+        workers.close()
+        sqlite_server.stop()
+    pg_check, pg_mutations = last_rates["check@32"], last_rates["mutations"]
+    p50, p99 = percentile(lags, 0.5) * 1000, percentile(lags, 0.99) * 1000
+    return [
+        figure("PostgreSQL: Check throughput next to SQLite (32 streams)",
+               f"{pg_check:,.0f} vs {check_rate:,.0f} req/s", ">= 0.9 x SQLite", pg_check / check_rate,
+               pg_check >= 0.9 * check_rate, value_number=pg_check, sqlite=check_rate),
+        figure("PostgreSQL: mutations next to SQLite", f"{pg_mutations:,.0f} vs {mutation_rate:,.0f} /s",
+               ">= 300 /s", pg_mutations / 300, pg_mutations >= 300, value_number=pg_mutations,
+               sqlite=mutation_rate),
+        figure("replica convergence lag, no token (PostgreSQL, 2 replicas)",
+               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(lags)} writes)", "p99 < 50 ms", p99 / 50, p99 < 50,
+               value_number=p99),
+    ]
 
 
 def say(message: str) -> None:
@@ -116,6 +188,7 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
     writers = len(samples["mutation_slots"])
     phase("mutations", {"kind": "mutations", "slots": samples["mutation_slots"], "nonce": time.time_ns()}, duration,
           processes=min(args.processes, writers), threads=max(1, writers // min(args.processes, writers)))
+    last_rates.update({"check@32": phases["check@32"].rate, "mutations": phases["mutations"].rate})
     peak_kib = server.status("VmHWM")
     info["server_rss_kib"] = server.status("VmRSS")
     info["phases"] = {
@@ -127,6 +200,9 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
         for name, r in phases.items()}
     return {"figures": figures(phases, peak_kib), "info": info,
             "raw": {"check_p50_1_ms": ms(phases["latency@1"].percentile(0.5))}}
+
+
+last_rates: dict[str, float] = {}  # of the main server, for the figures that compare stores
 
 
 def combine(*results: Result) -> Result:

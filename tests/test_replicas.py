@@ -138,3 +138,32 @@ def test_watch_wakes_for_another_instances_commit(replicas, world):
     follower.store.on_commit(lambda _revision: woke.set())
     World(replicas[2]).user("late")
     assert woke.wait(20)
+
+
+def test_catching_up_never_sees_half_a_transaction(replicas):
+    """Each transaction writes an organization and its owner's membership together; a reader
+    catching up while they commit must never know the organization without its owner."""
+    from mandate.world import load_world
+
+    writer, reader = replicas[1], replicas[2]
+    done = threading.Event()
+    torn = []
+
+    def read() -> None:
+        while not done.is_set():
+            reader.index.catch_up()
+            with reader.index._applying:
+                torn.extend(o for o in reader.index.organizations
+                            if o.startswith("snap-") and not reader.index.members.get(o))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        for number in range(40):
+            load_world(writer.store, {"organizations": {f"snap-{number}": {"owner": f"snap-owner-{number}"}}})
+    finally:
+        done.set()
+        thread.join()
+    assert torn == []
+    reader.index.catch_up()
+    assert {f"snap-{n}" for n in range(40)} <= reader.index.organizations
