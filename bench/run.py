@@ -90,8 +90,6 @@ def replica_figures(args, url: str, server: Server, meta: dict, database: Path) 
     """On PostgreSQL: a second replica's convergence lag, then Check and mutations on SQLite."""
     from bench import stores
 
-    check = {"kind": "closed_loop", "method": CHECK, "requests": [
-        check_request(*pair).SerializeToString() for pair in meta["samples"]["checks"]]}
     slots = meta["samples"]["mutation_slots"]
     mutations = {"kind": "mutations", "slots": slots, "nonce": time.time_ns()}
     writers = min(args.processes, len(slots))
@@ -107,6 +105,9 @@ def replica_figures(args, url: str, server: Server, meta: dict, database: Path) 
     sqlite_server, workers, _ = start(sqlite_copy(database, args.dataset, "compare"),
                                       database.with_name(f"server-{args.dataset}-sqlite.log"), args)
     try:
+        allowed, denied, _ = verify_checks(sqlite_server.target, meta["samples"]["checks"])  # warms it, as above
+        check = {"kind": "closed_loop", "method": CHECK,
+                 "requests": [check_request(*pair).SerializeToString() for pair in interleave(allowed, denied)]}
         check_rate = workers.run(check, args.duration, server=sqlite_server).rate
         mutation_rate = workers.run(mutations, args.duration, server=sqlite_server, processes=writers,
                                     threads=max(1, len(slots) // writers)).rate

@@ -73,6 +73,18 @@ def database_url(engine, request, tmp_path) -> str:
 
 
 @pytest.fixture
+def empty_database_url(engine, request, tmp_path) -> str:
+    """A database with no schema at all, on the engine (for migration tests)."""
+    if engine == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    server = request.getfixturevalue("postgres")
+    name = f"empty_{next(_databases)}"
+    yield server.create_database(name)
+    server.drop_database(name)
+
+
+@pytest.fixture
 def app(database_url):
     application = App(database_url, POLICY_DIR)
     yield application

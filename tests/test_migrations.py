@@ -17,8 +17,8 @@ from sqlalchemy import text
 from tests.conftest import POLICY_DIR
 
 
-def test_the_newest_schema_is_the_models(tmp_path):
-    url = f"sqlite:///{tmp_path / 'head.db'}"
+def test_the_newest_schema_is_the_models(empty_database_url):
+    url = empty_database_url
     upgrade(url)
     engine = make_engine(url)
     try:
@@ -34,8 +34,8 @@ ROWS_AT_0001 = [
     "INSERT INTO users VALUES ('usr_b', 'b@example.com', 'B', '2026-01-01T00:00:00Z', 2)",
     "INSERT INTO organizations VALUES ('org_p', 'Partner', 'EUR', 5, 'usr_a', '2026-01-01T00:00:00Z', 3)",
     "INSERT INTO organizations VALUES ('org_c', 'Client', 'EUR', 5, 'usr_b', '2026-01-01T00:00:00Z', 4)",
-    "INSERT INTO memberships VALUES ('org_p', 'usr_a', 'owner', 'active', 0, 3)",
-    "INSERT INTO memberships VALUES ('org_c', 'usr_b', 'owner', 'active', 0, 4)",
+    "INSERT INTO memberships VALUES ('org_p', 'usr_a', 'owner', 'active', false, 3)",
+    "INSERT INTO memberships VALUES ('org_c', 'usr_b', 'owner', 'active', false, 4)",
     "UPDATE revision_counter SET value = 5",
 ]
 EVENTS_AT_0001 = [  # (revision, type, attributes)
@@ -46,8 +46,9 @@ EVENTS_AT_0001 = [  # (revision, type, attributes)
 ]
 
 
-def test_r22_upgrading_from_0001_keeps_the_data_and_files_old_events_under_their_organizations(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+def test_r22_upgrading_from_0001_keeps_the_data_and_files_old_events_under_their_organizations(
+        empty_database_url):
+    url = empty_database_url
     command.upgrade(alembic_config(url), "0001")
     engine = make_engine(url)
     try:
