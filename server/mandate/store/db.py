@@ -27,8 +27,7 @@ from sqlalchemy import create_engine, event, exc, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mandate import deadlines
-from mandate import errors
+from mandate import deadlines, errors
 from mandate.config import DatabaseSettings
 from mandate.store import models
 
