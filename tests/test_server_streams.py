@@ -208,7 +208,18 @@ def test_malformed_request_without_a_token_is_unauthenticated(app):
 
 @contextmanager
 def write_lock_held(app):
-    """Another process's writer, as SQLite sees it: holds the database's write lock."""
+    """Another process's writer: holds the database's write lock (on PostgreSQL, the revision
+    counter's row, which every writer takes first)."""
+    if app.store.postgres:
+        import psycopg
+
+        with psycopg.connect(app.store.url.replace("postgresql+psycopg://", "postgresql://")) as connection:
+            connection.execute("SELECT value FROM revision_counter FOR UPDATE")
+            try:
+                yield
+            finally:
+                connection.rollback()
+        return
     connection = sqlite3.connect(app.store.url.split("///", 1)[1], isolation_level=None, timeout=30)
     connection.execute("BEGIN IMMEDIATE")
     try:
