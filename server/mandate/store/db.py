@@ -268,8 +268,9 @@ class Store:
                 log.exception("after-commit step failed at revision %d", revision)
 
     def _next_revision(self, session: Session) -> int:
-        session.execute(update(models.RevisionCounter).values(value=models.RevisionCounter.value + 1))
-        return session.execute(select(models.RevisionCounter.value)).scalar_one()
+        # One round trip: the lock, the increment and the new value (SQLite 3.35+ has RETURNING too).
+        return session.execute(update(models.RevisionCounter).values(value=models.RevisionCounter.value + 1)
+                               .returning(models.RevisionCounter.value)).scalar_one()
 
     def current_revision(self) -> int:
         # A plain connection, not an ORM session: the index asks this before every catch-up.
