@@ -202,13 +202,13 @@ def test_tls_with_a_client_certificate_and_the_token(tls_server):
 
 
 def test_tls_without_the_client_certificate_is_refused(tls_server):
-    with MandateClient(tls_server, TOKEN, tls_ca=TLS / "ca.pem", retries=0, timeout=5) as client:
+    with MandateClient(tls_server, TOKEN, tls_ca=TLS / "ca.pem", retries=0, timeout=30) as client:
         with pytest.raises(grpc.RpcError) as raised:
             client.check("alice", "read", "Project:p1")
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_plaintext_to_a_tls_server_is_refused(tls_server):
-    with MandateClient(tls_server, TOKEN, retries=0, timeout=5) as client, pytest.raises(grpc.RpcError) as raised:
+    with MandateClient(tls_server, TOKEN, retries=0, timeout=30) as client, pytest.raises(grpc.RpcError) as raised:
         client.check("alice", "read", "Project:p1")
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
