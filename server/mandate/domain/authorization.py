@@ -17,6 +17,7 @@ from mandate.index import FactIndex
 from mandate.policy import Policy
 from mandate.store.db import Store
 
+
 @dataclass(frozen=True)
 class MemberRef:
     """The membership of `user_id` in `organization_id` (which need not exist yet: an invitation)."""

@@ -6,8 +6,7 @@ from sqlalchemy import select
 
 from mandate import errors
 from mandate.domain import partner
-from mandate.domain.authorization import Authorizer
-from mandate.domain.authorization import ProjectRef
+from mandate.domain.authorization import Authorizer, ProjectRef
 from mandate.domain.common import get_organization, get_user, new_id
 from mandate.names import OrganizationAction, ProjectAction
 from mandate.store import models
