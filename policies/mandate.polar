@@ -135,6 +135,7 @@ resource Project {
   "move" if "delete_resource" on "organization";
 }
 
+# R2: a project belongs to the organization that registered it.
 has_relation(org: Organization, "organization", project: Project) if
   org = project.organization;
 
@@ -272,6 +273,7 @@ resource Connection {
   "revoke_employee" if "approve_partner_employee" on "client";
 }
 
+# R12, R14: a connection joins a partner and a client.
 has_relation(partner: Organization, "partner", connection: Connection) if
   partner = connection.partner;
 has_relation(client: Organization, "client", connection: Connection) if

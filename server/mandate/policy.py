@@ -35,6 +35,53 @@ CACHE_LIMIT = 200_000
 CONTRACT = "POLICY_CONTRACT"
 
 
+@dataclass
+class Rule:
+    file: Path
+    start: int  # offsets into the file's text
+    end: int
+    line: int
+    text: str
+
+
+def rules(path: Path, text: str | None = None) -> list[Rule]:
+    """Every rule of a policy file: top-level rules and the shorthand rules inside resource
+    blocks (declarations of roles, permissions and relations are not rules)."""
+    text = path.read_text() if text is None else text
+    found: list[Rule] = []
+    depth = 0
+    start = None
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "#":
+            i = text.find("\n", i)
+            i = len(text) if i < 0 else i
+            continue
+        if start is None and not char.isspace():
+            start = i
+        if char == '"':
+            i = text.index('"', i + 1) + 1
+            continue
+        if char in "{[(":
+            depth += 1
+            if depth == 1 and char == "{":
+                start = None  # the start of a resource or actor block
+        elif char in "}])":
+            depth -= 1
+            if depth == 0 and char == "}":
+                start = None  # the end of a resource or actor block
+        elif char == ";":
+            statement = text[start:i + 1]
+            is_rule = (depth == 0 and not statement.lstrip().startswith(("actor", "resource"))) or (
+                depth == 1 and statement.lstrip().startswith('"'))
+            if is_rule:
+                found.append(Rule(path, start, i + 1, text.count("\n", 0, start) + 1, " ".join(statement.split())))
+            start = None
+        i += 1
+    return found
+
+
 class PolicyError(Exception):
     """The policy cannot be read, does not load, or breaks the contract. `problems` lists each
     violation as one line (`POLICY_CONTRACT file:line: what is wrong` for the contract)."""
@@ -140,6 +187,8 @@ class Policy:
         self._lock = threading.Lock()
         self._allowed: dict[tuple, bool] = {}
         self._actions: dict[tuple, frozenset[str]] = {}
+        self._rule_variants: list | None = None
+        self._behind: dict[tuple, list[RuleNote]] = {}
         problems = self.problems()
         if problems:
             raise PolicyError("policy fails validation: " + "; ".join(problems), problems)
@@ -221,8 +270,6 @@ class Policy:
 
     def _granting_rule(self, resource_type: str, action: str, subject: Subject) -> str:
         """file:line of the rule whose deletion stops the fact-free grant (the first one)."""
-        from mandate.policytools import rules  # the rule splitter of the mutation run
-
         for source in self.sources:
             for rule in rules(source.path, source.text):
                 oso = Oso()
@@ -239,6 +286,50 @@ class Policy:
                 except Exception:  # noqa: BLE001,S112 - a deletion that breaks loading says nothing here
                     continue
         return f"{self.sources[0].path.name}:1"
+
+    # -- which rules decide (Explain) -------------------------------------------------------------
+
+    def rules_behind(self, subject: Subject, resource_type: str, action: str) -> list[RuleNote]:
+        """The rules without which the policy would not allow this: each rule is deleted in turn
+        and the policy asked again. Empty when the policy denies it."""
+        if not self.is_allowed(subject, resource_type, action):
+            return []
+        key = (subject, resource_type, action)
+        if key in self._behind:
+            return self._behind[key]
+        user, resource = facts.views(subject, resource_type)
+        needed = []
+        for note, oso in self._variants():
+            if oso is None:
+                continue  # the policy does not even load without it: a declaration, not a reason
+            try:
+                if not oso.is_allowed(user, action, resource):
+                    needed.append(note)
+            except Exception:  # noqa: BLE001 - a variant that fails to decide needed the rule
+                needed.append(note)
+        self._remember(self._behind, key, needed)
+        return needed
+
+    def _variants(self) -> list[tuple[RuleNote, Oso | None]]:
+        """One oso per rule, loaded without that rule (None when the policy does not load without it)."""
+        with self._lock:
+            if self._rule_variants is None:
+                variants = []
+                for source in self.sources:
+                    lines = source.text.splitlines()
+                    for rule in rules(source.path, source.text):
+                        oso = _new_oso()
+                        try:
+                            with contextlib.redirect_stdout(io.StringIO()):
+                                oso._load_sources([PolarSource(
+                                    other.text if other is not source else
+                                    other.text[:rule.start] + other.text[rule.end:], str(other.path))
+                                    for other in self.sources])
+                        except Exception:  # noqa: BLE001 - needed by the policy to load at all
+                            oso = None
+                        variants.append((note_of(source.path.name, lines, rule), oso))
+                self._rule_variants = variants
+            return self._rule_variants
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -266,6 +357,48 @@ class Policy:
             if len(cache) >= CACHE_LIMIT:
                 cache.clear()
             cache[key] = answer
+
+
+@dataclass(frozen=True)
+class RuleNote:
+    """Where a rule is, and what the comment above it says: the domain rules it names (R7) and
+    its first sentence."""
+
+    file: str
+    line: int
+    names: tuple[str, ...]
+    comment: str
+
+    def short(self) -> str:
+        return f"{', '.join(self.names) or 'no domain rule named'} ({self.file}:{self.line})"
+
+    def __str__(self) -> str:
+        names = ", ".join(self.names) or "no domain rule named"
+        return f"{names} ({self.file}:{self.line}: {self.comment})" if self.comment else \
+            f"{names} ({self.file}:{self.line})"
+
+
+def note_of(file: str, lines: list[str], rule: Rule) -> RuleNote:
+    """The comment block a rule sits under: walking up from the rule over code lines (the rules
+    of the same block share its comment) to the first comment, stopping at a blank line."""
+    number = rule.line - 2  # the line above the rule, 0-based
+    while number >= 0 and lines[number].strip() and not lines[number].lstrip().startswith("#"):
+        number -= 1
+    comment: list[str] = []
+    while number >= 0 and lines[number].lstrip().startswith("#"):
+        comment.insert(0, lines[number].strip().lstrip("#").strip())
+        number -= 1
+    text = " ".join(comment)
+    names = tuple(dict.fromkeys(re.findall(r"\bR\d+\b", text)))
+    first = re.sub(r"^(R\d+(\s*(,|to|and|with)\s*R\d+)*\s*(\([^)]*\))?:\s*)", "", text).split(". ")[0].rstrip(".")
+    return RuleNote(file, rule.line, names, first)
+
+
+def _new_oso() -> Oso:
+    oso = Oso()
+    for cls in facts.POLICY_CLASSES:
+        oso.register_class(cls, name=cls.__name__.removesuffix("Fact"))
+    return oso
 
 
 ROLES = ("", "owner", "legal_representative", "colleague", "client")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mandate import policytest
-from mandate.policy import Policy, PolicyError
+from mandate.policy import Policy, PolicyError, Rule, rules  # noqa: F401 - rules: part of this module's API
 from mandate.world import EphemeralApp
 
 # The canonical world: one partner (agency) with a connected client (shop), personas on both
@@ -146,53 +146,6 @@ def matrix_csv(policy: Policy) -> str:
 
 
 # -- mutation run --------------------------------------------------------------------------
-
-
-@dataclass
-class Rule:
-    file: Path
-    start: int  # offsets into the file's text
-    end: int
-    line: int
-    text: str
-
-
-def rules(path: Path, text: str | None = None) -> list[Rule]:
-    """Every rule of a policy file: top-level rules and the shorthand rules inside resource
-    blocks (declarations of roles, permissions and relations are not rules)."""
-    text = path.read_text() if text is None else text
-    found: list[Rule] = []
-    depth = 0
-    start = None
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "#":
-            i = text.find("\n", i)
-            i = len(text) if i < 0 else i
-            continue
-        if start is None and not char.isspace():
-            start = i
-        if char == '"':
-            i = text.index('"', i + 1) + 1
-            continue
-        if char in "{[(":
-            depth += 1
-            if depth == 1 and char == "{":
-                start = None  # the start of a resource or actor block
-        elif char in "}])":
-            depth -= 1
-            if depth == 0 and char == "}":
-                start = None  # the end of a resource or actor block
-        elif char == ";":
-            statement = text[start:i + 1]
-            is_rule = (depth == 0 and not statement.lstrip().startswith(("actor", "resource"))) or (
-                depth == 1 and statement.lstrip().startswith('"'))
-            if is_rule:
-                found.append(Rule(path, start, i + 1, text.count("\n", 0, start) + 1, " ".join(statement.split())))
-            start = None
-        i += 1
-    return found
 
 
 @dataclass
