@@ -6,8 +6,6 @@ makes Explain stop citing it."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from mandate.app import App
 from mandate.domain.explain import explain

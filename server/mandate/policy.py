@@ -25,14 +25,14 @@ from polar.ffi import PolarSource
 
 from mandate import facts
 from mandate.facts import ConnectionFact, InvitationTarget, MemberTarget, Subject
-from mandate.names import SERVICE_ACTIONS
+from mandate.names import SERVICE_ACTIONS, Reason
 from mandate.store import models
 
 log = logging.getLogger(__name__)
 
 # Remembered answers per policy; the number of distinct situations is small, this bounds it.
 CACHE_LIMIT = 200_000
-CONTRACT = "POLICY_CONTRACT"
+CONTRACT = Reason.POLICY_CONTRACT
 
 
 @dataclass

@@ -14,6 +14,7 @@ from mandate.facts import (
     Subject,
 )
 from mandate.index import FactIndex
+from mandate.names import Reason
 from mandate.policy import Policy
 from mandate.store.db import Store
 
@@ -141,9 +142,9 @@ class Authorizer:
         writers are serialized, so the decision sees the state the mutation will change."""
         self.index.catch_up()
         if actor_id not in self.index.users:
-            raise errors.NotFound(f"actor_id: no user {actor_id!r}", "USER_NOT_FOUND")
+            raise errors.NotFound(f"actor_id: no user {actor_id!r}", Reason.USER_NOT_FOUND)
         if organization_id not in self.index.organizations:
-            raise errors.NotFound(f"organization {organization_id!r} does not exist", "ORGANIZATION_NOT_FOUND")
+            raise errors.NotFound(f"organization {organization_id!r} does not exist", Reason.ORGANIZATION_NOT_FOUND)
         subject = self.index.subject(actor_id, organization_id)
         if not self.policy.is_allowed(subject, "Organization", action):
             raise errors.PermissionDenied(
@@ -156,10 +157,10 @@ class Authorizer:
         actor is on). Call inside the write transaction, like `require`."""
         self.index.catch_up()
         if actor_id not in self.index.users:
-            raise errors.NotFound(f"actor_id: no user {actor_id!r}", "USER_NOT_FOUND")
+            raise errors.NotFound(f"actor_id: no user {actor_id!r}", Reason.USER_NOT_FOUND)
         organization_id, subject = self.target_subject(actor_id, target)
         if organization_id not in self.index.organizations:
-            raise errors.NotFound(f"organization {organization_id!r} does not exist", "ORGANIZATION_NOT_FOUND")
+            raise errors.NotFound(f"organization {organization_id!r} does not exist", Reason.ORGANIZATION_NOT_FOUND)
         if not self.policy.is_allowed(subject, target_type(target), action):
             raise errors.PermissionDenied(
                 f"the policy does not allow user {actor_id} to {action} {describe_target(target)} (R23)"

@@ -8,7 +8,7 @@ from mandate import errors
 from mandate.domain import partner
 from mandate.domain.authorization import Authorizer, ProjectRef
 from mandate.domain.common import get_organization, get_user, new_id
-from mandate.names import OrganizationAction, ProjectAction
+from mandate.names import OrganizationAction, ProjectAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, utc_now
 
@@ -26,7 +26,7 @@ class Directory:
             session = tx.session
             if session.execute(select(models.User.id).where(models.User.email == email)).first():
                 raise errors.AlreadyExists(f"email: a user with email {email} is already registered",
-                                           "EMAIL_TAKEN")
+                                           Reason.EMAIL_TAKEN)
             user = models.User(id=new_id("usr"), email=email, display_name=display_name,
                                created_at=utc_now(), revision=tx.revision)
             session.add(user)
@@ -108,7 +108,7 @@ class Directory:
         with self.store.write(actor_id) as tx:
             resource = tx.session.get(models.Resource, (resource_type, resource_id))
             if resource is None or resource.deleted:
-                raise errors.NotFound(f"resource: no {resource_type} {resource_id!r}", "RESOURCE_NOT_FOUND")
+                raise errors.NotFound(f"resource: no {resource_type} {resource_id!r}", Reason.RESOURCE_NOT_FOUND)
             self.authorizer.require(actor_id, OrganizationAction.DELETE_RESOURCE, resource.organization_id)
             resource.deleted = True
             resource.revision = tx.revision

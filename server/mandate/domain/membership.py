@@ -9,7 +9,7 @@ from sqlalchemy import func, or_, select
 from mandate import errors
 from mandate.domain.authorization import Authorizer, MemberRef
 from mandate.domain.common import email_of, end_assignments, get_member, get_organization, new_id
-from mandate.names import MemberAction, OrganizationAction
+from mandate.names import MemberAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
@@ -49,7 +49,8 @@ class Memberships:
                 models.Invitation.status == models.InvitationStatus.PENDING,
             )).first()
             if pending:
-                raise errors.AlreadyExists(f"email: {email} already has a pending invitation", "INVITATION_PENDING")
+                raise errors.AlreadyExists(f"email: {email} already has a pending invitation",
+                                           Reason.INVITATION_PENDING)
             check_seat_available(tx, organization)
             invitation = models.Invitation(
                 id=new_id("inv"), kind=models.InvitationKind.MEMBER, organization_id=organization_id,
@@ -73,7 +74,7 @@ class Memberships:
         with self.store.write(actor_id) as tx:
             invitation = tx.session.get(models.Invitation, invitation_id)
             if invitation is None:
-                raise errors.NotFound(f"invitation_id: no invitation {invitation_id!r}", "INVITATION_NOT_FOUND")
+                raise errors.NotFound(f"invitation_id: no invitation {invitation_id!r}", Reason.INVITATION_NOT_FOUND)
             self.authorizer.require(actor_id, OrganizationAction.CANCEL_INVITATION, invitation.organization_id)
             if invitation.status != models.InvitationStatus.PENDING:
                 raise errors.InvitationNotPending(f"invitation_id: the invitation is {invitation.status}, not pending")
@@ -150,8 +151,8 @@ class Memberships:
             # representative or themself) is the policy's.
             self.authorizer.require_target(actor_id, target_action, MemberRef(organization_id, user_id))
             if membership.status == status:
-                raise errors.FailedPrecondition(f"user_id: the member is already {status}", "MEMBER_ALREADY_" +
-                                                status.upper())
+                already = Reason.MEMBER_ALREADY_PAUSED if status == Status.PAUSED else Reason.MEMBER_ALREADY_ACTIVE
+                raise errors.FailedPrecondition(f"user_id: the member is already {status}", already)
             membership.status = status
             membership.revision = tx.revision
             # R22: the notification goes to the member; the email is resolved by the relay.
@@ -187,7 +188,7 @@ class Memberships:
             if tagged and membership.role != models.Role.COLLEAGUE:
                 raise errors.FailedPrecondition(
                     f"user_id: only colleagues can be partner employees; this member is {membership.role}",
-                    "NOT_A_COLLEAGUE",
+                    Reason.NOT_A_COLLEAGUE,
                 )
             membership.partner_employee = tagged
             membership.revision = tx.revision

@@ -15,7 +15,7 @@ from mandate.domain.authorization import Authorizer, ConnectionRef, InvitationRe
 from mandate.domain.common import end_assignments, get_connection, get_member, get_organization, get_user, new_id
 from mandate.domain.membership import escape_like
 from mandate.facts import HOME, InvitationTarget, MembershipFact, Subject
-from mandate.names import ConnectionAction, InvitationAction, OrganizationAction
+from mandate.names import ConnectionAction, InvitationAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
@@ -103,12 +103,12 @@ class Partners:
             ).scalar_one_or_none()
             # The look-up is by hash; compare again in constant time before trusting it.
             if invitation is None or not hmac.compare_digest(invitation.token_hash or "", digest):
-                raise errors.NotFound("token: no invitation link matches this token", "INVITATION_NOT_FOUND")
+                raise errors.NotFound("token: no invitation link matches this token", Reason.INVITATION_NOT_FOUND)
         else:
             invitation = tx.session.get(models.Invitation, invitation_id)
             if invitation is None or invitation.kind != models.InvitationKind.CLIENT or invitation.token_hash:
                 raise errors.NotFound(f"invitation_id: no client invitation {invitation_id!r}",
-                                      "INVITATION_NOT_FOUND")
+                                      Reason.INVITATION_NOT_FOUND)
         return invitation
 
     # -- reading connections ----------------------------------------------------------------
@@ -183,7 +183,7 @@ class Partners:
             if connection.status not in from_states:
                 raise errors.FailedPrecondition(
                     f"the connection is {connection.status}; this needs it to be {' or '.join(from_states)} (R14)",
-                    "CONNECTION_STATE",
+                    Reason.CONNECTION_STATE,
                 )
             connection.status = to_state
             connection.revision = tx.revision
@@ -218,7 +218,7 @@ class Partners:
             assignment = session.get(models.Assignment, (partner_id, client_id, user_id))
             if assignment is not None and assignment.assigned:
                 raise errors.AlreadyExists(f"user_id: user {user_id} is already assigned to this client",
-                                           "ALREADY_ASSIGNED")
+                                           Reason.ALREADY_ASSIGNED)
             assignment = session.merge(models.Assignment(
                 partner_id=partner_id, client_id=client_id, user_id=user_id, assigned=True,
                 client_approved=False, revision=tx.revision,
@@ -268,7 +268,7 @@ def get_assignment(tx: Transaction, partner_id: str, client_id: str, user_id: st
     if assignment is None or not assignment.assigned:
         raise errors.NotFound(
             f"user_id: user {user_id} is not assigned to client {client_id} by partner {partner_id}",
-            "ASSIGNMENT_NOT_FOUND",
+            Reason.ASSIGNMENT_NOT_FOUND,
         )
     return assignment
 
@@ -283,7 +283,7 @@ def connect(tx: Transaction, invitation: models.Invitation, client_id: str, scop
     existing = session.get(models.Connection, (invitation.organization_id, client_id))
     if existing is not None and existing.status != models.ConnectionStatus.DISCONNECTED:
         raise errors.AlreadyExists("client_id: this organization is already a client of the partner",
-                                   "ALREADY_CONNECTED")
+                                   Reason.ALREADY_CONNECTED)
     connection = session.merge(models.Connection(
         partner_id=invitation.organization_id, client_id=client_id, status=models.ConnectionStatus.ACTIVE,
         customer_name=invitation.customer_name, customer_number=invitation.customer_number,
