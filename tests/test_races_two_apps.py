@@ -65,8 +65,8 @@ def test_r11_two_apps_accepting_one_link_exactly_one_wins(app, second, world):
         second.index.catch_up()
         link = app.partners.create_invite_link(partner_owner, partner, "Kunde", "", "EUR", ["read"])
         apps = (app, second)
-        results = race(*(lambda n=n, owner=owner, organization=organization: apps[n % 2].partners
-                         .accept_client_invitation(owner, "", link.token, organization, ["read"], "client")
+        results = race(*(lambda each=apps[n % 2], owner=owner, organization=organization, token=link.token:
+                         each.partners.accept_client_invitation(owner, "", token, organization, ["read"], "client")
                          for n, (owner, organization) in enumerate(contenders)))
         assert sorted(results) == ["INVITATION_NOT_PENDING"] * 3 + ["ok"]
         connected = app.partners.list_clients(partner_owner, partner, "", "", 100, "")

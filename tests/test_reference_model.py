@@ -39,7 +39,8 @@ class World:
 
     owners: dict[str, str]  # organization -> the user who created it
     members: dict[tuple[str, str], tuple[str, bool, bool]]  # (org, user) -> (role, paused, tagged)
-    connections: dict[tuple[str, str], tuple[str, frozenset[str], str]]  # (partner, client) -> (status, granted, approval)
+    # (partner, client) -> (status, granted scopes, employee approval)
+    connections: dict[tuple[str, str], tuple[str, frozenset[str], str]]
     assignments: dict[tuple[str, str, str], bool]  # (partner, client, user) -> approved by the client
     links: set[frozenset[str]] = field(default_factory=set)
 
@@ -218,7 +219,7 @@ def test_r2_r24_the_service_answers_as_the_domain_rules_say(app, client, world, 
             assert reply.allowed is expected[case], case
 
     # ListActions
-    for user, (kind, ident, org) in itertools.product(USERS, resources):
+    for user, (kind, ident, _) in itertools.product(USERS, resources):
         actions = auth.ListActions(authorization_pb2.ListActionsRequest(actor=ref("User", prefix + user),
                                                                         resource=ref(kind, ident))).actions
         wanted = {c[1] for c in cases if c[0] == user and c[3] == ident and expected[c]}
