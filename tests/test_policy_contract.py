@@ -154,3 +154,14 @@ def test_r24_a_reload_that_breaks_the_contract_is_refused_and_the_old_policy_ser
         assert not app.authorizer.policy.is_allowed(colleague, "Project", "approve")
     finally:
         app.close()
+
+
+def test_r24_the_server_refuses_to_start_on_a_policy_that_breaks_the_contract(tmp_path):
+    directory = copy_with(tmp_path, NEGATION)
+    env = {**os.environ, "MANDATE_API_TOKENS": "contract-test-token-0123", "MANDATE_POLICY_DIR": str(directory),
+           "MANDATE_DATABASE_URL": f"sqlite:///{tmp_path}/mandate.db"}
+    result = subprocess.run([sys.executable, "-m", "mandate.cli", "serve", "--listen", "127.0.0.1:0"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "refusing to start" in result.stderr
+    assert "POLICY_CONTRACT zz_extra.polar:9: negation" in result.stderr

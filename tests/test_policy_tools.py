@@ -123,7 +123,7 @@ expect:
     assert [case.find("failure") is not None for case in cases] == [False, True, False]
     failure = cases[1].find("failure")
     assert failure.get("message") == "answer: denied"
-    assert "colleague of organization acme" in failure.text
+    assert "were legal_representative of organization acme, not colleague" in failure.text
 
 
 def test_policy_test_exits_0_when_all_pass_and_honours_mandate_policy_dir(tmp_path, policy_copy):
