@@ -217,7 +217,7 @@ def test_r3_registered_non_member_is_denied(client, world):
     assert_refused(client.membership.ListMembers, membership_pb2.ListMembersRequest(
         actor_id=stranger, organization_id=organization), grpc.StatusCode.PERMISSION_DENIED, "NOT_ALLOWED")
     explained = client.authorization.Explain(authorization_pb2.CheckRequest(
-        actor=ref("User", stranger), action="read", resource=ref("Project", project)))
+        actor=ref("User", stranger), action="read", resource=ref("Project", project)), timeout=120)
     assert not explained.allowed
     assert any("no membership" in reason for reason in explained.reasons)
     # The policy's rule about where roles come from (R3: only through a membership) is what would allow.
@@ -496,7 +496,7 @@ def test_r7_paused_colleague_loses_all_access(client, paused_world):
         actor=ref("User", colleague), action="read", resource_type="Project"))
     assert list(listed.resource_ids) == []
     explained = client.authorization.Explain(authorization_pb2.CheckRequest(
-        actor=ref("User", colleague), action="read", resource=ref(*resources[1])))
+        actor=ref("User", colleague), action="read", resource=ref(*resources[1])), timeout=120)
     assert not explained.allowed
     assert any("paused" in reason for reason in explained.reasons)
     # The membership (and its partner-employee tag) is kept.
@@ -700,7 +700,7 @@ def test_r24_unknown_things_are_denied_not_errors(client, world, case):
     assert client.authorization.Check(request).allowed is False
     batch = client.authorization.BatchCheck(authorization_pb2.BatchCheckRequest(checks=[request]))
     assert [r.allowed for r in batch.results] == [False]
-    explained = client.authorization.Explain(request)
+    explained = client.authorization.Explain(request, timeout=120)
     assert explained.allowed is False and explained.reasons
     actions = client.authorization.ListActions(authorization_pb2.ListActionsRequest(
         actor=ref(actor_type, actor_id), resource=ref(resource_type, resource_id))).actions

@@ -246,5 +246,5 @@ def test_r2_r24_the_service_answers_as_the_domain_rules_say(app, client, world, 
         user, org = USERS[user_number], ORGANIZATIONS[org_number]
         ident = f"{prefix}{org}-project"
         reply = auth.Explain(authorization_pb2.CheckRequest(actor=ref("User", prefix + user), action=action,
-                                                            resource=ref(kind, ident)))
+                                                            resource=ref(kind, ident)), timeout=120)
         assert reply.allowed is may(world, user, action, kind, org), (user, action, ident, list(reply.reasons))

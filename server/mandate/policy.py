@@ -159,6 +159,9 @@ def relation_names(source: str) -> set[str]:
 # The contract's verdict per policy text (the version is a hash of it): tests and the mutation
 # run build many Policy objects from the same files.
 _contract_verdicts: dict[str, list[str]] = {}
+# Explain's per-rule variants of a policy, and the rules found behind a decision, per version.
+_variants_by_version: dict[str, list] = {}
+_behind_by_version: dict[str, dict] = {}
 
 
 class Policy:
@@ -188,7 +191,6 @@ class Policy:
         self._allowed: dict[tuple, bool] = {}
         self._actions: dict[tuple, frozenset[str]] = {}
         self._rule_variants: list | None = None
-        self._behind: dict[tuple, list[RuleNote]] = {}
         problems = self.problems()
         if problems:
             raise PolicyError("policy fails validation: " + "; ".join(problems), problems)
@@ -214,6 +216,8 @@ class Policy:
                         problems.append(f"{source.path.name}:{number}: unknown type {name!r} (never matches)")
         if not problems:  # the contract is about a policy that otherwise works
             if self.version not in _contract_verdicts:
+                if len(_contract_verdicts) >= 1000:
+                    _contract_verdicts.clear()
                 _contract_verdicts[self.version] = self.contract_problems()
             problems += _contract_verdicts[self.version]
         return problems
@@ -295,8 +299,9 @@ class Policy:
         if not self.is_allowed(subject, resource_type, action):
             return []
         key = (subject, resource_type, action)
-        if key in self._behind:
-            return self._behind[key]
+        behind = _behind_by_version.setdefault(self.version, {})
+        if key in behind:
+            return behind[key]
         user, resource = facts.views(subject, resource_type)
         needed = []
         for note, oso in self._variants():
@@ -307,12 +312,14 @@ class Policy:
                     needed.append(note)
             except Exception:  # noqa: BLE001 - a variant that fails to decide needed the rule
                 needed.append(note)
-        self._remember(self._behind, key, needed)
+        self._remember(behind, key, needed)
         return needed
 
     def _variants(self) -> list[tuple[RuleNote, Oso | None]]:
         """One oso per rule, loaded without that rule (None when the policy does not load without it)."""
         with self._lock:
+            if self._rule_variants is None:
+                self._rule_variants = _variants_by_version.get(self.version)
             if self._rule_variants is None:
                 variants = []
                 for source in self.sources:
@@ -329,6 +336,10 @@ class Policy:
                             oso = None
                         variants.append((note_of(source.path.name, lines, rule), oso))
                 self._rule_variants = variants
+                if len(_variants_by_version) >= 8:  # a few policies' worth (reloads, tests)
+                    _variants_by_version.clear()
+                    _behind_by_version.clear()
+                _variants_by_version[self.version] = variants
             return self._rule_variants
 
     # -- decisions ---------------------------------------------------------------------------
