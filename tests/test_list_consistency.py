@@ -15,11 +15,12 @@ import itertools
 from dataclasses import dataclass, field
 
 import pytest
+from mandate.names import ProjectAction
 from mandate.store import models
 from mandate.v1 import authorization_pb2, common_pb2
 from sqlalchemy import select
 
-PROJECT_ACTIONS = ("read", "edit", "publish", "approve", "delete")
+PROJECT_ACTIONS = tuple(ProjectAction)  # the scopes, and moving a project
 PAGE_SIZE = 2
 BATCH = 1000
 

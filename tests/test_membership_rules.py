@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from mandate.app import App
+from mandate.names import OrganizationAction, ProjectAction
 from mandate.v1 import (
     authorization_pb2,
     common_pb2,
@@ -26,15 +27,9 @@ from tests.support import reason_of
 
 _numbers = itertools.count(1)
 
-PROJECT_ACTIONS = ["approve", "delete", "edit", "publish", "read"]
-ORGANIZATION_ACTIONS = sorted([
-    "view", "list_members", "invite_member", "cancel_invitation", "list_invitations", "remove_member",
-    "pause_member", "resume_member", "set_member_role", "tag_partner_employee", "put_resource",
-    "delete_resource", "link", "switch", "grant_owner", "add_client", "list_clients", "export_clients",
-    "assign_client", "request_disconnect", "accept_client_invitation", "list_partners",
-    "update_granted_scopes", "respond_disconnect", "revoke_partner", "approve_partner_employee",
-])
-OWNER_ONLY = {"link", "switch", "grant_owner"}
+PROJECT_ACTIONS = sorted(ProjectAction)
+ORGANIZATION_ACTIONS = sorted(OrganizationAction)
+OWNER_ONLY = {"link", "switch"}
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -222,9 +217,11 @@ def test_r3_registered_non_member_is_denied(client, world):
     assert_refused(client.membership.ListMembers, membership_pb2.ListMembersRequest(
         actor_id=stranger, organization_id=organization), grpc.StatusCode.PERMISSION_DENIED, "NOT_ALLOWED")
     explained = client.authorization.Explain(authorization_pb2.CheckRequest(
-        actor=ref("User", stranger), action="read", resource=ref("Project", project)))
+        actor=ref("User", stranger), action="read", resource=ref("Project", project)), timeout=120)
     assert not explained.allowed
-    assert any("R3" in reason and "no membership" in reason for reason in explained.reasons)
+    assert any("no membership" in reason for reason in explained.reasons)
+    # The policy's rule about where roles come from (R3: only through a membership) is what would allow.
+    assert any(reason.startswith("would be allowed if") and "R3" in reason for reason in explained.reasons)
 
 
 def test_r3_a_stranger_cannot_invite_themselves(client, world):
@@ -453,11 +450,10 @@ def test_a_committed_change_is_reported_done_even_if_the_index_fails_to_catch_up
     colleague = world.member(organization, "colleague")
 
     real_catch_up = world.app.index.catch_up
-    calls = []
+    before = current_revision(world.app)
 
     def failing_after_commit():
-        calls.append(1)
-        if len(calls) == 1:  # the decision inside the transaction still sees the store
+        if current_revision(world.app) == before:  # the decisions inside the transaction still see the store
             return real_catch_up()
         raise RuntimeError("index unavailable")  # the catch-up after the commit fails
 
@@ -500,7 +496,7 @@ def test_r7_paused_colleague_loses_all_access(client, paused_world):
         actor=ref("User", colleague), action="read", resource_type="Project"))
     assert list(listed.resource_ids) == []
     explained = client.authorization.Explain(authorization_pb2.CheckRequest(
-        actor=ref("User", colleague), action="read", resource=ref(*resources[1])))
+        actor=ref("User", colleague), action="read", resource=ref(*resources[1])), timeout=120)
     assert not explained.allowed
     assert any("paused" in reason for reason in explained.reasons)
     # The membership (and its partner-employee tag) is kept.
@@ -536,7 +532,7 @@ def test_r7_pause_refusals(client, world):
     owner = world.owner_of(organization)
     colleague = world.member(organization, "colleague")
     assert_refused(client.membership.PauseMember, member_request(owner, organization, owner),
-                   grpc.StatusCode.FAILED_PRECONDITION, "MEMBER_IS_OWNER")
+                   grpc.StatusCode.PERMISSION_DENIED, "NOT_ALLOWED")
     assert_refused(client.membership.ResumeMember, member_request(owner, organization, colleague),
                    grpc.StatusCode.FAILED_PRECONDITION, "MEMBER_ALREADY_ACTIVE")
     client.membership.PauseMember(member_request(owner, organization, colleague))
@@ -704,7 +700,7 @@ def test_r24_unknown_things_are_denied_not_errors(client, world, case):
     assert client.authorization.Check(request).allowed is False
     batch = client.authorization.BatchCheck(authorization_pb2.BatchCheckRequest(checks=[request]))
     assert [r.allowed for r in batch.results] == [False]
-    explained = client.authorization.Explain(request)
+    explained = client.authorization.Explain(request, timeout=120)
     assert explained.allowed is False and explained.reasons
     actions = client.authorization.ListActions(authorization_pb2.ListActionsRequest(
         actor=ref(actor_type, actor_id), resource=ref(resource_type, resource_id))).actions

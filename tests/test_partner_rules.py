@@ -291,14 +291,22 @@ def test_r10_unregistered_client_is_connected_at_signup_as_referral(client, prog
     assert connection.status == "active"
     assert connection.referral is True
     assert (connection.customer_name, connection.customer_number) == ("Neukunde AG", "K-17")
-    assert list(connection.granted_scopes) == ["publish", "read"]
+    assert list(connection.requested_scopes) == ["publish", "read"]
     assert [i.status for i in list_invitations(client, program.rep, program.partner)] == ["finished"]
 
     client.directory.PutResource(directory_pb2.PutResourceRequest(
         actor_id=user.id, resource=common_pb2.ObjectRef(type="Project", id="neukunde-site"),
         organization_id=organization.id))
+    # R12 (decided in the policy): the client has granted nothing yet, so the partner reaches nothing.
+    assert list(connection.granted_scopes) == []
+    assert not can(client, program.rep, "read", "neukunde-site")
+    assert not can(client, program.rep, "publish", "neukunde-site")
+    # Once the client grants scopes, the partner works within them.
+    granted = client.partner.UpdateGrantedScopes(partner_pb2.UpdateGrantedScopesRequest(
+        actor_id=user.id, partner_id=program.partner, client_id=organization.id, granted_scopes=["publish"]))
+    assert granted.granted_scopes == ["publish"]
     assert can(client, program.rep, "publish", "neukunde-site")
-    assert not can(client, program.rep, "edit", "neukunde-site")
+    assert not can(client, program.rep, "read", "neukunde-site")
 
 
 def test_r10_cancelled_email_invitation_does_not_connect_at_signup(client, program):
@@ -731,10 +739,16 @@ def test_r16_paused_employee_is_denied_and_resumed_one_is_not(client, world, pro
 
 
 def test_r16_paused_legal_representative_is_denied(client, world, program):
+    """Nobody pauses a legal representative (R7), but a paused colleague may be made one."""
     world.connect(program.partner, program.client)
+    colleague = world.member(program.partner, "colleague")
     client.membership.PauseMember(membership_pb2.MemberRequest(
-        actor_id=program.partner_owner, organization_id=program.partner, user_id=program.rep))
-    assert not can(client, program.rep, "read", program.project)
+        actor_id=program.partner_owner, organization_id=program.partner, user_id=colleague))
+    promoted = client.membership.SetMemberRole(membership_pb2.SetMemberRoleRequest(
+        actor_id=program.partner_owner, organization_id=program.partner, user_id=colleague,
+        role="legal_representative"))
+    assert (promoted.role, promoted.status) == ("legal_representative", "paused")
+    assert not can(client, colleague, "read", program.project)
 
 
 # -- R17: removing access ------------------------------------------------------------------------

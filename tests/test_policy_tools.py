@@ -123,7 +123,7 @@ expect:
     assert [case.find("failure") is not None for case in cases] == [False, True, False]
     failure = cases[1].find("failure")
     assert failure.get("message") == "answer: denied"
-    assert "colleague of organization acme" in failure.text
+    assert "were legal_representative of organization acme, not colleague" in failure.text
 
 
 def test_policy_test_exits_0_when_all_pass_and_honours_mandate_policy_dir(tmp_path, policy_copy):
@@ -163,9 +163,10 @@ def test_policy_check_accepts_the_shipped_policy(policy_copy):
     pytest.param([("connection_grants(connection: Connection, action: String) if",
                    "connection_grants(connection: Conection, action: String) if")],
                  "unknown type 'Conection' (never matches)", id="unknown-specializer"),
-    pytest.param([('"revoke_partner", "approve_partner_employee"', '"approve_partner_employee"'),
-                  ('  "revoke_partner" if "legal_representative";\n', "")],
-                 "Organization does not declare the permission 'revoke_partner' the service asks about",
+    pytest.param([('"accept_client_invitation", "list_partners", "update_granted_scopes"',
+                   '"accept_client_invitation", "update_granted_scopes"'),
+                  ('  "list_partners" if "legal_representative";\n', "")],
+                 "Organization does not declare the permission 'list_partners' the service asks about",
                  id="missing-service-action"),
 ])
 def test_r24_policy_check_refuses_a_broken_policy(policy_copy, edits, message):

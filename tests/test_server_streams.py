@@ -286,6 +286,8 @@ def test_drain_finishes_calls_in_flight_and_ends_streams(app, people, streams):
         with write_lock_held(app):
             in_flight = client.membership.PauseMember.future(membership_pb2.MemberRequest(
                 actor_id=owner, organization_id=organization, user_id=colleague), timeout=60)
+            # In flight: the call holds the store's writer queue, waiting for the database's lock.
+            assert wait_until(app.store._writer.locked, 30), "the call never reached the store"
             stopping = threading.Thread(target=server.stop, kwargs={"grace": 30})
             stopping.start()
             assert next(health_watch).status == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -17,7 +17,7 @@ from mandate.domain.events import Events
 from mandate.domain.membership import Memberships
 from mandate.domain.partner import Partners
 from mandate.index import FactIndex
-from mandate.policy import Policy
+from mandate.policy import Policy, PolicyError
 from mandate.store.db import Conflict, Store
 from mandate.store.follow import ChangeFeed
 
@@ -45,6 +45,7 @@ class App:
         self.partners = Retrying(Partners(self.store, self.authorizer))
         self.events = Events(self.store)
         self._stop = threading.Event()
+        self._reloading = threading.RLock()  # re-entrant: a signal handler may interrupt a reload
         self._feed = ChangeFeed(self.store, self._stop)
         self._follower: threading.Thread | None = None
 
@@ -93,10 +94,17 @@ class App:
         self._feed.close()
 
     def reload_policy(self) -> Policy:
-        """Build and validate the new policy, then swap it in at once; on error the old one stays."""
-        policy = Policy(self.policy_dir)
-        self.authorizer.swap_policy(policy)
-        return policy
+        """Build and validate the new policy, then swap it in at once; on any error the old one
+        stays and the error is a PolicyError. Reloads (SIGHUP, the watcher) run one at a time."""
+        with self._reloading:
+            try:
+                policy = Policy(self.policy_dir)
+            except PolicyError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a reload must never take the server down
+                raise PolicyError(f"policy reload failed: {type(error).__name__}: {error}") from error
+            self.authorizer.swap_policy(policy)
+            return policy
 
     def close(self) -> None:
         self._stop.set()

@@ -202,7 +202,12 @@ def run_policy(args, policy_dir: Path) -> int:
     try:
         policy = Policy(policy_dir)
     except PolicyError as error:
-        print(f"mandate: {error}", file=sys.stderr)
+        if error.problems == [str(error)]:
+            print(f"mandate: {error}", file=sys.stderr)
+        else:  # one line per problem, e.g. "POLICY_CONTRACT mandate.polar:12: ..."
+            print(f"mandate: the policy in {policy_dir} is refused:", file=sys.stderr)
+            for problem in error.problems:
+                print(problem, file=sys.stderr)
         return 1
     if args.policy_command == "check":
         print(f"policy {policy.version} in {policy_dir}: ok ({len(policy.files)} files, "

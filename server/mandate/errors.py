@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import grpc
 
+from mandate.names import Reason
+
 
 class DomainError(Exception):
     code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "FAILED_PRECONDITION"
+    reason = Reason.FAILED_PRECONDITION
 
     def __init__(self, message: str, reason: str | None = None, **metadata: str):
         super().__init__(message)
@@ -20,7 +22,7 @@ class DomainError(Exception):
 
 class InvalidArgument(DomainError):
     code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "INVALID_ARGUMENT"
+    reason = Reason.INVALID_ARGUMENT
 
     def __init__(self, field: str, problem: str, reason: str | None = None):
         super().__init__(f"{field}: {problem}", reason, field=field)
@@ -28,92 +30,92 @@ class InvalidArgument(DomainError):
 
 
 class UnknownScope(InvalidArgument):
-    reason = "UNKNOWN_SCOPE"
+    reason = Reason.UNKNOWN_SCOPE
 
 
 class NotFound(DomainError):
     code = grpc.StatusCode.NOT_FOUND
-    reason = "NOT_FOUND"
+    reason = Reason.NOT_FOUND
 
 
 class PermissionDenied(DomainError):
     """R23: the policy did not allow the acting user this mutation."""
 
     code = grpc.StatusCode.PERMISSION_DENIED
-    reason = "NOT_ALLOWED"
+    reason = Reason.NOT_ALLOWED
 
 
 class AlreadyExists(DomainError):
     code = grpc.StatusCode.ALREADY_EXISTS
-    reason = "ALREADY_EXISTS"
+    reason = Reason.ALREADY_EXISTS
 
 
 class AlreadyMember(AlreadyExists):
-    reason = "ALREADY_MEMBER"
+    reason = Reason.ALREADY_MEMBER
 
 
 class PartnerRecordConflict(AlreadyExists):
-    reason = "PARTNER_RECORD_CONFLICT"
+    reason = Reason.PARTNER_RECORD_CONFLICT
 
 
 class FailedPrecondition(DomainError):
     code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "FAILED_PRECONDITION"
+    reason = Reason.FAILED_PRECONDITION
 
 
 class InvitationNotPending(FailedPrecondition):
-    reason = "INVITATION_NOT_PENDING"
+    reason = Reason.INVITATION_NOT_PENDING
 
 
 class LastOwner(FailedPrecondition):
-    reason = "LAST_OWNER"
+    reason = Reason.LAST_OWNER
 
 
 class CurrencyMismatch(FailedPrecondition):
-    reason = "CURRENCY_MISMATCH"
+    reason = Reason.CURRENCY_MISMATCH
 
 
 class NotPartnerEmployee(FailedPrecondition):
-    reason = "NOT_PARTNER_EMPLOYEE"
+    reason = Reason.NOT_PARTNER_EMPLOYEE
 
 
 class RevisionUnavailable(FailedPrecondition):
-    reason = "REVISION_UNAVAILABLE"
+    reason = Reason.REVISION_UNAVAILABLE
 
 
 class SeatLimitReached(DomainError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "SEAT_LIMIT_REACHED"
+    reason = Reason.SEAT_LIMIT_REACHED
 
 
 class Unauthenticated(DomainError):
     code = grpc.StatusCode.UNAUTHENTICATED
-    reason = "UNAUTHENTICATED"
+    reason = Reason.UNAUTHENTICATED
 
 
 class TooManyStreams(DomainError):
     """A caller, or the server as a whole, has as many open streams as it may hold."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "TOO_MANY_STREAMS"
+    reason = Reason.TOO_MANY_STREAMS
 
 
 class DeadlineExceeded(DomainError):
     """The caller's deadline passed before the work was done; nothing was changed."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
-    reason = "DEADLINE_EXCEEDED"
+    reason = Reason.DEADLINE_EXCEEDED
 
 
 class Unavailable(DomainError):
     """The server is starting or draining: try another replica, or again shortly."""
 
     code = grpc.StatusCode.UNAVAILABLE
-    reason = "UNAVAILABLE"
+    reason = Reason.UNAVAILABLE
 
 
 class DatabaseUnavailable(DomainError):
     """The store cannot be reached (or is overloaded): nothing was changed; retry."""
 
     code = grpc.StatusCode.UNAVAILABLE
-    reason = "DATABASE_UNAVAILABLE"
+    reason = Reason.DATABASE_UNAVAILABLE

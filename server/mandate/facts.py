@@ -2,7 +2,9 @@
 
 A `Subject` holds everything the policy may know about one (user, organization) pair:
 the user's memberships there and in the organization's partners and linked accounts,
-the organization's partner connections, and the user's assignments to it. Organizations
+the organization's partner connections, and the user's assignments to it. When the decision is
+about the target of a mutation (a membership being changed, an invitation being accepted, a
+connection being changed), the `Subject` also holds that target's facts. Organizations
 appear under local labels ("o" for the resource's organization, "p0", "p1", ... for
 partners, "l0", ... for linked accounts), never under their ids, so two pairs in the same
 situation share one `Subject` and the policy's answer can be reused (see policy.py).
@@ -38,11 +40,36 @@ class AssignmentFact:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberTarget:
+    """The membership a mutation changes (R4 to R7): in the decision's organization."""
+
+    role: str  # "" when the person is not a member yet (an invitation)
+    status: str  # "active", "paused", or "" when not a member yet
+    partner_employee: bool
+    is_actor: bool  # the acting user changes their own membership
+    new_role: str = ""  # the role an invitation or a change of role gives
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationTarget:
+    """A client invitation being accepted for the decision's organization (R9 to R11)."""
+
+    by_link: bool  # an individual link (R11): whoever holds it
+    sent_to_actor: bool  # an invitation by email addressed to the acting user's email (R9, R10)
+
+
+Target = MemberTarget | InvitationTarget | ConnectionFact
+
+
+@dataclass(frozen=True, slots=True)
 class Subject:
     memberships: tuple[MembershipFact, ...] = ()
     connections: tuple[ConnectionFact, ...] = ()
     assignments: tuple[AssignmentFact, ...] = ()
     linked: tuple[str, ...] = ()  # labels of the linked organizations
+    # The target of a mutation (a connection target names its partner by label; "t" when the
+    # user belongs to no such partner). None for decisions about an Organization or a Project.
+    target: Target | None = None
 
 
 # What the policy sees: plain objects built from a Subject, one per class the policy names.
@@ -67,8 +94,12 @@ class Organization:
 
 
 class Connection:
-    def __init__(self, fact: ConnectionFact, partner: Organization):
+    """A partner connection of the client `client`: a fact on the client's organization, and the
+    target of the partner program's mutations (R12, R14, R16, R17)."""
+
+    def __init__(self, fact: ConnectionFact, partner: Organization, client: Organization):
         self.partner = partner
+        self.client = client
         self.status = fact.status
         self.granted_scopes = sorted(fact.granted_scopes)
         self.employee_approval = fact.employee_approval
@@ -79,23 +110,64 @@ class Project:
         self.organization = organization
 
 
+class Member:
+    """The membership a mutation changes, in `organization` (see MemberTarget)."""
+
+    def __init__(self, target: MemberTarget, organization: Organization):
+        self.organization = organization
+        self.role = target.role
+        self.status = target.status
+        self.partner_employee = target.partner_employee
+        self.is_actor = target.is_actor
+        self.new_role = target.new_role
+
+
+class ClientInvitation:
+    """A client invitation being accepted for `client` (see InvitationTarget)."""
+
+    def __init__(self, target: InvitationTarget, client: Organization):
+        self.client = client
+        self.by_link = target.by_link
+        self.sent_to_actor = target.sent_to_actor
+
+
 Membership = MembershipFact
 Assignment = AssignmentFact
 
-POLICY_CLASSES = (User, Organization, Project, Connection, Membership, Assignment)
+POLICY_CLASSES = (User, Organization, Project, Connection, Membership, Assignment, Member, ClientInvitation)
+# Resources of the check plane (Check, lists, Explain).
 RESOURCE_TYPES = ("Organization", "Project")
+# Targets of mutations, and the fact type each one carries.
+TARGET_TYPES = {"Member": MemberTarget, "ClientInvitation": InvitationTarget, "Connection": ConnectionFact}
+UNKNOWN_PARTNER = "t"  # the label of a target connection's partner the user does not belong to
+
+# Every attribute the policy may read, per class: the contract (policy.py) refuses any other.
+ATTRIBUTES = {
+    "User": {"memberships", "assignments"},
+    "Organization": {"id", "partner_connections", "linked_organizations"},
+    "Connection": {"partner", "client", "status", "granted_scopes", "employee_approval"},
+    "Project": {"organization"},
+    "Membership": {"organization_id", "role", "status", "partner_employee"},
+    "Assignment": {"partner_id", "client_approved"},
+    "Member": {"organization", "role", "status", "partner_employee", "is_actor", "new_role"},
+    "ClientInvitation": {"client", "by_link", "sent_to_actor"},
+}
 
 
 def views(subject: Subject, resource_type: str):
     """The actor and resource objects the policy is asked about."""
-    home = Organization(
-        HOME,
-        partner_connections=[Connection(c, Organization(c.partner_id)) for c in subject.connections],
-        linked_organizations=[Organization(label) for label in subject.linked],
-    )
+    home = Organization(HOME, linked_organizations=[Organization(label) for label in subject.linked])
+    home.partner_connections = [Connection(c, Organization(c.partner_id), home) for c in subject.connections]
     user = User(list(subject.memberships), list(subject.assignments))
-    if resource_type == "Organization":
+    target = subject.target
+    if resource_type == "Organization" and target is None:
         return user, home
-    if resource_type == "Project":
+    if resource_type == "Project" and target is None:
         return user, Project(home)
-    raise ValueError(f"the policy knows no resource type {resource_type!r}")  # R24: never guess
+    if resource_type in TARGET_TYPES and isinstance(target, TARGET_TYPES[resource_type]):
+        if isinstance(target, MemberTarget):
+            return user, Member(target, home)
+        if isinstance(target, InvitationTarget):
+            return user, ClientInvitation(target, home)
+        return user, Connection(target, Organization(target.partner_id), home)
+    raise ValueError(f"the policy is not asked about a {resource_type!r} with target {target!r}")  # R24

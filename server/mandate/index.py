@@ -37,10 +37,13 @@ class FactIndex:
         self.store = store
         self.revision = -1
         self._catching_up = threading.Lock()  # one catch-up at a time
-        self._applying = threading.Lock()  # held while changes are applied; readers of several maps take it
+        # Held while changes are applied; readers of several maps take it, and a list holds it for
+        # its whole answer (re-entrant: the decisions inside it read the index too).
+        self._applying = threading.RLock()
         self.users: set[str] = set()
         self.organizations: set[str] = set()
         self.resources: dict[tuple[str, str], str] = {}  # (type, id) -> organization id
+        self.by_organization: dict[tuple[str, str], set[str]] = {}  # (type, organization) -> resource ids
         self.memberships: dict[str, dict[str, Member]] = {}  # user -> organization -> member
         self.members: dict[str, set[str]] = {}  # organization -> users (not removed)
         self.partners: dict[str, dict[str, Link]] = {}  # client -> partner -> connection (any status)
@@ -108,10 +111,12 @@ class FactIndex:
 
     def _apply_resource(self, row: models.Resource) -> None:
         key = (row.type, row.id)
-        if row.deleted:
-            self.resources.pop(key, None)
-        else:
+        before = self.resources.pop(key, None)
+        if before is not None:
+            self.by_organization.get((row.type, before), set()).discard(row.id)
+        if not row.deleted:
             self.resources[key] = row.organization_id
+            self.by_organization.setdefault((row.type, row.organization_id), set()).add(row.id)
 
     def _apply_connection(self, row: models.Connection) -> None:
         # Disconnected connections stay, with their status: the policy decides what they grant (R14).
@@ -186,6 +191,16 @@ class FactIndex:
             memberships.append(MembershipFact(label, member.role, member.status, member.partner_employee))
             linked.append(label)
         return Subject(tuple(memberships), tuple(connections), tuple(assignments), tuple(linked))
+
+    def one_state(self):
+        """Hold the index still: every read inside sees one revision (a list's whole answer)."""
+        return self._applying
+
+    def resources_of(self, resource_type: str, organization_id: str) -> set[str]:
+        """The ids of the resources of that type registered in the organization."""
+        if resource_type == "Organization":
+            return {organization_id} if organization_id in self.organizations else set()
+        return self.by_organization.get((resource_type, organization_id), set())
 
     def reachable_organizations(self, user_id: str) -> set[str]:
         """Every organization about which the user has any fact: a superset of where they have access."""

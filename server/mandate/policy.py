@@ -1,60 +1,139 @@
-"""The one place that talks to oso: loads the policy and answers decisions.
+"""The one place that talks to oso: loads the policy, checks its contract, answers decisions.
 
 The policy sees only a `Subject` (facts.py), so its answer for a (subject, resource type,
 action) triple never changes until the policy itself changes: it is computed once and
 remembered. A check therefore costs a few dictionary look-ups once the situation has been
-seen; the policy still makes every decision.
+seen; the policy still makes every decision. That is exact only while the policy keeps the
+contract stated in the header of policies/mandate.polar; `contract_problems` checks it at every
+load, and a policy that breaks it never serves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import itertools
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from oso import Oso
+from polar.ffi import PolarSource
 
 from mandate import facts
-from mandate.facts import Subject
+from mandate.facts import ConnectionFact, InvitationTarget, MemberTarget, Subject
+from mandate.names import SERVICE_ACTIONS, Reason
+from mandate.store import models
 
 log = logging.getLogger(__name__)
 
 # Remembered answers per policy; the number of distinct situations is small, this bounds it.
 CACHE_LIMIT = 200_000
+CONTRACT = Reason.POLICY_CONTRACT
+
+
+@dataclass
+class Rule:
+    file: Path
+    start: int  # offsets into the file's text
+    end: int
+    line: int
+    text: str
+
+
+def rules(path: Path, text: str | None = None) -> list[Rule]:
+    """Every rule of a policy file: top-level rules and the shorthand rules inside resource
+    blocks (declarations of roles, permissions and relations are not rules)."""
+    text = path.read_text() if text is None else text
+    found: list[Rule] = []
+    depth = 0
+    start = None
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "#":
+            i = text.find("\n", i)
+            i = len(text) if i < 0 else i
+            continue
+        if start is None and not char.isspace():
+            start = i
+        if char == '"':
+            i = text.index('"', i + 1) + 1
+            continue
+        if char in "{[(":
+            depth += 1
+            if depth == 1 and char == "{":
+                start = None  # the start of a resource or actor block
+        elif char in "}])":
+            depth -= 1
+            if depth == 0 and char == "}":
+                start = None  # the end of a resource or actor block
+        elif char == ";":
+            statement = text[start:i + 1]
+            is_rule = (depth == 0 and not statement.lstrip().startswith(("actor", "resource"))) or (
+                depth == 1 and statement.lstrip().startswith('"'))
+            if is_rule:
+                found.append(Rule(path, start, i + 1, text.count("\n", 0, start) + 1, " ".join(statement.split())))
+            start = None
+        i += 1
+    return found
 
 
 class PolicyError(Exception):
-    """The policy does not load or does not pass validation."""
+    """The policy cannot be read, does not load, or breaks the contract. `problems` lists each
+    violation as one line (`POLICY_CONTRACT file:line: what is wrong` for the contract)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
-# Every action the service asks the policy about (R23: each mutation is one of these on an
-# Organization; Project actions are the scopes a client grants). A policy must declare them all.
-SERVICE_ACTIONS = {
-    "Organization": (
-        "view", "list_members", "invite_member", "cancel_invitation", "list_invitations", "remove_member",
-        "pause_member", "resume_member", "set_member_role", "tag_partner_employee", "grant_owner",
-        "put_resource", "delete_resource", "link", "switch",
-        "add_client", "list_clients", "export_clients", "assign_client", "request_disconnect",
-        "accept_client_invitation", "list_partners", "update_granted_scopes", "respond_disconnect",
-        "revoke_partner", "approve_partner_employee",
-    ),
-    "Project": ("read", "edit", "publish", "approve", "delete"),
-}
 BUILTIN_CLASSES = {"String", "Integer", "Float", "Boolean", "List", "Dictionary"}
+POLICY_CLASS_NAMES = {cls.__name__.removesuffix("Fact") for cls in facts.POLICY_CLASSES}
+# Names that may appear as string literals besides the policy's own declared roles, permissions
+# and relations: the values of the facts. Anything else would be an id (R24: the policy sees
+# labels, not ids, so an id literal would grant by accident of labelling).
+FACT_VALUES = ({r.value for r in models.Role} | {s.value for s in models.MemberStatus}
+               | {s.value for s in models.ConnectionStatus} | {a.value for a in models.EmployeeApproval}
+               | set(models.SCOPES))
+NEGATIONS = ("not", "forall", "cut")
+
 _SPECIALIZER = re.compile(r"\b\w+\s*:\s*([A-Z]\w*)")
-
-
-def policy_files(policy_dir: Path) -> list[Path]:
-    files = sorted(Path(policy_dir).glob("*.polar"))
-    if not files:
-        raise PolicyError(f"no .polar files in {policy_dir}")
-    return files
-
-
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|#[^\n]*|\.\s*[A-Za-z_]\w*|[A-Za-z_]\w*|\n|.', re.S)
 _RESOURCE_BLOCK = re.compile(r"^\s*resource\s+(\w+)\s*\{(.*?)^\}", re.S | re.M)
 _DECLARED_LIST = re.compile(r"\b(roles|permissions)\s*=\s*\[(.*?)\]", re.S)
+_RELATIONS = re.compile(r"\brelations\s*=\s*\{(.*?)\}", re.S)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One policy file as read once: the bytes hashed are the text loaded."""
+
+    path: Path
+    text: str
+
+
+def read_sources(policy_dir: Path) -> list[SourceFile]:
+    """Read every .polar file of the directory exactly once. Any error (a dangling symlink, an
+    unreadable file, bytes that are not UTF-8) is a PolicyError, never anything else."""
+    try:
+        paths = sorted(Path(policy_dir).glob("*.polar"))
+    except OSError as error:
+        raise PolicyError(f"cannot list {policy_dir}: {error}") from error
+    if not paths:
+        raise PolicyError(f"no .polar files in {policy_dir}")
+    sources = []
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+            sources.append(SourceFile(path, data.decode("utf-8")))
+        except (OSError, UnicodeDecodeError) as error:
+            raise PolicyError(f"cannot read {path.name}: {error}") from error
+    return sources
 
 
 def declarations(source: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
@@ -69,50 +148,201 @@ def declarations(source: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tup
     return roles, permissions
 
 
+def relation_names(source: str) -> set[str]:
+    names: set[str] = set()
+    for _, body in _RESOURCE_BLOCK.findall(source):
+        for items in _RELATIONS.findall(re.sub(r"#[^\n]*", "", body)):
+            names |= set(re.findall(r"(\w+)\s*:", items))
+    return names
+
+
+# The contract's verdict per policy text (the version is a hash of it): tests and the mutation
+# run build many Policy objects from the same files.
+_contract_verdicts: dict[str, list[str]] = {}
+# Explain's per-rule variants of a policy, and the rules found behind a decision, per version.
+_variants_by_version: dict[str, list] = {}
+_behind_by_version: dict[str, dict] = {}
+
+
 class Policy:
-    def __init__(self, policy_dir: Path | str):
+    def __init__(self, policy_dir: Path | str, *, subset_of: Policy | None = None):
+        """`subset_of`: this policy is that one with rules deleted (the mutation run). Without
+        negation, deleting rules never adds a grant, so the fact-free check is not repeated."""
         self.directory = Path(policy_dir)
-        self.files = policy_files(self.directory)
+        self._subset_of = subset_of
+        self.sources = read_sources(self.directory)
+        self.files = [source.path for source in self.sources]
         digest = hashlib.sha256()
-        for path in self.files:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        for source in self.sources:
+            digest.update(source.path.name.encode() + b"\0" + source.text.encode() + b"\0")
         self.version = digest.hexdigest()[:12]
         self._oso = Oso()
         for cls in facts.POLICY_CLASSES:
             self._oso.register_class(cls, name=cls.__name__.removesuffix("Fact"))
         try:
-            self._oso.load_files([str(p) for p in self.files])
+            # Loaded from the text read above: what is hashed is what is loaded.
+            self._oso._load_sources([PolarSource(s.text, str(s.path)) for s in self.sources])
         except Exception as error:  # oso raises several unrelated types; all mean "does not load"
             raise PolicyError(f"policy does not load: {error}") from error
-        self.roles, self.permissions = declarations("\n".join(p.read_text() for p in self.files))
-        problems = self.problems()
-        if problems:
-            raise PolicyError("policy fails validation: " + "; ".join(problems))
+        text = "\n".join(source.text for source in self.sources)
+        self.roles, self.permissions = declarations(text)
+        self.relations = relation_names(text)
         self._lock = threading.Lock()
         self._allowed: dict[tuple, bool] = {}
         self._actions: dict[tuple, frozenset[str]] = {}
+        self._rule_variants: list | None = None
+        problems = self.problems()
+        if problems:
+            raise PolicyError("policy fails validation: " + "; ".join(problems), problems)
 
     def problems(self) -> list[str]:
         """What `mandate policy check` reports beyond oso's own load-time validation."""
         problems = []
         for resource_type, actions in SERVICE_ACTIONS.items():
             declared = set(self.permissions.get(resource_type, ()))
-            problems += [f"{resource_type} does not declare the permission {a!r} the service asks about"
-                         for a in actions if a not in declared]
+            problems += [f"{resource_type} does not declare the permission {a.value!r} the service asks about"
+                         for a in actions if a.value not in declared]
         for resource_type in facts.RESOURCE_TYPES:
             user, resource = facts.views(Subject(), resource_type)
             try:
                 self._oso.is_allowed(user, "view", resource)
             except Exception as error:  # noqa: BLE001 - any error here means decisions would fail
                 problems.append(f"deciding on a {resource_type} fails: {str(error).splitlines()[0]}")
-        known = BUILTIN_CLASSES | {cls.__name__.removesuffix("Fact") for cls in facts.POLICY_CLASSES}
-        for path in self.files:
-            for number, line in enumerate(path.read_text().splitlines(), 1):
+        for source in self.sources:
+            for number, line in enumerate(source.text.splitlines(), 1):
                 code = line.split("#", 1)[0]
                 for name in _SPECIALIZER.findall(code):
-                    if name not in known:
-                        problems.append(f"{path.name}:{number}: unknown type {name!r} (never matches)")
+                    if name not in BUILTIN_CLASSES | POLICY_CLASS_NAMES:
+                        problems.append(f"{source.path.name}:{number}: unknown type {name!r} (never matches)")
+        if not problems:  # the contract is about a policy that otherwise works
+            if self.version not in _contract_verdicts:
+                if len(_contract_verdicts) >= 1000:
+                    _contract_verdicts.clear()
+                _contract_verdicts[self.version] = self.contract_problems()
+            problems += _contract_verdicts[self.version]
         return problems
+
+    # -- the contract ------------------------------------------------------------------------
+
+    def contract_problems(self) -> list[str]:
+        """Each way the policy breaks the contract in the header of policies/mandate.polar."""
+        problems = []
+        vocabulary = (FACT_VALUES | self.relations | {r for rs in self.roles.values() for r in rs}
+                      | {p for ps in self.permissions.values() for p in ps})
+        attributes = set().union(*facts.ATTRIBUTES.values())
+        for source in self.sources:
+            line = 1
+            for token in _TOKEN.findall(source.text):
+                where = f"{CONTRACT} {source.path.name}:{line}:"
+                line += token.count("\n")
+                if token.startswith("#") or token.isspace() or not token:
+                    continue
+                if token in NEGATIONS:
+                    problems.append(f"{where} negation ({token}) is not allowed: a fact the policy does not "
+                                    "see would turn into an allow")
+                elif token.startswith('"') and token[1:-1] not in vocabulary:
+                    problems.append(f"{where} the literal {token} is not a role, status, action or scope; "
+                                    "ids and other literals are not allowed")
+                elif token.startswith(".") and token[1:].strip() not in attributes:
+                    problems.append(f"{where} .{token[1:].strip()} is not a fact the policy sees")
+        if self._subset_of is None or _contract_verdicts.get(self._subset_of.version) != []:
+            problems += self._fact_free_grants()
+        return problems
+
+    def _fact_free_grants(self) -> list[str]:
+        """A user with no membership at all must be denied every action on every resource and
+        target: the lists only ever ask about users and organizations with facts."""
+        problems = []
+        reported = set()
+        for resource_type, subject in fact_free_subjects():
+            for action in self.permissions.get(resource_type, ()):
+                if (resource_type, action) in reported:
+                    continue
+                try:
+                    user, resource = facts.views(subject, resource_type)
+                    granted = self._oso.is_allowed(user, action, resource)
+                except Exception as error:  # noqa: BLE001
+                    problems.append(f"{CONTRACT} {self.sources[0].path.name}:1: deciding {action!r} on a "
+                                    f"{resource_type} fails: {str(error).splitlines()[0]}")
+                    return problems
+                if granted:
+                    reported.add((resource_type, action))
+                    problems.append(f"{CONTRACT} {self._granting_rule(resource_type, action, subject)}: "
+                                    f"grants {action!r} on a {resource_type} to a user with no membership "
+                                    f"({subject.target or 'no target'}); every grant needs a fact")
+        return problems
+
+    def _granting_rule(self, resource_type: str, action: str, subject: Subject) -> str:
+        """file:line of the rule whose deletion stops the fact-free grant (the first one)."""
+        for source in self.sources:
+            for rule in rules(source.path, source.text):
+                oso = Oso()
+                for cls in facts.POLICY_CLASSES:
+                    oso.register_class(cls, name=cls.__name__.removesuffix("Fact"))
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):  # oso warns about a deleted allow rule
+                        oso._load_sources([PolarSource(s.text if s is not source else
+                                                       s.text[:rule.start] + s.text[rule.end:], str(s.path))
+                                           for s in self.sources])
+                    user, resource = facts.views(subject, resource_type)
+                    if not oso.is_allowed(user, action, resource):
+                        return f"{source.path.name}:{rule.line}"
+                except Exception:  # noqa: BLE001,S112 - a deletion that breaks loading says nothing here
+                    continue
+        return f"{self.sources[0].path.name}:1"
+
+    # -- which rules decide (Explain) -------------------------------------------------------------
+
+    def rules_behind(self, subject: Subject, resource_type: str, action: str) -> list[RuleNote]:
+        """The rules without which the policy would not allow this: each rule is deleted in turn
+        and the policy asked again. Empty when the policy denies it."""
+        if not self.is_allowed(subject, resource_type, action):
+            return []
+        key = (subject, resource_type, action)
+        behind = _behind_by_version.setdefault(self.version, {})
+        if key in behind:
+            return behind[key]
+        user, resource = facts.views(subject, resource_type)
+        needed = []
+        for note, oso in self._variants():
+            if oso is None:
+                continue  # the policy does not even load without it: a declaration, not a reason
+            try:
+                if not oso.is_allowed(user, action, resource):
+                    needed.append(note)
+            except Exception:  # noqa: BLE001 - a variant that fails to decide needed the rule
+                needed.append(note)
+        self._remember(behind, key, needed)
+        return needed
+
+    def _variants(self) -> list[tuple[RuleNote, Oso | None]]:
+        """One oso per rule, loaded without that rule (None when the policy does not load without it)."""
+        with self._lock:
+            if self._rule_variants is None:
+                self._rule_variants = _variants_by_version.get(self.version)
+            if self._rule_variants is None:
+                variants = []
+                for source in self.sources:
+                    lines = source.text.splitlines()
+                    for rule in rules(source.path, source.text):
+                        oso = _new_oso()
+                        try:
+                            with contextlib.redirect_stdout(io.StringIO()):
+                                oso._load_sources([PolarSource(
+                                    other.text if other is not source else
+                                    other.text[:rule.start] + other.text[rule.end:], str(other.path))
+                                    for other in self.sources])
+                        except Exception:  # noqa: BLE001 - needed by the policy to load at all
+                            oso = None
+                        variants.append((note_of(source.path.name, lines, rule), oso))
+                self._rule_variants = variants
+                if len(_variants_by_version) >= 8:  # a few policies' worth (reloads, tests)
+                    _variants_by_version.clear()
+                    _behind_by_version.clear()
+                _variants_by_version[self.version] = variants
+            return self._rule_variants
+
+    # -- decisions ---------------------------------------------------------------------------
 
     def is_allowed(self, subject: Subject, resource_type: str, action: str) -> bool:
         key = (subject, resource_type, action)
@@ -133,9 +363,71 @@ class Policy:
             self._remember(self._actions, key, answer)
         return answer
 
-
     def _remember(self, cache: dict, key, answer) -> None:
         with self._lock:
             if len(cache) >= CACHE_LIMIT:
                 cache.clear()
             cache[key] = answer
+
+
+@dataclass(frozen=True)
+class RuleNote:
+    """Where a rule is, and what the comment above it says: the domain rules it names (R7) and
+    its first sentence."""
+
+    file: str
+    line: int
+    names: tuple[str, ...]
+    comment: str
+
+    def short(self) -> str:
+        return f"{', '.join(self.names) or 'no domain rule named'} ({self.file}:{self.line})"
+
+    def __str__(self) -> str:
+        names = ", ".join(self.names) or "no domain rule named"
+        return f"{names} ({self.file}:{self.line}: {self.comment})" if self.comment else \
+            f"{names} ({self.file}:{self.line})"
+
+
+def note_of(file: str, lines: list[str], rule: Rule) -> RuleNote:
+    """The comment block a rule sits under: walking up from the rule over code lines (the rules
+    of the same block share its comment) to the first comment, stopping at a blank line."""
+    number = rule.line - 2  # the line above the rule, 0-based
+    while number >= 0 and lines[number].strip() and not lines[number].lstrip().startswith("#"):
+        number -= 1
+    comment: list[str] = []
+    while number >= 0 and lines[number].lstrip().startswith("#"):
+        comment.insert(0, lines[number].strip().lstrip("#").strip())
+        number -= 1
+    text = " ".join(comment)
+    names = tuple(dict.fromkeys(re.findall(r"\bR\d+\b", text)))
+    first = re.sub(r"^(R\d+(\s*(,|to|and|with)\s*R\d+)*\s*(\([^)]*\))?:\s*)", "", text).split(". ")[0].rstrip(".")
+    return RuleNote(file, rule.line, names, first)
+
+
+def _new_oso() -> Oso:
+    oso = Oso()
+    for cls in facts.POLICY_CLASSES:
+        oso.register_class(cls, name=cls.__name__.removesuffix("Fact"))
+    return oso
+
+
+ROLES = ("", "owner", "legal_representative", "colleague", "client")
+
+
+def fact_free_subjects():
+    """(resource type, Subject) pairs with no fact about the actor: every target shape."""
+    yield "Organization", Subject()
+    yield "Project", Subject()
+    # Every pair of role and new role; the other facts vary along with them (a covering, not
+    # every combination: each decision costs a few milliseconds and this runs at every load).
+    shapes = (("active", False, False), ("paused", True, True), ("", False, True), ("active", True, True),
+              ("paused", False, False))
+    for number, (role, new_role) in enumerate(itertools.product(ROLES, ROLES)):
+        status, tagged, is_actor = shapes[(number + number // len(ROLES)) % len(shapes)]
+        yield "Member", Subject(target=MemberTarget(role, status, tagged, is_actor, new_role))
+    for by_link, sent_to_actor in itertools.product((False, True), repeat=2):
+        yield "ClientInvitation", Subject(target=InvitationTarget(by_link, sent_to_actor))
+    for status, approval in itertools.product([s.value for s in models.ConnectionStatus], ("client", "partner")):
+        for scopes in (frozenset(), frozenset(models.SCOPES)):
+            yield "Connection", Subject(target=ConnectionFact(facts.UNKNOWN_PARTNER, status, scopes, approval))

@@ -13,6 +13,14 @@ A test file (YAML) holds a world (see mandate.world) and a list of expectations:
         equals: [spring]
       - list_actors: read Project:spring        # action Type:id
         equals: [alice, bob]
+
+Targets of mutations are named the same way (see docs/policy-tests.md):
+
+      - deny: lena pause Member:acme/lars       # the membership of lars in acme
+      - allow: olga set_role Member:acme/lars   # with the role it is set to
+        to: owner
+      - allow: lars accept ClientInvitation:acme/link      # a link; or .../USER: sent to USER
+      - allow: ann request_disconnect Connection:agency/acme   # partner/client
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mandate.domain.authorization import ConnectionRef, InvitationRef, MemberRef, TargetRef
 from mandate.domain.explain import explain
 from mandate.policy import Policy
 from mandate.world import EphemeralApp, WorldError, read_yaml
@@ -68,27 +77,32 @@ def run(paths: list[str] | None, policy: Policy) -> list[Outcome]:
 
 def run_file(path: Path, policy: Policy) -> list[Outcome]:
     try:
-        spec = read_yaml(path)
-        world = spec.get("world")
-        if "world_file" in spec:
-            world = read_yaml(path.parent / spec["world_file"]).get("world")
-        expectations = spec.get("expect") or []
-        if not isinstance(expectations, list) or not expectations:
-            raise WorldError("expect: must be a non-empty list")
-        ephemeral = EphemeralApp(policy.directory, world or {}, policy=policy)
+        ephemeral, expectations = load_file(path, policy)
     except (WorldError, OSError, ValueError) as error:
         return [Outcome(str(path), 0, "load the world", "", False, answer=f"error: {error}")]
     with ephemeral as app:
         return [run_expectation(app, str(path), number, item) for number, item in enumerate(expectations, 1)]
 
 
-def run_expectation(app, file: str, number: int, item) -> Outcome:
+def load_file(path: Path, policy: Policy) -> tuple[EphemeralApp, list]:
+    """The test file's world in a throwaway store, and its expectations."""
+    spec = read_yaml(path)
+    world = spec.get("world")
+    if "world_file" in spec:
+        world = read_yaml(path.parent / spec["world_file"]).get("world")
+    expectations = spec.get("expect") or []
+    if not isinstance(expectations, list) or not expectations:
+        raise WorldError("expect: must be a non-empty list")
+    return EphemeralApp(policy.directory, world or {}, policy=policy), expectations
+
+
+def run_expectation(app, file: str, number: int, item, explain_failures: bool = True) -> Outcome:
     started = time.perf_counter()
     if not isinstance(item, dict) or len([k for k in KINDS if k in item]) != 1:
         return Outcome(file, number, repr(item), "", False, answer=f"error: give exactly one of {', '.join(KINDS)}")
     kind = next(k for k in KINDS if k in item)
     listing = kind.startswith("list")
-    unknown = sorted(set(item) - {kind, "rule"} - ({"equals"} if listing else set()))
+    unknown = sorted(set(item) - {kind, "rule"} - ({"equals"} if listing else {"to"}))
     if unknown or (listing and not isinstance(item.get("equals"), list)):
         problem = f"unknown keys {unknown}" if unknown else f"{kind} needs 'equals: [...]' (a list)"
         return Outcome(file, number, f"{kind} {item[kind]}", str(item.get("rule", "")), False,
@@ -101,10 +115,16 @@ def run_expectation(app, file: str, number: int, item) -> Outcome:
         if kind in ("allow", "deny"):
             actor, action, resource = _words(words, 3, "ACTOR ACTION Type:id")
             resource_type, resource_id = _ref(resource)
-            allowed = app.authorizer.check("User", actor, action, resource_type, resource_id)
+            target = target_ref(actor, resource_type, resource_id, str(item.get("to", "")))
+            if target is not None:
+                allowed = app.authorizer.check_target(actor, action, target)
+            else:
+                if "to" in item:
+                    raise ValueError("'to' is only for Member targets")
+                allowed = app.authorizer.check("User", actor, action, resource_type, resource_id)
             outcome.passed = allowed == (kind == "allow")
             outcome.answer = "allowed" if allowed else "denied"
-            if not outcome.passed:
+            if not outcome.passed and target is None and explain_failures:
                 outcome.reasons = explain(app.authorizer, "User", actor, action, resource_type, resource_id)[1]
         else:
             expected = sorted(str(x) for x in (item.get("equals") or []))
@@ -124,6 +144,24 @@ def run_expectation(app, file: str, number: int, item) -> Outcome:
         outcome.answer = f"error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     outcome.seconds = time.perf_counter() - started
     return outcome
+
+
+def target_ref(actor: str, resource_type: str, resource_id: str, new_role: str = "") -> TargetRef | None:
+    """The target of a mutation named as `Member:ORG/USER`, `Connection:PARTNER/CLIENT` or
+    `ClientInvitation:CLIENT/link` (or `/USER`: an invitation by email sent to USER); None for
+    the resources of the check plane."""
+    if resource_type not in ("Member", "Connection", "ClientInvitation"):
+        return None
+    first, slash, second = resource_id.partition("/")
+    if not slash or not first or not second:
+        raise ValueError(f"{resource_type}:{resource_id} must name two ids, as {resource_type}:A/B")
+    if resource_type == "Member":
+        return MemberRef(first, second, new_role)
+    if new_role:
+        raise ValueError("'to' is only for Member targets")
+    if resource_type == "Connection":
+        return ConnectionRef(first, second)
+    return InvitationRef(first, by_link=second == "link", sent_to_actor=second == actor)
 
 
 def _words(words: list[str], count: int, shape: str) -> list[str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mandate import policytest
-from mandate.policy import Policy, PolicyError
+from mandate.policy import Policy, PolicyError, Rule, rules  # noqa: F401 - rules: part of this module's API
 from mandate.world import EphemeralApp
 
 # The canonical world: one partner (agency) with a connected client (shop), personas on both
@@ -66,10 +66,31 @@ PERSONAS = (
     ("nora", "registered user, no membership"),
 )
 RESOURCES = (("Project", "shop-site"), ("Organization", "shop"))
+# Targets of mutations on the same world: (what, action, target as in the policy tests, new role).
+TARGETS = (
+    ("pause a colleague (cole)", "pause", "Member:shop/cole", ""),
+    ("pause a client member (kim)", "pause", "Member:shop/kim", ""),
+    ("pause a legal representative (lars)", "pause", "Member:shop/lars", ""),
+    ("pause the owner (olga)", "pause", "Member:shop/olga", ""),
+    ("resume a paused colleague (paula)", "resume", "Member:shop/paula", ""),
+    ("remove a colleague (cole)", "remove", "Member:shop/cole", ""),
+    ("remove a legal representative (lars)", "remove", "Member:shop/lars", ""),
+    ("remove the owner (olga)", "remove", "Member:shop/olga", ""),
+    ("make a colleague legal representative", "set_role", "Member:shop/cole", "legal_representative"),
+    ("make a colleague owner", "set_role", "Member:shop/cole", "owner"),
+    ("make the owner a colleague", "set_role", "Member:shop/olga", "colleague"),
+    ("invite someone as colleague", "invite", "Member:shop/nora", "colleague"),
+    ("invite someone as owner", "invite", "Member:shop/nora", "owner"),
+    ("accept a link for shop", "accept", "ClientInvitation:shop/link", ""),
+    ("accept an invitation emailed to lars", "accept", "ClientInvitation:shop/lars", ""),
+) + tuple((f"{action} (agency and shop)", action, "Connection:agency/shop", "") for action in (
+    "update_granted_scopes", "request_disconnect", "accept_disconnect", "decline_disconnect", "revoke", "assign",
+    "unassign", "approve_employee", "revoke_employee"))
 
 
 def matrix_rows(policy: Policy) -> list[tuple[str, str, str, bool]]:
-    """(persona, resource type, action, allowed) for every persona, resource and declared action."""
+    """(persona, resource type, action, allowed) for every persona, resource and declared action,
+    then (persona, "target", what, allowed) for every target of TARGETS."""
     rows = []
     with EphemeralApp(policy.directory, CANONICAL_WORLD, policy=policy) as app:
         for resource_type, resource_id in RESOURCES:
@@ -77,6 +98,11 @@ def matrix_rows(policy: Policy) -> list[tuple[str, str, str, bool]]:
                 for user, persona in PERSONAS:
                     allowed = app.authorizer.check("User", user, action, resource_type, resource_id)
                     rows.append((persona, resource_type, action, allowed))
+        for what, action, ref, new_role in TARGETS:
+            target_type, _, target_id = ref.partition(":")
+            for user, persona in PERSONAS:
+                target = policytest.target_ref(user, target_type, target_id, new_role)
+                rows.append((persona, "target", what, app.authorizer.check_target(user, action, target)))
     return rows
 
 
@@ -102,6 +128,14 @@ def matrix_markdown(policy: Policy) -> str:
         for action in policy.permissions.get(resource_type, ()):
             cells = ["✓" if allowed else "·" for _, t, a, allowed in rows if t == resource_type and a == action]
             lines.append(f"| {action} | " + " | ".join(cells) + " |")
+    lines += ["", "## Targets of mutations", "",
+              "Whom a mutation may touch: the membership, invitation or connection it changes",
+              "(resources Member, ClientInvitation and Connection of the policy).", ""]
+    lines.append("| change | " + " | ".join(str(n) for n in range(1, len(personas) + 1)) + " |")
+    lines.append("|---|" + "---|" * len(personas))
+    for what, *_ in TARGETS:
+        cells = ["✓" if allowed else "·" for _, t, a, allowed in rows if t == "target" and a == what]
+        lines.append(f"| {what} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -115,53 +149,6 @@ def matrix_csv(policy: Policy) -> str:
 
 
 @dataclass
-class Rule:
-    file: Path
-    start: int  # offsets into the file's text
-    end: int
-    line: int
-    text: str
-
-
-def rules(path: Path) -> list[Rule]:
-    """Every rule of a policy file: top-level rules and the shorthand rules inside resource
-    blocks (declarations of roles, permissions and relations are not rules)."""
-    text = path.read_text()
-    found: list[Rule] = []
-    depth = 0
-    start = None
-    i = 0
-    while i < len(text):
-        char = text[i]
-        if char == "#":
-            i = text.find("\n", i)
-            i = len(text) if i < 0 else i
-            continue
-        if start is None and not char.isspace():
-            start = i
-        if char == '"':
-            i = text.index('"', i + 1) + 1
-            continue
-        if char in "{[(":
-            depth += 1
-            if depth == 1 and char == "{":
-                start = None  # the start of a resource or actor block
-        elif char in "}])":
-            depth -= 1
-            if depth == 0 and char == "}":
-                start = None  # the end of a resource or actor block
-        elif char == ";":
-            statement = text[start:i + 1]
-            is_rule = (depth == 0 and not statement.lstrip().startswith(("actor", "resource"))) or (
-                depth == 1 and statement.lstrip().startswith('"'))
-            if is_rule:
-                found.append(Rule(path, start, i + 1, text.count("\n", 0, start) + 1, " ".join(statement.split())))
-            start = None
-        i += 1
-    return found
-
-
-@dataclass
 class Mutant:
     rule: Rule
     killed: bool
@@ -169,21 +156,37 @@ class Mutant:
 
 
 def mutation_run(policy_dir: Path, test_paths: list[str] | None) -> list[Mutant]:
+    """Delete each rule in turn and run the policy tests against the mutant. Each test world is
+    loaded once and every mutant is swapped into it (the facts do not depend on the policy);
+    a mutant is killed by its first failing expectation."""
     policy_dir = Path(policy_dir)
-    mutants = []
-    for path in sorted(policy_dir.glob("*.polar")):
-        for rule in rules(path):
-            with tempfile.TemporaryDirectory(prefix="mandate-mutant-") as scratch:
-                for other in policy_dir.glob("*.polar"):
-                    shutil.copy(other, scratch)
-                text = path.read_text()
-                Path(scratch, path.name).write_text(text[:rule.start] + text[rule.end:])
-                try:
-                    policy = Policy(scratch)
-                except PolicyError as error:
-                    mutants.append(Mutant(rule, True, f"the policy no longer loads ({str(error)[:80]})"))
-                    continue
-                failed = [o for o in policytest.run(test_paths, policy) if not o.passed]
-                how = f"{len(failed)} expectations fail, e.g. {failed[0].title}" if failed else "no test failed"
-                mutants.append(Mutant(rule, bool(failed), how))
-    return mutants
+    original = Policy(policy_dir)
+    loaded = []
+    try:
+        for path in policytest.find_files(test_paths):
+            ephemeral, expectations = policytest.load_file(path, original)
+            loaded.append((path, ephemeral, expectations))
+        return [_mutant(policy_dir, rule, loaded, original) for path in sorted(policy_dir.glob("*.polar"))
+                for rule in rules(path)]
+    finally:
+        for _, ephemeral, _ in loaded:
+            ephemeral.close()
+
+
+def _mutant(policy_dir: Path, rule: Rule, loaded, original: Policy) -> Mutant:
+    with tempfile.TemporaryDirectory(prefix="mandate-mutant-") as scratch:
+        for other in policy_dir.glob("*.polar"):
+            shutil.copy(other, scratch)
+        text = rule.file.read_text()
+        Path(scratch, rule.file.name).write_text(text[:rule.start] + text[rule.end:])
+        try:
+            policy = Policy(scratch, subset_of=original)
+        except PolicyError as error:
+            return Mutant(rule, True, f"the policy no longer loads ({str(error)[:80]})")
+    for path, ephemeral, expectations in loaded:
+        ephemeral.app.authorizer.swap_policy(policy)
+        for number, item in enumerate(expectations, 1):
+            outcome = policytest.run_expectation(ephemeral.app, str(path), number, item, explain_failures=False)
+            if not outcome.passed:
+                return Mutant(rule, True, f"expectation fails: {outcome.title}")
+    return Mutant(rule, False, "no test failed")

@@ -451,17 +451,26 @@ WATCH_SECONDS = 1.0
 
 
 def watch_policy(app: App, loop: asyncio.AbstractEventLoop, reload) -> None:
-    """--watch-policy: reload when the policy files change (same safe swap as SIGHUP)."""
+    """--watch-policy: reload when the policy files change (same safe swap as SIGHUP). The watcher
+    survives every error: a file it cannot stat (a dangling symlink) is part of the fingerprint,
+    and the reload itself refuses what it cannot load."""
     def fingerprint():
-        return sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in app.policy_dir.glob("*.polar"))
+        marks = []
+        for path in sorted(app.policy_dir.glob("*.polar")):
+            try:
+                stat = path.stat()
+                marks.append((path.name, stat.st_mtime_ns, stat.st_size))
+            except OSError as error:
+                marks.append((path.name, type(error).__name__, 0))
+        return marks
 
-    seen = fingerprint()
+    seen = None
     while True:
-        time.sleep(WATCH_SECONDS)
         try:
             current = fingerprint()
-        except OSError:
-            continue
-        if current != seen:
+            if seen is not None and current != seen:
+                asyncio.run_coroutine_threadsafe(reload(), loop)
             seen = current
-            asyncio.run_coroutine_threadsafe(reload(), loop)
+        except Exception:  # noqa: BLE001 - the watcher must outlive any error
+            log.exception("policy watcher: cannot look at %s; still watching", app.policy_dir)
+        time.sleep(WATCH_SECONDS)

@@ -2,14 +2,63 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass, replace
 
 from mandate import errors
-from mandate.facts import RESOURCE_TYPES, Subject
+from mandate.facts import (
+    RESOURCE_TYPES,
+    UNKNOWN_PARTNER,
+    ConnectionFact,
+    InvitationTarget,
+    MemberTarget,
+    Subject,
+)
 from mandate.index import FactIndex
+from mandate.names import Reason
 from mandate.policy import Policy
-from mandate.store import models
 from mandate.store.db import Store
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    """The membership of `user_id` in `organization_id` (which need not exist yet: an invitation)."""
+
+    organization_id: str
+    user_id: str
+    new_role: str = ""
+
+
+@dataclass(frozen=True)
+class InvitationRef:
+    """A client invitation being accepted for the client `client_id`."""
+
+    client_id: str
+    by_link: bool
+    sent_to_actor: bool
+
+
+@dataclass(frozen=True)
+class ConnectionRef:
+    partner_id: str
+    client_id: str
+
+
+@dataclass(frozen=True)
+class ProjectRef:
+    """A registered resource, in the organization it belongs to now (moving it, R23)."""
+
+    resource_type: str
+    resource_id: str
+    organization_id: str
+
+
+TargetRef = MemberRef | InvitationRef | ConnectionRef | ProjectRef
+TARGET_TYPE = {MemberRef: "Member", InvitationRef: "ClientInvitation", ConnectionRef: "Connection"}
+
+
+def target_type(target: TargetRef) -> str:
+    return target.resource_type if isinstance(target, ProjectRef) else TARGET_TYPE[type(target)]
+
 
 # Decisions remembered per (actor, organization, resource type, action) for one policy at one
 # index revision: at most this many, and every change of the facts or of the policy starts afresh.
@@ -93,14 +142,63 @@ class Authorizer:
         writers are serialized, so the decision sees the state the mutation will change."""
         self.index.catch_up()
         if actor_id not in self.index.users:
-            raise errors.NotFound(f"actor_id: no user {actor_id!r}", "USER_NOT_FOUND")
+            raise errors.NotFound(f"actor_id: no user {actor_id!r}", Reason.USER_NOT_FOUND)
         if organization_id not in self.index.organizations:
-            raise errors.NotFound(f"organization {organization_id!r} does not exist", "ORGANIZATION_NOT_FOUND")
+            raise errors.NotFound(f"organization {organization_id!r} does not exist", Reason.ORGANIZATION_NOT_FOUND)
         subject = self.index.subject(actor_id, organization_id)
         if not self.policy.is_allowed(subject, "Organization", action):
             raise errors.PermissionDenied(
                 f"the policy does not allow user {actor_id} to {action} on organization {organization_id} (R23)"
             )
+
+    def require_target(self, actor_id: str, action: str, target: TargetRef) -> None:
+        """R23 for a mutation that changes one membership, invitation or connection: the policy
+        decides with the target's facts (its role and status, its addressee, which side the
+        actor is on). Call inside the write transaction, like `require`."""
+        self.index.catch_up()
+        if actor_id not in self.index.users:
+            raise errors.NotFound(f"actor_id: no user {actor_id!r}", Reason.USER_NOT_FOUND)
+        organization_id, subject = self.target_subject(actor_id, target)
+        if organization_id not in self.index.organizations:
+            raise errors.NotFound(f"organization {organization_id!r} does not exist", Reason.ORGANIZATION_NOT_FOUND)
+        if not self.policy.is_allowed(subject, target_type(target), action):
+            raise errors.PermissionDenied(
+                f"the policy does not allow user {actor_id} to {action} {describe_target(target)} (R23)"
+            )
+
+    def check_target(self, actor_id: str, action: str, target: TargetRef, policy: Policy | None = None) -> bool:
+        """The decision `require_target` enforces, as a yes or no (policy tests, the matrix)."""
+        if actor_id not in self.index.users:
+            return False
+        organization_id, subject = self.target_subject(actor_id, target)
+        if organization_id not in self.index.organizations:
+            return False
+        return (policy or self.policy).is_allowed(subject, target_type(target), action)
+
+    def target_subject(self, actor_id: str, target: TargetRef) -> tuple[str, Subject]:
+        """The organization a target lives in, and the facts of actor and target there."""
+        index = self.index
+        if isinstance(target, ProjectRef):
+            return target.organization_id, index.subject(actor_id, target.organization_id)
+        if isinstance(target, MemberRef):
+            member = index.memberships.get(target.user_id, {}).get(target.organization_id)
+            fact = MemberTarget(member.role if member else "", member.status if member else "",
+                                bool(member and member.partner_employee), target.user_id == actor_id,
+                                target.new_role)
+            return target.organization_id, replace(index.subject(actor_id, target.organization_id), target=fact)
+        if isinstance(target, InvitationRef):
+            fact = InvitationTarget(target.by_link, target.sent_to_actor)
+            return target.client_id, replace(index.subject(actor_id, target.client_id), target=fact)
+        labels: dict[str, str] = {}
+        subject = index.subject(actor_id, target.client_id, labels)
+        label = next((name for name, ident in labels.items() if ident == target.partner_id and name != "o"),
+                     UNKNOWN_PARTNER)
+        link = index.partners.get(target.client_id, {}).get(target.partner_id)
+        # No such connection: the policy still decides who may act on one (permission first, so a
+        # refused caller learns nothing); the service then reports it missing.
+        fact = ConnectionFact(label, link.status, link.granted_scopes, link.employee_approval) if link else \
+            ConnectionFact(label, "disconnected", frozenset(), "client")
+        return target.client_id, replace(subject, target=fact)
 
     # -- lists -----------------------------------------------------------------------------
 
@@ -108,52 +206,39 @@ class Authorizer:
         self, actor_id: str, action: str, resource_type: str, page_size: int, after: str,
         policy: Policy | None = None,
     ) -> tuple[list[str], str]:
-        """Resource ids the actor may `action`, as a paged SQL query.
+        """Resource ids the actor may `action`, from the same index state as `Check` (no SQL).
 
         Access to a resource depends only on the facts between the actor and the resource's
         organization, so the policy decides per organization the actor has any fact about;
-        the store then pages through the resources of the allowed organizations."""
+        the index knows the resources of each organization."""
         if actor_id not in self.index.users or resource_type not in RESOURCE_TYPES:
             return [], ""
         policy = policy or self.policy
-        allowed = sorted(
-            organization_id
-            for organization_id in self.index.reachable_organizations(actor_id)
-            if self.decide(actor_id, organization_id, resource_type, action, policy)
-        )
-        if not allowed:
-            return [], ""
-        if resource_type == "Organization":
-            query = select(models.Organization.id).where(models.Organization.id.in_(allowed))
-            column = models.Organization.id
-        else:
-            query = select(models.Resource.id).where(
-                models.Resource.type == resource_type,
-                models.Resource.organization_id.in_(allowed),
-                models.Resource.deleted.is_(False),
+        with self.index.one_state():
+            ids = sorted(
+                resource_id
+                for organization_id in self.index.reachable_organizations(actor_id)
+                if self.decide(actor_id, organization_id, resource_type, action, policy)
+                for resource_id in self.index.resources_of(resource_type, organization_id)
+                if resource_id > after
             )
-            column = models.Resource.id
-        if after:
-            query = query.where(column > after)
-        query = query.order_by(column).limit(page_size + 1)
-        with self.store.read() as session:
-            ids = list(session.execute(query).scalars())
-        return page(ids, page_size)
+        return page(ids[:page_size + 1], page_size)
 
     def list_actors(self, action: str, resource_type: str, resource_id: str, page_size: int, after: str,
                     policy: Policy | None = None):
         """User ids who may `action` on the resource: the policy decides for every user with a
         fact about the resource's organization, in id order, until the page is full."""
-        organization_id = self.index.organization_of(resource_type, resource_id)
-        if organization_id is None:
-            return [], ""
         policy = policy or self.policy
         found: list[str] = []
-        for user_id in sorted(u for u in self.index.candidate_users(organization_id) if u > after):
-            if self.decide(user_id, organization_id, resource_type, action, policy):
-                found.append(user_id)
-                if len(found) > page_size:
-                    break
+        with self.index.one_state():
+            organization_id = self.index.organization_of(resource_type, resource_id)
+            if organization_id is None:
+                return [], ""
+            for user_id in sorted(u for u in self.index.candidate_users(organization_id) if u > after):
+                if self.decide(user_id, organization_id, resource_type, action, policy):
+                    found.append(user_id)
+                    if len(found) > page_size:
+                        break
         return page(found, page_size)
 
 
@@ -163,3 +248,15 @@ def page(ids: list[str], page_size: int) -> tuple[list[str], str]:
         return ids[:page_size], ids[page_size - 1]
     return ids, ""
 
+
+
+def describe_target(target: TargetRef) -> str:
+    if isinstance(target, MemberRef):
+        change = f" (to {target.new_role})" if target.new_role else ""
+        return f"the membership of user {target.user_id} in organization {target.organization_id}{change}"
+    if isinstance(target, ProjectRef):
+        return f"{target.resource_type} {target.resource_id} of organization {target.organization_id}"
+    if isinstance(target, InvitationRef):
+        kind = "link" if target.by_link else "invitation by email"
+        return f"a client {kind} for organization {target.client_id}"
+    return f"the connection of partner {target.partner_id} and client {target.client_id}"

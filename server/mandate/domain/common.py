@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mandate import errors
+from mandate.names import Reason
 from mandate.store import models
 from mandate.store.db import Transaction
 
@@ -21,14 +22,14 @@ def new_id(prefix: str) -> str:
 def get_user(session: Session, user_id: str, field: str = "user_id") -> models.User:
     user = session.get(models.User, user_id)
     if user is None:
-        raise errors.NotFound(f"{field}: no user {user_id!r}", "USER_NOT_FOUND")
+        raise errors.NotFound(f"{field}: no user {user_id!r}", Reason.USER_NOT_FOUND)
     return user
 
 
 def get_organization(session: Session, organization_id: str, field: str = "organization_id") -> models.Organization:
     organization = session.get(models.Organization, organization_id)
     if organization is None:
-        raise errors.NotFound(f"{field}: no organization {organization_id!r}", "ORGANIZATION_NOT_FOUND")
+        raise errors.NotFound(f"{field}: no organization {organization_id!r}", Reason.ORGANIZATION_NOT_FOUND)
     return organization
 
 
@@ -36,7 +37,7 @@ def get_member(session: Session, organization_id: str, user_id: str) -> models.M
     membership = session.get(models.Membership, (organization_id, user_id))
     if membership is None or membership.status == models.MemberStatus.REMOVED:
         raise errors.NotFound(
-            f"user_id: user {user_id!r} is not a member of organization {organization_id!r}", "MEMBER_NOT_FOUND"
+            f"user_id: user {user_id!r} is not a member of organization {organization_id!r}", Reason.MEMBER_NOT_FOUND
         )
     return membership
 
@@ -46,7 +47,7 @@ def get_connection(session: Session, partner_id: str, client_id: str, *, live: b
     if connection is None or (live and connection.status == models.ConnectionStatus.DISCONNECTED):
         raise errors.NotFound(
             f"client_id: organization {client_id!r} is not a connected client of partner {partner_id!r}",
-            "CONNECTION_NOT_FOUND",
+            Reason.CONNECTION_NOT_FOUND,
         )
     return connection
 

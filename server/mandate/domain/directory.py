@@ -6,8 +6,9 @@ from sqlalchemy import select
 
 from mandate import errors
 from mandate.domain import partner
-from mandate.domain.authorization import Authorizer
+from mandate.domain.authorization import Authorizer, ProjectRef
 from mandate.domain.common import get_organization, get_user, new_id
+from mandate.names import OrganizationAction, ProjectAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, utc_now
 
@@ -25,7 +26,7 @@ class Directory:
             session = tx.session
             if session.execute(select(models.User.id).where(models.User.email == email)).first():
                 raise errors.AlreadyExists(f"email: a user with email {email} is already registered",
-                                           "EMAIL_TAKEN")
+                                           Reason.EMAIL_TAKEN)
             user = models.User(id=new_id("usr"), email=email, display_name=display_name,
                                created_at=utc_now(), revision=tx.revision)
             session.add(user)
@@ -72,7 +73,7 @@ class Directory:
             ))
             tx.emit("organization.created", organization_id=organization.id, owner_id=owner.id,
                     currency=currency, seat_limit=organization.seat_limit)
-            partner.connect_referrals(tx, owner, organization)
+            partner.connect_referrals(tx, self.authorizer, owner, organization)
         return organization
 
     def link_organizations(self, actor_id: str, organization_id: str, other_id: str) -> int:
@@ -80,8 +81,8 @@ class Directory:
         if organization_id == other_id:
             raise errors.InvalidArgument("other_organization_id", "must differ from organization_id")
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, "link", organization_id)
-            self.authorizer.require(actor_id, "link", other_id)
+            self.authorizer.require(actor_id, OrganizationAction.LINK, organization_id)
+            self.authorizer.require(actor_id, OrganizationAction.LINK, other_id)
             for a, b in ((organization_id, other_id), (other_id, organization_id)):
                 tx.session.merge(models.OrganizationLink(organization_id=a, other_organization_id=b,
                                                          revision=tx.revision))
@@ -90,11 +91,13 @@ class Directory:
 
     def put_resource(self, actor_id: str, resource_type: str, resource_id: str, organization_id: str) -> int:
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, "put_resource", organization_id)
+            self.authorizer.require(actor_id, OrganizationAction.PUT_RESOURCE, organization_id)
             resource = tx.session.get(models.Resource, (resource_type, resource_id))
             if resource is not None and not resource.deleted and resource.organization_id != organization_id:
-                # Moving a resource takes it away from its organization: that needs the right to delete it there.
-                self.authorizer.require(actor_id, "delete_resource", resource.organization_id)
+                # Moving a resource away from its current organization is decided on the resource
+                # there (the policy's "move").
+                self.authorizer.require_target(actor_id, ProjectAction.MOVE,
+                                               ProjectRef(resource_type, resource_id, resource.organization_id))
             tx.session.merge(models.Resource(type=resource_type, id=resource_id, organization_id=organization_id,
                                              deleted=False, revision=tx.revision))
             tx.emit("resource.put", resource_type=resource_type, resource_id=resource_id,
@@ -105,8 +108,8 @@ class Directory:
         with self.store.write(actor_id) as tx:
             resource = tx.session.get(models.Resource, (resource_type, resource_id))
             if resource is None or resource.deleted:
-                raise errors.NotFound(f"resource: no {resource_type} {resource_id!r}", "RESOURCE_NOT_FOUND")
-            self.authorizer.require(actor_id, "delete_resource", resource.organization_id)
+                raise errors.NotFound(f"resource: no {resource_type} {resource_id!r}", Reason.RESOURCE_NOT_FOUND)
+            self.authorizer.require(actor_id, OrganizationAction.DELETE_RESOURCE, resource.organization_id)
             resource.deleted = True
             resource.revision = tx.revision
             tx.emit("resource.deleted", resource_type=resource_type, resource_id=resource_id,

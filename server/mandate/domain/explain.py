@@ -1,105 +1,176 @@
-"""Explain: a decision in plain words, naming the rule and the grant behind it.
+"""Explain: a decision in plain words, derived from the policy, never restated in Python.
 
-The policy decides which facts allow the action: each way the user is connected to the
-resource's organization (their own membership, each partner, each linked account) is put
-to the policy alone. The words then describe the facts of the ways that allow it, or, on a
-deny, what each way lacks.
+Every statement comes from asking the policy:
+- for an allow, the smallest set of the user's facts that still allows (each fact removed in
+  turn, kept out while the policy still allows), and the rules without which it would not
+  (each rule deleted in turn, `Policy.rules_behind`), named by the policy's own comments;
+- for a deny, each single change of one fact that would make the policy allow (a membership
+  that is not paused, a tag, an approval, a granted scope, an active connection, a role), with
+  the rules that would then allow it.
+The facts are written with the real ids behind the Subject's labels.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from mandate.domain.authorization import Authorizer
-from mandate.facts import HOME, RESOURCE_TYPES, Subject
+from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
 from mandate.policy import Policy
+from mandate.store.models import SCOPES, Role
+
+ROLES = [role.value for role in Role]
 
 
 def explain(authorizer: Authorizer, actor_type: str, actor_id: str, action: str, resource_type: str,
             resource_id: str, policy: Policy | None = None) -> tuple[bool, list[str]]:
     index, policy = authorizer.index, policy or authorizer.policy
     resource = f"{resource_type} {resource_id}"
+    # R24: who or what the service does not know is denied before the policy is asked.
     if actor_type != "User":
         return False, [f"denied: actors are Users, not {actor_type} (R24)"]
     if actor_id not in index.users:
         return False, [f"denied: there is no user {actor_id} (R24: unknown actors are denied)"]
-    if resource_type not in RESOURCE_TYPES:
+    if resource_type not in policy.permissions:
         return False, [f"denied: the policy knows no resource type {resource_type} (R24)"]
     organization_id = index.organization_of(resource_type, resource_id)
     if organization_id is None:
         return False, [f"denied: there is no {resource} (R24: unknown resources are denied)"]
-    labels: dict[str, str] = {}
-    subject = index.subject(actor_id, organization_id, labels)
-    allowed = policy.is_allowed(subject, resource_type, action)
-    where = "" if resource_type == "Organization" else f" (in organization {organization_id})"
     known = policy.permissions.get(resource_type, ())
     if action not in known:
         return False, [f"denied: {action!r} is not an action on {resource_type}; "
                        f"the policy declares: {', '.join(known)}"]
-
-    reasons: list[str] = []
-    for way in _ways(subject):
-        alone = policy.is_allowed(way, resource_type, action)
-        words = _describe(way, labels, action, organization_id)
-        if allowed and alone:
-            reasons.append(f"granted through: {words}")
-        elif not allowed:
-            reasons.append(f"no access through: {words}")
+    labels: dict[str, str] = {}
+    subject = index.subject(actor_id, organization_id, labels)
+    words = Words(actor_id, organization_id, labels)
+    allowed = policy.is_allowed(subject, resource_type, action)
+    where = "" if resource_type == "Organization" else f" (in organization {organization_id})"
+    reasons = [f"{'allowed' if allowed else 'denied'}: user {actor_id} {action} on {resource}{where}, "
+               f"policy {policy.version}"]
+    if allowed:
+        needed = smallest_allowing(policy, subject, resource_type, action)
+        reasons += [f"because {words.fact(fact)}" for fact in facts_of(needed)]
+        reasons += [f"by the rule {note}" for note in policy.rules_behind(needed, resource_type, action)]
+        return True, reasons
     if not subject.memberships:
         reasons.append(f"user {actor_id} has no membership in organization {organization_id}, in any of its "
-                       "partners or in any account linked to it (R3)")
-    if allowed and not reasons:
-        reasons.append("allowed by the facts together: " + "; ".join(_describe(w, labels, action, organization_id)
-                                                                    for w in _ways(subject)))
-    verdict = "allowed" if allowed else "denied"
-    return allowed, [f"{verdict}: user {actor_id} {action} on {resource}{where}, policy {policy.version}"] + reasons
+                       "partners or in any account linked to it")
+    changes = [(text, changed) for text, changed in single_changes(subject, action, words)
+               if policy.is_allowed(changed, resource_type, action)]
+    for text, changed in changes:
+        rules = "; ".join(note.short() for note in policy.rules_behind(changed, resource_type, action))
+        reasons.append(f"would be allowed if {text}, by the rules {rules}")
+    if not changes:
+        reasons.append("no change of a single fact would allow it")
+    return False, reasons
 
 
-def _ways(subject: Subject) -> list[Subject]:
-    """The subject split into the separate ways the user is connected to the organization."""
-    ways = []
-    home = [m for m in subject.memberships if m.organization_id == HOME]
-    if home:
-        ways.append(Subject(memberships=tuple(home)))
-    for connection in subject.connections:
-        label = connection.partner_id
-        ways.append(Subject(
-            memberships=tuple(m for m in subject.memberships if m.organization_id == label),
-            connections=(connection,),
-            assignments=tuple(a for a in subject.assignments if a.partner_id == label),
-        ))
-    for label in subject.linked:
-        ways.append(Subject(memberships=tuple(m for m in subject.memberships if m.organization_id == label),
-                            linked=(label,)))
-    return ways
+def facts_of(subject: Subject) -> list:
+    return [*subject.memberships, *subject.connections, *subject.assignments, *subject.linked]
 
 
-def _describe(way: Subject, labels: dict[str, str], action: str, organization_id: str) -> str:
-    membership = way.memberships[0]
-    org = labels.get(membership.organization_id, membership.organization_id)
-    state = "paused (R7: a paused member holds no role and is denied everything)" \
-        if membership.status == "paused" else "active"
-    role = membership.role + (", tagged partner employee" if membership.partner_employee else "")
-    if way.connections:
-        connection = way.connections[0]
-        scopes = ", ".join(sorted(connection.granted_scopes)) or "nothing"
-        parts = [f"{role} of partner {org} (membership {state})",
-                 f"connection to client {organization_id} is {connection.status}"
-                 + (" (R14: ended)" if connection.status == "disconnected" else ""),
-                 f"the client granted: {scopes}"
-                 + ("" if action in connection.granted_scopes else f" (R12: {action!r} not granted)")]
-        if membership.role not in ("owner", "legal_representative"):
-            if not membership.partner_employee:
-                parts.append("not tagged as a partner employee (R15)")
-            if not way.assignments:
-                parts.append("not assigned to this client by the partner (R16)")
-            elif connection.employee_approval == "partner":
-                parts.append("assigned; the client trusts the partner's delegation (R16)")
-            elif way.assignments[0].client_approved:
-                parts.append("assigned and approved by the client (R16)")
-            else:
-                parts.append("assigned, but the client has not approved them (R16)")
-        else:
-            parts.append("legal representatives and owners reach every connected client (R20)")
-        return "; ".join(parts)
-    if way.linked:
-        return f"{role} of linked account {org} (membership {state}) (R13)"
-    return f"{role} of organization {org} (membership {state}) (R2)"
+def without(subject: Subject, fact) -> Subject:
+    return Subject(
+        memberships=tuple(m for m in subject.memberships if m is not fact),
+        connections=tuple(c for c in subject.connections if c is not fact),
+        assignments=tuple(a for a in subject.assignments if a is not fact),
+        linked=tuple(label for label in subject.linked if label is not fact),
+        target=subject.target,
+    )
+
+
+def smallest_allowing(policy: Policy, subject: Subject, resource_type: str, action: str) -> Subject:
+    """Remove the facts one at a time, keeping each out while the policy still allows."""
+    for fact in facts_of(subject):
+        smaller = without(subject, fact)
+        if policy.is_allowed(smaller, resource_type, action):
+            subject = smaller
+    return subject
+
+
+def single_changes(subject: Subject, action: str, words: Words):
+    """(what would change, the Subject with that one change) for every fact of the subject, and
+    for the memberships the user does not hold in the resource's organization."""
+    for number, membership in enumerate(subject.memberships):
+        def changed_membership(new: MembershipFact, number=number) -> Subject:
+            memberships = list(subject.memberships)
+            memberships[number] = new
+            return replace(subject, memberships=tuple(memberships))
+
+        where = words.organization(membership.organization_id)
+        if membership.status != "active":
+            yield (f"the membership of user {words.user} in {where} were active, not {membership.status}",
+                   changed_membership(replace(membership, status="active")))
+        if not membership.partner_employee:
+            yield (f"user {words.user} were tagged as a partner employee of {where}",
+                   changed_membership(replace(membership, partner_employee=True)))
+        for role in ROLES:
+            if role != membership.role:
+                yield (f"user {words.user} were {role} of {where}, not {membership.role}",
+                       changed_membership(replace(membership, role=role)))
+    if not any(m.organization_id == HOME for m in subject.memberships):
+        for role in ROLES:
+            yield (f"user {words.user} were an active {role} of {words.organization(HOME)}",
+                   replace(subject, memberships=(*subject.memberships, MembershipFact(HOME, role, "active", False))))
+    for number, connection in enumerate(subject.connections):
+        def changed_connection(new: ConnectionFact, number=number) -> Subject:
+            connections = list(subject.connections)
+            connections[number] = new
+            return replace(subject, connections=tuple(connections))
+
+        partner = words.organization(connection.partner_id)
+        if connection.status != "active":
+            yield (f"the connection of {partner} to {words.organization(HOME)} were active, not {connection.status}",
+                   changed_connection(replace(connection, status="active")))
+        if action in SCOPES and action not in connection.granted_scopes:
+            yield (f"{words.organization(HOME)} granted {action!r} to {partner}",
+                   changed_connection(replace(connection, granted_scopes=connection.granted_scopes | {action})))
+        if connection.employee_approval != "partner":
+            yield (f"{words.organization(HOME)} trusted the delegation of {partner} instead of approving each person",
+                   changed_connection(replace(connection, employee_approval="partner")))
+        assigned = [a for a in subject.assignments if a.partner_id == connection.partner_id]
+        if not assigned:
+            for approved in (False, True):
+                yield (f"{partner} assigned user {words.user} to {words.organization(HOME)}"
+                       + (" and the client approved them" if approved else ""),
+                       replace(subject, assignments=(*subject.assignments,
+                                                     AssignmentFact(connection.partner_id, approved))))
+    for number, assignment in enumerate(subject.assignments):
+        if not assignment.client_approved:
+            assignments = list(subject.assignments)
+            assignments[number] = replace(assignment, client_approved=True)
+            yield (f"{words.organization(HOME)} approved user {words.user} (assigned by "
+                   f"{words.organization(assignment.partner_id)})", replace(subject, assignments=tuple(assignments)))
+
+
+class Words:
+    """Facts in plain words, with the real ids behind the Subject's labels."""
+
+    def __init__(self, user: str, organization_id: str, labels: dict[str, str]):
+        self.user = user
+        self.labels = {HOME: organization_id, **labels}
+
+    def organization(self, label: str) -> str:
+        ident = self.labels.get(label, label)
+        if label == HOME:
+            return f"organization {ident}"
+        if label.startswith("p"):
+            return f"partner {ident}"
+        return f"linked account {ident}"
+
+    def fact(self, fact) -> str:
+        if isinstance(fact, MembershipFact):
+            tag = ", tagged partner employee" if fact.partner_employee else ""
+            return (f"user {self.user} is {fact.role} of {self.organization(fact.organization_id)}{tag} "
+                    f"(membership {fact.status})")
+        if isinstance(fact, ConnectionFact):
+            scopes = ", ".join(sorted(fact.granted_scopes)) or "nothing"
+            approval = "trusts the partner's delegation" if fact.employee_approval == "partner" else \
+                "approves each partner employee"
+            return (f"{self.organization(HOME)} is a client of {self.organization(fact.partner_id)}: connection "
+                    f"{fact.status}, granted {scopes}, {approval}")
+        if isinstance(fact, AssignmentFact):
+            consent = "approved by the client" if fact.client_approved else "not approved by the client"
+            return (f"{self.organization(fact.partner_id)} assigned user {self.user} to "
+                    f"{self.organization(HOME)}, {consent}")
+        return f"{self.organization(HOME)} is linked to {self.organization(fact)}"

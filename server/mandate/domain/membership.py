@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select
 
 from mandate import errors
-from mandate.domain.authorization import Authorizer
+from mandate.domain.authorization import Authorizer, MemberRef
 from mandate.domain.common import email_of, end_assignments, get_member, get_organization, new_id
+from mandate.names import MemberAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
@@ -31,11 +32,12 @@ class Memberships:
         takes a seat, checked inside the transaction so racing invitations cannot overfill."""
         with self.store.write(actor_id) as tx:
             session = tx.session
-            self.authorizer.require(actor_id, "invite_member", organization_id)
-            if role == models.Role.OWNER:
-                self.authorizer.require(actor_id, "grant_owner", organization_id)
+            self.authorizer.require(actor_id, OrganizationAction.INVITE_MEMBER, organization_id)
             organization = get_organization(session, organization_id)
             user = session.execute(select(models.User).where(models.User.email == email)).scalar_one_or_none()
+            # R4, R2: whom the actor may invite as what (only an owner invites an owner) is the policy's.
+            invitee = MemberRef(organization_id, user.id if user is not None else "", role)
+            self.authorizer.require_target(actor_id, MemberAction.INVITE, invitee)
             if user is not None:
                 existing = session.get(models.Membership, (organization_id, user.id))
                 if existing is not None and existing.status != Status.REMOVED:
@@ -47,7 +49,8 @@ class Memberships:
                 models.Invitation.status == models.InvitationStatus.PENDING,
             )).first()
             if pending:
-                raise errors.AlreadyExists(f"email: {email} already has a pending invitation", "INVITATION_PENDING")
+                raise errors.AlreadyExists(f"email: {email} already has a pending invitation",
+                                           Reason.INVITATION_PENDING)
             check_seat_available(tx, organization)
             invitation = models.Invitation(
                 id=new_id("inv"), kind=models.InvitationKind.MEMBER, organization_id=organization_id,
@@ -71,8 +74,8 @@ class Memberships:
         with self.store.write(actor_id) as tx:
             invitation = tx.session.get(models.Invitation, invitation_id)
             if invitation is None:
-                raise errors.NotFound(f"invitation_id: no invitation {invitation_id!r}", "INVITATION_NOT_FOUND")
-            self.authorizer.require(actor_id, "cancel_invitation", invitation.organization_id)
+                raise errors.NotFound(f"invitation_id: no invitation {invitation_id!r}", Reason.INVITATION_NOT_FOUND)
+            self.authorizer.require(actor_id, OrganizationAction.CANCEL_INVITATION, invitation.organization_id)
             if invitation.status != models.InvitationStatus.PENDING:
                 raise errors.InvitationNotPending(f"invitation_id: the invitation is {invitation.status}, not pending")
             invitation.status = models.InvitationStatus.CANCELLED
@@ -84,7 +87,7 @@ class Memberships:
     def list_invitations(self, actor_id: str, organization_id: str, query: str, status: str,
                          page_size: int, after: str) -> list[models.Invitation]:
         """R11: searchable by customer name (or email), filtered by status, in creation order."""
-        self.authorizer.require(actor_id, "list_invitations", organization_id)
+        self.authorizer.require(actor_id, OrganizationAction.LIST_INVITATIONS, organization_id)
         statement = select(models.Invitation).where(models.Invitation.organization_id == organization_id)
         if status:
             statement = statement.where(models.Invitation.status == status)
@@ -100,7 +103,7 @@ class Memberships:
             return list(session.execute(statement.order_by(models.Invitation.id).limit(page_size + 1)).scalars())
 
     def list_members(self, actor_id: str, organization_id: str, page_size: int, after: str) -> list[Member]:
-        self.authorizer.require(actor_id, "list_members", organization_id)
+        self.authorizer.require(actor_id, OrganizationAction.LIST_MEMBERS, organization_id)
         statement = (
             select(models.Membership, models.User.email)
             .join(models.User, models.User.id == models.Membership.user_id)
@@ -117,11 +120,11 @@ class Memberships:
         """R6: the member loses every access through the organization at once, including every
         client they were assigned to (R18). The last owner stays."""
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, "remove_member", organization_id)
+            self.authorizer.require(actor_id, OrganizationAction.REMOVE_MEMBER, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
+            # R6: whom the actor may remove (only an owner removes an owner) is the policy's.
+            self.authorizer.require_target(actor_id, MemberAction.REMOVE, MemberRef(organization_id, user_id))
             if membership.role == models.Role.OWNER:
-                # Unmaking an owner is an owner's decision, by removal as by a change of role.
-                self.authorizer.require(actor_id, "grant_owner", organization_id)
                 check_not_last_owner(tx, organization_id)
             membership.status = Status.REMOVED
             membership.partner_employee = False
@@ -132,21 +135,24 @@ class Memberships:
 
     def pause_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
         """R7: a paused member keeps membership, assignments and grants, but every check denies."""
-        return self._set_status(actor_id, organization_id, user_id, "pause_member", Status.PAUSED, "member.paused")
+        return self._set_status(actor_id, organization_id, user_id, OrganizationAction.PAUSE_MEMBER,
+                                MemberAction.PAUSE, Status.PAUSED, "member.paused")
 
     def resume_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
         """R7: resuming restores exactly the access the member had."""
-        return self._set_status(actor_id, organization_id, user_id, "resume_member", Status.ACTIVE, "member.resumed")
+        return self._set_status(actor_id, organization_id, user_id, OrganizationAction.RESUME_MEMBER,
+                                MemberAction.RESUME, Status.ACTIVE, "member.resumed")
 
-    def _set_status(self, actor_id, organization_id, user_id, action, status, event) -> Member:
+    def _set_status(self, actor_id, organization_id, user_id, action, target_action, status, event) -> Member:
         with self.store.write(actor_id) as tx:
             self.authorizer.require(actor_id, action, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
-            if membership.role == models.Role.OWNER:
-                raise errors.FailedPrecondition("user_id: an owner cannot be paused or resumed", "MEMBER_IS_OWNER")
+            # R7: whom the actor may pause or resume (nobody pauses an owner, a legal
+            # representative or themself) is the policy's.
+            self.authorizer.require_target(actor_id, target_action, MemberRef(organization_id, user_id))
             if membership.status == status:
-                raise errors.FailedPrecondition(f"user_id: the member is already {status}", "MEMBER_ALREADY_" +
-                                                status.upper())
+                already = Reason.MEMBER_ALREADY_PAUSED if status == Status.PAUSED else Reason.MEMBER_ALREADY_ACTIVE
+                raise errors.FailedPrecondition(f"user_id: the member is already {status}", already)
             membership.status = status
             membership.revision = tx.revision
             # R22: the notification goes to the member; the email is resolved by the relay.
@@ -155,13 +161,19 @@ class Memberships:
 
     def set_member_role(self, actor_id: str, organization_id: str, user_id: str, role: str) -> Member:
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, "set_member_role", organization_id)
+            self.authorizer.require(actor_id, OrganizationAction.SET_MEMBER_ROLE, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
-            if models.Role.OWNER in (role, membership.role):
-                # Making or unmaking an owner is an owner's decision.
-                self.authorizer.require(actor_id, "grant_owner", organization_id)
+            # R2: who may give or take which role (making or unmaking an owner) is the policy's.
+            self.authorizer.require_target(actor_id, MemberAction.SET_ROLE, MemberRef(organization_id, user_id, role))
             if membership.role == models.Role.OWNER and role != models.Role.OWNER:
                 check_not_last_owner(tx, organization_id)
+            if membership.partner_employee and role != models.Role.COLLEAGUE:
+                # Only colleagues carry the partner-employee tag: it ends with its assignments, as in
+                # the R18 cascade, so becoming a colleague again grants nothing until re-tagged,
+                # re-assigned and re-approved.
+                membership.partner_employee = False
+                withdraw_assignments(tx, organization_id, user_id)
+                tx.emit("member.untagged", organization_id=organization_id, user_id=user_id)
             membership.role = role
             membership.revision = tx.revision
             tx.emit("member.role_changed", organization_id=organization_id, user_id=user_id, role=role)
@@ -171,12 +183,12 @@ class Memberships:
         """R15: only tagged users can be assigned to clients; removing the tag withdraws every
         assignment at once."""
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, "tag_partner_employee", organization_id)
+            self.authorizer.require(actor_id, OrganizationAction.TAG_PARTNER_EMPLOYEE, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
             if tagged and membership.role != models.Role.COLLEAGUE:
                 raise errors.FailedPrecondition(
                     f"user_id: only colleagues can be partner employees; this member is {membership.role}",
-                    "NOT_A_COLLEAGUE",
+                    Reason.NOT_A_COLLEAGUE,
                 )
             membership.partner_employee = tagged
             membership.revision = tx.revision

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from mandate import errors
-from mandate.domain.authorization import Authorizer
+from mandate.domain.authorization import Authorizer, ConnectionRef, InvitationRef
 from mandate.domain.common import end_assignments, get_connection, get_member, get_organization, get_user, new_id
 from mandate.domain.membership import escape_like
+from mandate.facts import HOME, InvitationTarget, MembershipFact, Subject
+from mandate.names import ConnectionAction, InvitationAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
@@ -61,7 +63,7 @@ class Partners:
 
     def _new_client_invitation(self, tx: Transaction, actor_id, partner_id, customer_name, customer_number,
                                currency, scopes, email="", token_hash=None) -> models.Invitation:
-        self.authorizer.require(actor_id, "add_client", partner_id)  # R8
+        self.authorizer.require(actor_id, OrganizationAction.ADD_CLIENT, partner_id)  # R8
         partner = get_organization(tx.session, partner_id, "partner_id")
         if currency != partner.currency:
             raise errors.CurrencyMismatch(
@@ -83,11 +85,17 @@ class Partners:
         A link is single use: the first acceptance finishes it, inside the transaction."""
         with self.store.write(actor_id) as tx:
             # Permission first: someone who may not accept learns nothing about the token.
-            self.authorizer.require(actor_id, "accept_client_invitation", client_id)
-            invitation = self._find_client_invitation(tx, actor_id, invitation_id, token)
+            self.authorizer.require(actor_id, OrganizationAction.ACCEPT_CLIENT_INVITATION, client_id)
+            invitation = self._find_client_invitation(tx, invitation_id, token)
+            # R9 to R11: who may accept this invitation (its addressee, or whoever holds the link).
+            addressee = get_user(tx.session, actor_id, "actor_id").email == invitation.email
+            self.authorizer.require_target(actor_id, InvitationAction.ACCEPT,
+                                           InvitationRef(client_id, bool(invitation.token_hash), addressee))
+            if invitation.status != models.InvitationStatus.PENDING:
+                raise errors.InvitationNotPending(f"the invitation is {invitation.status}, not pending (R11)")
             return connect(tx, invitation, client_id, granted_scopes, employee_approval, referral=False)
 
-    def _find_client_invitation(self, tx: Transaction, actor_id, invitation_id, token) -> models.Invitation:
+    def _find_client_invitation(self, tx: Transaction, invitation_id, token) -> models.Invitation:
         if token:
             digest = hash_token(token)
             invitation = tx.session.execute(
@@ -95,23 +103,18 @@ class Partners:
             ).scalar_one_or_none()
             # The look-up is by hash; compare again in constant time before trusting it.
             if invitation is None or not hmac.compare_digest(invitation.token_hash or "", digest):
-                raise errors.NotFound("token: no invitation link matches this token", "INVITATION_NOT_FOUND")
+                raise errors.NotFound("token: no invitation link matches this token", Reason.INVITATION_NOT_FOUND)
         else:
             invitation = tx.session.get(models.Invitation, invitation_id)
             if invitation is None or invitation.kind != models.InvitationKind.CLIENT or invitation.token_hash:
                 raise errors.NotFound(f"invitation_id: no client invitation {invitation_id!r}",
-                                      "INVITATION_NOT_FOUND")
-            actor = get_user(tx.session, actor_id, "actor_id")
-            if actor.email != invitation.email:
-                raise errors.PermissionDenied("invitation_id: the invitation was sent to another email address")
-        if invitation.status != models.InvitationStatus.PENDING:
-            raise errors.InvitationNotPending(f"the invitation is {invitation.status}, not pending (R11)")
+                                      Reason.INVITATION_NOT_FOUND)
         return invitation
 
     # -- reading connections ----------------------------------------------------------------
 
     def list_clients(self, actor_id: str, partner_id: str, query: str, status: str, page_size: int,
-                     after: str, permission: str = "list_clients") -> list[models.Connection]:
+                     after: str, permission: str = OrganizationAction.LIST_CLIENTS) -> list[models.Connection]:
         """The partner's clients; R21's export reads the same list under `export_clients`."""
         self.authorizer.require(actor_id, permission, partner_id)
         statement = select(models.Connection).where(models.Connection.partner_id == partner_id)
@@ -128,7 +131,7 @@ class Partners:
             return list(session.execute(statement).scalars())
 
     def list_partners(self, actor_id: str, client_id: str, page_size: int, after: str) -> list[models.Connection]:
-        self.authorizer.require(actor_id, "list_partners", client_id)
+        self.authorizer.require(actor_id, OrganizationAction.LIST_PARTNERS, client_id)
         statement = select(models.Connection).where(models.Connection.client_id == client_id)
         if after:
             statement = statement.where(models.Connection.partner_id > after)
@@ -142,7 +145,8 @@ class Partners:
                               scopes: list[str]) -> models.Connection:
         """R12: the client changes what it grants, at any time."""
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, "update_granted_scopes", client_id)
+            self.authorizer.require_target(actor_id, ConnectionAction.UPDATE_GRANTED_SCOPES,
+                                           ConnectionRef(partner_id, client_id))
             connection = get_connection(tx.session, partner_id, client_id)
             connection.granted_scopes = sorted(set(scopes))
             connection.revision = tx.revision
@@ -152,33 +156,34 @@ class Partners:
 
     def request_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         """R14: the partner asks; access continues until the client accepts."""
-        return self._move(actor_id, partner_id, client_id, "request_disconnect", partner_id,
+        return self._move(actor_id, partner_id, client_id, ConnectionAction.REQUEST_DISCONNECT,
                           (models.ConnectionStatus.ACTIVE,), models.ConnectionStatus.DISCONNECT_REQUESTED,
                           "client.disconnect_requested")
 
     def accept_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
-        return self._move(actor_id, partner_id, client_id, "respond_disconnect", client_id,
+        return self._move(actor_id, partner_id, client_id, ConnectionAction.ACCEPT_DISCONNECT,
                           (models.ConnectionStatus.DISCONNECT_REQUESTED,), models.ConnectionStatus.DISCONNECTED,
                           "client.disconnected")
 
     def decline_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
-        return self._move(actor_id, partner_id, client_id, "respond_disconnect", client_id,
+        return self._move(actor_id, partner_id, client_id, ConnectionAction.DECLINE_DISCONNECT,
                           (models.ConnectionStatus.DISCONNECT_REQUESTED,), models.ConnectionStatus.ACTIVE,
                           "client.disconnect_declined")
 
     def revoke_partner(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         """R14: the client, who owns its data, ends the relationship at once."""
-        return self._move(actor_id, partner_id, client_id, "revoke_partner", client_id, Live,
+        return self._move(actor_id, partner_id, client_id, ConnectionAction.REVOKE, Live,
                           models.ConnectionStatus.DISCONNECTED, "partner.revoked")
 
-    def _move(self, actor_id, partner_id, client_id, action, decided_on, from_states, to_state, event):
+    def _move(self, actor_id, partner_id, client_id, action, from_states, to_state, event):
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, action, decided_on)
+            # R14: which side may make this move is the policy's (resource Connection).
+            self.authorizer.require_target(actor_id, action, ConnectionRef(partner_id, client_id))
             connection = get_connection(tx.session, partner_id, client_id, live=False)
             if connection.status not in from_states:
                 raise errors.FailedPrecondition(
                     f"the connection is {connection.status}; this needs it to be {' or '.join(from_states)} (R14)",
-                    "CONNECTION_STATE",
+                    Reason.CONNECTION_STATE,
                 )
             connection.status = to_state
             connection.revision = tx.revision
@@ -195,7 +200,7 @@ class Partners:
         """R15, R16, R19: only tagged employees; one partner record per person and client."""
         with self.store.write(actor_id) as tx:
             session = tx.session
-            self.authorizer.require(actor_id, "assign_client", partner_id)
+            self.authorizer.require_target(actor_id, ConnectionAction.ASSIGN, ConnectionRef(partner_id, client_id))
             get_connection(session, partner_id, client_id)
             membership = get_member(session, partner_id, user_id)
             if not membership.partner_employee:
@@ -213,7 +218,7 @@ class Partners:
             assignment = session.get(models.Assignment, (partner_id, client_id, user_id))
             if assignment is not None and assignment.assigned:
                 raise errors.AlreadyExists(f"user_id: user {user_id} is already assigned to this client",
-                                           "ALREADY_ASSIGNED")
+                                           Reason.ALREADY_ASSIGNED)
             assignment = session.merge(models.Assignment(
                 partner_id=partner_id, client_id=client_id, user_id=user_id, assigned=True,
                 client_approved=False, revision=tx.revision,
@@ -224,7 +229,7 @@ class Partners:
     def unassign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str) -> models.Assignment:
         """R17: the partner withdraws the employee from this client."""
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, "assign_client", partner_id)
+            self.authorizer.require_target(actor_id, ConnectionAction.UNASSIGN, ConnectionRef(partner_id, client_id))
             assignment = get_assignment(tx, partner_id, client_id, user_id)
             end_assignments(tx, models.Assignment.partner_id == partner_id,
                             models.Assignment.client_id == client_id, models.Assignment.user_id == user_id)
@@ -233,16 +238,18 @@ class Partners:
     def approve_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
                                  user_id: str) -> models.Assignment:
         """R16: the client adds the assigned person; only then do they reach the client."""
-        return self._consent(actor_id, client_id, partner_id, user_id, True, "partner_employee.approved")
+        return self._consent(actor_id, client_id, partner_id, user_id, ConnectionAction.APPROVE_EMPLOYEE, True,
+                             "partner_employee.approved")
 
     def revoke_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
                                 user_id: str) -> models.Assignment:
         """R17: the client withdraws its approval."""
-        return self._consent(actor_id, client_id, partner_id, user_id, False, "partner_employee.revoked")
+        return self._consent(actor_id, client_id, partner_id, user_id, ConnectionAction.REVOKE_EMPLOYEE, False,
+                             "partner_employee.revoked")
 
-    def _consent(self, actor_id, client_id, partner_id, user_id, approved, event) -> models.Assignment:
+    def _consent(self, actor_id, client_id, partner_id, user_id, action, approved, event) -> models.Assignment:
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, "approve_partner_employee", client_id)
+            self.authorizer.require_target(actor_id, action, ConnectionRef(partner_id, client_id))
             assignment = get_assignment(tx, partner_id, client_id, user_id)
             connection = get_connection(tx.session, partner_id, client_id)
             if not approved and connection.employee_approval == models.EmployeeApproval.PARTNER:
@@ -261,7 +268,7 @@ def get_assignment(tx: Transaction, partner_id: str, client_id: str, user_id: st
     if assignment is None or not assignment.assigned:
         raise errors.NotFound(
             f"user_id: user {user_id} is not assigned to client {client_id} by partner {partner_id}",
-            "ASSIGNMENT_NOT_FOUND",
+            Reason.ASSIGNMENT_NOT_FOUND,
         )
     return assignment
 
@@ -276,7 +283,7 @@ def connect(tx: Transaction, invitation: models.Invitation, client_id: str, scop
     existing = session.get(models.Connection, (invitation.organization_id, client_id))
     if existing is not None and existing.status != models.ConnectionStatus.DISCONNECTED:
         raise errors.AlreadyExists("client_id: this organization is already a client of the partner",
-                                   "ALREADY_CONNECTED")
+                                   Reason.ALREADY_CONNECTED)
     connection = session.merge(models.Connection(
         partner_id=invitation.organization_id, client_id=client_id, status=models.ConnectionStatus.ACTIVE,
         customer_name=invitation.customer_name, customer_number=invitation.customer_number,
@@ -292,9 +299,17 @@ def connect(tx: Transaction, invitation: models.Invitation, client_id: str, scop
     return connection
 
 
-def connect_referrals(tx: Transaction, owner: models.User, organization: models.Organization) -> None:
+def connect_referrals(tx: Transaction, authorizer: Authorizer, owner: models.User,
+                      organization: models.Organization) -> None:
     """R10: a client invited by email who signs up and creates an organization is connected to
-    the partner automatically, as its referral, with the scopes requested."""
+    the partner automatically, as its referral. R12 (decided in the policy's comments): the
+    referral grants nothing until the client grants scopes, so the connection starts with none."""
+    # The organization is created in this transaction, so the fact index does not know it yet:
+    # its facts are the creator's new ownership and nothing else.
+    creator = Subject(memberships=(MembershipFact(HOME, models.Role.OWNER, models.MemberStatus.ACTIVE, False),),
+                      target=InvitationTarget(by_link=False, sent_to_actor=True))
+    if not authorizer.policy.is_allowed(creator, "ClientInvitation", InvitationAction.ACCEPT):
+        return  # the invitations stay pending; the client may accept one explicitly
     # Only invitations sent before the user signed up: a client who already had an account
     # when invited accepts explicitly (R9).
     pending = tx.session.execute(select(models.Invitation).where(
@@ -306,5 +321,4 @@ def connect_referrals(tx: Transaction, owner: models.User, organization: models.
     for invitation in pending:
         existing = tx.session.get(models.Connection, (invitation.organization_id, organization.id))
         if existing is None or existing.status == models.ConnectionStatus.DISCONNECTED:
-            connect(tx, invitation, organization.id, invitation.requested_scopes,
-                    models.EmployeeApproval.CLIENT, referral=True)
+            connect(tx, invitation, organization.id, [], models.EmployeeApproval.CLIENT, referral=True)

@@ -1,0 +1,142 @@
+"""Names defined once: every action the service asks the policy about, per resource type, and
+every error reason a client can match on. The service, the policy's validation and the tests
+import them from here (warehouse keeps its permissions the same way)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class OrganizationAction(StrEnum):
+    """R23: each mutation inside an organization asks for one of these on the Organization."""
+
+    VIEW = "view"
+    LIST_MEMBERS = "list_members"
+    INVITE_MEMBER = "invite_member"
+    CANCEL_INVITATION = "cancel_invitation"
+    LIST_INVITATIONS = "list_invitations"
+    REMOVE_MEMBER = "remove_member"
+    PAUSE_MEMBER = "pause_member"
+    RESUME_MEMBER = "resume_member"
+    SET_MEMBER_ROLE = "set_member_role"
+    TAG_PARTNER_EMPLOYEE = "tag_partner_employee"
+    PUT_RESOURCE = "put_resource"
+    DELETE_RESOURCE = "delete_resource"
+    LINK = "link"
+    SWITCH = "switch"
+    ADD_CLIENT = "add_client"
+    LIST_CLIENTS = "list_clients"
+    EXPORT_CLIENTS = "export_clients"
+    ASSIGN_CLIENT = "assign_client"
+    REQUEST_DISCONNECT = "request_disconnect"
+    ACCEPT_CLIENT_INVITATION = "accept_client_invitation"
+    LIST_PARTNERS = "list_partners"
+    UPDATE_GRANTED_SCOPES = "update_granted_scopes"
+    RESPOND_DISCONNECT = "respond_disconnect"
+    REVOKE_PARTNER = "revoke_partner"
+    APPROVE_PARTNER_EMPLOYEE = "approve_partner_employee"
+
+
+class ProjectAction(StrEnum):
+    """The scopes a client grants (api.md), and moving a project to another organization."""
+
+    READ = "read"
+    EDIT = "edit"
+    PUBLISH = "publish"
+    APPROVE = "approve"
+    DELETE = "delete"
+    MOVE = "move"
+
+
+class MemberAction(StrEnum):
+    """Asked about the membership a mutation changes (R2, R4, R6, R7)."""
+
+    INVITE = "invite"
+    REMOVE = "remove"
+    PAUSE = "pause"
+    RESUME = "resume"
+    SET_ROLE = "set_role"
+
+
+class InvitationAction(StrEnum):
+    """Asked about the client invitation being accepted (R9 to R11)."""
+
+    ACCEPT = "accept"
+
+
+class ConnectionAction(StrEnum):
+    """Asked about the connection a partner-program mutation changes (R12, R14, R16, R17)."""
+
+    UPDATE_GRANTED_SCOPES = "update_granted_scopes"
+    REQUEST_DISCONNECT = "request_disconnect"
+    ACCEPT_DISCONNECT = "accept_disconnect"
+    DECLINE_DISCONNECT = "decline_disconnect"
+    REVOKE = "revoke"
+    ASSIGN = "assign"
+    UNASSIGN = "unassign"
+    APPROVE_EMPLOYEE = "approve_employee"
+    REVOKE_EMPLOYEE = "revoke_employee"
+
+
+# Every action the service asks about, by the resource type it asks on. A policy must declare
+# them all (checked at load).
+SERVICE_ACTIONS: dict[str, type[StrEnum]] = {
+    "Organization": OrganizationAction,
+    "Project": ProjectAction,
+    "Member": MemberAction,
+    "ClientInvitation": InvitationAction,
+    "Connection": ConnectionAction,
+}
+
+
+class Reason(StrEnum):
+    """Every reason a refusal carries in its google.rpc.ErrorInfo (api.md), and the reason
+    `mandate policy check` prints. The README's table lists exactly these (a test keeps it so)."""
+
+    # INVALID_ARGUMENT
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNKNOWN_SCOPE = "UNKNOWN_SCOPE"
+    # UNAUTHENTICATED
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    # PERMISSION_DENIED: the policy refused the acting user (R23)
+    NOT_ALLOWED = "NOT_ALLOWED"
+    # NOT_FOUND
+    NOT_FOUND = "NOT_FOUND"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    ORGANIZATION_NOT_FOUND = "ORGANIZATION_NOT_FOUND"
+    MEMBER_NOT_FOUND = "MEMBER_NOT_FOUND"
+    INVITATION_NOT_FOUND = "INVITATION_NOT_FOUND"
+    CONNECTION_NOT_FOUND = "CONNECTION_NOT_FOUND"
+    ASSIGNMENT_NOT_FOUND = "ASSIGNMENT_NOT_FOUND"
+    RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
+    # ALREADY_EXISTS
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    ALREADY_MEMBER = "ALREADY_MEMBER"
+    PARTNER_RECORD_CONFLICT = "PARTNER_RECORD_CONFLICT"
+    INVITATION_PENDING = "INVITATION_PENDING"
+    ALREADY_CONNECTED = "ALREADY_CONNECTED"
+    ALREADY_ASSIGNED = "ALREADY_ASSIGNED"
+    EMAIL_TAKEN = "EMAIL_TAKEN"
+    # FAILED_PRECONDITION
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    INVITATION_NOT_PENDING = "INVITATION_NOT_PENDING"
+    LAST_OWNER = "LAST_OWNER"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    NOT_PARTNER_EMPLOYEE = "NOT_PARTNER_EMPLOYEE"
+    NOT_A_COLLEAGUE = "NOT_A_COLLEAGUE"
+    MEMBER_ALREADY_PAUSED = "MEMBER_ALREADY_PAUSED"
+    MEMBER_ALREADY_ACTIVE = "MEMBER_ALREADY_ACTIVE"
+    CONNECTION_STATE = "CONNECTION_STATE"
+    REVISION_UNAVAILABLE = "REVISION_UNAVAILABLE"
+    # RESOURCE_EXHAUSTED
+    SEAT_LIMIT_REACHED = "SEAT_LIMIT_REACHED"
+    TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
+    # DEADLINE_EXCEEDED: nothing was changed
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    # UNAVAILABLE: the server is starting or draining
+    UNAVAILABLE = "UNAVAILABLE"
+    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    # INTERNAL (details only in the server log)
+    INTERNAL = "INTERNAL"
+    # `mandate policy check`, server start and reload: a policy that breaks the contract
+    POLICY_CONTRACT = "POLICY_CONTRACT"
