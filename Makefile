@@ -45,7 +45,7 @@ lint: $(STUBS)
 	$(BIN)/ruff check server tests bench examples setup.py
 
 bench: $(STUBS)
-	$(BIN)/python -m bench.run --dataset $(or $(DATASET),small) --store $(or $(STORE),sqlite)
+	$(BIN)/python -m bench.run --dataset $(or $(DATASET),small) --store $(or $(STORE),sqlite) $(if $(PROCESSES),--processes $(PROCESSES),)
 
 bench-large: $(STUBS)
 	$(BIN)/python -m bench.run --dataset large

@@ -28,6 +28,8 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 CHECK = "/mandate.v1.AuthorizationService/Check"
 BATCH_CHECK = "/mandate.v1.AuthorizationService/BatchCheck"
 CHANNEL_OPTIONS = [("grpc.enable_retries", 0)]
+WATCH = "/mandate.v1.EventService/Watch"
+WATCH_STREAMS = 500
 
 
 # -- the server ---------------------------------------------------------------------------
@@ -40,12 +42,15 @@ def free_port() -> int:
 
 
 class Server:
-    """`mandate serve` on a free port, as a separate process."""
+    """`mandate serve` on a free port, as a separate process (`processes` > 1: a parent and its
+    server processes, all on that port)."""
 
-    def __init__(self, database_url: str, log_path: Path):
+    def __init__(self, database_url: str, log_path: Path, processes: int = 1):
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
-        env = dict(os.environ, MANDATE_API_TOKENS=TOKEN, MANDATE_LOG_LEVEL="WARNING")
+        # One token opens every stream of the bench: let it hold the 500 Watch streams of its phase.
+        env = dict(os.environ, MANDATE_API_TOKENS=TOKEN, MANDATE_LOG_LEVEL="WARNING",
+                   MANDATE_MAX_STREAMS_PER_CALLER=str(WATCH_STREAMS + 100), MANDATE_PROCESSES=str(processes))
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
         self.process = subprocess.Popen(
@@ -81,17 +86,39 @@ class Server:
                 time.sleep(0.1)
         raise TimeoutError(f"the server was not SERVING after {timeout} s")
 
+    def pids(self) -> list[int]:
+        """The server process and its children (the server processes of --processes N)."""
+        found = [self.pid]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if parent == self.pid:
+                    found.append(int(entry.name))
+        return found
+
     def status(self, key: str) -> int:
-        """A value in kB from /proc/<pid>/status (VmHWM: peak resident set size)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        raise KeyError(key)
+        """A value in kB from /proc/<pid>/status (VmHWM: peak resident set size), summed over
+        the server's processes."""
+        total = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+        return total
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU seconds of the server process so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User plus system CPU seconds of the server's processes so far."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -253,19 +280,28 @@ class Stream:
 
 
 def run_task(channel, task: dict) -> dict:
+    import grpc
+
     threads = task["threads"]
     streams = [Stream() for _ in range(threads)]
     loop = LOOPS[task["kind"]]
     started_cpu = time.process_time()
+    # With a target of its own, every thread has its own connection: a server of several processes
+    # on one port (SO_REUSEPORT) gets connections, not calls, spread over its processes.
+    channels = [grpc.insecure_channel(task["target"], options=CHANNEL_OPTIONS + [("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(threads)] if task.get("target") else [channel] * threads
     time.sleep(max(0.0, task["start"] - time.monotonic()))
     runners = [
-        threading.Thread(target=loop, args=(channel, task, task["worker"] * threads + n, stream))
+        threading.Thread(target=loop, args=(channels[n], task, task["worker"] * threads + n, stream))
         for n, stream in enumerate(streams)
     ]
     for runner in runners:
         runner.start()
     for runner in runners:
         runner.join()
+    if task.get("target"):
+        for own in channels:
+            own.close()
     extra: dict[str, int] = {}
     for stream in streams:
         for key, value in stream.extra.items():
@@ -468,3 +504,74 @@ def mutations(channel, task: dict, stream_number: int, stream: Stream) -> None:
 
 LOOPS = {"closed_loop": closed_loop, "alternating": alternating, "pages": list_pages, "freshness": freshness,
          "mutations": mutations}
+
+
+# -- open Watch streams ----------------------------------------------------------------------------
+
+
+class Watchers:
+    """A process that holds `count` EventService.Watch streams open (reading what they get)."""
+
+    def __init__(self, target: str, count: int, since_revision: str):
+        context = multiprocessing.get_context("spawn")
+        self.pipe, child = context.Pipe()
+        self.process = context.Process(target=hold_watches, args=(child, target, count, since_revision), daemon=True,
+                                       name="bench-watchers")
+        self.process.start()
+        self.report = self.pipe.recv()  # once every stream has delivered its first event, or failed
+
+    def close(self) -> dict:
+        self.pipe.send(None)
+        final = self.pipe.recv()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.terminate()
+        return final
+
+
+def hold_watches(pipe, target: str, count: int, since_revision: str) -> None:
+    import asyncio
+
+    import grpc
+    from mandate.v1 import events_pb2
+
+    request = events_pb2.WatchRequest(since_revision=since_revision).SerializeToString()
+
+    async def main() -> None:
+        channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+                    for _ in range(max(1, count // 100))]
+        state = {"open": 0, "events": 0, "errors": 0, "first_error": ""}
+        everyone = asyncio.Event()
+
+        async def watch(channel) -> None:
+            call = channel.unary_stream(WATCH)(request, metadata=METADATA)
+            first = True
+            try:
+                async for _ in call:
+                    state["events"] += 1
+                    if first:
+                        first = False
+                        state["open"] += 1
+                        if state["open"] == count:
+                            everyone.set()
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.CANCELLED:
+                    state["errors"] += 1
+                    state["first_error"] = state["first_error"] or f"{error.code()} {error.details()}"
+                    everyone.set()
+
+        tasks = [asyncio.create_task(watch(channels[n % len(channels)])) for n in range(count)]
+        try:
+            await asyncio.wait_for(everyone.wait(), 120)
+        except TimeoutError:
+            pass
+        pipe.send(dict(state))
+        await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for channel in channels:
+            await channel.close()
+        pipe.send(dict(state))
+
+    asyncio.run(main())

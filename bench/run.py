@@ -17,7 +17,18 @@ import time
 from pathlib import Path
 
 from bench import dataset
-from bench.load import BATCH_CHECK, CHECK, HEALTH_CHECK, TOKEN, Result, Server, Workers, percentile
+from bench.load import (
+    BATCH_CHECK,
+    CHECK,
+    HEALTH_CHECK,
+    TOKEN,
+    WATCH_STREAMS,
+    Result,
+    Server,
+    Watchers,
+    Workers,
+    percentile,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 100
@@ -28,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--dataset", choices=sorted(dataset.SHAPES), default="small")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per throughput phase (default 5)")
-    parser.add_argument("--processes", type=int, default=4, help="client processes (default 4)")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="also measure Check throughput of a `mandate serve --processes N` against one process "
+                             "(default 2; 1 skips it)")
+    parser.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
     parser.add_argument("--threads", type=int, default=8, help="streams per client process (default 8)")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
                         help="the store of the measured server (default sqlite); postgres also measures Check "
@@ -59,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
             report["info"]["server_rss_at_start_kib"] = rss_at_start
             if postgres is not None:
                 report["figures"] += replica_figures(args, url, server, meta, database)
+            server.stop()  # the fleet comparison starts servers of its own
+            if args.processes > 1:
+                report["figures"].append(scaling(args, url, workers, meta, database, report["info"]))
+            report["figures"].append(figure("start-up to SERVING (policy and fact index loaded)", f"{ready:.1f} s",
+                                            "< 20 s (large)", ready / 20, ready < 20, value_number=ready))
         finally:
             workers.close()
             server.stop()
@@ -79,7 +98,7 @@ def sqlite_copy(database: Path, name: str, suffix: str = "run") -> str:
 
 def start(url: str, log_path: Path, args) -> tuple[Server, Workers, float]:
     server = Server(url, log_path)
-    workers = Workers(args.processes, args.threads, server.target)
+    workers = Workers(args.clients, args.threads, server.target)
     ready = server.wait_ready()
     say(f"server pid {server.pid} on {url.split(':', 1)[0]} SERVING after {ready:.1f} s (fact index loaded)")
     workers.ready()
@@ -92,7 +111,7 @@ def replica_figures(args, url: str, server: Server, meta: dict, database: Path) 
 
     slots = meta["samples"]["mutation_slots"]
     mutations = {"kind": "mutations", "slots": slots, "nonce": time.time_ns()}
-    writers = min(args.processes, len(slots))
+    writers = min(args.clients, len(slots))
 
     replica = Server(url, database.with_name(f"server-{args.dataset}-replica.log"))
     try:
@@ -146,7 +165,7 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
     samples = meta["samples"]
     duration = args.duration
     short = max(1.0, duration / 2)
-    streams = args.processes * args.threads
+    streams = args.clients * args.threads
     info: dict = {"dataset_rows": meta["rows"], "client_streams": streams, "duration_seconds": duration}
 
     say("verifying the sample decisions against the reference model (one BatchCheck pass) ...")
@@ -194,10 +213,24 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
     phase("freshness@1", {"kind": "freshness", "freshness": samples["freshness"]}, short, processes=1, threads=1)
     writers = len(samples["mutation_slots"])
     phase("mutations", {"kind": "mutations", "slots": samples["mutation_slots"], "nonce": time.time_ns()}, duration,
-          processes=min(args.processes, writers), threads=max(1, writers // min(args.processes, writers)))
+          processes=min(args.clients, writers), threads=max(1, writers // min(args.clients, writers)))
     last_rates.update({"check@32": phases["check@32"].rate, "noop@32": phases["noop@32"].rate,
                        "mutations": phases["mutations"].rate})
     peak_kib = server.status("VmHWM")
+    # Check latency with 500 open Watch streams, next to the same load without them.
+    alternating = {"kind": "alternating", "methods": (HEALTH_CHECK, CHECK), "first_request": b"", "requests": checks}
+    phase("latency@1 (no streams)", alternating, duration, processes=1, threads=1)
+    revision = int(client_check(server.target, mix[0]).revision)
+    watchers = Watchers(server.target, WATCH_STREAMS, str(max(0, revision - 1)))
+    try:
+        info["watch_streams"] = watchers.report
+        if watchers.report["open"] < WATCH_STREAMS:
+            say(f"WARNING: only {watchers.report['open']} of {WATCH_STREAMS} Watch streams opened: "
+                f"{watchers.report['first_error']}")
+        phase(f"latency@1 ({WATCH_STREAMS} streams)", alternating, duration, processes=1, threads=1)
+        phase(f"check@32 ({WATCH_STREAMS} streams)", check, short)
+    finally:
+        info["watch_streams_at_end"] = watchers.close()
     info["server_rss_kib"] = server.status("VmRSS")
     info["phases"] = {
         name: {"calls": r.calls, "rate_per_s": round(r.rate, 1), "errors": r.errors,
@@ -334,10 +367,61 @@ def figures(phases: dict[str, Result], peak_kib: int) -> list[dict]:
                f"{mutation.rate:,.0f} mutations/s (p50 {mutation.percentile(.5) * 1e3:.1f} ms)", ">= 300 /s",
                mutation.rate / 300, mutation.rate >= 300 and not mutation.errors, value_number=mutation.rate,
                errors=mutation.errors),
+        streams_figure(phases),
         figure("server peak RSS (VmHWM)", f"{peak_kib / 1024:,.0f} MiB", "< 1.5 GiB (large)", peak_kib / (1.5 * GIB),
                peak_kib < 1.5 * GIB, value_number=peak_kib),
     ]
     return rows
+
+
+def streams_figure(phases: dict[str, Result]) -> dict:
+    quiet, busy = phases["latency@1 (no streams)"], phases[f"latency@1 ({WATCH_STREAMS} streams)"]
+    quiet_p99, busy_p99 = quiet.percentile(0.99), busy.percentile(0.99)
+    check32 = phases[f"check@32 ({WATCH_STREAMS} streams)"]
+    return figure(f"Check p99 at 1 caller with {WATCH_STREAMS} open Watch streams",
+                  f"p99 {busy_p99 * 1e3:.2f} ms vs {quiet_p99 * 1e3:.2f} ms without (p50 "
+                  f"{busy.percentile(.5) * 1e3:.2f} vs {quiet.percentile(.5) * 1e3:.2f} ms); at 32 callers "
+                  f"{check32.rate:,.0f} req/s, p99 "
+                  f"{check32.percentile(.99) * 1e3:.1f} ms", "p99 <= 2 x without", busy_p99 / quiet_p99,
+                  busy_p99 <= 2 * quiet_p99, value_number=busy_p99)
+
+
+def scaling(args, url: str, workers: Workers, meta: dict, database: Path, info: dict) -> dict:
+    """Check throughput at 32 streams against a fresh server of N processes and one of 1 process
+    (same database, every client thread on its own connection), in the order 1 N N 1."""
+    pairs = meta["samples"]["checks"]  # with the decision the reference model predicts
+    allowed = [p for p in pairs if p[3]]
+    denied = [p for p in pairs if not p[3]]
+    checks = [check_request(*pair).SerializeToString() for pair in interleave(allowed, denied)]
+    rates: dict[int, list[float]] = {1: [], args.processes: []}
+    cpu: dict[int, list[float]] = {1: [], args.processes: []}
+    for processes in (1, args.processes, args.processes, 1):
+        server = Server(url, database.with_name(f"server-processes-{processes}.log"), processes=processes)
+        try:
+            server.wait_ready()
+            say(f"phase check@32 on --processes {processes} ({args.duration / 2:g} s) ...")
+            result = workers.run({"kind": "closed_loop", "method": CHECK, "requests": checks,
+                                  "target": server.target}, max(1.0, args.duration / 2), warmup=2.0, server=server)
+            if result.errors:
+                say(f"  {result.errors} errors, first: {result.first_error}")
+            rates[processes].append(result.rate)
+            cpu[processes].append(result.server_cpu / result.seconds)
+        finally:
+            server.stop()
+    one, many = sum(rates[1]) / 2, sum(rates[args.processes]) / 2
+    info["scaling"] = {"processes": args.processes, "rates": {str(k): [round(r) for r in v] for k, v in rates.items()},
+                       "server_cpu_cores": {str(k): [round(c, 2) for c in v] for k, v in cpu.items()},
+                       "cpus": os.cpu_count()}
+    return figure(f"Check throughput, --processes {args.processes} over 1 (32 streams)",
+                  f"{many:,.0f} vs {one:,.0f} req/s on {os.cpu_count()} cores", "grows with N (cores permitting)",
+                  many / one, many > one, value_number=many / one)
+
+
+def client_check(target: str, pair):
+    from mandate.client import MandateClient
+
+    with MandateClient(target, TOKEN) as client:
+        return client.authorization.Check(check_request(*pair))
 
 
 def median(values: list[float]) -> float:

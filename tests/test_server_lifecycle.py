@@ -1,6 +1,7 @@
 """The server's life (issue 8, items 2 and 4): health before it is ready and while the database
 is away, and `mandate serve --processes N` as real processes on SQLite: one port, read your
-writes on every process, SIGHUP reloads every process, SIGTERM drains them all."""
+writes on every process, SIGHUP reloads every process, a dead process is replaced, SIGTERM
+drains them all."""
 
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ def policy_dir(tmp_path) -> Path:
     return directory
 
 
-def test_processes_share_a_port_reload_together_and_drain_together(tmp_path, policy_dir):
+def test_processes_share_a_port_reload_together_are_replaced_and_drain_together(tmp_path, policy_dir):
     fleet = Fleet(tmp_path, 2, policy_dir)
     try:
         assert wait_until(lambda: len(fleet.pids("mandate serving")) == 2 or fleet.process.poll() is not None, 90), \
@@ -171,9 +172,17 @@ def test_processes_share_a_port_reload_together_and_drain_together(tmp_path, pol
         for _ in range(8):
             with MandateClient(fleet.address, TOKEN) as reader:
                 assert nobody_check(reader).policy_version == new_version
+        # A process that dies is replaced; the port keeps answering meanwhile.
+        first = fleet.pids("mandate serving")
+        killed = sorted(first)[0]
+        os.kill(int(killed), signal.SIGKILL)
+        assert wait_until(lambda: len(fleet.pids("mandate serving")) == 3, 90), fleet.log()
+        for _ in range(8):
+            with MandateClient(fleet.address, TOKEN) as reader:
+                assert nobody_check(reader, user=owner, organization=organization.id).allowed
         # SIGTERM to the parent drains every process, and the parent exits cleanly.
         assert fleet.stop() == 0, fleet.log()
-        assert fleet.pids(r"stopped") == fleet.pids("mandate serving"), fleet.log()
+        assert fleet.pids(r"stopped") == fleet.pids("mandate serving") - {killed}, fleet.log()
     finally:
         fleet.stop()
 

@@ -315,13 +315,13 @@ def build_server(app: App, config: Config) -> tuple[BackgroundServer, int]:
     return server, server.port
 
 
-def serve(config: Config, *, app: App | None = None, reuse_port: bool = False, on_signals=None) -> None:
-    """Serve until SIGTERM or SIGINT, then drain (config.grace_seconds). `on_signals()` is called
-    once the signal handlers are in place."""
-    asyncio.run(_serve(config, app, reuse_port, on_signals))
+def serve(config: Config, *, app: App | None = None, reuse_port: bool = False, report=None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain (config.grace_seconds). `report(state)` hears
+    "signals" once the signal handlers are in place and "serving" once the server serves."""
+    asyncio.run(_serve(config, app, reuse_port, report or (lambda _state: None)))
 
 
-async def _serve(config: Config, app: App | None, reuse_port: bool, on_signals) -> None:
+async def _serve(config: Config, app: App | None, reuse_port: bool, report) -> None:
     loop = asyncio.get_running_loop()
     server = MandateServer(config, app, reuse_port=reuse_port)
     stop = asyncio.Event()
@@ -329,11 +329,11 @@ async def _serve(config: Config, app: App | None, reuse_port: bool, on_signals) 
     # One of several processes leaves Ctrl-C to its parent, which drains every process with SIGTERM.
     for signum in (signal.SIGTERM,) if reuse_port else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if on_signals is not None:
-        on_signals()
+    report("signals")
     if reuse_port:  # one of several processes: drain when the parent is gone
         loop.create_task(stop_when_orphaned(stop))
     await server.start()
+    report("serving")
     if config.watch_policy:
         threading.Thread(target=watch_policy, args=(server.app, loop, server.reload_policy), name="policy-watch",
                          daemon=True).start()
@@ -347,9 +347,29 @@ async def _serve(config: Config, app: App | None, reuse_port: bool, on_signals) 
 
 # -- several processes on one port -------------------------------------------------------------
 
-STARTUP_CRASH_SECONDS = 10.0  # a process that dies this young is not restarted: the fleet stops
 SUPERVISE_SECONDS = 0.5
 PARENT_SECONDS = 1.0
+STOP_MARGIN_SECONDS = 10.0  # beyond the grace period, before a process that does not stop is killed
+
+
+class Child:
+    """One server process of the fleet, and what it has told its parent."""
+
+    def __init__(self, context, config: Config, slot: int):
+        self.slot = slot
+        self.states: set[str] = set()
+        self.pipe, tell = context.Pipe(duplex=False)
+        self.process = context.Process(target=child_main, args=(config, tell), name=f"mandate-serve-{slot}")
+        self.process.start()
+        tell.close()
+
+    def heard(self, state: str) -> bool:
+        try:
+            while self.pipe.poll():
+                self.states.add(self.pipe.recv())
+        except (EOFError, OSError):
+            pass
+        return state in self.states
 
 
 def serve_processes(config: Config) -> int:
@@ -357,34 +377,27 @@ def serve_processes(config: Config) -> int:
     kernel spreads connections over them), each with its own fact index and worker pool.
 
     This parent only supervises. SIGHUP is passed to every process (each reloads the policy);
-    SIGTERM or SIGINT drains them all (each gives its calls in flight the grace period); a
-    process that dies is restarted, unless it died while starting (a bad policy, a bad
-    setting), which stops the fleet with exit status 1."""
+    SIGTERM or SIGINT drains them all (each gives its calls in flight the grace period). A
+    process that dies after it served is replaced; one that dies before it served (a bad
+    policy, a bad setting) stops the fleet, with exit status 1."""
     if config.listen.rsplit(":", 1)[-1] == "0":
         raise ValueError("--processes needs a fixed port: every process listens on the same one")
     config.api_tokens = config.resolved_tokens()  # read (or create) the token file once, here
     context = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
-    children: dict[int, tuple] = {}  # slot -> (process, started, signals ready)
+    children: dict[int, Child] = {}
     stopping = threading.Event()
     failed = False
 
     def spawn(slot: int) -> None:
-        ready, tell_ready = context.Pipe(duplex=False)  # the child writes once its signal handlers are in place
-        process = context.Process(target=child_main, args=(config, tell_ready), name=f"mandate-serve-{slot}")
-        process.start()
-        tell_ready.close()
-        children[slot] = (process, time.monotonic(), ready)
-        log.info("started server process %d of %d (pid %d)", slot + 1, config.processes, process.pid)
-
-    def forward(signum: int) -> None:
-        for process, _, ready in list(children.values()):
-            # A process without its handlers yet has not read the policy either: it will load the new one.
-            if process.is_alive() and ready.poll():
-                os.kill(process.pid, signum)
+        children[slot] = child = Child(context, config, slot)
+        log.info("started server process %d of %d (pid %d)", slot + 1, config.processes, child.process.pid)
 
     def on_hup(_signum, _frame):
         log.info("reloading the policy in every process")
-        forward(signal.SIGHUP)
+        for child in list(children.values()):
+            # A process without its handlers yet has not read the policy either: it will load the new one.
+            if child.process.is_alive() and child.heard("signals"):
+                os.kill(child.process.pid, signal.SIGHUP)
 
     def on_stop(_signum, _frame):
         stopping.set()
@@ -395,45 +408,45 @@ def serve_processes(config: Config) -> int:
     for slot in range(config.processes):
         spawn(slot)
     while not stopping.is_set():
-        sentinels = {process.sentinel: slot for slot, (process, _, _) in children.items()}
+        sentinels = {child.process.sentinel: slot for slot, child in children.items()}
         for sentinel in multiprocessing.connection.wait(list(sentinels), timeout=SUPERVISE_SECONDS):
-            slot = sentinels[sentinel]
-            process, started, ready = children.pop(slot)
-            process.join()
-            ready.close()
+            child = children.pop(sentinels[sentinel])
+            child.process.join()
             if stopping.is_set():
                 break
-            if time.monotonic() - started < STARTUP_CRASH_SECONDS:
-                log.error("server process %d (pid %d) exited with %s while starting; stopping", slot + 1,
-                          process.pid, process.exitcode)
+            served = child.heard("serving")
+            child.pipe.close()
+            if not served:
+                log.error("server process %d (pid %d) exited with %s before it served; stopping", child.slot + 1,
+                          child.process.pid, child.process.exitcode)
                 failed = True
                 stopping.set()
                 break
-            log.error("server process %d (pid %d) exited with %s; starting another", slot + 1, process.pid,
-                      process.exitcode)
-            spawn(slot)
+            log.error("server process %d (pid %d) exited with %s; starting another", child.slot + 1,
+                      child.process.pid, child.process.exitcode)
+            spawn(child.slot)
     log.info("draining %d processes (grace %g s)", len(children), config.grace_seconds)
-    for process, _, _ in children.values():
-        if process.is_alive():
-            os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + config.grace_seconds + STARTUP_CRASH_SECONDS
-    for process, _, _ in children.values():
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            log.error("server process pid %d did not stop in time; killing it", process.pid)
-            process.kill()
-            process.join()
+    for child in children.values():
+        if child.process.is_alive():
+            os.kill(child.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + config.grace_seconds + STOP_MARGIN_SECONDS
+    for child in children.values():
+        child.process.join(max(0.0, deadline - time.monotonic()))
+        if child.process.is_alive():
+            log.error("server process pid %d did not stop in time; killing it", child.process.pid)
+            child.process.kill()
+            child.process.join()
     log.info("stopped")
     return 1 if failed else 0
 
 
-def child_main(config: Config, tell_ready) -> None:
+def child_main(config: Config, tell) -> None:
     """One of the processes of `serve_processes` (a fresh interpreter)."""
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        serve(config, reuse_port=True, on_signals=lambda: tell_ready.send(True))
+        serve(config, reuse_port=True, report=tell.send)
     except PolicyError as error:
         log.error("refusing to start: %s", error)
         raise SystemExit(1) from None
