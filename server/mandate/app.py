@@ -14,11 +14,13 @@ from mandate.config import DatabaseSettings
 from mandate.domain.authorization import Authorizer
 from mandate.domain.directory import Directory
 from mandate.domain.events import Events
+from mandate.domain.expiry import Expiries, Lifetimes
 from mandate.domain.membership import Memberships
 from mandate.domain.partner import Partners
+from mandate.domain.requests import RequestIds
 from mandate.index import FactIndex
 from mandate.policy import Policy, PolicyError
-from mandate.store.db import Conflict, Store
+from mandate.store.db import Conflict, Store, in_write
 from mandate.store.follow import ChangeFeed
 
 log = logging.getLogger(__name__)
@@ -33,17 +35,21 @@ ATTEMPTS = 8
 
 class App:
     def __init__(self, database_url: str, policy_dir, policy: Policy | None = None,
-                 database: DatabaseSettings | None = None):
+                 database: DatabaseSettings | None = None, *, lifetimes: Lifetimes | None = None):
+        # The clock and the invitation lifetime; tests pass a ManualClock and move it.
+        self.lifetimes = lifetimes or Lifetimes()
         self.store = Store(database_url, database or DatabaseSettings.from_env())
         self.policy_dir = Path(policy_dir)
         self.index = FactIndex(self.store)
         self.authorizer = Authorizer(self.store, self.index, policy or Policy(policy_dir))
         self.store.on_commit(self._caught_up_to)
         self.index.catch_up()
-        self.directory = Retrying(Directory(self.store, self.authorizer))
-        self.memberships = Retrying(Memberships(self.store, self.authorizer))
-        self.partners = Retrying(Partners(self.store, self.authorizer))
+        self.directory = Retrying(Directory(self.store, self.authorizer, self.lifetimes))
+        self.memberships = Retrying(Memberships(self.store, self.authorizer, self.lifetimes))
+        self.partners = Retrying(Partners(self.store, self.authorizer, self.lifetimes))
         self.events = Events(self.store)
+        self.expiries = Expiries(self.store, self.lifetimes)
+        self.requests = Retrying(RequestIds(self.store, self.lifetimes))
         self._stop = threading.Event()
         self._reloading = threading.RLock()  # re-entrant: a signal handler may interrupt a reload
         self._feed = ChangeFeed(self.store, self._stop)
@@ -92,6 +98,11 @@ class App:
                     log.exception("following the store failed; trying again")
                 self._stop.wait(POLL_SECONDS)
         self._feed.close()
+
+    def start_expiring(self) -> None:
+        """Write what ends by itself (invitations, access) within a second of its time, from one
+        replica at a time (mandate.domain.expiry)."""
+        threading.Thread(target=self.expiries.run, args=(self._stop,), name="expiry", daemon=True).start()
 
     def reload_policy(self) -> Policy:
         """Build and validate the new policy, then swap it in at once; on any error the old one
@@ -143,6 +154,8 @@ class Retrying:
                 try:
                     return attribute(*args, **kwargs)
                 except Conflict as conflict:
+                    if in_write():  # joined a request's transaction: that whole request runs again
+                        raise
                     if attempt == ATTEMPTS:
                         raise errors.DatabaseUnavailable(
                             "the database aborted this change repeatedly under contention; retry") from conflict

@@ -98,6 +98,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", type=float, metavar="SECONDS",
                         help="on SIGTERM, time for calls in flight to finish (overrides MANDATE_GRACE_SECONDS; "
                              "default 10)")
+    parser.add_argument("--invitation-ttl", type=duration, metavar="D",
+                        help="how long an invitation stays acceptable: a number with s, m, h or d "
+                             "(overrides MANDATE_INVITATION_TTL; default 14d)")
     parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
@@ -109,6 +112,15 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def duration(text: str):
+    from mandate.clock import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
@@ -128,6 +140,7 @@ def run_serve(config: Config, args) -> int:
     config.max_streams_per_caller = args.max_streams_per_caller or config.max_streams_per_caller
     config.max_streams = args.max_streams or config.max_streams
     config.grace_seconds = config.grace_seconds if args.grace is None else max(0.0, args.grace)
+    config.invitation_ttl = args.invitation_ttl or config.invitation_ttl
     config.watch_policy = args.watch_policy
     if args.ephemeral and config.processes > 1:
         print("mandate: --ephemeral serves from one process (each would have its own throwaway database)",
@@ -143,10 +156,12 @@ def run_serve(config: Config, args) -> int:
             try:
                 world = read_yaml(args.world).get("world") if args.world else None
                 ephemeral = EphemeralApp(config.policy_dir, world)
+                ephemeral.app.lifetimes.invitation_ttl = config.invitation_ttl
             except (WorldError, OSError) as error:
                 print(f"mandate: cannot load the world: {error}", file=sys.stderr)
                 return 1
             try:
+                ephemeral.app.start_expiring()
                 serve(config, app=ephemeral.app)
             finally:
                 ephemeral.close()

@@ -3,15 +3,19 @@ with defaults that work on a fresh checkout."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mandate.clock import parse_duration
+
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATABASE_URL = "sqlite:///var/mandate.db"
 DEFAULT_TOKEN_FILE = "var/api-token"
 MIN_TOKEN_LENGTH = 16
+DEFAULT_INVITATION_TTL = datetime.timedelta(days=14)
 
 
 def packaged_policy_dir() -> Path:
@@ -62,6 +66,7 @@ class Config:
     max_streams: int = 1000
     grace_seconds: float = 10.0  # SIGTERM: how long calls in flight may take to finish
     processes: int = 1  # server processes sharing the port (SO_REUSEPORT)
+    invitation_ttl: datetime.timedelta = DEFAULT_INVITATION_TTL  # how long an invitation stays acceptable
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -79,6 +84,7 @@ class Config:
             max_streams=number(env, "MANDATE_MAX_STREAMS", 1000),
             grace_seconds=number(env, "MANDATE_GRACE_SECONDS", 10.0, float, minimum=0),
             processes=number(env, "MANDATE_PROCESSES", 1),
+            invitation_ttl=duration(env, "MANDATE_INVITATION_TTL", DEFAULT_INVITATION_TTL),
         )
 
     def resolved_tokens(self) -> list[str]:
@@ -104,6 +110,17 @@ def number(env, name: str, default, kind=int, minimum=1):
     if value < minimum:
         raise ValueError(f"{name}: must be at least {minimum}")
     return value
+
+
+def duration(env, name: str, default: datetime.timedelta) -> datetime.timedelta:
+    """A duration setting (`30m`, `12h`, `14d`); a bad value stops the server with its name."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
 
 
 def read_or_create_token(path: Path) -> str:

@@ -96,6 +96,7 @@ class Reason(StrEnum):
     # INVALID_ARGUMENT
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     UNKNOWN_SCOPE = "UNKNOWN_SCOPE"
+    REQUEST_ID_REUSED = "REQUEST_ID_REUSED"  # the request_id was used for another request
     # UNAUTHENTICATED
     UNAUTHENTICATED = "UNAUTHENTICATED"
     # PERMISSION_DENIED: the policy refused the acting user (R23)

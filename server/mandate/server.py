@@ -186,6 +186,7 @@ class MandateServer:
         if self.app is None:
             self.app = await self._load()
             self.app.start_polling()
+            self.app.start_expiring()
         self.changes = ChangeFeed(self.app)
         self.changes.start()
         register_services(self.router, self.app, self.plumbing, self.changes)
@@ -199,10 +200,15 @@ class MandateServer:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                return await loop.run_in_executor(self.workers, App, self.config.database_url, self.config.policy_dir)
+                return await loop.run_in_executor(self.workers, self._new_app)
             except (DBAPIError, DatabaseUnavailable) as error:
                 log.warning("the database does not answer; retrying in %g s: %s", RETRY_SECONDS, error)
                 await asyncio.sleep(RETRY_SECONDS)
+
+    def _new_app(self) -> App:
+        app = App(self.config.database_url, self.config.policy_dir)
+        app.lifetimes.invitation_ttl = self.config.invitation_ttl
+        return app
 
     async def _set_health(self, ready: bool, database: bool = True) -> None:
         serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING

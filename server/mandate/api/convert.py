@@ -12,7 +12,7 @@ def invitation(row: models.Invitation, token: str = "") -> common_pb2.Invitation
         id=row.id, kind=row.kind, organization_id=row.organization_id, email=row.email, role=row.role,
         status=row.status, invited_by=row.invited_by, customer_name=row.customer_name,
         customer_number=row.customer_number, currency=row.currency, requested_scopes=row.requested_scopes,
-        token=token, created_at=row.created_at, revision=str(row.revision),
+        token=token, created_at=row.created_at, revision=str(row.revision), expires_at=row.expires_at,
     )
 
 
@@ -21,6 +21,7 @@ def membership(member: Member) -> common_pb2.Membership:
     return common_pb2.Membership(
         organization_id=row.organization_id, user_id=row.user_id, email=member.email, role=row.role,
         status=row.status, partner_employee=row.partner_employee, revision=str(row.revision),
+        access_expires_at=row.access_expires_at or "",
     )
 
 
@@ -29,7 +30,7 @@ def connection(row: models.Connection) -> common_pb2.Connection:
         partner_id=row.partner_id, client_id=row.client_id, status=row.status, customer_name=row.customer_name,
         customer_number=row.customer_number, currency=row.currency, requested_scopes=row.requested_scopes,
         granted_scopes=row.granted_scopes, employee_approval=row.employee_approval, referral=row.referral,
-        connected_at=row.connected_at, revision=str(row.revision),
+        connected_at=row.connected_at, revision=str(row.revision), access_expires_at=row.access_expires_at or "",
     )
 
 
@@ -37,6 +38,7 @@ def assignment(row: models.Assignment) -> common_pb2.Assignment:
     return common_pb2.Assignment(
         partner_id=row.partner_id, client_id=row.client_id, user_id=row.user_id,
         client_approved=row.client_approved, assigned=row.assigned, revision=str(row.revision),
+        access_expires_at=row.access_expires_at or "",
     )
 
 

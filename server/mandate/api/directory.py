@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mandate.api import convert
 from mandate.api import validate as v
+from mandate.api.retries import idempotent
 from mandate.app import App
 from mandate.errors import InvalidArgument
 from mandate.facts import RESOURCE_TYPES
@@ -17,13 +18,16 @@ REGISTERED_TYPES = [t for t in RESOURCE_TYPES if t != "Organization"]
 class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
     def __init__(self, app: App):
         self.directory = app.directory
+        self.requests = app.requests
 
+    @idempotent(pb.User)
     def RegisterUser(self, request, context):
         email = v.email("email", request.email)
         name = v.text("display_name", request.display_name)
         user, revision = self.directory.register_user(email, name)
         return convert.user(user, revision)
 
+    @idempotent(pb.Organization)
     def CreateOrganization(self, request, context):
         actor_id = v.identifier("actor_id", request.actor_id)
         name = v.text("name", request.name)
@@ -31,6 +35,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         seat_limit = v.seat_limit("seat_limit", request.seat_limit) if request.HasField("seat_limit") else None
         return convert.organization(self.directory.create_organization(actor_id, name, currency, seat_limit))
 
+    @idempotent(pb.WriteResponse)
     def LinkOrganizations(self, request, context):
         revision = self.directory.link_organizations(
             v.identifier("actor_id", request.actor_id),
@@ -39,6 +44,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         )
         return pb.WriteResponse(revision=str(revision))
 
+    @idempotent(pb.WriteResponse)
     def PutResource(self, request, context):
         actor_id = v.identifier("actor_id", request.actor_id)
         resource_type, resource_id = registered_resource(request)
@@ -46,6 +52,7 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         revision = self.directory.put_resource(actor_id, resource_type, resource_id, organization_id)
         return pb.WriteResponse(revision=str(revision))
 
+    @idempotent(pb.WriteResponse)
     def DeleteResource(self, request, context):
         actor_id = v.identifier("actor_id", request.actor_id)
         resource_type, resource_id = registered_resource(request)

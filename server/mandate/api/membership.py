@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from mandate.api import convert
 from mandate.api import validate as v
+from mandate.api.retries import idempotent
 from mandate.app import App
 from mandate.store import models
-from mandate.v1 import directory_pb2, membership_pb2, membership_pb2_grpc
+from mandate.v1 import common_pb2, directory_pb2, membership_pb2, membership_pb2_grpc
 
 INVITATION_STATUSES = [s.value for s in models.InvitationStatus]
 
@@ -14,16 +15,20 @@ INVITATION_STATUSES = [s.value for s in models.InvitationStatus]
 class MembershipService(membership_pb2_grpc.MembershipServiceServicer):
     def __init__(self, app: App):
         self.memberships = app.memberships
+        self.requests = app.requests
 
+    @idempotent(common_pb2.Invitation)
     def InviteMember(self, request, context):
         invitation = self.memberships.invite_member(
             v.identifier("actor_id", request.actor_id),
             v.identifier("organization_id", request.organization_id),
             v.email("email", request.email),
             v.member_role("role", request.role),
+            v.access_expires_at("access_expires_at", request.access_expires_at),
         )
         return convert.invitation(invitation)
 
+    @idempotent(common_pb2.Invitation)
     def CancelInvitation(self, request, context):
         return convert.invitation(self.memberships.cancel_invitation(
             v.identifier("actor_id", request.actor_id), v.identifier("invitation_id", request.invitation_id)))
@@ -52,20 +57,26 @@ class MembershipService(membership_pb2_grpc.MembershipServiceServicer):
         return membership_pb2.ListMembersResponse(members=[convert.membership(m) for m in members],
                                                   next_page_token=last)
 
+    @idempotent(directory_pb2.WriteResponse)
     def RemoveMember(self, request, context):
         revision = self.memberships.remove_member(*member_fields(request))
         return directory_pb2.WriteResponse(revision=str(revision))
 
+    @idempotent(common_pb2.Membership)
     def PauseMember(self, request, context):
         return convert.membership(self.memberships.pause_member(*member_fields(request)))
 
+    @idempotent(common_pb2.Membership)
     def ResumeMember(self, request, context):
         return convert.membership(self.memberships.resume_member(*member_fields(request)))
 
+    @idempotent(common_pb2.Membership)
     def SetMemberRole(self, request, context):
         role = v.member_role("role", request.role)
-        return convert.membership(self.memberships.set_member_role(*member_fields(request), role))
+        ends = v.access_expires_at("access_expires_at", request.access_expires_at)
+        return convert.membership(self.memberships.set_member_role(*member_fields(request), role, ends))
 
+    @idempotent(common_pb2.Membership)
     def TagPartnerEmployee(self, request, context):
         return convert.membership(
             self.memberships.tag_partner_employee(*member_fields(request), request.partner_employee))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from mandate.api import convert
 from mandate.api import validate as v
 from mandate.api.membership import page
+from mandate.api.retries import idempotent
 from mandate.app import App
 from mandate.errors import InvalidArgument
 from mandate.store import models
-from mandate.v1 import partner_pb2, partner_pb2_grpc
+from mandate.v1 import common_pb2, partner_pb2, partner_pb2_grpc
 
 CONNECTION_STATUSES = [s.value for s in models.ConnectionStatus]
 APPROVALS = [a.value for a in models.EmployeeApproval]
@@ -29,19 +30,23 @@ def customer(request) -> tuple[str, str, str, list[str]]:
 class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
     def __init__(self, app: App):
         self.partners = app.partners
+        self.requests = app.requests
 
+    @idempotent(common_pb2.Invitation)
     def InviteClient(self, request, context):
         actor_id = v.identifier("actor_id", request.actor_id)
         partner_id = v.identifier("partner_id", request.partner_id)
         email = v.email("email", request.email)
         return convert.invitation(self.partners.invite_client(actor_id, partner_id, email, *customer(request)))
 
+    @idempotent(common_pb2.Invitation, forget=("token",))
     def CreateInviteLink(self, request, context):
         actor_id = v.identifier("actor_id", request.actor_id)
         partner_id = v.identifier("partner_id", request.partner_id)
         created = self.partners.create_invite_link(actor_id, partner_id, *customer(request))
         return convert.invitation(created.invitation, token=created.token)
 
+    @idempotent(common_pb2.Connection)
     def AcceptClientInvitation(self, request, context):
         actor_id = v.identifier("actor_id", request.actor_id)
         if bool(request.invitation_id) == bool(request.token):
@@ -53,8 +58,9 @@ class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
         granted = v.scopes("granted_scopes", request.granted_scopes)
         approval = v.choice("employee_approval", request.employee_approval, APPROVALS,
                             default=models.EmployeeApproval.CLIENT.value)
+        ends = v.access_expires_at("access_expires_at", request.access_expires_at)
         return convert.connection(self.partners.accept_client_invitation(
-            actor_id, invitation_id, token, client_id, granted, approval))
+            actor_id, invitation_id, token, client_id, granted, approval, ends))
 
     def ListClients(self, request, context, permission="list_clients"):
         size = v.page_size("page_size", request.page_size)
@@ -79,38 +85,52 @@ class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
         return partner_pb2.ListConnectionsResponse(connections=[convert.connection(r) for r in rows],
                                                    next_page_token=last)
 
+    @idempotent(common_pb2.Connection)
     def UpdateGrantedScopes(self, request, context):
         scopes = v.scopes("granted_scopes", request.granted_scopes)
-        return convert.connection(self.partners.update_granted_scopes(*pair(request), scopes))
+        ends = v.access_expires_at("access_expires_at", request.access_expires_at)
+        return convert.connection(self.partners.update_granted_scopes(*pair(request), scopes, ends))
 
+    @idempotent(common_pb2.Connection)
     def RequestDisconnect(self, request, context):
         return convert.connection(self.partners.request_disconnect(*pair(request)))
 
+    @idempotent(common_pb2.Connection)
     def AcceptDisconnect(self, request, context):
         return convert.connection(self.partners.accept_disconnect(*pair(request)))
 
+    @idempotent(common_pb2.Connection)
     def DeclineDisconnect(self, request, context):
         return convert.connection(self.partners.decline_disconnect(*pair(request)))
 
+    @idempotent(common_pb2.Connection)
     def RevokePartner(self, request, context):
         return convert.connection(self.partners.revoke_partner(*pair(request)))
 
+    @idempotent(common_pb2.Assignment)
     def AssignClient(self, request, context):
-        return convert.assignment(self.partners.assign_client(*pair(request), user(request)))
+        ends = v.access_expires_at("access_expires_at", request.access_expires_at)
+        return convert.assignment(self.partners.assign_client(*pair(request), user(request, assigning=True), ends))
 
+    @idempotent(common_pb2.Assignment)
     def UnassignClient(self, request, context):
         return convert.assignment(self.partners.unassign_client(*pair(request), user(request)))
 
+    @idempotent(common_pb2.Assignment)
     def ApprovePartnerEmployee(self, request, context):
         actor_id, partner_id, client_id = pair(request)
         return convert.assignment(
             self.partners.approve_partner_employee(actor_id, client_id, partner_id, user(request)))
 
+    @idempotent(common_pb2.Assignment)
     def RevokePartnerEmployee(self, request, context):
         actor_id, partner_id, client_id = pair(request)
         return convert.assignment(
             self.partners.revoke_partner_employee(actor_id, client_id, partner_id, user(request)))
 
 
-def user(request) -> str:
+def user(request, assigning: bool = False) -> str:
+    """The person of an assignment; only AssignClient takes an access_expires_at."""
+    if request.access_expires_at and not assigning:
+        raise InvalidArgument("access_expires_at", "only AssignClient takes an access_expires_at")
     return v.identifier("user_id", request.user_id)

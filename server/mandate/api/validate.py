@@ -106,6 +106,27 @@ def scopes(field: str, values) -> list[str]:
     return sorted(set(result))
 
 
+MAX_REQUEST_ID = 128
+
+
+def request_id(field: str, value: str) -> str:
+    """The caller's idempotency key: optional, up to 128 printable ASCII characters."""
+    if not value:
+        return ""
+    if len(value) > MAX_REQUEST_ID:
+        raise InvalidArgument(field, f"must be at most {MAX_REQUEST_ID} characters ({len(value)} given)")
+    if not re.fullmatch(r"[\x21-\x7e]+", value):
+        raise InvalidArgument(field, "must be printable ASCII characters without spaces")
+    return value
+
+
+def access_expires_at(field: str, value: str) -> str:
+    """"" (no end, or keep the current one), `never` (clear it), or an RFC 3339 time, in UTC."""
+    from mandate.domain.expiry import normalize_end
+
+    return normalize_end(field, value)
+
+
 def seat_limit(field: str, value: int) -> int:
     if value < 0 or value > MAX_SEAT_LIMIT:
         raise InvalidArgument(field, f"must be between 0 (unlimited) and {MAX_SEAT_LIMIT}")

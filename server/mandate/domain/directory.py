@@ -9,6 +9,7 @@ from mandate.domain import partner
 from mandate.domain.authorization import Authorizer, ProjectRef
 from mandate.domain.common import get_organization, get_user, new_id
 from mandate.names import OrganizationAction, ProjectAction, Reason
+from mandate.domain.expiry import Lifetimes, pending_invitation
 from mandate.store import models
 from mandate.store.db import Store, utc_now
 
@@ -16,9 +17,10 @@ DEFAULT_SEAT_LIMIT = 5  # R1
 
 
 class Directory:
-    def __init__(self, store: Store, authorizer: Authorizer):
+    def __init__(self, store: Store, authorizer: Authorizer, lifetimes: Lifetimes | None = None):
         self.store = store
         self.authorizer = authorizer
+        self.lifetimes = lifetimes or Lifetimes()
 
     def register_user(self, email: str, display_name: str) -> tuple[models.User, int]:
         """R4: signing up completes every pending member invitation for the email."""
@@ -37,14 +39,15 @@ class Directory:
                 select(models.Invitation).where(
                     models.Invitation.kind == models.InvitationKind.MEMBER,
                     models.Invitation.email == email,
-                    models.Invitation.status == models.InvitationStatus.PENDING,
+                    *pending_invitation(self.lifetimes.now()),
                 )
             ).scalars()
             for invitation in pending:
                 # The pending invitation already holds its seat (R5): joining takes no new one.
                 session.merge(models.Membership(
                     organization_id=invitation.organization_id, user_id=user.id, role=invitation.role,
-                    status=models.MemberStatus.ACTIVE, partner_employee=False, revision=tx.revision,
+                    status=models.MemberStatus.ACTIVE, partner_employee=False,
+                    access_expires_at=invitation.access_expires_at, revision=tx.revision,
                 ))
                 invitation.status = models.InvitationStatus.FINISHED
                 invitation.revision = tx.revision
@@ -73,7 +76,7 @@ class Directory:
             ))
             tx.emit("organization.created", organization_id=organization.id, owner_id=owner.id,
                     currency=currency, seat_limit=organization.seat_limit)
-            partner.connect_referrals(tx, self.authorizer, owner, organization)
+            partner.connect_referrals(tx, self.authorizer, owner, organization, self.lifetimes.now())
         return organization
 
     def link_organizations(self, actor_id: str, organization_id: str, other_id: str) -> int:

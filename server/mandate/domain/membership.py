@@ -10,6 +10,7 @@ from mandate import errors
 from mandate.domain.authorization import Authorizer, MemberRef
 from mandate.domain.common import email_of, end_assignments, get_member, get_organization, new_id
 from mandate.names import MemberAction, OrganizationAction, Reason
+from mandate.domain.expiry import Lifetimes, pending_invitation
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
@@ -23,16 +24,22 @@ class Member:
 
 
 class Memberships:
-    def __init__(self, store: Store, authorizer: Authorizer):
+    def __init__(self, store: Store, authorizer: Authorizer, lifetimes: Lifetimes | None = None):
         self.store = store
         self.authorizer = authorizer
+        self.lifetimes = lifetimes or Lifetimes()
 
-    def invite_member(self, actor_id: str, organization_id: str, email: str, role: str) -> models.Invitation:
+    def invite_member(self, actor_id: str, organization_id: str, email: str, role: str,
+                      access_expires_at: str = "") -> models.Invitation:
         """R4: a registered user joins at once; anyone else gets a pending invitation. R5: either
-        takes a seat, checked inside the transaction so racing invitations cannot overfill."""
+        takes a seat, checked inside the transaction so racing invitations cannot overfill.
+        With `access_expires_at`, the membership ends by itself then (mandate.domain.expiry)."""
         with self.store.write(actor_id) as tx:
             session = tx.session
             self.authorizer.require(actor_id, OrganizationAction.INVITE_MEMBER, organization_id)
+            ends = self.lifetimes.access_end(access_expires_at, None)
+            if ends and role == models.Role.OWNER:
+                raise errors.InvalidArgument("access_expires_at", "an owner's membership does not end by itself (R6)")
             organization = get_organization(session, organization_id)
             user = session.execute(select(models.User).where(models.User.email == email)).scalar_one_or_none()
             # R4, R2: whom the actor may invite as what (only an owner invites an owner) is the policy's.
@@ -46,16 +53,17 @@ class Memberships:
                 models.Invitation.organization_id == organization_id,
                 models.Invitation.kind == models.InvitationKind.MEMBER,
                 models.Invitation.email == email,
-                models.Invitation.status == models.InvitationStatus.PENDING,
+                *pending_invitation(self.lifetimes.now()),
             )).first()
             if pending:
                 raise errors.AlreadyExists(f"email: {email} already has a pending invitation",
                                            Reason.INVITATION_PENDING)
-            check_seat_available(tx, organization)
+            check_seat_available(tx, organization, self.lifetimes.now())
             invitation = models.Invitation(
                 id=new_id("inv"), kind=models.InvitationKind.MEMBER, organization_id=organization_id,
                 email=email, role=role, status=models.InvitationStatus.PENDING, invited_by=actor_id,
-                requested_scopes=[], created_at=utc_now(), revision=tx.revision,
+                requested_scopes=[], created_at=utc_now(), expires_at=self.lifetimes.invitation_expires_at(),
+                access_expires_at=ends, revision=tx.revision,
             )
             session.add(invitation)
             tx.emit("member.invited", organization_id=organization_id, invitation_id=invitation.id,
@@ -63,7 +71,7 @@ class Memberships:
             if user is not None:
                 session.merge(models.Membership(
                     organization_id=organization_id, user_id=user.id, role=role, status=Status.ACTIVE,
-                    partner_employee=False, revision=tx.revision,
+                    partner_employee=False, access_expires_at=ends, revision=tx.revision,
                 ))
                 invitation.status = models.InvitationStatus.FINISHED
                 tx.emit("member.joined", organization_id=organization_id, user_id=user.id, role=role,
@@ -76,8 +84,7 @@ class Memberships:
             if invitation is None:
                 raise errors.NotFound(f"invitation_id: no invitation {invitation_id!r}", Reason.INVITATION_NOT_FOUND)
             self.authorizer.require(actor_id, OrganizationAction.CANCEL_INVITATION, invitation.organization_id)
-            if invitation.status != models.InvitationStatus.PENDING:
-                raise errors.InvitationNotPending(f"invitation_id: the invitation is {invitation.status}, not pending")
+            require_pending(invitation, self.lifetimes.now(), "invitation_id: ")
             invitation.status = models.InvitationStatus.CANCELLED
             invitation.revision = tx.revision
             tx.emit("invitation.cancelled", organization_id=invitation.organization_id,
@@ -159,7 +166,10 @@ class Memberships:
             tx.emit(event, organization_id=organization_id, user_id=user_id)
             return Member(membership, email_of(tx.session, user_id))
 
-    def set_member_role(self, actor_id: str, organization_id: str, user_id: str, role: str) -> Member:
+    def set_member_role(self, actor_id: str, organization_id: str, user_id: str, role: str,
+                        access_expires_at: str = "") -> Member:
+        """Also moves or clears the end of the membership: `access_expires_at` empty keeps it,
+        `never` clears it. An owner's membership has no end (R6: making an owner clears it)."""
         with self.store.write(actor_id) as tx:
             self.authorizer.require(actor_id, OrganizationAction.SET_MEMBER_ROLE, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
@@ -174,9 +184,20 @@ class Memberships:
                 membership.partner_employee = False
                 withdraw_assignments(tx, organization_id, user_id)
                 tx.emit("member.untagged", organization_id=organization_id, user_id=user_id)
+            ends = self.lifetimes.access_end(access_expires_at, membership.access_expires_at)
+            if role == models.Role.OWNER:
+                if ends and access_expires_at:
+                    raise errors.InvalidArgument("access_expires_at",
+                                                 "an owner's membership does not end by itself (R6)")
+                ends = None
+            if membership.role != role:
+                tx.emit("member.role_changed", organization_id=organization_id, user_id=user_id, role=role)
+            if membership.access_expires_at != ends:
+                tx.emit("member.access_expiry_changed", organization_id=organization_id, user_id=user_id,
+                        access_expires_at=ends or "never")
             membership.role = role
+            membership.access_expires_at = ends
             membership.revision = tx.revision
-            tx.emit("member.role_changed", organization_id=organization_id, user_id=user_id, role=role)
             return Member(membership, email_of(tx.session, user_id))
 
     def tag_partner_employee(self, actor_id: str, organization_id: str, user_id: str, tagged: bool) -> Member:
@@ -199,21 +220,31 @@ class Memberships:
             return Member(membership, email_of(tx.session, user_id))
 
 
-def seats_taken(tx: Transaction, organization_id: str) -> int:
-    """R5: members (active or paused) plus pending member invitations."""
+def seats_taken(tx: Transaction, organization_id: str, now: str) -> int:
+    """R5: members (active or paused) plus pending member invitations (an expired one frees its seat)."""
     members = tx.session.execute(select(func.count()).select_from(models.Membership).where(
         models.Membership.organization_id == organization_id, models.Membership.status != Status.REMOVED,
     )).scalar_one()
     pending = tx.session.execute(select(func.count()).select_from(models.Invitation).where(
         models.Invitation.organization_id == organization_id,
         models.Invitation.kind == models.InvitationKind.MEMBER,
-        models.Invitation.status == models.InvitationStatus.PENDING,
+        *pending_invitation(now),
     )).scalar_one()
     return members + pending
 
 
-def check_seat_available(tx: Transaction, organization: models.Organization) -> None:
-    if organization.seat_limit and seats_taken(tx, organization.id) >= organization.seat_limit:
+def require_pending(invitation: models.Invitation, now: str, field: str = "") -> None:
+    """An invitation can be accepted or cancelled while pending: an expired one no longer, even
+    in the moment before the sweeper writes it down (R5, R11)."""
+    if invitation.status == models.InvitationStatus.PENDING and invitation.expires_at <= now:
+        raise errors.InvitationNotPending(f"{field}the invitation expired at {invitation.expires_at}; "
+                                          "it can no longer be accepted")
+    if invitation.status != models.InvitationStatus.PENDING:
+        raise errors.InvitationNotPending(f"{field}the invitation is {invitation.status}, not pending")
+
+
+def check_seat_available(tx: Transaction, organization: models.Organization, now: str) -> None:
+    if organization.seat_limit and seats_taken(tx, organization.id, now) >= organization.seat_limit:
         raise errors.SeatLimitReached(
             f"organization {organization.id} has reached its seat limit of {organization.seat_limit} "
             "(members and pending invitations) (R5)"

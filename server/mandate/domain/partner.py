@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from mandate import errors
 from mandate.domain.authorization import Authorizer, ConnectionRef, InvitationRef
 from mandate.domain.common import end_assignments, get_connection, get_member, get_organization, get_user, new_id
-from mandate.domain.membership import escape_like
+from mandate.domain.expiry import Lifetimes, pending_invitation
+from mandate.domain.membership import escape_like, require_pending
 from mandate.facts import HOME, InvitationTarget, MembershipFact, Subject
 from mandate.names import ConnectionAction, InvitationAction, OrganizationAction, Reason
 from mandate.store import models
@@ -33,9 +34,10 @@ class CreatedLink:
 
 
 class Partners:
-    def __init__(self, store: Store, authorizer: Authorizer):
+    def __init__(self, store: Store, authorizer: Authorizer, lifetimes: Lifetimes | None = None):
         self.store = store
         self.authorizer = authorizer
+        self.lifetimes = lifetimes or Lifetimes()
 
     # -- inviting clients ------------------------------------------------------------------
 
@@ -74,13 +76,15 @@ class Partners:
             id=new_id("inv"), kind=models.InvitationKind.CLIENT, organization_id=partner_id, email=email,
             role="", status=models.InvitationStatus.PENDING, invited_by=actor_id, customer_name=customer_name,
             customer_number=customer_number, currency=currency, requested_scopes=sorted(set(scopes)),
-            token_hash=token_hash, created_at=utc_now(), revision=tx.revision,
+            token_hash=token_hash, created_at=utc_now(), expires_at=self.lifetimes.invitation_expires_at(),
+            revision=tx.revision,
         )
         tx.session.add(invitation)
         return invitation
 
     def accept_client_invitation(self, actor_id: str, invitation_id: str, token: str, client_id: str,
-                                 granted_scopes: list[str], employee_approval: str) -> models.Connection:
+                                 granted_scopes: list[str], employee_approval: str,
+                                 access_expires_at: str = "") -> models.Connection:
         """R9, R11, R12: the client accepts, granting exactly the scopes it lists.
         A link is single use: the first acceptance finishes it, inside the transaction."""
         with self.store.write(actor_id) as tx:
@@ -91,9 +95,10 @@ class Partners:
             addressee = get_user(tx.session, actor_id, "actor_id").email == invitation.email
             self.authorizer.require_target(actor_id, InvitationAction.ACCEPT,
                                            InvitationRef(client_id, bool(invitation.token_hash), addressee))
-            if invitation.status != models.InvitationStatus.PENDING:
-                raise errors.InvitationNotPending(f"the invitation is {invitation.status}, not pending (R11)")
-            return connect(tx, invitation, client_id, granted_scopes, employee_approval, referral=False)
+            require_pending(invitation, self.lifetimes.now())
+            ends = self.lifetimes.access_end(access_expires_at, None)
+            return connect(tx, invitation, client_id, granted_scopes, employee_approval, referral=False,
+                           access_expires_at=ends)
 
     def _find_client_invitation(self, tx: Transaction, invitation_id, token) -> models.Invitation:
         if token:
@@ -142,13 +147,19 @@ class Partners:
     # -- changing a connection ----------------------------------------------------------------
 
     def update_granted_scopes(self, actor_id: str, partner_id: str, client_id: str,
-                              scopes: list[str]) -> models.Connection:
-        """R12: the client changes what it grants, at any time."""
+                              scopes: list[str], access_expires_at: str = "") -> models.Connection:
+        """R12: the client changes what it grants, at any time, and until when (empty
+        `access_expires_at` keeps the current end, `never` clears it)."""
         with self.store.write(actor_id) as tx:
             self.authorizer.require_target(actor_id, ConnectionAction.UPDATE_GRANTED_SCOPES,
                                            ConnectionRef(partner_id, client_id))
             connection = get_connection(tx.session, partner_id, client_id)
+            ends = self.lifetimes.access_end(access_expires_at, connection.access_expires_at)
+            if connection.access_expires_at != ends:
+                tx.emit("client.access_expiry_changed", partner_id=partner_id, client_id=client_id,
+                        access_expires_at=ends or "never")
             connection.granted_scopes = sorted(set(scopes))
+            connection.access_expires_at = ends
             connection.revision = tx.revision
             tx.emit("client.scopes_updated", partner_id=partner_id, client_id=client_id,
                     granted_scopes=connection.granted_scopes)
@@ -196,8 +207,11 @@ class Partners:
 
     # -- partner employees ------------------------------------------------------------------
 
-    def assign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str) -> models.Assignment:
-        """R15, R16, R19: only tagged employees; one partner record per person and client."""
+    def assign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str,
+                      access_expires_at: str = "") -> models.Assignment:
+        """R15, R16, R19: only tagged employees; one partner record per person and client.
+        With `access_expires_at`, the assignment ends by itself then; assigning someone already
+        assigned with `access_expires_at` moves (or, with `never`, clears) that end."""
         with self.store.write(actor_id) as tx:
             session = tx.session
             self.authorizer.require_target(actor_id, ConnectionAction.ASSIGN, ConnectionRef(partner_id, client_id))
@@ -217,11 +231,19 @@ class Partners:
                 )
             assignment = session.get(models.Assignment, (partner_id, client_id, user_id))
             if assignment is not None and assignment.assigned:
-                raise errors.AlreadyExists(f"user_id: user {user_id} is already assigned to this client",
-                                           Reason.ALREADY_ASSIGNED)
+                if not access_expires_at:
+                    raise errors.AlreadyExists(f"user_id: user {user_id} is already assigned to this client",
+                                               Reason.ALREADY_ASSIGNED)
+                assignment.access_expires_at = self.lifetimes.access_end(access_expires_at,
+                                                                         assignment.access_expires_at)
+                assignment.revision = tx.revision
+                tx.emit("partner_employee.access_expiry_changed", partner_id=partner_id, client_id=client_id,
+                        user_id=user_id, access_expires_at=assignment.access_expires_at or "never")
+                return assignment
             assignment = session.merge(models.Assignment(
                 partner_id=partner_id, client_id=client_id, user_id=user_id, assigned=True,
-                client_approved=False, revision=tx.revision,
+                client_approved=False, access_expires_at=self.lifetimes.access_end(access_expires_at, None),
+                revision=tx.revision,
             ))
             tx.emit("partner_employee.assigned", partner_id=partner_id, client_id=client_id, user_id=user_id)
             return assignment
@@ -274,7 +296,7 @@ def get_assignment(tx: Transaction, partner_id: str, client_id: str, user_id: st
 
 
 def connect(tx: Transaction, invitation: models.Invitation, client_id: str, scopes: list[str],
-            employee_approval: str, referral: bool) -> models.Connection:
+            employee_approval: str, referral: bool, access_expires_at: str | None = None) -> models.Connection:
     """Connect a client to the partner that invited it, finishing the invitation (R9 to R12)."""
     session = tx.session
     get_organization(session, client_id, "client_id")
@@ -289,7 +311,8 @@ def connect(tx: Transaction, invitation: models.Invitation, client_id: str, scop
         customer_name=invitation.customer_name, customer_number=invitation.customer_number,
         currency=invitation.currency, requested_scopes=list(invitation.requested_scopes),
         granted_scopes=sorted(set(scopes)), employee_approval=employee_approval, referral=referral,
-        connected_at=utc_now(), invitation_id=invitation.id, revision=tx.revision,
+        connected_at=utc_now(), access_expires_at=access_expires_at, invitation_id=invitation.id,
+        revision=tx.revision,
     ))
     invitation.status = models.InvitationStatus.FINISHED
     invitation.revision = tx.revision
@@ -300,7 +323,7 @@ def connect(tx: Transaction, invitation: models.Invitation, client_id: str, scop
 
 
 def connect_referrals(tx: Transaction, authorizer: Authorizer, owner: models.User,
-                      organization: models.Organization) -> None:
+                      organization: models.Organization, now: str) -> None:
     """R10: a client invited by email who signs up and creates an organization is connected to
     the partner automatically, as its referral. R12 (decided in the policy's comments): the
     referral grants nothing until the client grants scopes, so the connection starts with none."""
@@ -315,7 +338,7 @@ def connect_referrals(tx: Transaction, authorizer: Authorizer, owner: models.Use
     pending = tx.session.execute(select(models.Invitation).where(
         models.Invitation.kind == models.InvitationKind.CLIENT,
         models.Invitation.email == owner.email,
-        models.Invitation.status == models.InvitationStatus.PENDING,
+        *pending_invitation(now),
         models.Invitation.created_at < owner.created_at,
     ).order_by(models.Invitation.id)).scalars()
     for invitation in pending:

@@ -15,6 +15,7 @@ reported as `errors.DatabaseUnavailable`, never as an unexpected error.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import logging
 import threading
@@ -32,6 +33,17 @@ from mandate.config import DatabaseSettings
 from mandate.store import models
 
 log = logging.getLogger(__name__)
+
+
+# The write transaction open in this thread (and context), so that a write inside another joins
+# it: a request with a request_id runs its mutation and records its reply in one transaction.
+_open: contextvars.ContextVar[tuple[Store, Transaction] | None] = contextvars.ContextVar(
+    "mandate_open_write", default=None)
+
+
+def in_write() -> bool:
+    """Whether a write transaction is open in this context (a write inside it joins it)."""
+    return _open.get() is not None
 
 
 def utc_now() -> str:
@@ -238,13 +250,22 @@ class Store:
     def write(self, actor_id: str = "") -> Iterator[Transaction]:
         """One read-write transaction. Raises `errors.DatabaseUnavailable` at once while the
         database is lost, and `Conflict` when the database aborted it (the caller runs it again:
-        see mandate.app)."""
+        see mandate.app). A write inside an open write of this store joins it (one transaction:
+        a request with a request_id runs its mutation and records its reply together)."""
+        joined = _open.get()
+        if joined is not None and joined[0] is self:
+            if actor_id:
+                joined[1].actor_id = actor_id
+            yield joined[1]
+            return
         if not self._available and time.monotonic() - self._checked_at < RECHECK_SECONDS:
             raise errors.DatabaseUnavailable("the database cannot be reached; retry")
         with self._writer, self._reporting(), self._write_sessions() as session:
+            token = _open.set((self, None))
             try:
                 revision = self._next_revision(session)
                 tx = Transaction(session, revision, actor_id)
+                _open.set((self, tx))
                 yield tx
                 deadlines.check()  # a caller that gave up while this waited gets no change
                 if self.postgres:
@@ -256,6 +277,8 @@ class Store:
                 with contextlib.suppress(exc.DBAPIError):  # a lost connection has nothing to roll back
                     session.rollback()
                 raise
+            finally:
+                _open.reset(token)
         self.mark_available()
         self.announce(revision)
 
@@ -266,6 +289,18 @@ class Store:
                 callback(revision)
             except Exception:  # the change is committed: report it as done; readers catch up later
                 log.exception("after-commit step failed at revision %d", revision)
+
+    @contextlib.contextmanager
+    def bookkeeping(self) -> Iterator[Session]:
+        """A write that changes no access (the outcome of a refused request, forgetting old
+        request ids): no revision, no event, nothing for readers to catch up on."""
+        with self._writer, self._reporting(), self._write_sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
 
     def _next_revision(self, session: Session) -> int:
         # One round trip: the lock, the increment and the new value (SQLite 3.35+ has RETURNING too).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -35,6 +35,7 @@ class InvitationStatus(enum.StrEnum):
     PENDING = "pending"
     FINISHED = "finished"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # nobody accepted it before its expires_at
 
 
 class ConnectionStatus(enum.StrEnum):
@@ -93,6 +94,8 @@ class Membership(Base):
     role: Mapped[str] = mapped_column(enum_column(Role), nullable=False)
     status: Mapped[str] = mapped_column(enum_column(MemberStatus), nullable=False)
     partner_employee: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # When the membership ends by itself (mandate.domain.expiry); None: it does not.
+    access_expires_at: Mapped[str | None] = mapped_column(String(40), index=True)
     revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
 
@@ -114,11 +117,16 @@ class Invitation(Base):
     # SHA-256 of an invitation link's token; the token itself is never stored.
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    # When the invitation lapses if nobody accepted it (MANDATE_INVITATION_TTL after created_at).
+    expires_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    # Member invitations: when the membership it grants ends by itself (None: it does not).
+    access_expires_at: Mapped[str | None] = mapped_column(String(40))
     revision: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
     __table_args__ = (
         Index("ix_invitations_org_status", "organization_id", "status"),
         Index("ix_invitations_email_status", "email", "status"),
+        Index("ix_invitations_status_expires", "status", "expires_at"),
     )
 
 
@@ -159,6 +167,8 @@ class Connection(Base):
     employee_approval: Mapped[str] = mapped_column(enum_column(EmployeeApproval), nullable=False)
     referral: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     connected_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    # When the connection ends by itself, as a disconnect (R14); None: it does not.
+    access_expires_at: Mapped[str | None] = mapped_column(String(40), index=True)
     invitation_id: Mapped[str] = mapped_column(ForeignKey("invitations.id"), nullable=False)
     revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
@@ -173,6 +183,8 @@ class Assignment(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
     assigned: Mapped[bool] = mapped_column(Boolean, nullable=False)
     client_approved: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # When the assignment ends by itself (R17); None: it does not.
+    access_expires_at: Mapped[str | None] = mapped_column(String(40), index=True)
     revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
     __table_args__ = (Index("ix_assignments_user_client", "user_id", "client_id"),)
@@ -218,3 +230,22 @@ def event_organizations(attributes: dict) -> tuple[str | None, str | None]:
     return here or None, other or None
 
 
+
+
+class RequestRecord(Base):
+    """The outcome of a mutation that carried a `request_id`, kept 24 hours so that a retry gets
+    the same answer and changes nothing (mandate.domain.requests). Written in the mutation's own
+    transaction; the primary key makes racing retries produce one change."""
+
+    __tablename__ = "request_records"
+    caller: Mapped[str] = mapped_column(String(100), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    method: Mapped[str] = mapped_column(String(100), nullable=False)
+    # SHA-256 of the request without its request_id: the same key with other fields is refused.
+    fingerprint: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    # The reply (serialized protobuf), or the refusal.
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    error_reason: Mapped[str | None] = mapped_column(String(60))
+    error_message: Mapped[str | None] = mapped_column(Text)

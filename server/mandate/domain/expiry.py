@@ -1,0 +1,233 @@
+"""Things that end by themselves: invitations nobody accepted in time, and access given until a
+date (a membership, a client connection, a partner employee's assignment).
+
+Nothing reads the clock to decide a check. When its time comes, an ending is written as a
+change by the service, in one transaction with a revision and events whose cause is `expired`,
+leaving the same trace as the manual change: the membership is removed (R6, with the R18
+cascade), the connection is disconnected (R14), the assignment ends (R17), the invitation is
+`expired` (its seat is free again, R5). The facts the policy sees therefore stay free of time,
+and the memoized decisions stay exact.
+
+Every replica runs a sweeper (`Expiries.run`), but one writer applies each ending: the sweep
+re-reads what is due inside its write transaction, which writers take one at a time (the
+revision counter), so a second replica finds nothing left and writes nothing. On PostgreSQL the
+replicas also elect one sweeper with a session advisory lock; when that replica goes away, its
+connection and the lock go with it, and another replica takes over on its next tick.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, exists, select, text
+from sqlalchemy.exc import DBAPIError
+
+from mandate import errors
+from mandate.clock import SystemClock, as_text, parse
+from mandate.domain.common import end_assignments
+from mandate.store import models
+from mandate.store.db import Store, Transaction
+
+log = logging.getLogger(__name__)
+
+NEVER = "never"  # access_expires_at: clear the end
+DEFAULT_INVITATION_TTL = datetime.timedelta(days=14)
+REQUEST_RETENTION = datetime.timedelta(hours=24)  # how long a request_id's outcome is kept
+TICK_SECONDS = 0.25  # a due ending is written within about this long (the promise is 1 s)
+LOCK_KEY = 0x6D616E6461746531  # "mandate1": the PostgreSQL advisory lock of the sweeper
+Cause = models.EventCause
+
+
+@dataclass
+class Lifetimes:
+    """The clock and the invitation lifetime, shared by the domain services (one per App)."""
+
+    clock: SystemClock = field(default_factory=SystemClock)
+    invitation_ttl: datetime.timedelta = DEFAULT_INVITATION_TTL
+
+    def now(self) -> str:
+        return self.clock.now_text()
+
+    def invitation_expires_at(self) -> str:
+        return as_text(self.clock.now() + self.invitation_ttl)
+
+    def access_end(self, requested: str, current: str | None, field_name: str = "access_expires_at") -> str | None:
+        """The end of an access after a call: `requested` is "" (keep `current`), `never`
+        (no end) or a normalized time, which must lie ahead."""
+        if not requested:
+            return current
+        if requested == NEVER:
+            return None
+        if requested <= self.now():
+            raise errors.InvalidArgument(field_name, f"{requested} has passed; give a time ahead, or '{NEVER}'")
+        return requested
+
+
+def normalize_end(field_name: str, value: str) -> str:
+    """Request validation: "", `never`, or an RFC 3339 time (normalized to UTC)."""
+    if not value or value == NEVER:
+        return value
+    if len(value) > 40:
+        raise errors.InvalidArgument(field_name, "must be an RFC 3339 time such as 2030-01-31T17:00:00Z, or 'never'")
+    try:
+        return as_text(parse(value))
+    except (ValueError, OverflowError):
+        raise errors.InvalidArgument(
+            field_name, "must be an RFC 3339 time such as 2030-01-31T17:00:00Z, or 'never'") from None
+
+
+def pending_invitation(now: str):
+    """SQL conditions of an invitation that can still be accepted: pending, and not lapsed even
+    if the sweeper has not yet written it down."""
+    return (models.Invitation.status == models.InvitationStatus.PENDING, models.Invitation.expires_at > now)
+
+
+class _NothingDue(Exception):
+    """Inside the sweep's transaction: another replica wrote these endings first."""
+
+
+class Expiries:
+    def __init__(self, store: Store, lifetimes: Lifetimes):
+        self.store = store
+        self.lifetimes = lifetimes
+        self._leader = Leadership(store)
+
+    # -- what is due ----------------------------------------------------------------------
+
+    def _due(self, session, now: str) -> bool:
+        checks = (
+            exists().where(models.Invitation.status == models.InvitationStatus.PENDING,
+                           models.Invitation.expires_at <= now),
+            exists().where(models.Membership.access_expires_at <= now,
+                           models.Membership.status != models.MemberStatus.REMOVED),
+            exists().where(models.Connection.access_expires_at <= now,
+                           models.Connection.status != models.ConnectionStatus.DISCONNECTED),
+            exists().where(models.Assignment.access_expires_at <= now, models.Assignment.assigned.is_(True)),
+        )
+        return any(session.execute(select(check)).scalar() for check in checks)
+
+    def apply_due(self) -> int | None:
+        """Write every ending that is due, as one change; its revision, or None if none was due."""
+        now = self.lifetimes.now()
+        with self.store.read() as session:
+            if not self._due(session, now):
+                return None
+        try:
+            with self.store.write() as tx:
+                if not self._due(tx.session, now):
+                    raise _NothingDue
+                self._end_connections(tx, now)
+                self._end_memberships(tx, now)
+                end_assignments(tx, models.Assignment.access_expires_at <= now, cause=Cause.EXPIRED)
+                self._lapse_invitations(tx, now)
+        except _NothingDue:
+            return None
+        return tx.revision
+
+    def _end_connections(self, tx: Transaction, now: str) -> None:
+        due = tx.session.execute(select(models.Connection).where(
+            models.Connection.access_expires_at <= now,
+            models.Connection.status != models.ConnectionStatus.DISCONNECTED)).scalars().all()
+        for connection in due:
+            connection.status = models.ConnectionStatus.DISCONNECTED
+            connection.access_expires_at = None
+            connection.revision = tx.revision
+            end_assignments(tx, models.Assignment.partner_id == connection.partner_id,
+                            models.Assignment.client_id == connection.client_id, cause=Cause.CASCADE)
+            tx.emit("client.disconnected", cause=Cause.EXPIRED, partner_id=connection.partner_id,
+                    client_id=connection.client_id)
+
+    def _end_memberships(self, tx: Transaction, now: str) -> None:
+        due = tx.session.execute(select(models.Membership).where(
+            models.Membership.access_expires_at <= now,
+            models.Membership.status != models.MemberStatus.REMOVED)).scalars().all()
+        for membership in due:
+            if membership.role == models.Role.OWNER:  # never set on an owner; an organization keeps its owner
+                membership.access_expires_at = None
+                continue
+            membership.status = models.MemberStatus.REMOVED
+            membership.partner_employee = False
+            membership.access_expires_at = None
+            membership.revision = tx.revision
+            end_assignments(tx, models.Assignment.partner_id == membership.organization_id,
+                            models.Assignment.user_id == membership.user_id, cause=Cause.CASCADE)
+            tx.emit("member.removed", cause=Cause.EXPIRED, organization_id=membership.organization_id,
+                    user_id=membership.user_id)
+
+    def _lapse_invitations(self, tx: Transaction, now: str) -> None:
+        due = tx.session.execute(select(models.Invitation).where(
+            models.Invitation.status == models.InvitationStatus.PENDING,
+            models.Invitation.expires_at <= now)).scalars().all()
+        for invitation in due:
+            invitation.status = models.InvitationStatus.EXPIRED
+            invitation.revision = tx.revision
+            tx.emit("invitation.expired", cause=Cause.EXPIRED, organization_id=invitation.organization_id,
+                    invitation_id=invitation.id, kind=invitation.kind)
+
+    def purge_request_records(self) -> None:
+        """Forget request ids older than the retention (not a change: no revision, no event)."""
+        cutoff = as_text(self.lifetimes.clock.now() - REQUEST_RETENTION)
+        with self.store.read() as session:
+            if not session.execute(select(exists().where(models.RequestRecord.created_at < cutoff))).scalar():
+                return
+        with self.store.bookkeeping() as session:
+            session.execute(delete(models.RequestRecord).where(models.RequestRecord.created_at < cutoff))
+
+    # -- the sweeper ----------------------------------------------------------------------
+
+    def sweep(self) -> int | None:
+        """One tick: if this replica is the sweeper, write what is due."""
+        if not self._leader.held():
+            return None
+        revision = self.apply_due()
+        self.purge_request_records()
+        return revision
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(TICK_SECONDS):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - the sweeper never dies; the next tick tries again
+                log.exception("applying expiries failed; trying again")
+        self._leader.release()
+
+
+class Leadership:
+    """On PostgreSQL, one sweeper among the replicas: the holder of a session advisory lock on a
+    connection of its own. Elsewhere (SQLite: one file, writers already one at a time) every
+    process may sweep."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._connection = None
+        self._held = False
+
+    def held(self) -> bool:
+        if self.store.engine.dialect.name != "postgresql":
+            return True
+        try:
+            if self._connection is None:
+                self._connection = self.store.engine.connect()
+                self._held = False
+            if self._held:
+                self._connection.execute(text("SELECT 1"))  # still there, still ours
+            else:
+                self._held = bool(self._connection.execute(
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY}).scalar())
+            self._connection.commit()
+            return self._held
+        except DBAPIError:
+            self.release()
+            return False
+
+    def release(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()  # ends the session, and with it the lock
+            except DBAPIError:
+                pass
+        self._connection = None
+        self._held = False

@@ -1,0 +1,142 @@
+"""Mutations that are safe to retry: the caller's `request_id`.
+
+A calling service may send any mutation with a `request_id`, its own key for that request.
+The first call runs the mutation and records its outcome (the reply, or the refusal) in the
+same transaction, under (caller, request_id); a retry within 24 hours gets that outcome back and
+changes nothing, whether the first reply was lost or never sent. Keys belong to the calling
+service: the same key on another RPC, or with other fields, is refused (REQUEST_ID_REUSED).
+
+Racing retries produce one change: writers take the revision counter one at a time, and the
+record's primary key refuses a second insert of the same key even so; the loser answers with
+the winner's outcome. Refusals that say nothing about the request itself are not recorded
+(invalid fields, deadlines, an unavailable or busy server), so their retry runs again.
+
+One exception: the token of an invitation link is never stored, so the retry of a
+CreateInviteLink returns the invitation without it (the caller can cancel the link and create
+another).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+
+from mandate import errors
+from mandate.clock import as_text
+from mandate.domain.expiry import REQUEST_RETENTION, Lifetimes
+from mandate.names import Reason
+from mandate.store import models
+from mandate.store.db import Store
+
+# Refusals whose retry should run again: nothing about the request was decided.
+NOT_RECORDED = (errors.InvalidArgument, errors.DeadlineExceeded, errors.Unavailable, errors.Unauthenticated,
+                errors.TooManyStreams)
+
+
+def calling_service() -> str:
+    """The name of the calling service, which request ids belong to ("" until callers are named)."""
+    return ""
+
+
+class Reused(errors.InvalidArgument):
+    def __init__(self, problem: str):
+        super().__init__("request_id", problem, Reason.REQUEST_ID_REUSED)
+
+
+class _Recorded(Exception):
+    def __init__(self, record: models.RequestRecord):
+        self.record = record
+
+
+class RequestIds:
+    def __init__(self, store: Store, lifetimes: Lifetimes):
+        self.store = store
+        self.lifetimes = lifetimes
+
+    def once(self, request_id: str, method: str, request, reply_type, run, forget: tuple[str, ...] = ()):
+        """`run()` (the mutation, returning its reply) once per caller and `request_id`; the
+        fields in `forget` are cleared from the reply before it is kept."""
+        caller = calling_service()
+        fingerprint = fingerprint_of(method, request)
+        with self.store.read() as session:
+            record = self._find(session, caller, request_id)
+        if record is not None:
+            return self._replay(record, method, fingerprint, reply_type)
+        try:
+            with self.store.write() as tx:
+                record = self._find(tx.session, caller, request_id)
+                if record is not None:  # a racing retry committed while this one waited
+                    raise _Recorded(record)
+                tx.session.execute(delete(models.RequestRecord).where(  # an expired record of the same key
+                    models.RequestRecord.caller == caller, models.RequestRecord.request_id == request_id))
+                reply = run()
+                kept = type(reply)()
+                kept.CopyFrom(reply)
+                for name in forget:
+                    kept.ClearField(name)
+                tx.session.add(models.RequestRecord(
+                    caller=caller, request_id=request_id, method=method, fingerprint=fingerprint,
+                    created_at=self.lifetimes.now(), response=kept.SerializeToString(deterministic=True)))
+                tx.session.flush()
+        except _Recorded as recorded:
+            return self._replay(recorded.record, method, fingerprint, reply_type)
+        except IntegrityError:
+            return self._replay(self._committed(caller, request_id), method, fingerprint, reply_type)
+        except errors.DomainError as refusal:
+            if isinstance(refusal, NOT_RECORDED):
+                raise
+            self._record_refusal(caller, request_id, method, fingerprint, refusal)
+            raise
+        return reply
+
+    def _committed(self, caller: str, request_id: str) -> models.RequestRecord:
+        with self.store.read() as session:
+            record = self._find(session, caller, request_id)
+        if record is None:  # the conflict was not about the key: unexpected
+            raise errors.Unavailable("the request conflicted with another change; retry")
+        return record
+
+    def _find(self, session, caller: str, request_id: str) -> models.RequestRecord | None:
+        record = session.get(models.RequestRecord, (caller, request_id), populate_existing=True)
+        cutoff = as_text(self.lifetimes.clock.now() - REQUEST_RETENTION)
+        if record is None or record.created_at < cutoff:
+            return None
+        session.expunge(record)
+        return record
+
+    def _record_refusal(self, caller, request_id, method, fingerprint, refusal: errors.DomainError) -> None:
+        try:
+            with self.store.bookkeeping() as session:
+                session.execute(delete(models.RequestRecord).where(
+                    models.RequestRecord.caller == caller, models.RequestRecord.request_id == request_id))
+                session.add(models.RequestRecord(
+                    caller=caller, request_id=request_id, method=method, fingerprint=fingerprint,
+                    created_at=self.lifetimes.now(), error_code=refusal.code.name, error_reason=refusal.reason,
+                    error_message=refusal.message))
+        except IntegrityError:
+            pass  # a racing retry recorded its outcome first; a later retry gets that one
+
+    @staticmethod
+    def _replay(record: models.RequestRecord, method: str, fingerprint: str, reply_type):
+        if record.method != method:
+            raise Reused(f"this request_id was used for {record.method} (keys are per request)")
+        if record.fingerprint != fingerprint:
+            raise Reused(f"this request_id was used for a {method} with other fields")
+        if record.error_code:
+            refusal = errors.DomainError(record.error_message or "", record.error_reason)
+            refusal.code = grpc.StatusCode[record.error_code]
+            raise refusal
+        return reply_type.FromString(record.response or b"")
+
+
+def fingerprint_of(method: str, request) -> str:
+    """What makes two requests the same: the method and every field but the request_id."""
+    bare = type(request)()
+    bare.CopyFrom(request)
+    bare.ClearField("request_id")
+    return hashlib.sha256(method.encode() + b"\0" + bare.SerializeToString(deterministic=True)).hexdigest()
+
+
