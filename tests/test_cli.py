@@ -116,3 +116,19 @@ def test_migrate_reads_the_database_url_from_the_environment(tmp_path):
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchone()
+
+
+@pytest.mark.parametrize("engine", ["sqlite"])  # the command's behaviour; the store is not under test
+def test_call_sends_a_mutation_with_a_request_id_of_its_own(server_address, agency, world, tmp_path):
+    from mandate.store import models
+    from sqlalchemy import select
+
+    organization, _, _ = agency
+    owner = world.owner_of(organization)
+    request = f'{{"actor_id": "{owner}", "organization_id": "{organization}", "email": "cli@example.com", ' \
+              '"role": "colleague"}'
+    result = mandate("call", "MembershipService.InviteMember", request, "--server", server_address, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with world.app.store.read() as session:
+        records = session.execute(select(models.RequestRecord.request_id, models.RequestRecord.method)).all()
+    assert len(records) == 1 and len(records[0][0]) == 32 and records[0][1] == "MembershipService.InviteMember"

@@ -85,3 +85,39 @@ def test_r22_upgrading_from_0001_keeps_the_data_and_files_old_events_under_their
     # And the revision can be undone and redone.
     command.downgrade(alembic_config(url), "0001")
     upgrade(url)
+
+
+def test_r5_upgrading_from_0002_keeps_the_data_and_gives_invitations_an_expiry(empty_database_url):
+    """0003: pending invitations get 14 days from the upgrade, the others from their creation."""
+    url = empty_database_url
+    command.upgrade(alembic_config(url), "0002")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in ROWS_AT_0001:
+                connection.execute(text(statement))
+            for ident, status in (("inv_p", "pending"), ("inv_f", "finished")):
+                connection.execute(text(
+                    "INSERT INTO invitations (id, kind, organization_id, email, role, status, invited_by, "
+                    "customer_name, customer_number, currency, requested_scopes, created_at, revision) VALUES "
+                    f"('{ident}', 'member', 'org_p', '{ident}@example.com', 'colleague', '{status}', 'usr_a', "
+                    "'', '', '', '[]', '2020-01-01T00:00:00.000000Z', 5)"))
+    finally:
+        engine.dispose()
+
+    upgrade(url)
+
+    app = App(url, POLICY_DIR)
+    try:
+        assert app.store.current_revision() == 5
+        assert app.authorizer.check("User", "usr_a", "invite_member", "Organization", "org_p")
+        invitations = {i.id: i for i in app.memberships.list_invitations("usr_a", "org_p", "", "", 10, "")}
+        assert invitations["inv_f"].expires_at == "2020-01-15T00:00:00.000000Z"
+        assert invitations["inv_p"].expires_at > app.lifetimes.now()  # still acceptable
+        assert app.expiries.apply_due() is None
+        members = app.memberships.list_members("usr_a", "org_p", 10, "")
+        assert [(m.membership.user_id, m.membership.access_expires_at) for m in members] == [("usr_a", None)]
+    finally:
+        app.close()
+    command.downgrade(alembic_config(url), "0002")
+    upgrade(url)

@@ -6,6 +6,8 @@ import argparse
 import csv
 import logging
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import grpc
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("method", help="Service.Method, e.g. DirectoryService.RegisterUser")
     call.add_argument("request", nargs="?", default="{}", help="the request as JSON (default {})")
     call.add_argument("--field", help="print only this field of the reply (e.g. id)")
+    call.add_argument("--no-request-id", action="store_true",
+                      help="send a mutation without a request_id (by default each call gets a fresh one, "
+                           "and a call the server may not have answered is retried with it)")
     add_client_flags(call)
 
     export = commands.add_parser("export-clients", help="write a partner's client list as CSV (R21)")
@@ -321,12 +326,16 @@ def run_call(args) -> int:
     except json_format.ParseError as error:
         print(f"mandate: the request is not a valid {method.input_type.name}: {error}", file=sys.stderr)
         return 2
+    retries = 0
+    if "request_id" in method.input_type.fields_by_name and not request.request_id and not args.no_request_id:
+        request.request_id = uuid.uuid4().hex  # the same key on every attempt: a retry changes nothing twice
+        retries = CALL_RETRIES
     path = f"/{service.full_name}/{method_name}"
     kind = channel(args).unary_stream if method.server_streaming else channel(args).unary_unary
     call = kind(path, request_serializer=request_class.SerializeToString,
                 response_deserializer=reply_class.FromString)
     try:
-        replies = call(request, metadata=call_metadata())
+        replies = call_with_retries(call, request, retries)
         for reply in (replies if method.server_streaming else [replies]):
             if args.field:
                 value = getattr(reply, args.field)
@@ -337,6 +346,20 @@ def run_call(args) -> int:
         print(rpc_error_text(error), file=sys.stderr)
         return 1
     return 0
+
+
+CALL_RETRIES = 3
+
+
+def call_with_retries(call, request, retries: int):
+    """Retry a mutation whose reply may have been lost (UNAVAILABLE): safe with its request_id."""
+    for attempt in range(retries + 1):
+        try:
+            return call(request, metadata=call_metadata())
+        except grpc.RpcError as error:
+            if attempt == retries or error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            time.sleep(0.2 * 2 ** attempt)
 
 
 EXPORT_COLUMNS = ("client", "customer_number", "currency", "status", "granted_scopes", "connected_since")

@@ -226,8 +226,11 @@ class Leadership:
     def release(self) -> None:
         if self._connection is not None:
             try:
-                self._connection.close()  # ends the session, and with it the lock
+                if self._held:
+                    self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+                    self._connection.commit()
+                self._connection.close()
             except DBAPIError:
-                pass
+                self._connection.invalidate()  # a lost session holds no lock
         self._connection = None
         self._held = False

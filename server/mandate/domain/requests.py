@@ -32,7 +32,8 @@ from mandate.store import models
 from mandate.store.db import Store
 
 # Refusals whose retry should run again: nothing about the request was decided.
-NOT_RECORDED = (errors.InvalidArgument, errors.DeadlineExceeded, errors.Unavailable, errors.Unauthenticated,
+NOT_RECORDED = (errors.InvalidArgument, errors.DeadlineExceeded, errors.Unavailable, errors.DatabaseUnavailable,
+                errors.Unauthenticated,
                 errors.TooManyStreams)
 
 

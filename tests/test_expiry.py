@@ -1,0 +1,206 @@
+"""Invitations that lapse and access that ends by itself (R5, R6, R11, R14, R17, R18), through
+gRPC on every engine. Time is a ManualClock moved by the test; the sweeper's tick is called
+directly (`app.expiries.sweep()`), except where the background sweeper itself is under test."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import grpc
+import pytest
+from mandate.app import App
+from mandate.clock import ManualClock, as_text
+from mandate.config import Config
+from mandate.domain.expiry import Lifetimes
+from mandate.v1 import authorization_pb2, common_pb2, events_pb2, membership_pb2, partner_pb2
+
+from tests.conftest import POLICY_DIR
+from tests.support import reason_of, wait_until
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def app(database_url, clock):
+    application = App(database_url, POLICY_DIR, lifetimes=Lifetimes(clock=clock))
+    yield application
+    application.close()
+
+
+def later(clock: ManualClock, **delta) -> str:
+    return as_text(clock.now() + datetime.timedelta(**delta))
+
+
+def refused(call, request, code: grpc.StatusCode, reason: str) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request)
+    assert (caught.value.code(), reason_of(caught.value)) == (code, reason), caught.value.details()
+    return caught.value
+
+
+def allowed(client, user: str, action: str, kind: str, ident: str) -> bool:
+    return client.authorization.Check(authorization_pb2.CheckRequest(
+        actor=common_pb2.ObjectRef(type="User", id=user), action=action,
+        resource=common_pb2.ObjectRef(type=kind, id=ident))).allowed
+
+
+def expiry_events(client, since: str) -> list[tuple]:
+    reply = client.events.ListEvents(events_pb2.ListEventsRequest(since_revision=since, page_size=1000))
+    return sorted((e.type, e.cause) for e in reply.events if e.cause)
+
+
+def test_r5_r11_invitations_lapse_after_the_ttl_free_their_seat_and_cannot_be_accepted(client, world, app, clock):
+    owner = world.user("owner")
+    agency = world.organization(owner, seat_limit=2)  # the owner and one pending invitation
+    invitation = client.membership.InviteMember(membership_pb2.InviteMemberRequest(
+        actor_id=owner, organization_id=agency, email="late@example.com", role="colleague"))
+    assert invitation.expires_at == later(clock, days=14)
+    link = client.partner.CreateInviteLink(partner_pb2.CreateInviteLinkRequest(
+        actor_id=owner, partner_id=agency, customer_name="Shop", currency="EUR", requested_scopes=["read"]))
+    shop = world.organization()
+    revision = str(app.store.current_revision())
+
+    clock.advance(days=14, seconds=1)
+    # Lapsed before the sweeper wrote it down: the seat is already free (R5), the link refused (R11).
+    client.membership.InviteMember(membership_pb2.InviteMemberRequest(
+        actor_id=owner, organization_id=agency, email="next@example.com", role="colleague"))
+    error = refused(client.partner.AcceptClientInvitation, partner_pb2.AcceptClientInvitationRequest(
+        actor_id=world.owner_of(shop), token=link.token, client_id=shop, granted_scopes=["read"]),
+        grpc.StatusCode.FAILED_PRECONDITION, "INVITATION_NOT_PENDING")
+    assert "expired" in error.details()
+
+    app.expiries.sweep()
+    expired = client.membership.ListInvitations(membership_pb2.ListInvitationsRequest(
+        actor_id=owner, organization_id=agency, status="expired")).invitations
+    assert sorted(i.id for i in expired) == sorted([invitation.id, link.id])
+    assert {i.status for i in expired} == {"expired"}
+    assert expiry_events(client, revision) == [("invitation.expired", "expired")] * 2
+    # Signing up later does not complete a lapsed invitation (R4).
+    late = world.app.directory.register_user("late@example.com", "Late")[0].id
+    assert not allowed(client, late, "view", "Organization", agency)
+    error = refused(client.membership.CancelInvitation, membership_pb2.CancelInvitationRequest(
+        actor_id=owner, invitation_id=invitation.id), grpc.StatusCode.FAILED_PRECONDITION, "INVITATION_NOT_PENDING")
+    assert "expired" in error.details()
+
+
+def test_r6_r14_r17_r18_access_ends_by_itself_with_the_trace_of_the_manual_change(client, world, app, clock):
+    partner = world.organization()
+    owner = world.owner_of(partner)
+    shop, other_shop = world.organization(), world.organization()
+    site, other_site = world.project(shop), world.project(other_shop)
+    world.connect(partner, shop)
+    employee = world.member(partner, partner_employee=True)
+    temp = world.member(partner, partner_employee=True)
+    world.assign(partner, shop, employee)
+    world.assign(partner, shop, temp)
+    # The temp's membership ends in an hour; the connection to other_shop in two; the employee's
+    # assignment to shop in three.
+    client.membership.SetMemberRole(membership_pb2.SetMemberRoleRequest(
+        actor_id=owner, organization_id=partner, user_id=temp, role="colleague",
+        access_expires_at=later(clock, hours=1)))
+    connection = client.partner.AcceptClientInvitation(partner_pb2.AcceptClientInvitationRequest(
+        actor_id=world.owner_of(other_shop), client_id=other_shop, granted_scopes=["read"],
+        token=world.app.partners.create_invite_link(owner, partner, "Other", "", "EUR", ["read"]).token,
+        access_expires_at=later(clock, hours=2)))
+    assert connection.access_expires_at == later(clock, hours=2)
+    assigned = client.partner.AssignClient(partner_pb2.AssignmentRequest(
+        actor_id=owner, partner_id=partner, client_id=shop, user_id=employee,
+        access_expires_at=later(clock, hours=3)))  # already assigned: moves the end
+    assert assigned.access_expires_at == later(clock, hours=3)
+    assert allowed(client, temp, "read", "Project", site) and allowed(client, owner, "read", "Project", other_site)
+    revision = str(app.store.current_revision())
+
+    clock.advance(hours=1)
+    assert app.expiries.sweep() is not None
+    assert not allowed(client, temp, "read", "Project", site)  # R6, and R18 for the assignment
+    assert allowed(client, employee, "read", "Project", site)
+    clock.advance(hours=1)
+    app.expiries.sweep()
+    assert not allowed(client, owner, "read", "Project", other_site)  # R14
+    clock.advance(hours=1)
+    app.expiries.sweep()
+    assert not allowed(client, employee, "read", "Project", site)  # R17
+    assert app.expiries.sweep() is None  # nothing left: no empty change
+
+    assert expiry_events(client, revision) == sorted([
+        ("member.removed", "expired"), ("partner_employee.unassigned", "cascade"),
+        ("client.disconnected", "expired"), ("partner_employee.unassigned", "expired")])
+    listed = client.partner.ListClients(partner_pb2.ListClientsRequest(actor_id=owner, partner_id=partner))
+    assert {c.client_id: c.status for c in listed.connections}[other_shop] == "disconnected"
+
+
+def test_r6_an_end_is_moved_kept_or_cleared_and_must_lie_ahead(client, world, app, clock):
+    organization = world.organization()
+    owner = world.owner_of(organization)
+    member = world.member(organization)
+
+    def set_role(ends: str, role: str = "colleague", user: str = member):
+        return client.membership.SetMemberRole(membership_pb2.SetMemberRoleRequest(
+            actor_id=owner, organization_id=organization, user_id=user, role=role, access_expires_at=ends))
+
+    assert set_role(later(clock, hours=1)).access_expires_at == later(clock, hours=1)
+    assert set_role("2030-06-01T12:00:00+02:00").access_expires_at == "2030-06-01T10:00:00.000000Z"
+    assert set_role("", role="legal_representative").access_expires_at == "2030-06-01T10:00:00.000000Z"
+    assert set_role("never").access_expires_at == ""
+    for bad in ("tomorrow", "2030-06-01", "2030-06-01T10:00:00", "x" * 300):
+        error = refused(lambda r, bad=bad: set_role(bad), None, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+        assert "access_expires_at:" in error.details()
+    refused(lambda r: set_role(later(clock, seconds=-1)), None, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    refused(lambda r: set_role(later(clock, hours=1), role="owner"), None, grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_ARGUMENT")
+    refused(client.partner.UnassignClient, partner_pb2.AssignmentRequest(
+        actor_id=owner, partner_id=organization, client_id=organization, user_id=member,
+        access_expires_at=later(clock, hours=1)), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    clock.advance(days=365)
+    assert app.expiries.sweep() is None  # cleared: nothing ends
+    assert member in {m.user_id for m in client.membership.ListMembers(membership_pb2.ListMembersRequest(
+        actor_id=owner, organization_id=organization)).members}
+
+
+def test_r6_the_sweeper_ends_access_within_a_second_and_replicas_write_it_once(database_url, world, app, clock):
+    organization = world.organization()
+    owner = world.owner_of(organization)
+    member = world.member(organization)
+    world.app.memberships.set_member_role(owner, organization, member, "colleague", later(clock, minutes=5))
+    replica = App(database_url, POLICY_DIR, lifetimes=Lifetimes(clock=clock))
+    try:
+        clock.advance(minutes=5)
+        # Two replicas sweeping at the same moment write the ending once.
+        results = []
+        sweepers = [threading.Thread(target=lambda a=a: results.append(a.expiries.apply_due()))
+                    for a in (app, replica)]
+        for sweeper in sweepers:
+            sweeper.start()
+        for sweeper in sweepers:
+            sweeper.join()
+        assert sorted(results, key=str) == sorted([None, results[0] or results[1]], key=str)
+        removals = [e for e in app.events.list_events(0, 0, 1000) if e.cause == "expired"]
+        assert [e.type for e in removals] == ["member.removed"]
+        # On PostgreSQL one replica holds the sweeper's lock, and another takes over when it goes.
+        assert app.expiries._leader.held()
+        assert replica.expiries._leader.held() == (app.store.engine.dialect.name != "postgresql")
+        app.expiries._leader.release()
+        assert replica.expiries._leader.held()
+        replica.expiries._leader.release()
+
+        # The background sweeper: an invitation lapses without anyone calling.
+        invitation = world.app.memberships.invite_member(owner, organization, "gone@example.com", "colleague")
+        replica.start_expiring()
+        clock.advance(days=15)
+        assert wait_until(lambda: replica.memberships.list_invitations(
+            owner, organization, "", "expired", 10, "")[0].id == invitation.id if replica.memberships.list_invitations(
+            owner, organization, "", "expired", 10, "") else False)
+    finally:
+        replica.close()
+
+
+def test_invitation_ttl_setting():
+    assert Config.from_env({}).invitation_ttl == datetime.timedelta(days=14)
+    assert Config.from_env({"MANDATE_INVITATION_TTL": "36h"}).invitation_ttl == datetime.timedelta(hours=36)
+    for bad in ("14", "0d", "1w", "-3d"):
+        with pytest.raises(ValueError, match="MANDATE_INVITATION_TTL"):
+            Config.from_env({"MANDATE_INVITATION_TTL": bad})
