@@ -111,6 +111,11 @@ def test_r6_r14_r17_r18_access_ends_by_itself_with_the_trace_of_the_manual_chang
         actor_id=owner, partner_id=partner, client_id=shop, user_id=employee,
         access_expires_at=later(clock, hours=3)))  # already assigned: moves the end
     assert assigned.access_expires_at == later(clock, hours=3)
+    explained = client.authorization.Explain(authorization_pb2.CheckRequest(
+        actor=common_pb2.ObjectRef(type="User", id=temp), action="read",
+        resource=common_pb2.ObjectRef(type="Project", id=site)))
+    assert explained.allowed and any(f"{partner} ends by itself at {later(clock, hours=1)}" in reason
+                                     for reason in explained.reasons), explained.reasons
     assert allowed(client, temp, "read", "Project", site) and allowed(client, owner, "read", "Project", other_site)
     revision = str(app.store.current_revision())
 

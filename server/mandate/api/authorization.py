@@ -20,6 +20,7 @@ def check_fields(request, field: str = "") -> tuple[str, str, str, str, str]:
 class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
     def __init__(self, app: App):
         self.authorizer = app.authorizer
+        self.expiries = app.expiries
 
     def Check(self, request, context):
         fields = check_fields(request)
@@ -79,6 +80,10 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
         policy = self.authorizer.policy
         allowed, reasons = explain(self.authorizer, *fields, policy)
+        actor_type, actor_id, _, resource_type, resource_id = fields
+        organization_id = self.authorizer.index.organization_of(resource_type, resource_id)
+        if allowed and actor_type == "User" and organization_id is not None:
+            reasons = [*reasons, *self.expiries.access_ends(actor_id, organization_id)]
         return pb.ExplainResponse(allowed=allowed, reasons=reasons, revision=str(revision),
                                   policy_version=policy.version)
 
