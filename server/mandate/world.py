@@ -111,7 +111,7 @@ def load_world(store: Store, world: dict[str, Any]) -> int:
                 invited_by=session.get(models.Organization, partner).owner_id, customer_name=spec.get(
                     "customer_name", client), customer_number=str(spec.get("customer_number", "")),
                 currency=session.get(models.Organization, partner).currency, requested_scopes=granted,
-                created_at=now, revision=revision))
+                created_at=now, expires_at=now, revision=revision))
             session.flush()
             session.add(models.Connection(
                 partner_id=partner, client_id=client, status=spec.get("status", "active"),
