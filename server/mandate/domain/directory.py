@@ -8,8 +8,8 @@ from mandate import errors
 from mandate.domain import partner
 from mandate.domain.authorization import Authorizer, ProjectRef
 from mandate.domain.common import get_organization, get_user, new_id
-from mandate.names import OrganizationAction, ProjectAction, Reason
 from mandate.domain.expiry import Lifetimes, pending_invitation
+from mandate.names import OrganizationAction, ProjectAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, utc_now
 

@@ -9,8 +9,8 @@ from sqlalchemy import func, or_, select
 from mandate import errors
 from mandate.domain.authorization import Authorizer, MemberRef
 from mandate.domain.common import email_of, end_assignments, get_member, get_organization, new_id
-from mandate.names import MemberAction, OrganizationAction, Reason
 from mandate.domain.expiry import Lifetimes, pending_invitation
+from mandate.names import MemberAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
