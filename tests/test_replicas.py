@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from mandate import errors
 from mandate.app import App
+from mandate.clock import SystemClock
 from mandate.domain.membership import seats_taken
 from mandate.store import models
 
@@ -59,7 +60,7 @@ def test_seat_limit_holds_when_invitations_race_through_different_instances(repl
     assert len(accepted) == 2
     assert all(isinstance(r, errors.SeatLimitReached) for r in refused), refused
     with replicas[0].store.read() as session:
-        assert seats_taken(SimpleNamespace(session=session), organization) == 3
+        assert seats_taken(SimpleNamespace(session=session), organization, SystemClock().now_text()) == 3
 
 
 def test_an_invitation_link_is_used_once_when_accepted_through_different_instances(replicas, world):
