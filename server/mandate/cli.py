@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import logging
 import sys
 import time
 import uuid
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import grpc
 
-from mandate.config import Config, client_token
+from mandate import logs
+from mandate.config import Config, client_token, log_format
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"mandate: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     if args.command == "serve":
+        try:
+            config.log_format = log_format(args.log_format or config.log_format)
+        except ValueError as error:
+            print(f"mandate: {error}", file=sys.stderr)
+            return 2
+        logs.setup(config.log_level, config.log_format)
         return run_serve(config, args)
+    logs.setup(config.log_level)
     if args.command == "migrate":
         from mandate.store.migrate import upgrade
 
@@ -110,6 +115,21 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
     parser.add_argument("--world", help="with --ephemeral: fill the database from this world file (YAML)")
+    parser.add_argument("--callers", metavar="FILE", help="named callers, TOML (overrides MANDATE_CALLERS_FILE)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (MANDATE_TLS_CERT)")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (MANDATE_TLS_KEY)")
+    parser.add_argument("--tls-client-ca", metavar="FILE",
+                        help="require client certificates signed by this CA (MANDATE_TLS_CLIENT_CA)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow plaintext on an address other than loopback (MANDATE_INSECURE=1)")
+    parser.add_argument("--metrics-listen", metavar="ADDR",
+                        help="serve Prometheus metrics at http://ADDR/metrics (MANDATE_METRICS_LISTEN; default off)")
+    parser.add_argument("--log-format", help="text (default) or json: one object per line (MANDATE_LOG_FORMAT)")
+    parser.add_argument("--max-requests-per-caller", type=positive,
+                        help="requests in flight per caller (MANDATE_MAX_REQUESTS_PER_CALLER; default 200)")
+    parser.add_argument("--max-batch", type=positive, help="checks in one BatchCheck (MANDATE_MAX_BATCH; default 1000)")
+    parser.add_argument("--max-message-bytes", type=positive,
+                        help="largest request or reply (MANDATE_MAX_MESSAGE_BYTES; default 4194304)")
 
 
 def positive(text: str) -> int:
@@ -130,6 +150,9 @@ def duration(text: str):
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", help="host:port of a running server (default: MANDATE_LISTEN)")
+    parser.add_argument("--ca", help="speak TLS, trusting this CA for the server's certificate (MANDATE_CA)")
+    parser.add_argument("--cert", help="client certificate, for mTLS (MANDATE_CERT)")
+    parser.add_argument("--key", help="the client certificate's private key (MANDATE_KEY)")
 
 
 def run_serve(config: Config, args) -> int:
@@ -147,6 +170,15 @@ def run_serve(config: Config, args) -> int:
     config.grace_seconds = config.grace_seconds if args.grace is None else max(0.0, args.grace)
     config.invitation_ttl = args.invitation_ttl or config.invitation_ttl
     config.watch_policy = args.watch_policy
+    config.callers_file = Path(args.callers) if args.callers else config.callers_file
+    config.tls_cert = Path(args.tls_cert) if args.tls_cert else config.tls_cert
+    config.tls_key = Path(args.tls_key) if args.tls_key else config.tls_key
+    config.tls_client_ca = Path(args.tls_client_ca) if args.tls_client_ca else config.tls_client_ca
+    config.insecure = args.insecure or config.insecure
+    config.metrics_listen = args.metrics_listen or config.metrics_listen
+    config.max_requests_per_caller = args.max_requests_per_caller or config.max_requests_per_caller
+    config.max_batch = args.max_batch or config.max_batch
+    config.max_message_bytes = args.max_message_bytes or config.max_message_bytes
     if args.ephemeral and config.processes > 1:
         print("mandate: --ephemeral serves from one process (each would have its own throwaway database)",
               file=sys.stderr)
@@ -261,7 +293,21 @@ def run_policy(args, policy_dir: Path) -> int:
 
 
 def channel(args) -> grpc.Channel:
-    return grpc.insecure_channel(args.server or Config.from_env().listen)
+    """Plaintext, or TLS with --ca (and mTLS with --cert and --key), or their MANDATE_ variables."""
+    import os
+
+    target = args.server or Config.from_env().listen
+    ca, cert, key = (getattr(args, name, None) or os.environ.get(f"MANDATE_{name.upper()}") for name in
+                     ("ca", "cert", "key"))
+    if not (ca or cert or key):
+        return grpc.insecure_channel(target)
+    if bool(cert) != bool(key):
+        raise SystemExit("mandate: --cert and --key go together")
+
+    def read(path):
+        return Path(path).read_bytes() if path else None
+
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(read(ca), read(key), read(cert)))
 
 
 def call_metadata() -> tuple[tuple[str, str], ...]:

@@ -4,6 +4,7 @@ with defaults that work on a fresh checkout."""
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -16,6 +17,10 @@ DEFAULT_DATABASE_URL = "sqlite:///var/mandate.db"
 DEFAULT_TOKEN_FILE = "var/api-token"
 MIN_TOKEN_LENGTH = 16
 DEFAULT_INVITATION_TTL = datetime.timedelta(days=14)
+DEFAULT_REQUESTS_PER_CALLER = 200
+DEFAULT_MAX_BATCH = 1000
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+LOG_FORMATS = ("text", "json")
 
 
 def packaged_policy_dir() -> Path:
@@ -67,6 +72,16 @@ class Config:
     grace_seconds: float = 10.0  # SIGTERM: how long calls in flight may take to finish
     processes: int = 1  # server processes sharing the port (SO_REUSEPORT)
     invitation_ttl: datetime.timedelta = DEFAULT_INVITATION_TTL  # how long an invitation stays acceptable
+    callers_file: Path | None = None  # named callers (TOML), reloaded on SIGHUP
+    tls_cert: Path | None = None  # serve TLS with this certificate chain and key (reloaded on SIGHUP)
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # require client certificates signed by this CA (mTLS)
+    insecure: bool = False  # allow plaintext on an address other than loopback
+    metrics_listen: str = ""  # host:port of the Prometheus endpoint; empty: off
+    log_format: str = "text"  # or "json": one JSON object per line
+    max_requests_per_caller: int = DEFAULT_REQUESTS_PER_CALLER  # unary requests in flight per caller
+    max_batch: int = DEFAULT_MAX_BATCH  # checks in one BatchCheck
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # largest request or reply
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -85,7 +100,36 @@ class Config:
             grace_seconds=number(env, "MANDATE_GRACE_SECONDS", 10.0, float, minimum=0),
             processes=number(env, "MANDATE_PROCESSES", 1),
             invitation_ttl=duration(env, "MANDATE_INVITATION_TTL", DEFAULT_INVITATION_TTL),
+            callers_file=path(env, "MANDATE_CALLERS_FILE"),
+            tls_cert=path(env, "MANDATE_TLS_CERT"),
+            tls_key=path(env, "MANDATE_TLS_KEY"),
+            tls_client_ca=path(env, "MANDATE_TLS_CLIENT_CA"),
+            insecure=env.get("MANDATE_INSECURE", "").strip().lower() in ("1", "true", "yes"),
+            metrics_listen=env.get("MANDATE_METRICS_LISTEN", "").strip(),
+            log_format=log_format(env.get("MANDATE_LOG_FORMAT", "text"), "MANDATE_LOG_FORMAT"),
+            max_requests_per_caller=number(env, "MANDATE_MAX_REQUESTS_PER_CALLER", DEFAULT_REQUESTS_PER_CALLER),
+            max_batch=number(env, "MANDATE_MAX_BATCH", DEFAULT_MAX_BATCH),
+            max_message_bytes=number(env, "MANDATE_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024),
         )
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def workers_per_caller(self) -> int:
+        """The share of the worker threads one caller may hold at a time: half of them."""
+        return max(1, self.workers // 2)
+
+    def check_transport(self) -> None:
+        """TLS settings that go together; plaintext only on loopback unless `insecure`."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key (MANDATE_TLS_CERT, MANDATE_TLS_KEY) go together")
+        if self.tls_client_ca is not None and not self.tls:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        if not self.tls and not self.insecure and not is_loopback(self.listen):
+            raise ValueError(f"plaintext on {self.listen}, which is not a loopback address: serve TLS "
+                             "(--tls-cert, --tls-key) or allow plaintext with --insecure (MANDATE_INSECURE=1)")
 
     def resolved_tokens(self) -> list[str]:
         """The configured tokens; without any, a random one kept in the token file (created
@@ -121,6 +165,29 @@ def duration(env, name: str, default: datetime.timedelta) -> datetime.timedelta:
         return parse_duration(text)
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
+
+
+def path(env, name: str) -> Path | None:
+    text = env.get(name, "").strip()
+    return Path(text) if text else None
+
+
+def log_format(text: str, name: str = "--log-format") -> str:
+    value = text.strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ValueError(f"{name}: {text[:20]!r} is not one of {', '.join(LOG_FORMATS)}")
+    return value
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether host:port listens on a loopback address only (127.0.0.0/8, ::1, localhost)."""
+    host = listen.rsplit(":", 1)[0].strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def read_or_create_token(path: Path) -> str:

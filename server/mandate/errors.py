@@ -119,3 +119,17 @@ class DatabaseUnavailable(DomainError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = Reason.DATABASE_UNAVAILABLE
+
+
+class TooManyRequests(DomainError):
+    """A caller has as many requests in flight as it may; waiting `retry_seconds` helps."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = Reason.TOO_MANY_REQUESTS
+    retry_seconds = 0.1
+
+
+class ReadOnlyCaller(PermissionDenied):
+    """A read-only caller (callers file) asked for a change."""
+
+    reason = Reason.READ_ONLY_CALLER

@@ -101,6 +101,7 @@ class Reason(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     # PERMISSION_DENIED: the policy refused the acting user (R23)
     NOT_ALLOWED = "NOT_ALLOWED"
+    READ_ONLY_CALLER = "READ_ONLY_CALLER"  # a read-only caller (callers file) asked for a change
     # NOT_FOUND
     NOT_FOUND = "NOT_FOUND"
     USER_NOT_FOUND = "USER_NOT_FOUND"
@@ -132,6 +133,7 @@ class Reason(StrEnum):
     # RESOURCE_EXHAUSTED
     SEAT_LIMIT_REACHED = "SEAT_LIMIT_REACHED"
     TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
+    TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
     # DEADLINE_EXCEEDED: nothing was changed
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     # UNAVAILABLE: the server is starting or draining

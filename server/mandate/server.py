@@ -7,7 +7,8 @@ Life of a server process:
 - Then it serves: health SERVING. While the database is unavailable (`App.database_available`),
   the overall service ("") and the services that write or read the store are NOT_SERVING; the
   check plane (AuthorizationService) answers from memory and stays SERVING.
-- SIGHUP reloads the policy (a bad policy is refused and the old one keeps serving).
+- SIGHUP reloads the policy, the callers file and the TLS certificates (whatever does not load
+  is refused and logged, and what was in force stays).
 - SIGTERM (or SIGINT) drains: health NOT_SERVING, no new calls, open streams end with
   UNAVAILABLE, calls in flight get the grace period (10 s by default) to finish; then it exits.
 
@@ -22,6 +23,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,16 +33,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from sqlalchemy.exc import DBAPIError
 
+from mandate import logs, metrics
 from mandate.api.authorization import AuthorizationService
 from mandate.api.directory import DirectoryService
 from mandate.api.events import ChangeFeed, EventService
-from mandate.api.interceptors import Authentication, Plumbing, StreamLimits, abort
+from mandate.api.interceptors import Observer, Plumbing, RequestLimits, StreamLimits, abort
 from mandate.api.membership import MembershipService
 from mandate.api.partner import PartnerService
 from mandate.app import App
+from mandate.callers import Callers
 from mandate.config import Config
 from mandate.errors import DatabaseUnavailable, Unavailable
 from mandate.policy import PolicyError
+from mandate.tls import Certificates
 from mandate.v1 import (
     authorization_pb2,
     authorization_pb2_grpc,
@@ -146,13 +151,22 @@ def starting_handler(path: str, streaming: bool) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(unary)
 
 
-def register_services(router: Router, app: App, plumbing: Plumbing, changes: ChangeFeed) -> None:
+def register_services(router: Router, app: App, plumbing: Plumbing, changes: ChangeFeed,
+                      config: Config | None = None) -> None:
     """Every Mandate service, wrapped by the plumbing (authentication, parsing, workers, errors)."""
     collector = _Collector()
     for _, name, grpc_module, servicer in SERVICES:
-        instance = servicer(app, plumbing.run, changes) if servicer is EventService else servicer(app)
+        if servicer is EventService:
+            instance = servicer(app, plumbing.run, changes)
+        elif servicer is AuthorizationService and config is not None:
+            instance = servicer(app, max_batch=config.max_batch)
+        else:
+            instance = servicer(app)
         getattr(grpc_module, f"add_{name}Servicer_to_server")(instance, collector)
     plumbing.inline.update({method: answered_from_memory(app) for method in INLINE})
+    policy = app.authorizer.policy
+    plumbing.observer.decisions = metrics.Decisions(
+        policy.permissions, {action for actions in policy.permissions.values() for action in actions})
     router.handlers.update({m: plumbing.wrap(m, h) for m, h in collector.handlers.items()})
 
 
@@ -162,9 +176,15 @@ class MandateServer:
     def __init__(self, config: Config, app: App | None = None, *, reuse_port: bool = False):
         self.config = config
         self.app = app
+        config.check_transport()
         self.workers = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc")
-        self.plumbing = Plumbing(Authentication(config.resolved_tokens()),
-                                 StreamLimits(config.max_streams_per_caller, config.max_streams), self.workers)
+        self.callers = Callers(config.resolved_tokens(), config.callers_file)
+        self.plumbing = Plumbing(self.callers, StreamLimits(config.max_streams_per_caller, config.max_streams),
+                                 self.workers, requests=RequestLimits(config.max_requests_per_caller,
+                                                                      config.workers_per_caller),
+                                 observer=Observer())
+        self.certificates = (Certificates(config.tls_cert, config.tls_key, config.tls_client_ca)
+                             if config.tls else None)
         self.health = health.aio.HealthServicer()
         self.router = Router()
         register_open_services(self.router, self.plumbing, self.health)
@@ -172,14 +192,22 @@ class MandateServer:
         self.changes: ChangeFeed | None = None
         self.draining = False
         self._health_task: asyncio.Task | None = None
-        self.server = grpc.aio.server(handlers=[self.router], options=[("grpc.so_reuseport", int(reuse_port))])
-        self.port = self.server.add_insecure_port(config.listen)
+        self.server = grpc.aio.server(handlers=[self.router], options=[
+            ("grpc.so_reuseport", int(reuse_port)),
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes)])
+        if self.certificates is not None:
+            self.port = self.server.add_secure_port(config.listen, self.certificates.credentials())
+        else:
+            self.port = self.server.add_insecure_port(config.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.listen}")
 
     async def start(self) -> None:
         """Listen at once (health NOT_SERVING), load the application, then serve."""
         started = time.monotonic()
+        logs.event(log, "start", "mandate listening on %s (pid %d); loading the policy and the fact index",
+                   self.config.listen, os.getpid())
         self.plumbing.start()
         await self._set_health(ready=False)
         await self.server.start()
@@ -189,12 +217,20 @@ class MandateServer:
             self.app.start_expiring()
         self.changes = ChangeFeed(self.app)
         self.changes.start()
-        register_services(self.router, self.app, self.plumbing, self.changes)
+        register_services(self.router, self.app, self.plumbing, self.changes, self.config)
+        metrics.set_policy(None, self.app.authorizer.policy.version)
         await self._follow_database()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
         host = self.config.listen.rsplit(":", 1)[0]
-        log.info("mandate serving on %s:%d (policy %s, revision %d), ready in %.1f s (pid %d)", host, self.port,
-                 self.app.authorizer.policy.version, self.app.index.revision, time.monotonic() - started, os.getpid())
+        transport = ("mTLS" if self.config.tls_client_ca else "TLS") if self.config.tls else "plaintext"
+        logs.event(log, "ready", "mandate serving on %s:%d (%s, policy %s, revision %d, %d callers), ready in %.1f s "
+                   "(pid %d)", host, self.port, transport, self.app.authorizer.policy.version, self.app.index.revision,
+                   len(self.callers.names), time.monotonic() - started, os.getpid(),
+                   address=f"{host}:{self.port}", transport=transport,
+                   policy_version=self.app.authorizer.policy.version, revision=self.app.index.revision)
+        if not self.config.tls and self.config.insecure:
+            log.warning("serving PLAINTEXT on %s:%d (--insecure): tokens and answers cross the network unencrypted",
+                        host, self.port)
 
     async def _load(self) -> App:
         loop = asyncio.get_running_loop()
@@ -202,6 +238,7 @@ class MandateServer:
             try:
                 return await loop.run_in_executor(self.workers, self._new_app)
             except (DBAPIError, DatabaseUnavailable) as error:
+                metrics.database_retries.inc()
                 log.warning("the database does not answer; retrying in %g s: %s", RETRY_SECONDS, error)
                 await asyncio.sleep(RETRY_SECONDS)
 
@@ -228,20 +265,47 @@ class MandateServer:
                 database = False
         if not self.draining:
             await self._set_health(ready=True, database=database)
+        if database and available is not None and metrics_wanted(self.config):
+            await asyncio.get_running_loop().run_in_executor(None, self._sample_index)
+
+    def _sample_index(self) -> None:
+        """The index revision and its lag behind the store, for the metrics."""
+        index = self.app.index
+        revision = index.revision
+        try:
+            store = self.app.store.current_revision()
+        except DBAPIError:
+            metrics.database_errors.inc()
+            return
+        metrics.index_revision.set(revision)
+        metrics.index_lag.set(max(0, store - revision))
 
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(HEALTH_SECONDS)
             await self._follow_database()
 
+    async def reload(self) -> None:
+        """SIGHUP: the callers file, the TLS certificates and the policy, each kept as it was if
+        the new one does not load."""
+        logs.event(log, "reload", "reloading the callers, the certificates and the policy (pid %d)", os.getpid())
+        self.callers.reload()
+        if self.certificates is not None:
+            self.certificates.reload()
+        await self.reload_policy()
+
     async def reload_policy(self) -> None:
-        """SIGHUP: the same safe swap as ever, in a worker thread."""
+        """The same safe swap as ever, in a worker thread."""
         if self.app is None:
             return
+        previous = self.app.authorizer.policy.version
         try:
             policy = await asyncio.get_running_loop().run_in_executor(None, self.app.reload_policy)
+            metrics.policy_reloads.labels("ok").inc()
+            metrics.set_policy(previous, policy.version)
             log.info("policy reloaded: version %s (pid %d)", policy.version, os.getpid())
         except PolicyError as error:
+            metrics.policy_reloads.labels("refused").inc()
             log.error("policy reload refused, the old policy keeps serving (pid %d): %s", os.getpid(), error)
 
     async def stop(self, grace: float | None) -> None:
@@ -293,6 +357,10 @@ class BackgroundServer:
     def reload_policy(self) -> None:
         self._call(self.server.reload_policy())
 
+    def reload(self) -> None:
+        """As SIGHUP does: callers, certificates and policy."""
+        self._call(self.server.reload())
+
     def stop(self, grace: float | None = None) -> None:
         try:
             self._call(self.server.stop(grace))
@@ -331,24 +399,27 @@ async def _serve(config: Config, app: App | None, reuse_port: bool, report) -> N
     loop = asyncio.get_running_loop()
     server = MandateServer(config, app, reuse_port=reuse_port)
     stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload_policy()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload()))
     # One of several processes leaves Ctrl-C to its parent, which drains every process with SIGTERM.
     for signum in (signal.SIGTERM,) if reuse_port else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     report("signals")
     if reuse_port:  # one of several processes: drain when the parent is gone
         loop.create_task(stop_when_orphaned(stop))
+    if config.metrics_listen and not reuse_port:  # under --processes, the parent serves the sum
+        metrics.serve(config.metrics_listen)
+        logs.event(log, "metrics", "metrics at http://%s/metrics", config.metrics_listen)
     await server.start()
     report("serving")
     if config.watch_policy:
         threading.Thread(target=watch_policy, args=(server.app, loop, server.reload_policy), name="policy-watch",
                          daemon=True).start()
     await stop.wait()
-    log.info("draining (grace %g s, pid %d)", config.grace_seconds, os.getpid())
+    logs.event(log, "drain", "draining (grace %g s, pid %d)", config.grace_seconds, os.getpid())
     await server.stop(config.grace_seconds)
     if app is None and server.app is not None:
         server.app.close()
-    log.info("stopped (pid %d)", os.getpid())
+    logs.event(log, "stop", "stopped (pid %d)", os.getpid())
 
 
 # -- several processes on one port -------------------------------------------------------------
@@ -389,6 +460,15 @@ def serve_processes(config: Config) -> int:
     if config.listen.rsplit(":", 1)[-1] == "0":
         raise ValueError("--processes needs a fixed port: every process listens on the same one")
     config.api_tokens = config.resolved_tokens()  # read (or create) the token file once, here
+    config.check_transport()  # a bad setting stops here, before any process starts
+    Callers(config.api_tokens, config.callers_file)
+    if config.tls:
+        Certificates(config.tls_cert, config.tls_key, config.tls_client_ca)
+    if config.metrics_listen:  # each process writes its values here; this one serves their sum
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mandate-metrics-")
+        metrics.serve(config.metrics_listen)
+        logs.event(log, "metrics", "metrics of every process at http://%s/metrics", config.metrics_listen)
     context = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
     children: dict[int, Child] = {}
     stopping = threading.Event()
@@ -399,7 +479,7 @@ def serve_processes(config: Config) -> int:
         log.info("started server process %d of %d (pid %d)", slot + 1, config.processes, child.process.pid)
 
     def on_hup(_signum, _frame):
-        log.info("reloading the policy in every process")
+        logs.event(log, "reload", "reloading the callers, certificates and policy in every process")
         for child in list(children.values()):
             # A process without its handlers yet has not read the policy either: it will load the new one.
             if child.process.is_alive() and child.heard("signals"):
@@ -418,6 +498,7 @@ def serve_processes(config: Config) -> int:
         for sentinel in multiprocessing.connection.wait(list(sentinels), timeout=SUPERVISE_SECONDS):
             child = children.pop(sentinels[sentinel])
             child.process.join()
+            metrics.process_exited(child.process.pid)
             if stopping.is_set():
                 break
             served = child.heard("serving")
@@ -431,7 +512,7 @@ def serve_processes(config: Config) -> int:
             log.error("server process %d (pid %d) exited with %s; starting another", child.slot + 1,
                       child.process.pid, child.process.exitcode)
             spawn(child.slot)
-    log.info("draining %d processes (grace %g s)", len(children), config.grace_seconds)
+    logs.event(log, "drain", "draining %d processes (grace %g s)", len(children), config.grace_seconds)
     for child in children.values():
         if child.process.is_alive():
             os.kill(child.process.pid, signal.SIGTERM)
@@ -442,14 +523,14 @@ def serve_processes(config: Config) -> int:
             log.error("server process pid %d did not stop in time; killing it", child.process.pid)
             child.process.kill()
             child.process.join()
-    log.info("stopped")
+    logs.event(log, "stop", "stopped")
     return 1 if failed else 0
 
 
 def child_main(config: Config, tell) -> None:
-    """One of the processes of `serve_processes` (a fresh interpreter)."""
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    """One of the processes of `serve_processes` (a fresh interpreter). Its stdout and stderr
+    are the parent's: in JSON, the parent relays them."""
+    logs.setup(config.log_level, config.log_format, process=True, capture=False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
         serve(config, reuse_port=True, report=tell.send)
@@ -493,3 +574,7 @@ def watch_policy(app: App, loop: asyncio.AbstractEventLoop, reload) -> None:
         except Exception:  # noqa: BLE001 - the watcher must outlive any error
             log.exception("policy watcher: cannot look at %s; still watching", app.policy_dir)
         time.sleep(WATCH_SECONDS)
+
+
+def metrics_wanted(config: Config) -> bool:
+    return bool(config.metrics_listen) or metrics.MULTIPROCESS

@@ -18,9 +18,10 @@ def check_fields(request, field: str = "") -> tuple[str, str, str, str, str]:
 
 
 class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
-    def __init__(self, app: App):
+    def __init__(self, app: App, max_batch: int = v.MAX_BATCH):
         self.authorizer = app.authorizer
         self.expiries = app.expiries
+        self.max_batch = max_batch  # MANDATE_MAX_BATCH
 
     def Check(self, request, context):
         fields = check_fields(request)
@@ -30,8 +31,8 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
                                 policy_version=policy.version)
 
     def BatchCheck(self, request, context):
-        if len(request.checks) > v.MAX_BATCH:
-            raise InvalidArgument("checks", f"at most {v.MAX_BATCH} checks per batch")
+        if len(request.checks) > self.max_batch:
+            raise InvalidArgument("checks", f"at most {self.max_batch} checks per batch")
         requests = [(check_fields(c, f"checks[{i}]."), v.revision(f"checks[{i}].at_least_revision",
                                                                    c.at_least_revision))
                     for i, c in enumerate(request.checks)]

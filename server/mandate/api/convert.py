@@ -42,9 +42,13 @@ def assignment(row: models.Assignment) -> common_pb2.Assignment:
     )
 
 
-def event(row: models.Event) -> common_pb2.Event:
+def event(row: models.Event, without_emails: bool = False) -> common_pb2.Event:
+    """`without_emails` (a read-only caller): attributes that hold an email address are left out."""
+    attributes = row.attributes
+    if without_emails:
+        attributes = {k: value for k, value in attributes.items() if "email" not in k and "@" not in value}
     return common_pb2.Event(revision=str(row.revision), type=row.type, actor_id=row.actor_id,
-                            attributes=row.attributes, occurred_at=row.occurred_at, caller=row.caller,
+                            attributes=attributes, occurred_at=row.occurred_at, caller=row.caller,
                             cause=row.cause)
 
 

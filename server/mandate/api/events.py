@@ -1,4 +1,6 @@
-"""EventService: the change log, listed in pages or watched as a stream (R22)."""
+"""EventService: the change log, listed in pages or watched as a stream (R22). Each event says
+which calling service made the change (`caller`) on whose behalf (`actor_id`); a read-only
+caller sees no email addresses in them."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import asyncio
 import contextlib
 import re
 
+from mandate import callers
 from mandate.api import convert
 from mandate.api import validate as v
 from mandate.app import App
@@ -95,7 +98,9 @@ class EventService(events_pb2_grpc.EventServiceServicer):
         if len(rows) > size:
             rows = rows[:size]
             last = v.encode_page_token(str(rows[-1].id))
-        return events_pb2.ListEventsResponse(events=[convert.event(r) for r in rows], next_page_token=last)
+        without_emails = callers.current_read_only()
+        return events_pb2.ListEventsResponse(events=[convert.event(r, without_emails) for r in rows],
+                                             next_page_token=last)
 
     def organization_filter(self, request) -> str:
         organization_id = v.optional_identifier("organization_id", request.organization_id)
@@ -107,12 +112,13 @@ class EventService(events_pb2_grpc.EventServiceServicer):
         """Holds no thread: queries run in the worker pool, waiting costs nothing."""
         since = v.revision("since_revision", request.since_revision) or 0
         organization_id = await self.run(context, self.organization_filter, request)
+        without_emails = callers.current_read_only()
         cursor = 0
         while True:
             seen = self.index.revision
             rows = await self.run(context, self.events.list_events, since, cursor, WATCH_BATCH, organization_id)
             for row in rows:
-                yield convert.event(row)
+                yield convert.event(row, without_emails)
                 cursor = row.id
             if len(rows) < WATCH_BATCH:
                 await self.changes.wait_beyond(seen)

@@ -3,7 +3,14 @@ become statuses.
 
 Every method handler is wrapped once, when the services are registered (`Plumbing.wrap`):
 
-- Callers present a bearer token; health checking and reflection are open to anyone.
+- Callers are known by name (`mandate.callers`): by a bearer token, a client certificate, or
+  both; the caller of the request is in `callers.current` while it is served, in the worker
+  thread too. Health checking and reflection are open to anyone. A read-only caller gets
+  PERMISSION_DENIED, reason READ_ONLY_CALLER, for every method that is not known to change
+  nothing (`changes_nothing`).
+- Each caller has a limit of requests in flight (past it: RESOURCE_EXHAUSTED, reason
+  TOO_MANY_REQUESTS, with a google.rpc.RetryInfo) and a share of the worker threads, so one
+  busy caller does not slow the others.
 - The request is parsed here, not by gRPC: a malformed body or invalid UTF-8 is
   INVALID_ARGUMENT with an ErrorInfo, like any other bad request.
 - Blocking work (SQL, mutations, big batches) runs in a bounded pool of worker threads, so the
@@ -16,14 +23,15 @@ Every method handler is wrapped once, when the services are registered (`Plumbin
 - Domain errors become their status code with a google.rpc.ErrorInfo carrying the reason.
   Anything unexpected becomes INTERNAL with an incident id; the details go to the server log
   only. A check that fails this way is an error, never an allow (R24).
+- Every call ends with one log line (logger `mandate.request`: method, caller, actor, status
+  code, reason, duration, revision, incident id) and its metrics (`mandate.metrics`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
+import contextvars
 import inspect
 import logging
 import time
@@ -37,54 +45,57 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc.aio import AbortError
 from grpc_status import rpc_status
+from sqlalchemy.exc import DBAPIError
 
-from mandate import deadlines
-from mandate.errors import DomainError, InvalidArgument, TooManyStreams, Unauthenticated, Unavailable
+from mandate import callers, deadlines, metrics
+from mandate.callers import Caller, Callers, peer_subject
+from mandate.errors import (
+    DatabaseUnavailable,
+    DomainError,
+    InvalidArgument,
+    ReadOnlyCaller,
+    TooManyRequests,
+    TooManyStreams,
+    Unauthenticated,
+    Unavailable,
+)
 
 log = logging.getLogger("mandate.rpc")
+request_log = logging.getLogger("mandate.request")
 
 DOMAIN = "mandate.v1"
 # Standard services any caller may use without a token: probes and schema discovery.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 DEFAULT_STREAMS_PER_CALLER = 100
 DEFAULT_STREAMS = 1000
+DEFAULT_REQUESTS_PER_CALLER = 200
+# Services and method names that change nothing: a read-only caller may call them.
+READ_SERVICES = ("mandate.v1.AuthorizationService", "mandate.v1.EventService")
+READ_PREFIXES = ("Get", "List", "Export")
+CHECK = "/mandate.v1.AuthorizationService/Check"
+DECISIONS = (CHECK, "/mandate.v1.AuthorizationService/BatchCheck")
+MAX_LOGGED = 200  # characters of a request's value on its log line
 
 
-def error_status(code: grpc.StatusCode, reason: str, message: str, metadata: dict | None = None):
+def error_status(code: grpc.StatusCode, reason: str, message: str, metadata: dict | None = None,
+                 retry_seconds: float | None = None):
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
-    detail = any_pb2.Any()
-    detail.Pack(info)
+    details = [any_pb2.Any()]
+    details[0].Pack(info)
+    if retry_seconds is not None:  # google.rpc.RetryInfo: waiting this long helps
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(int(retry_seconds * 1000))
+        details.append(any_pb2.Any())
+        details[1].Pack(retry)
     return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=f"{reason}: {message}",
-                                                  details=[detail]))
+                                                  details=details))
 
 
-class Authentication:
-    """Callers known by token. Tokens from MANDATE_API_TOKENS are named env-0, env-1, ..."""
-
-    def __init__(self, tokens: list[str]):
-        # Keep digests only, and compare digests in constant time.
-        self._callers = [(f"env-{n}", hashlib.sha256(t.encode()).digest()) for n, t in enumerate(tokens)]
-
-    def caller(self, metadata) -> str:
-        """The name of the caller that presented the token, or Unauthenticated."""
-        presented = ""
-        for key, value in metadata or ():
-            if key == "authorization":
-                presented = value
-        scheme, _, token = presented.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
-        digest = hashlib.sha256(token.strip().encode()).digest()
-        name = None
-        for candidate, known in self._callers:  # no early exit: the time taken says nothing
-            if hmac.compare_digest(digest, known):
-                name = candidate
-        if name is None:
-            raise Unauthenticated("the bearer token is not valid")
-        return name
-
-    def check(self, metadata) -> None:
-        self.caller(metadata)
+def changes_nothing(method: str) -> bool:
+    """Methods a read-only caller may call. Anything not known to change nothing is a mutation
+    (fail closed): a new RPC is writable only by writers until it is listed here."""
+    service, _, name = method.strip("/").partition("/")
+    return method.startswith(OPEN_PREFIXES) or service in READ_SERVICES or name.startswith(READ_PREFIXES)
 
 
 class StreamLimits:
@@ -116,14 +127,70 @@ class StreamLimits:
                 del self.open[caller]
 
 
-class Plumbing:
-    """Wraps method handlers: authentication, parsing, where the work runs, limits, errors."""
+class RequestLimits:
+    """Requests in flight per caller, and the share of the worker pool one caller may hold.
 
-    def __init__(self, authentication: Authentication, limits: StreamLimits, workers: Executor,
-                 inline: dict[str, Callable] | None = None):
-        self.authentication = authentication
+    Past `per_caller` requests in flight, a caller's next request is RESOURCE_EXHAUSTED, reason
+    TOO_MANY_REQUESTS, with a RetryInfo. Of the worker threads, one caller holds at most
+    `workers_per_caller` at a time; its other requests wait on the event loop (holding no
+    thread), so the remaining workers stay free for every other caller. Event loop only."""
+
+    def __init__(self, per_caller: int = DEFAULT_REQUESTS_PER_CALLER, workers_per_caller: int = 8):
+        self.per_caller = per_caller
+        self.workers_per_caller = workers_per_caller
+        self.in_flight: dict[str, int] = {}
+        self._workers: dict[str, asyncio.Semaphore] = {}
+
+    def enter(self, caller: str) -> None:
+        held = self.in_flight.get(caller, 0)
+        if held >= self.per_caller:
+            raise TooManyRequests(f"caller {caller} has its limit of {self.per_caller} requests in flight; "
+                                  "retry after one finishes")
+        self.in_flight[caller] = held + 1
+
+    def leave(self, caller: str) -> None:
+        left = self.in_flight[caller] - 1
+        if left:
+            self.in_flight[caller] = left
+        else:
+            del self.in_flight[caller]
+
+    def workers(self, caller: str) -> asyncio.Semaphore:
+        semaphore = self._workers.get(caller)
+        if semaphore is None:  # one per known caller name: bounded by the callers configured
+            semaphore = self._workers[caller] = asyncio.Semaphore(self.workers_per_caller)
+        return semaphore
+
+
+class Outcome:
+    """What the request line and the metrics say about one call."""
+
+    __slots__ = ("kind", "method", "started", "caller", "request", "reply", "code", "reason", "incident")
+
+    def __init__(self, kind: str, method: str):
+        self.kind = kind
+        self.method = method
+        self.started = time.perf_counter()
+        self.caller = ""
+        self.request = None
+        self.reply = None
+        self.code = grpc.StatusCode.OK
+        self.reason = ""
+        self.incident = ""
+
+
+class Plumbing:
+    """Wraps method handlers: authentication, parsing, where the work runs, limits, errors,
+    and the request's log line and metrics."""
+
+    def __init__(self, callers: Callers, limits: StreamLimits, workers: Executor,
+                 inline: dict[str, Callable] | None = None, requests: RequestLimits | None = None,
+                 observer: Observer | None = None):
+        self.callers = callers
         self.limits = limits
+        self.requests = requests or RequestLimits()
         self.workers = workers
+        self.observer = observer or Observer()
         # method -> predicate(request): True when the call is pure in-memory work to run inline.
         self.inline = inline or {}
         self.draining: asyncio.Future | None = None  # made on the loop by start()
@@ -138,11 +205,19 @@ class Plumbing:
             self.draining.set_result(None)
 
     async def run(self, context, function, *args):
-        """Run blocking `function(*args)` in the worker pool, under the caller's deadline."""
-        remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
-        return await asyncio.get_running_loop().run_in_executor(
-            self.workers, deadlines.run_within, deadline, function, *args)
+        """Run blocking `function(*args)` in the worker pool, under the caller's deadline, with
+        the caller in `callers.current`; one caller holds at most its share of the workers."""
+        caller = callers.current.get()
+        async with self.requests.workers(caller.name if caller else ""):
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            work = contextvars.copy_context()
+            return await asyncio.get_running_loop().run_in_executor(
+                self.workers, work.run, deadlines.run_within, deadline, function, *args)
+
+    def identify(self, context) -> Caller:
+        subject = peer_subject(context.auth_context()) if self.callers.wants_subject else None
+        return self.callers.identify(context.invocation_metadata(), subject)
 
     # -- wrapping ------------------------------------------------------------------------------
 
@@ -163,33 +238,47 @@ class Plumbing:
 
     def _unary(self, method: str, handler):
         inner, parse = handler.unary_unary, handler.request_deserializer
-        needs_token = not method.startswith(OPEN_PREFIXES)
-        authentication = self.authentication
-        if inspect.iscoroutinefunction(inner):  # grpc's own async servicers (health)
-            async def call_async(raw, context):
-                try:
-                    if needs_token:
-                        authentication.caller(context.invocation_metadata())
-                    return await inner(parse_request(method, parse, raw), context)
-                except AbortError:
-                    raise
-                except Exception as error:  # noqa: BLE001 - every error is turned into a status here
-                    await abort(context, method, error)
-
-            return call_async
+        needs_caller = not method.startswith(OPEN_PREFIXES)
+        writes = not changes_nothing(method)
         inline = self.inline.get(method)
-        run = self.run
+        requests, observer, run, is_async = self.requests, self.observer, self.run, inspect.iscoroutinefunction(inner)
 
         async def call(raw, context):
+            outcome = Outcome("unary", method)
+            caller = token = None
             try:
-                if needs_token:
-                    authentication.caller(context.invocation_metadata())
-                request = parse_request(method, parse, raw)
-                if inline is not None and inline(request):
-                    return inner(request, context)
-                return await run(context, inner, request, context)
-            except Exception as error:  # noqa: BLE001
-                await abort(context, method, error)
+                if needs_caller:
+                    caller = self.identify(context)
+                    outcome.caller = caller.name
+                    token = callers.current.set(caller)
+                    if writes and caller.read_only:
+                        raise ReadOnlyCaller(f"caller {caller.name} is read-only; it may not change anything")
+                    requests.enter(caller.name)
+                try:
+                    request = outcome.request = parse_request(method, parse, raw)
+                    if is_async:  # grpc's own async servicers (health)
+                        reply = await inner(request, context)
+                    elif inline is not None and inline(request):
+                        reply = inner(request, context)
+                    else:
+                        reply = await run(context, inner, request, context)
+                finally:
+                    if caller is not None:
+                        requests.leave(caller.name)
+                outcome.reply = reply
+                return reply
+            except AbortError:
+                outcome.code = _aborted_code(context)
+                raise
+            except asyncio.CancelledError:
+                outcome.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:  # noqa: BLE001 - every error is turned into a status here
+                await context.abort_with_status(failure(outcome, error))
+            finally:
+                if token is not None:
+                    callers.current.reset(token)
+                observer.finished(outcome)
 
         return call
 
@@ -198,36 +287,51 @@ class Plumbing:
         that writes with context.write, as grpc's health Watch does)."""
         if not (inspect.isasyncgenfunction(inner) or inspect.iscoroutinefunction(inner)):
             raise RuntimeError(f"{method}: a streaming handler must be async so that it holds no thread")
-        needs_token = not method.startswith(OPEN_PREFIXES)
-        plumbing = self
+        needs_caller = not method.startswith(OPEN_PREFIXES)
+        plumbing, observer = self, self.observer
+        kind = "server_stream" if parse is not None else "bidi_stream"
 
-        def caller_of(context) -> str:
-            metadata = context.invocation_metadata()
-            if needs_token:
-                return plumbing.authentication.caller(metadata)
+        def caller_of(context) -> tuple[str, Caller | None]:
+            if needs_caller:
+                caller = plumbing.identify(context)
+                return caller.name, caller
             try:
-                return plumbing.authentication.caller(metadata)
+                caller = plumbing.identify(context)
+                return caller.name, caller
             except Unauthenticated:
-                return "peer:" + peer_host(context.peer())
+                return "peer:" + peer_host(context.peer()), None
 
         if inspect.iscoroutinefunction(inner):
             async def written(request, context):
+                outcome = Outcome(kind, method)
                 try:
-                    with plumbing.limits.hold(caller_of(context)):
+                    outcome.caller, _ = caller_of(context)
+                    with plumbing.limits.hold(outcome.caller):
                         request = parse_request(method, parse, request)
                         await plumbing._until_drained(inner(request, context))
                 except AbortError:
+                    outcome.code = _aborted_code(context)
+                    raise
+                except asyncio.CancelledError:
+                    outcome.code = grpc.StatusCode.CANCELLED
                     raise
                 except Exception as error:  # noqa: BLE001
-                    await abort(context, method, error)
+                    await context.abort_with_status(failure(outcome, error))
+                finally:
+                    observer.finished(outcome)
 
             return written
 
         async def relayed(request, context):
+            outcome = Outcome(kind, method)
+            token = None
             try:
-                with plumbing.limits.hold(caller_of(context)):
+                outcome.caller, caller = caller_of(context)
+                if caller is not None:
+                    token = callers.current.set(caller)
+                with plumbing.limits.hold(outcome.caller):
                     if parse is not None:
-                        request = parse_request(method, parse, request)
+                        request = outcome.request = parse_request(method, parse, request)
                     responses = inner(request, context)
                     try:
                         while True:
@@ -239,9 +343,18 @@ class Plumbing:
                     finally:
                         await responses.aclose()
             except AbortError:
+                outcome.code = _aborted_code(context)
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                outcome.code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as error:  # noqa: BLE001
-                await abort(context, method, error)
+                await context.abort_with_status(failure(outcome, error))
+            finally:
+                if token is not None:
+                    with contextlib.suppress(ValueError):  # a generator closed from another context
+                        callers.current.reset(token)
+                observer.finished(outcome)
 
         return relayed
 
@@ -265,6 +378,89 @@ class Plumbing:
         return step.result()
 
 
+def _aborted_code(context) -> grpc.StatusCode:
+    try:
+        return context.code() or grpc.StatusCode.UNKNOWN
+    except Exception:  # noqa: BLE001 - older grpc: the code is not readable
+        return grpc.StatusCode.UNKNOWN
+
+
+def failure(outcome: Outcome, error: Exception):
+    """The status for `error`, noted on `outcome`. Domain errors become their code and reason;
+    anything else is INTERNAL with an incident id, its details in the server log only."""
+    if isinstance(error, DomainError):
+        outcome.code, outcome.reason = error.code, error.reason
+        if isinstance(error, DatabaseUnavailable):
+            metrics.database_errors.inc()
+        return error_status(error.code, error.reason, error.message, error.metadata,
+                            getattr(error, "retry_seconds", None))
+    if isinstance(error, DBAPIError):
+        metrics.database_errors.inc()
+    outcome.code, outcome.reason = grpc.StatusCode.INTERNAL, "INTERNAL"
+    outcome.incident = uuid.uuid4().hex[:12]
+    log.error("%s failed (incident %s)", outcome.method, outcome.incident, exc_info=error,
+              extra={"fields": {"caller": outcome.caller, "incident": outcome.incident}})
+    return error_status(grpc.StatusCode.INTERNAL, "INTERNAL",
+                        f"internal error; incident {outcome.incident} is in the server log")
+
+
+def actor_of(request) -> str:
+    """The acting user of a request, for its log line (bounded: a rejected value may be long)."""
+    actor_id = getattr(request, "actor_id", None)
+    if actor_id is None:
+        actor = getattr(request, "actor", None)
+        actor_id = f"{actor.type}:{actor.id}" if actor is not None and actor.id else ""
+    return actor_id[:MAX_LOGGED]
+
+
+class Observer:
+    """The request's log line (logger mandate.request; health and reflection at DEBUG) and its
+    metrics. Decisions are counted by resource type, action and result once `decisions` is set."""
+
+    def __init__(self):
+        self.decisions: metrics.Decisions | None = None
+        self._handled: dict = {}
+        self._handling: dict = {}
+
+    def finished(self, outcome: Outcome) -> None:
+        seconds = time.perf_counter() - outcome.started
+        method, code = outcome.method, outcome.code
+        handled = self._handled.get((method, code))
+        if handled is None:
+            service, _, name = method.strip("/").partition("/")
+            handled = self._handled[(method, code)] = metrics.handled.labels(outcome.kind, service, name, code.name)
+            if method not in self._handling:
+                self._handling[method] = (metrics.handling.labels(outcome.kind, service, name),
+                                          metrics.started.labels(outcome.kind, service, name))
+        handled.inc()
+        handling, started = self._handling[method]
+        handling.observe(seconds)
+        started.inc()
+        if outcome.reason:
+            metrics.refusals.labels(outcome.reason).inc()
+        elif self.decisions is not None and outcome.reply is not None and method in DECISIONS:
+            self._count_decisions(method, outcome)
+        level = logging.DEBUG if method.startswith(OPEN_PREFIXES) else logging.INFO
+        if not request_log.isEnabledFor(level):
+            return
+        request = outcome.request
+        fields = {"method": method, "caller": outcome.caller, "actor": actor_of(request) if request else "",
+                  "code": code.name, "reason": outcome.reason, "duration_ms": round(seconds * 1000, 3),
+                  "revision": getattr(outcome.reply, "revision", "") if outcome.reply is not None else "",
+                  "incident": outcome.incident}
+        extras = "".join(f" {key}={fields[key]}" for key in ("reason", "revision", "incident") if fields[key])
+        request_log.log(level, "%s %s caller=%s actor=%s %.1f ms%s", method, code.name, fields["caller"],
+                        fields["actor"] or "-", fields["duration_ms"], extras, extra={"fields": fields})
+
+    def _count_decisions(self, method: str, outcome: Outcome) -> None:
+        request, reply = outcome.request, outcome.reply
+        if method == CHECK:
+            self.decisions.count(request.resource.type, request.action, reply.allowed)
+        else:
+            self.decisions.count_many((c.resource.type, c.action, r.allowed)
+                                      for c, r in zip(request.checks, reply.results, strict=False))
+
+
 def parse_request(method: str, parse, raw):
     if parse is None:
         return raw
@@ -284,10 +480,5 @@ def peer_host(peer: str) -> str:
 
 
 async def abort(context, method: str, error: Exception):
-    if isinstance(error, DomainError):
-        log.info("%s refused: %s %s", method, error.reason, error.message)
-        await context.abort_with_status(error_status(error.code, error.reason, error.message, error.metadata))
-    incident = uuid.uuid4().hex[:12]
-    log.error("%s failed (incident %s)", method, incident, exc_info=error)
-    await context.abort_with_status(error_status(grpc.StatusCode.INTERNAL, "INTERNAL",
-                                                 f"internal error; incident {incident} is in the server log"))
+    """Abort the call with the status for `error` (outside the wrapped handlers)."""
+    await context.abort_with_status(failure(Outcome("unary", method), error))

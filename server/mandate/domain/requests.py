@@ -24,7 +24,7 @@ import grpc
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from mandate import errors
+from mandate import callers, errors
 from mandate.clock import as_text
 from mandate.domain.expiry import REQUEST_RETENTION, Lifetimes
 from mandate.names import Reason
@@ -38,8 +38,8 @@ NOT_RECORDED = (errors.InvalidArgument, errors.DeadlineExceeded, errors.Unavaila
 
 
 def calling_service() -> str:
-    """The name of the calling service, which request ids belong to ("" until callers are named)."""
-    return ""
+    """The name of the calling service, which request ids belong to ("" outside a request)."""
+    return callers.current_name()
 
 
 class Reused(errors.InvalidArgument):

@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, event, exc, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mandate import deadlines, errors
+from mandate import callers, deadlines, errors
 from mandate.config import DatabaseSettings
 from mandate.store import models
 
@@ -141,7 +141,7 @@ class Transaction:
     revision: int
     actor_id: str
     events: list[models.Event] = field(default_factory=list)
-    caller: str = ""  # the calling service, once callers are named
+    caller: str = field(default_factory=callers.current_name)  # the calling service (named callers)
 
     def emit(self, type: str, *, cause: str = "", **attributes: object) -> None:
         """Record an event of this change (R22); values are stored as strings. `cause` says why

@@ -1,0 +1,196 @@
+"""Calling services, known by name: who they are, how they prove it, and what they may do.
+
+A caller is known by the SHA-256 of its bearer token, by the subject of its client certificate
+(RFC 4514, e.g. `CN=gateway,O=Acme`; needs mTLS), or by both, in which case it must present
+both. Callers come from the callers file (TOML, `--callers FILE`, reloaded on SIGHUP) and from
+`MANDATE_API_TOKENS`, whose tokens are named env-0, env-1, ... A read-only caller may call
+every RPC that changes nothing, and sees no emails in events.
+
+The plumbing sets the caller of the request being served in `current` (a context variable, so
+it is carried into the worker thread that does the request's work): the store records its name
+on every event, and anything else that belongs to a calling service (idempotency keys) asks
+`current_name()`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import logging
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mandate.errors import Unauthenticated
+
+log = logging.getLogger("mandate.callers")
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+DIGEST = re.compile(r"[0-9a-f]{64}")
+KEYS = {"token_sha256", "client_cert_subject", "read_only"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    read_only: bool = False
+    token_sha256: bytes | None = None
+    subject: tuple[str, ...] | None = None  # normalized RDNs, most specific first (RFC 4514 order)
+
+
+current: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("mandate_caller", default=None)
+
+
+def current_name() -> str:
+    """The name of the calling service of the request being served ("" outside a request)."""
+    caller = current.get()
+    return caller.name if caller is not None else ""
+
+
+def current_read_only() -> bool:
+    caller = current.get()
+    return caller is not None and caller.read_only
+
+
+class CallersError(ValueError):
+    """A callers file that cannot be used; says which file and what is wrong, never a secret."""
+
+
+def subject_rdns(text: str) -> tuple[str, ...]:
+    """An RFC 4514 distinguished name as comparable RDNs: attribute types upper-cased, spaces
+    around separators dropped, escapes kept. `CN=gateway, o=Acme` == `CN=gateway,O=Acme`."""
+    parts, part, escaped = [], [], False
+    for char in text:
+        if escaped:
+            part.append(char)
+            escaped = False
+        elif char == "\\":
+            part.append(char)
+            escaped = True
+        elif char == ",":
+            parts.append("".join(part))
+            part = []
+        else:
+            part.append(char)
+    parts.append("".join(part))
+    rdns = []
+    for rdn in parts:
+        kind, equals, value = rdn.partition("=")
+        if not equals or not kind.strip() or not value.strip():
+            raise CallersError(f"{text!r} is not an RFC 4514 subject (e.g. CN=gateway,O=Acme)")
+        rdns.append(f"{kind.strip().upper()}={value.strip()}")
+    return tuple(rdns)
+
+
+def read_callers_file(path: Path) -> list[Caller]:
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as error:
+        raise CallersError(f"callers file {path}: cannot read it ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise CallersError(f"callers file {path}: not valid TOML ({error})") from None
+    unknown = set(document) - {"callers"}
+    if unknown:
+        raise CallersError(f"callers file {path}: unknown table {sorted(unknown)[0]!r}; expected [callers.NAME]")
+    callers = []
+    for name, entry in (document.get("callers") or {}).items():
+        where = f"callers file {path}, [callers.{name}]"
+        if not NAME.fullmatch(name) or name.startswith("env-"):
+            raise CallersError(f"{where}: a name is letters, digits, '.', '_' or '-' (env-N is reserved)")
+        if not isinstance(entry, dict):
+            raise CallersError(f"{where}: must be a table")
+        extra = set(entry) - KEYS
+        if extra:
+            raise CallersError(f"{where}: unknown key {sorted(extra)[0]!r}")
+        digest = entry.get("token_sha256")
+        subject = entry.get("client_cert_subject")
+        read_only = entry.get("read_only", False)
+        if digest is None and subject is None:
+            raise CallersError(f"{where}: needs token_sha256, client_cert_subject, or both")
+        if digest is not None and not (isinstance(digest, str) and DIGEST.fullmatch(digest.lower())):
+            raise CallersError(f"{where}: token_sha256 must be 64 hexadecimal digits (sha256sum of the token)")
+        if subject is not None and not isinstance(subject, str):
+            raise CallersError(f"{where}: client_cert_subject must be a string")
+        if not isinstance(read_only, bool):
+            raise CallersError(f"{where}: read_only must be true or false")
+        try:
+            rdns = subject_rdns(subject) if subject is not None else None
+        except CallersError as error:
+            raise CallersError(f"{where}: client_cert_subject {error}") from None
+        callers.append(Caller(name, read_only, bytes.fromhex(digest) if digest else None, rdns))
+    digests = [c.token_sha256 for c in callers if c.token_sha256]
+    if len(digests) != len(set(digests)):
+        raise CallersError(f"callers file {path}: two callers have the same token_sha256")
+    return callers
+
+
+class Callers:
+    """Every known caller: those of the callers file and those of MANDATE_API_TOKENS."""
+
+    def __init__(self, tokens: list[str], path: Path | None = None):
+        self.path = path
+        self._env = [Caller(f"env-{n}", token_sha256=hashlib.sha256(t.encode()).digest())
+                     for n, t in enumerate(tokens)]
+        self._set(read_callers_file(path) if path else [])
+
+    def _set(self, from_file: list[Caller]) -> None:
+        everyone = self._env + from_file
+        self._by_token = [c for c in everyone if c.token_sha256 is not None]
+        self._by_subject = {c.subject: c for c in everyone if c.token_sha256 is None and c.subject is not None}
+        # Whether a request's client-certificate subject needs to be read at all.
+        self.wants_subject = any(c.subject is not None for c in everyone)
+        self.names = [c.name for c in everyone]
+
+    def reload(self) -> bool:
+        """Read the callers file again (SIGHUP). A file that cannot be used is refused and logged;
+        the callers known before stay."""
+        if self.path is None:
+            return True
+        try:
+            self._set(read_callers_file(self.path))
+        except CallersError as error:
+            log.error("callers reload refused, the known callers stay: %s", error)
+            return False
+        log.info("callers reloaded: %d known", len(self.names))
+        return True
+
+    def identify(self, metadata, subject: tuple[str, ...] | None = None) -> Caller:
+        """The caller that presented this bearer token and/or this verified client-certificate
+        subject, or Unauthenticated. A caller known by both must present both."""
+        presented = None
+        for key, value in metadata or ():
+            if key == "authorization":
+                presented = value
+        if presented is None:
+            caller = self._by_subject.get(subject) if subject is not None else None
+            if caller is None:
+                raise Unauthenticated("missing 'authorization: Bearer <token>' metadata"
+                                      + ("" if subject is None else ", and the client certificate names no caller"))
+            return caller
+        scheme, _, token = presented.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
+        digest = hashlib.sha256(token.strip().encode()).digest()
+        found = None
+        for caller in self._by_token:  # no early exit: the time taken says nothing
+            if hmac.compare_digest(digest, caller.token_sha256):
+                found = caller
+        if found is None:
+            raise Unauthenticated("the bearer token is not valid")
+        if found.subject is not None and found.subject != subject:
+            raise Unauthenticated("this token is valid only with its caller's client certificate")
+        return found
+
+
+def peer_subject(auth_context: dict) -> tuple[str, ...] | None:
+    """The verified client certificate's subject, from gRPC's auth context (mTLS only)."""
+    values = auth_context.get("x509_subject") if auth_context else None
+    if not values:
+        return None
+    try:
+        return subject_rdns(values[0].decode())
+    except (CallersError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,143 @@
+"""Named callers (issue 9, item 2): the callers file names each calling service by its token
+digest; every event says which service made the change, on whose behalf; a read-only caller
+changes nothing and sees no emails; SIGHUP reloads the file; MANDATE_API_TOKENS are env-N."""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+
+import grpc
+import pytest
+from mandate.callers import CallersError, read_callers_file, subject_rdns
+from mandate.client import MandateClient
+from mandate.config import Config
+from mandate.server import build_server
+from mandate.v1 import directory_pb2, events_pb2, membership_pb2
+
+from tests.conftest import POLICY_DIR, TOKEN
+from tests.support import reason_of
+
+BILLING = "billing-token-not-secret"
+REPORTS = "reports-token-not-secret"
+LATER = "later-token-not-secret-either"
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+CALLERS = f"""
+[callers.billing]
+token_sha256 = "{digest(BILLING)}"
+
+[callers.reports]
+token_sha256 = "{digest(REPORTS)}"
+read_only = true
+"""
+
+
+@contextmanager
+def running(app, callers_file, **settings):
+    config = Config(listen="127.0.0.1:0", database_url=app.store.url, policy_dir=POLICY_DIR, api_tokens=[TOKEN],
+                    callers_file=callers_file, **settings)
+    server, port = build_server(app, config)
+    server.start()
+    try:
+        yield server, f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)
+
+
+@pytest.fixture
+def served(app, tmp_path):
+    path = tmp_path / "callers.toml"
+    path.write_text(CALLERS)
+    with running(app, path) as (server, address):
+        yield server, address, path
+
+
+def events(client) -> list:
+    return list(client.events.ListEvents(events_pb2.ListEventsRequest(page_size=1000)).events)
+
+
+def test_every_event_names_the_calling_service_and_the_acting_user(served, world):
+    _, address, _ = served
+    owner = world.user()
+    with MandateClient(address, BILLING) as billing, MandateClient(address, TOKEN) as env:
+        made = billing.directory.CreateOrganization(directory_pb2.CreateOrganizationRequest(
+            actor_id=owner, name="Billed", currency="EUR"))
+        env.membership.InviteMember(membership_pb2.InviteMemberRequest(
+            actor_id=owner, organization_id=made.id, email="new@example.com", role="colleague"))
+        log = events(env)
+    by_type = {e.type: e for e in log}
+    created = [e for e in log if e.attributes.get("organization_id") == made.id]
+    assert created[0].caller == "billing" and created[0].actor_id == owner
+    assert by_type["member.invited"].caller == "env-0" and by_type["member.invited"].actor_id == owner
+
+
+def test_a_read_only_caller_reads_and_checks_but_changes_nothing(served, world):
+    _, address, _ = served
+    organization = world.organization()
+    owner, project = world.owner_of(organization), world.project(organization)
+    world.app.memberships.invite_member(owner, organization, "secret-person@example.com", "colleague")
+    before = world.app.store.current_revision()
+    with MandateClient(address, REPORTS, retries=0) as reports:
+        assert reports.check(owner, "read", f"Project:{project}").allowed
+        assert reports.membership.ListMembers(membership_pb2.ListMembersRequest(
+            actor_id=owner, organization_id=organization)).members
+        for call in (lambda: reports.directory.RegisterUser(directory_pb2.RegisterUserRequest(
+                         email="someone@example.com", display_name="Someone")),
+                     lambda: reports.membership.InviteMember(membership_pb2.InviteMemberRequest(
+                         actor_id=owner, organization_id=organization, email="x@example.com", role="colleague"))):
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert reason_of(refused.value) == "READ_ONLY_CALLER"
+        seen = events(reports)
+    assert world.app.store.current_revision() == before  # a refused mutation changes nothing
+    invited = [e for e in seen if e.type == "member.invited"]
+    assert invited and all("@" not in value for e in seen for value in e.attributes.values())
+    assert "email" not in invited[0].attributes and invited[0].attributes["organization_id"] == organization
+
+
+def test_unknown_tokens_are_refused_and_sighup_reloads_the_callers_file(served):
+    server, address, path = served
+    with MandateClient(address, LATER, retries=0) as later:
+        with pytest.raises(grpc.RpcError) as refused:
+            later.check("u1", "read", "Project:p1")
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        path.write_text(CALLERS + f'\n[callers.later]\ntoken_sha256 = "{digest(LATER)}"\n')
+        server.reload()
+        assert not later.check("u1", "read", "Project:p1").allowed
+        path.write_text("this is not TOML [")  # refused: the callers known before stay
+        server.reload()
+        assert not later.check("u1", "read", "Project:p1").allowed
+        path.write_text(CALLERS)
+        server.reload()
+        with pytest.raises(grpc.RpcError) as refused:
+            later.check("u1", "read", "Project:p1")
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('[callers.a]\ntoken_sha256 = "abc"\n', "64 hexadecimal"),
+    ("[callers.a]\nread_only = true\n", "needs token_sha256"),
+    (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\nscope = "x"\n', "unknown key"),
+    (f'[callers.env-0]\ntoken_sha256 = "{"0" * 64}"\n', "reserved"),
+    (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\n[callers.b]\ntoken_sha256 = "{"0" * 64}"\n', "same token"),
+    ('[callers.a]\nclient_cert_subject = "gateway"\n', "RFC 4514"),
+    ("[other]\n", "unknown table"),
+    ("[callers.a\n", "not valid TOML"),
+])
+def test_a_callers_file_that_cannot_be_used_is_refused_with_its_reason(tmp_path, text, problem):
+    path = tmp_path / "callers.toml"
+    path.write_text(text)
+    with pytest.raises(CallersError, match=problem):
+        read_callers_file(path)
+
+
+def test_subjects_compare_as_rfc_4514_names():
+    assert subject_rdns("CN=gateway, o=Acme") == subject_rdns("CN=gateway,O=Acme")
+    assert subject_rdns("CN=gateway,O=Acme") != subject_rdns("O=Acme,CN=gateway")
+    assert subject_rdns(r"CN=a\,b,O=Acme") == ("CN=a\\,b", "O=Acme")
