@@ -136,4 +136,5 @@ def test_r18_cascade_events_say_so(client, world):
         ("partner_employee.unassigned", other, ""),
         ("partner_employee.unassigned", employee, "cascade"),
     ]
-    assert all(e.caller == "" for e in events)  # no named callers yet
+    # The first was asked of the domain directly, the second by a calling service (env-0).
+    assert [e.caller for e in events] == ["", "env-0"]

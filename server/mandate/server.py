@@ -265,7 +265,7 @@ class MandateServer:
                 database = False
         if not self.draining:
             await self._set_health(ready=True, database=database)
-        if database and available is not None and metrics_wanted(self.config):
+        if database and metrics_wanted(self.config):
             await asyncio.get_running_loop().run_in_executor(None, self._sample_index)
 
     def _sample_index(self) -> None:
