@@ -73,6 +73,7 @@ DEFAULT_REQUESTS_PER_CALLER = 200
 READ_SERVICES = ("mandate.v1.AuthorizationService", "mandate.v1.EventService")
 READ_PREFIXES = ("Get", "List", "Export")
 CHECK = "/mandate.v1.AuthorizationService/Check"
+CHECK_PLANE = "/mandate.v1.AuthorizationService/"
 DECISIONS = (CHECK, "/mandate.v1.AuthorizationService/BatchCheck")
 MAX_LOGGED = 200  # characters of a request's value on its log line
 
@@ -414,8 +415,8 @@ def actor_of(request) -> str:
 
 
 class Observer:
-    """The request's log line (logger mandate.request; health and reflection at DEBUG) and its
-    metrics. Decisions are counted by resource type, action and result once `decisions` is set."""
+    """The request's log line (logger mandate.request; health, reflection and answered checks
+    at DEBUG) and its metrics. Decisions are counted by resource type, action and result once `decisions` is set."""
 
     def __init__(self):
         self.decisions: metrics.Decisions | None = None
@@ -440,7 +441,10 @@ class Observer:
             metrics.refusals.labels(outcome.reason).inc()
         elif self.decisions is not None and outcome.reply is not None and method in DECISIONS:
             self._count_decisions(method, outcome)
-        level = logging.DEBUG if method.startswith(OPEN_PREFIXES) else logging.INFO
+        # Answered checks are the hot path: their lines cost as much as the check, so they are
+        # DEBUG; every change, list, event read, refusal and error is INFO.
+        quiet = method.startswith(OPEN_PREFIXES) or (code is grpc.StatusCode.OK and method.startswith(CHECK_PLANE))
+        level = logging.DEBUG if quiet else logging.INFO
         if not request_log.isEnabledFor(level):
             return
         request = outcome.request
