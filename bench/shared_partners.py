@@ -56,8 +56,11 @@ def measure(partners: int, directory: Path) -> dict:
     upgrade(url)
     app = App(url, packaged_policy_dir())
     try:
-        user, _ = build(app, partners)
+        user, client = build(app, partners)
         authorizer = app.authorizer
+        # The policy has answered before (as in a running server): what is measured is the
+        # shape, not oso's first query.
+        authorizer.check("User", user, "read", "Organization", client)
         figures = {"partners": partners}
         for run in ("first", "again"):
             figures[f"check_{run}_ms"], allowed = timed(authorizer.check, "User", user, "edit", "Project",

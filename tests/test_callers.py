@@ -23,6 +23,12 @@ REPORTS = "reports-token-not-secret"
 LATER = "later-token-not-secret-either"
 
 
+@pytest.fixture
+def engine() -> str:
+    """Transport and policy work, not the store's: SQLite only (the engines run every store test)."""
+    return "sqlite"
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

@@ -36,6 +36,12 @@ from tests.support import free_port, reason_of, wait_until
 # -- certificates, made at test time -------------------------------------------------------------
 
 
+@pytest.fixture
+def engine() -> str:
+    """Transport and policy work, not the store's: SQLite only (the engines run every store test)."""
+    return "sqlite"
+
+
 def name(common_name: str, organization: str | None = None) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:

@@ -154,6 +154,45 @@ ATTRIBUTES = {
 }
 
 
+PATH = "p0"  # the label of the one partner path of a piece
+
+
+def partner_paths(subject: Subject) -> list[Subject] | None:
+    """A subject with several partner paths, as one subject per path (or None when there is
+    nothing to split): each piece holds the memberships that are not partner paths (home,
+    linked accounts) and one partner's membership, connection and assignment, relabelled p0.
+
+    Deciding piece by piece keeps the policy's work linear in the number of partners (the
+    policy joins memberships, connections and assignments by label: on the whole subject that
+    is quadratic), and equal pieces are one memo entry. It is exact for the rules the policy
+    has, which each join one partner path; it can only deny more, never allow more: the policy
+    has no negation (its contract), so an answer on fewer facts never grants what the whole
+    would not."""
+    connections = subject.connections
+    if not connections or getattr(subject, "target", None) is not None:
+        return None
+    if len(connections) == 1 and connections[0].partner_id == PATH:
+        return None
+    partners = {c.partner_id for c in connections}
+    shared = tuple(m for m in subject.memberships if m.organization_id not in partners)
+    member = {m.organization_id: m for m in subject.memberships if m.organization_id in partners}
+    assigned = {a.partner_id: a for a in subject.assignments}
+    distinct = {}  # paths that differ only in their label are one piece, decided once
+    for connection in connections:
+        label = connection.partner_id
+        m, a = member.get(label), assigned.get(label)
+        key = ((m.role, m.status, m.partner_employee) if m else None,
+               (connection.status, connection.granted_scopes, connection.employee_approval),
+               a.client_approved if a else None)
+        if key not in distinct:
+            distinct[key] = Subject(
+                shared + ((MembershipFact(PATH, m.role, m.status, m.partner_employee),) if m else ()),
+                (ConnectionFact(PATH, connection.status, connection.granted_scopes, connection.employee_approval),),
+                (AssignmentFact(PATH, a.client_approved),) if a else (),
+                subject.linked)
+    return list(distinct.values())
+
+
 def views(subject: Subject, resource_type: str):
     """The actor and resource objects the policy is asked about."""
     home = Organization(HOME, linked_organizations=[Organization(label) for label in subject.linked])

@@ -1,0 +1,65 @@
+"""Hole "decision cost grows with the square of shared partners" (issue 9): a user in N partner
+organizations of one client. The policy decides path by path, so a Check asks oso about the
+distinct partner paths only (not about N memberships joined with N connections), and the
+answers stay those of the rules. No timing is asserted: the work is counted."""
+
+from __future__ import annotations
+
+import pytest
+from mandate.facts import partner_paths
+
+PARTNERS = 8
+
+
+@pytest.fixture
+def engine() -> str:
+    """Policy work, not the store's: SQLite only (the engines run every store test)."""
+    return "sqlite"
+
+
+@pytest.fixture
+def shared(world):
+    """A client with a project; one user, a tagged colleague in PARTNERS partners of it; only
+    the last partner assigned them (R19: one partner record per client and person)."""
+    client = world.organization(name="Client")
+    project = world.project(client)
+    user = world.user("shared")
+    partners = []
+    for n in range(PARTNERS):
+        partner = world.organization(name=f"Partner {n}")
+        world.member(partner, "colleague", user, partner_employee=True)
+        world.connect(partner, client, scopes=("read", "edit"))
+        partners.append(partner)
+    world.assign(partners[-1], client, user)
+    return user, client, project, partners
+
+
+def counting(policy):
+    calls = []
+    original = policy._oso.is_allowed
+
+    def is_allowed(*args):
+        calls.append(args)
+        return original(*args)
+
+    policy._oso.is_allowed = is_allowed
+    return calls
+
+
+def test_decision_cost_grows_with_the_square_of_shared_partners(client, world, shared):
+    user, organization, project, _ = shared
+    subject = world.app.index.subject(user, organization)
+    assert len(subject.connections) == PARTNERS
+    assert len(partner_paths(subject)) == 2  # assigned by one partner, not by the others
+    calls = counting(world.app.authorizer.policy)
+    assert client.check(user, "edit", f"Project:{project}").allowed  # through the one that assigned them
+    assert not client.check(user, "publish", f"Project:{project}").allowed  # not granted by any
+    assert len(calls) <= 2 * 2  # each decision: one oso query per distinct path, at most
+
+
+def test_no_path_alone_grants_what_the_whole_would_not(world, shared):
+    """Unassigned, the user reaches nothing through any partner (R16), however many they share."""
+    user, organization, project, partners = shared
+    world.app.partners.unassign_client(world.owner_of(partners[-1]), partners[-1], organization, user)
+    assert not world.allowed(user, "read", "Project", project)
+    assert world.allowed(world.owner_of(partners[0]), "read", "Project", project)  # R20: the partner's owner
