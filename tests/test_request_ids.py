@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from mandate import callers
 from mandate.api.membership import MembershipService
 from mandate.app import App
 from mandate.clock import ManualClock
@@ -103,8 +104,15 @@ def test_r5_racing_retries_produce_one_change_in_one_server_and_across_replicas(
     try:
         other_server = MembershipService(replica)  # the same handler a second replica serves
         before = app.store.current_revision()
-        calls = [lambda: client.membership.InviteMember(request)] * 3 + [
-            lambda: other_server.InviteMember(request, None)] * 3
+
+        def on_the_replica():  # called by the same service (env-0): request ids belong to their caller
+            token = callers.current.set(callers.Caller("env-0"))
+            try:
+                return other_server.InviteMember(request, None)
+            finally:
+                callers.current.reset(token)
+
+        calls = [lambda: client.membership.InviteMember(request)] * 3 + [on_the_replica] * 3
         with ThreadPoolExecutor(len(calls)) as pool:
             replies = list(pool.map(lambda call: call(), calls))
         assert len({reply.SerializeToString(deterministic=True) for reply in replies}) == 1
