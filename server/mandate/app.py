@@ -15,6 +15,7 @@ from mandate.domain.authorization import Authorizer
 from mandate.domain.directory import Directory
 from mandate.domain.events import Events
 from mandate.domain.expiry import Expiries, Lifetimes
+from mandate.domain.history import History
 from mandate.domain.membership import Memberships
 from mandate.domain.partner import Partners
 from mandate.domain.requests import RequestIds
@@ -50,6 +51,9 @@ class App:
         self.events = Events(self.store)
         self.expiries = Expiries(self.store, self.lifetimes)
         self.requests = Retrying(RequestIds(self.store, self.lifetimes))
+        self.history = History(self.store, self.authorizer, self.lifetimes)
+        self.history.record_policy(self.authorizer.policy)
+        self.expiries.chores.append(self.history.forget_expired)
         self._stop = threading.Event()
         self._reloading = threading.RLock()  # re-entrant: a signal handler may interrupt a reload
         self._feed = ChangeFeed(self.store, self._stop)
@@ -115,6 +119,10 @@ class App:
             except Exception as error:  # noqa: BLE001 - a reload must never take the server down
                 raise PolicyError(f"policy reload failed: {type(error).__name__}: {error}") from error
             self.authorizer.swap_policy(policy)
+            try:
+                self.history.record_policy(policy)
+            except errors.DomainError:  # the database is away: the policy serves all the same
+                log.warning("could not record policy %s in the history", policy.version)
             return policy
 
     def close(self) -> None:

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("actor", help="a user id (or User:ID)")
         sub.add_argument("action", help="e.g. read")
         sub.add_argument("resource", help="TYPE:ID, e.g. Project:p1 or Organization:org_...")
+        sub.add_argument("--as-of", default="", metavar="TIME",
+                         help="answer as at this past time (RFC 3339, e.g. 2026-10-01T00:00:00Z), from the history")
         add_client_flags(sub)
 
     call = commands.add_parser("call", help="call any RPC with a JSON request, print the JSON reply")
@@ -111,6 +113,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--invitation-ttl", type=duration, metavar="D",
                         help="how long an invitation stays acceptable: a number with s, m, h or d "
                              "(overrides MANDATE_INVITATION_TTL; default 14d)")
+    parser.add_argument("--history-retention", type=history_retention, metavar="D",
+                        help="how long the access history is kept: `forever`, or a number with s, m, h or d "
+                             "(overrides MANDATE_HISTORY_RETENTION; default forever)")
     parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
@@ -137,6 +142,10 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def history_retention(text: str):
+    return "forever" if text.strip() == "forever" else duration(text)
 
 
 def duration(text: str):
@@ -169,6 +178,8 @@ def run_serve(config: Config, args) -> int:
     config.max_streams = args.max_streams or config.max_streams
     config.grace_seconds = config.grace_seconds if args.grace is None else max(0.0, args.grace)
     config.invitation_ttl = args.invitation_ttl or config.invitation_ttl
+    if args.history_retention is not None:
+        config.history_retention = None if args.history_retention == "forever" else args.history_retention
     config.watch_policy = args.watch_policy
     config.callers_file = Path(args.callers) if args.callers else config.callers_file
     config.tls_cert = Path(args.tls_cert) if args.tls_cert else config.tls_cert
@@ -336,7 +347,7 @@ def run_check(args) -> int:
 
     stub = authorization_pb2_grpc.AuthorizationServiceStub(channel(args))
     request = authorization_pb2.CheckRequest(actor=object_ref(args.actor, "User"), action=args.action,
-                                             resource=object_ref(args.resource, "Project"))
+                                             resource=object_ref(args.resource, "Project"), as_of=args.as_of)
     try:
         if args.command == "check":
             reply = stub.Check(request, metadata=call_metadata())

@@ -72,6 +72,7 @@ class Config:
     grace_seconds: float = 10.0  # SIGTERM: how long calls in flight may take to finish
     processes: int = 1  # server processes sharing the port (SO_REUSEPORT)
     invitation_ttl: datetime.timedelta = DEFAULT_INVITATION_TTL  # how long an invitation stays acceptable
+    history_retention: datetime.timedelta | None = None  # how long the access history is kept; None: forever
     callers_file: Path | None = None  # named callers (TOML), reloaded on SIGHUP
     tls_cert: Path | None = None  # serve TLS with this certificate chain and key (reloaded on SIGHUP)
     tls_key: Path | None = None
@@ -100,6 +101,7 @@ class Config:
             grace_seconds=number(env, "MANDATE_GRACE_SECONDS", 10.0, float, minimum=0),
             processes=number(env, "MANDATE_PROCESSES", 1),
             invitation_ttl=duration(env, "MANDATE_INVITATION_TTL", DEFAULT_INVITATION_TTL),
+            history_retention=retention(env, "MANDATE_HISTORY_RETENTION"),
             callers_file=path(env, "MANDATE_CALLERS_FILE"),
             tls_cert=path(env, "MANDATE_TLS_CERT"),
             tls_key=path(env, "MANDATE_TLS_KEY"),
@@ -165,6 +167,14 @@ def duration(env, name: str, default: datetime.timedelta) -> datetime.timedelta:
         return parse_duration(text)
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
+
+
+def retention(env, name: str) -> datetime.timedelta | None:
+    """A retention: `forever` (the default) or a duration."""
+    text = env.get(name, "").strip()
+    if not text or text == "forever":
+        return None
+    return duration(env, name, None)
 
 
 def path(env, name: str) -> Path | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
-from mandate.store import models
+from mandate.store import history, models
 from mandate.store.db import Store
 
 
@@ -36,6 +36,7 @@ class FactIndex:
     def __init__(self, store: Store):
         self.store = store
         self.revision = -1
+        self.frozen = False  # an index of the past (`at`) never catches up
         self._catching_up = threading.Lock()  # one catch-up at a time
         # Held while changes are applied; readers of several maps take it, and a list holds it for
         # its whole answer (re-entrant: the decisions inside it read the index too).
@@ -51,6 +52,19 @@ class FactIndex:
         self.assignments: dict[tuple[str, str], dict[str, bool]] = {}  # (user, client) -> partner -> approved
         self.links: dict[str, set[str]] = {}  # organization -> linked organizations
 
+    @classmethod
+    def at(cls, store: Store, revision: int) -> FactIndex:
+        """The facts as they were at a past `revision`, read from the history in one snapshot;
+        such an index stays at that revision (access history)."""
+        index = cls(store)
+        with store.read(snapshot=True) as session:
+            for table, apply in index._tables():
+                for row in history.fact_rows(session, table, revision):
+                    apply(row)
+        index.revision = revision
+        index.frozen = True
+        return index
+
     # -- keeping up with the store -------------------------------------------------------
 
     def catch_up(self) -> int:
@@ -59,6 +73,8 @@ class FactIndex:
         The rows are read in one read transaction (one snapshot of the store, revision included)
         and applied while readers wait, so a check never sees a mix of states that never existed
         together: neither a half-read store nor a half-applied change."""
+        if self.frozen:
+            return self.revision
         with self._catching_up:
             if self.store.current_revision() == self.revision:
                 return self.revision

@@ -245,6 +245,7 @@ class MandateServer:
     def _new_app(self) -> App:
         app = App(self.config.database_url, self.config.policy_dir)
         app.lifetimes.invitation_ttl = self.config.invitation_ttl
+        app.lifetimes.history_retention = self.config.history_retention
         return app
 
     async def _set_health(self, ready: bool, database: bool = True) -> None:

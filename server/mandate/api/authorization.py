@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mandate.api import validate as v
 from mandate.app import App
+from mandate.domain.authorization import Authorizer
 from mandate.domain.explain import explain
 from mandate.errors import InvalidArgument
 from mandate.facts import RESOURCE_TYPES
@@ -21,18 +22,37 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
     def __init__(self, app: App, max_batch: int = v.MAX_BATCH):
         self.authorizer = app.authorizer
         self.expiries = app.expiries
+        self.history = app.history
         self.max_batch = max_batch  # MANDATE_MAX_BATCH
+
+    def view(self, request, field: str = "") -> tuple[Authorizer, int]:
+        """Who answers the request, at which revision: the present (caught up to the request's
+        `at_least_revision`), or the past (`at_revision`, `as_of`: mandate.domain.history)."""
+        at_least = v.revision(f"{field}at_least_revision", request.at_least_revision)
+        if not (request.at_revision or request.as_of):
+            return self.authorizer, self.authorizer.at_least(at_least)
+        at = v.revision(f"{field}at_revision", request.at_revision)
+        as_of = v.moment(f"{field}as_of", request.as_of)
+        if at is not None and as_of is not None:
+            raise InvalidArgument(f"{field}as_of", "give at_revision or as_of, not both")
+        if at_least is not None:
+            raise InvalidArgument(f"{field}at_least_revision", "cannot be combined with at_revision or as_of")
+        past = self.history.authorizer_at(at, as_of)
+        return past, past.index.revision
 
     def Check(self, request, context):
         fields = check_fields(request)
-        revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
-        policy = self.authorizer.policy
-        return pb.CheckResponse(allowed=self.authorizer.check(*fields, policy), revision=str(revision),
+        authorizer, revision = self.view(request)
+        policy = authorizer.policy
+        return pb.CheckResponse(allowed=authorizer.check(*fields, policy), revision=str(revision),
                                 policy_version=policy.version)
 
     def BatchCheck(self, request, context):
         if len(request.checks) > self.max_batch:
             raise InvalidArgument("checks", f"at most {self.max_batch} checks per batch")
+        if any(c.at_revision or c.as_of for c in request.checks):  # about the past: each one on its own
+            return pb.BatchCheckResponse(results=[self._past_check(c, f"checks[{i}].")
+                                                  for i, c in enumerate(request.checks)])
         requests = [(check_fields(c, f"checks[{i}]."), v.revision(f"checks[{i}].at_least_revision",
                                                                    c.at_least_revision))
                     for i, c in enumerate(request.checks)]
@@ -43,12 +63,18 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
             pb.CheckResponse(allowed=check(*fields, policy), revision=revision, policy_version=policy.version)
             for fields, _ in requests])
 
+    def _past_check(self, request, field: str) -> pb.CheckResponse:
+        fields = check_fields(request, field)
+        authorizer, revision = self.view(request, field)
+        return pb.CheckResponse(allowed=authorizer.check(*fields, authorizer.policy), revision=str(revision),
+                                policy_version=authorizer.policy.version)
+
     def ListActions(self, request, context):
         actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
         resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
-        revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
-        policy = self.authorizer.policy
-        actions = self.authorizer.list_actions(actor_type, actor_id, resource_type, resource_id, policy)
+        authorizer, revision = self.view(request)
+        policy = authorizer.policy
+        actions = authorizer.list_actions(actor_type, actor_id, resource_type, resource_id, policy)
         return pb.ListActionsResponse(actions=actions, revision=str(revision), policy_version=policy.version)
 
     def ListResources(self, request, context):
@@ -57,10 +83,10 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         resource_type = known_type("resource_type", request.resource_type)
         size = v.page_size("page_size", request.page_size)
         after = v.page_token("page_token", request.page_token)
-        revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
-        policy = self.authorizer.policy
+        authorizer, revision = self.view(request)
+        policy = authorizer.policy
         ids, last = ([], "") if actor_type != "User" else \
-            self.authorizer.list_resources(actor_id, action, resource_type, size, after, policy)
+            authorizer.list_resources(actor_id, action, resource_type, size, after, policy)
         return pb.ListResourcesResponse(resource_ids=ids, next_page_token=v.encode_page_token(last),
                                         revision=str(revision), policy_version=policy.version)
 
@@ -70,20 +96,20 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         known_type("resource.type", resource_type)
         size = v.page_size("page_size", request.page_size)
         after = v.page_token("page_token", request.page_token)
-        revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
-        policy = self.authorizer.policy
-        ids, last = self.authorizer.list_actors(action, resource_type, resource_id, size, after, policy)
+        authorizer, revision = self.view(request)
+        policy = authorizer.policy
+        ids, last = authorizer.list_actors(action, resource_type, resource_id, size, after, policy)
         return pb.ListActorsResponse(user_ids=ids, next_page_token=v.encode_page_token(last),
                                      revision=str(revision), policy_version=policy.version)
 
     def Explain(self, request, context):
         fields = check_fields(request)
-        revision = self.authorizer.at_least(v.revision("at_least_revision", request.at_least_revision))
-        policy = self.authorizer.policy
-        allowed, reasons = explain(self.authorizer, *fields, policy)
+        authorizer, revision = self.view(request)
+        policy = authorizer.policy
+        allowed, reasons = explain(authorizer, *fields, policy)
         actor_type, actor_id, _, resource_type, resource_id = fields
-        organization_id = self.authorizer.index.organization_of(resource_type, resource_id)
-        if allowed and actor_type == "User" and organization_id is not None:
+        organization_id = authorizer.index.organization_of(resource_type, resource_id)
+        if allowed and actor_type == "User" and organization_id is not None and authorizer is self.authorizer:
             reasons = [*reasons, *self.expiries.access_ends(actor_id, organization_id)]
         return pb.ExplainResponse(allowed=allowed, reasons=reasons, revision=str(revision),
                                   policy_version=policy.version)

@@ -9,6 +9,7 @@ import re
 import pycountry
 from email_validator import EmailNotValidError, validate_email
 
+from mandate.clock import as_text, parse
 from mandate.errors import InvalidArgument, UnknownScope
 from mandate.store import models
 
@@ -159,6 +160,18 @@ def revision(field: str, value: str) -> int | None:
     if not _REVISION.match(value):
         raise InvalidArgument(field, "must be a revision returned by Mandate")
     return int(value)
+
+
+def moment(field: str, value: str) -> str | None:
+    """An RFC 3339 time (normalized to the store's UTC text), or None when empty."""
+    if not value:
+        return None
+    try:
+        if len(value) > 40:
+            raise ValueError
+        return as_text(parse(value))
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "must be an RFC 3339 time such as 2026-10-01T00:00:00Z") from None
 
 
 def page_size(field: str, value: int) -> int:

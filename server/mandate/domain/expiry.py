@@ -47,6 +47,8 @@ class Lifetimes:
 
     clock: SystemClock = field(default_factory=SystemClock)
     invitation_ttl: datetime.timedelta = DEFAULT_INVITATION_TTL
+    # How long the access history is kept (None: forever; mandate.domain.history).
+    history_retention: datetime.timedelta | None = None
 
     def now(self) -> str:
         return self.clock.now_text()
@@ -94,6 +96,7 @@ class Expiries:
         self.store = store
         self.lifetimes = lifetimes
         self._leader = Leadership(store)
+        self.chores: list = []  # more upkeep for the one sweeper (the history's retention)
 
     # -- what is due ----------------------------------------------------------------------
 
@@ -214,6 +217,8 @@ class Expiries:
             return None
         revision = self.apply_due()
         self.purge_request_records()
+        for chore in self.chores:
+            chore()
         return revision
 
     def run(self, stop: threading.Event) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mandate import callers, deadlines, errors
 from mandate.config import DatabaseSettings
-from mandate.store import models
+from mandate.store import history, models
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,7 @@ class Store:
                 _open.set((self, tx))
                 yield tx
                 deadlines.check()  # a caller that gave up while this waited gets no change
+                history.record(session, revision)  # the versions this change made (access history)
                 if self.postgres:
                     # Delivered at commit, to every replica listening (mandate.store.follow).
                     session.execute(text("SELECT pg_notify(:channel, :revision)"),

@@ -1,23 +1,122 @@
-"""Reading the access facts, now or at a past revision.
+"""Access history: the fact rows and the policy at any kept revision.
 
-Every reader of fact rows that may answer about the past goes through `fact_rows`, so the
-present and the history are read one way. (The history tables arrive with issue 10.)"""
+The fact tables hold the present. Every write transaction also records, before it commits, the
+versions it created in the `<table>_history` tables (`record`): a version is valid from the
+revision that wrote it until the revision that replaced it (`ended_revision`). So the facts at
+a revision are one query per table (`fact_rows`), and they are exactly the rows the fact index
+applied at that revision: both read the rows a revision wrote by their `revision` column.
+
+Every policy that serves is recorded too (`record_policy`), with the revision from which it
+served. Retention (`forget_before`) drops versions that ended before a revision and moves the
+horizon: answers about older revisions are refused, never guessed.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import Column, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.visitors import replacement_traverse
 
 from mandate.store import models
+from mandate.store.models import FACT_MODELS, HISTORY
 
-# The tables whose rows the policy's facts come from (the fact index loads exactly these).
-FACT_MODELS = (models.User, models.Organization, models.Membership, models.Resource, models.Connection,
-               models.Assignment, models.OrganizationLink)
+__all__ = ["FACT_MODELS", "fact_rows", "record", "horizon", "revision_at", "record_policy", "policy_at",
+           "forget_before"]
 
 
 def fact_rows(session: Session, model, at_revision: int | None = None, *where):
     """The rows of a fact table as they were at `at_revision` (None: now), as plain rows with the
     table's column names, filtered by `where` (expressions on `model`'s columns)."""
-    if at_revision is not None:
-        raise NotImplementedError("history is not kept yet")
-    return session.execute(select(model.__table__).where(*where)).all()
+    table = model.__table__
+    if at_revision is None:
+        return session.execute(select(table).where(*where)).all()
+    history = HISTORY[model]
+
+    def to_history(element):
+        if isinstance(element, Column) and element.table is table:
+            return history.c[element.name]
+        return None
+
+    conditions = [replacement_traverse(condition, {}, to_history) for condition in where]
+    return session.execute(
+        select(*(history.c[c.name] for c in table.columns)).where(
+            history.c.revision <= at_revision,
+            or_(history.c.ended_revision.is_(None), history.c.ended_revision > at_revision),
+            *conditions,
+        )
+    ).all()
+
+
+def record(session: Session, revision: int) -> None:
+    """Inside the write transaction of `revision`: end the versions of the rows it wrote and add
+    their new versions. Only the tables it wrote are touched (one statement finds them)."""
+    newest = session.execute(select(*(
+        select(func.max(model.revision)).scalar_subquery() for model in FACT_MODELS))).one()
+    for model, latest in zip(FACT_MODELS, newest, strict=True):
+        if latest != revision:
+            continue
+        table, history = model.__table__, HISTORY[model]
+        keys = [c.name for c in table.primary_key]
+        written = select(*(table.c[k] for k in keys)).where(table.c.revision == revision)
+        session.execute(update(history).where(
+            history.c.ended_revision.is_(None), tuple_(*(history.c[k] for k in keys)).in_(written),
+        ).values(ended_revision=revision))
+        session.execute(insert(history).from_select(
+            [c.name for c in table.columns], select(table).where(table.c.revision == revision)))
+
+
+def horizon(session: Session) -> int:
+    """The oldest revision the history can answer about."""
+    return session.execute(select(models.HistoryHorizon.kept_from_revision)).scalar_one_or_none() or 0
+
+
+def revision_at(session: Session, moment: str) -> int:
+    """The last revision committed at or before `moment` (RFC 3339 text in the store's format):
+    every revision records its events with the time they happened."""
+    found = session.execute(select(func.max(models.Event.revision)).where(models.Event.occurred_at <= moment))
+    return found.scalar_one() or 0
+
+
+def record_policy(session: Session, version: str, sources: dict[str, str], revision: int, at: str) -> None:
+    """The policy `version` serves from `revision` on (nothing is written when it already did)."""
+    last = session.execute(select(models.PolicyPeriod.policy_version)
+                           .order_by(models.PolicyPeriod.id.desc()).limit(1)).scalar_one_or_none()
+    if last == version:
+        return
+    if session.get(models.PolicyText, version) is None:
+        session.add(models.PolicyText(policy_version=version, sources=sources))
+        session.flush()  # the period refers to it
+    session.add(models.PolicyPeriod(policy_version=version, from_revision=revision, from_at=at))
+
+
+@dataclass(frozen=True)
+class ServedPolicy:
+    version: str
+    sources: dict[str, str]
+
+
+def policy_at(session: Session, revision: int, moment: str | None = None) -> ServedPolicy | None:
+    """The policy that served at `revision` (the last one that started at or before it), or at
+    `moment` when the question was asked by time; None when none was recorded then."""
+    since = models.PolicyPeriod.from_at <= moment if moment else models.PolicyPeriod.from_revision <= revision
+    version = session.execute(select(models.PolicyPeriod.policy_version).where(since)
+                              .order_by(models.PolicyPeriod.id.desc()).limit(1)).scalar_one_or_none()
+    if version is None:
+        return None
+    text = session.get(models.PolicyText, version)
+    sources = text.sources if isinstance(text.sources, dict) else json.loads(text.sources)
+    return ServedPolicy(version, sources)
+
+
+def forget_before(session: Session, revision: int) -> int:
+    """Retention: drop the versions that ended at or before `revision` and keep answering only
+    from it on. Returns how many versions were dropped."""
+    dropped = 0
+    for history in HISTORY.values():
+        dropped += session.execute(history.delete().where(history.c.ended_revision <= revision)).rowcount
+    session.execute(update(models.HistoryHorizon).where(models.HistoryHorizon.kept_from_revision < revision)
+                    .values(kept_from_revision=revision))
+    return dropped

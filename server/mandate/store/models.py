@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Column, ForeignKey, Index, Integer, LargeBinary, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -218,6 +218,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_organization", "organization_id", "id"),
         Index("ix_events_other_organization", "other_organization_id", "id"),
+        Index("ix_events_occurred_at", "occurred_at"),  # as_of: the last revision at a time
     )
 
 
@@ -249,3 +250,51 @@ class RequestRecord(Base):
     error_code: Mapped[str | None] = mapped_column(String(40))
     error_reason: Mapped[str | None] = mapped_column(String(60))
     error_message: Mapped[str | None] = mapped_column(Text)
+
+
+# -- history (issue 10) ------------------------------------------------------------------------
+#
+# The fact tables above hold the present, for the fact index and the writers. Each one has a
+# history table beside it with every version its rows ever had: the same columns, plus the
+# revision that ended the version (None: still current). A version is valid at revision R when
+# `revision <= R < ended_revision`, so the facts at R are one query per table
+# (mandate.store.history). The writing transaction records the versions it creates.
+
+
+def _history_table(model) -> Table:
+    columns = [Column(c.name, c.type, nullable=c.nullable, primary_key=c.primary_key or c.name == "revision")
+               for c in model.__table__.columns]
+    name = f"{model.__tablename__}_history"
+    return Table(name, Base.metadata, *columns, Column("ended_revision", BigInteger, index=True),
+                 Index(f"ix_{name}_revision", "revision"))
+
+
+FACT_MODELS = (User, Organization, Membership, Resource, Connection, Assignment, OrganizationLink)
+HISTORY = {model: _history_table(model) for model in FACT_MODELS}
+
+
+class HistoryHorizon(Base):
+    """One row: the oldest revision whose facts the history still holds (older versions were
+    let go by the retention, or predate the history: migration 0004 starts it at the upgrade)."""
+
+    __tablename__ = "history_horizon"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kept_from_revision: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class PolicyText(Base):
+    """Every policy version that ever served: its files, keyed by its version (the hash of them)."""
+
+    __tablename__ = "policy_texts"
+    policy_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sources: Mapped[dict] = mapped_column(JSON, nullable=False)  # file name -> text
+
+
+class PolicyPeriod(Base):
+    """From `from_revision` (and `from_at`) on, `policy_version` served, until the next period."""
+
+    __tablename__ = "policy_periods"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    policy_version: Mapped[str] = mapped_column(ForeignKey("policy_texts.policy_version"), nullable=False)
+    from_revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    from_at: Mapped[str] = mapped_column(String(40), nullable=False, index=True)

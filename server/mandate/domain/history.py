@@ -1,0 +1,107 @@
+"""Answers about the past: the check plane at a kept revision (access history).
+
+`History.authorizer_at` gives an `Authorizer` over the facts and the policy in force at a past
+revision, so Check, Explain, ListActions, ListResources, ListActors and AccessReview answer about
+the past through the same code as about the present. The facts come from the history tables
+(mandate.store.history) into a fact index that stays at that revision; the policy from the text
+stored when it served. Both are kept for the next question about the same revision.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from mandate import errors
+from mandate.clock import as_text
+from mandate.domain.authorization import Authorizer
+from mandate.domain.expiry import Lifetimes
+from mandate.index import FactIndex
+from mandate.policy import Policy
+from mandate.store import history
+from mandate.store.db import Store, utc_now
+
+# Fact indexes of past revisions kept for the next question (an audit asks many about one time).
+KEPT_INDEXES = 4
+
+
+class History:
+    def __init__(self, store: Store, live: Authorizer, lifetimes: Lifetimes):
+        self.store = store
+        self.live = live
+        self.lifetimes = lifetimes
+        self._lock = threading.Lock()  # one past index is built at a time
+        self._indexes: OrderedDict[int, FactIndex] = OrderedDict()
+        self._policies: dict[str, Policy] = {}
+
+    # -- recording -------------------------------------------------------------------------
+
+    def record_policy(self, policy: Policy) -> None:
+        """`policy` serves from the current revision on (at start and after every reload)."""
+        sources = {source.path.name: source.text for source in policy.sources}
+        with self.store.bookkeeping() as session:
+            revision = self.store.current_revision()
+            history.record_policy(session, policy.version, sources, revision, utc_now())
+
+    def forget_expired(self) -> None:
+        """Retention: let go of the versions that ended before `history_retention` ago."""
+        retention = self.lifetimes.history_retention
+        if retention is None:
+            return
+        moment = as_text(self.lifetimes.clock.now() - retention)
+        with self.store.read() as session:
+            revision = history.revision_at(session, moment)
+            if revision <= history.horizon(session):
+                return
+        with self.store.bookkeeping() as session:
+            history.forget_before(session, revision)
+        with self._lock:
+            for kept in [r for r in self._indexes if r < revision]:
+                del self._indexes[kept]
+
+    # -- answering -------------------------------------------------------------------------
+
+    def authorizer_at(self, at_revision: int | None, as_of: str | None) -> Authorizer:
+        """The check plane as it was at `at_revision`, or at the last revision committed at or
+        before `as_of` (normalized RFC 3339). FAILED_PRECONDITION REVISION_UNAVAILABLE when that
+        revision is older than the history keeps, or newer than the store."""
+        with self.store.read() as session:
+            revision = at_revision if as_of is None else history.revision_at(session, as_of)
+            kept_from = history.horizon(session)
+            newest = self.store.current_revision()
+            if revision > newest:
+                raise errors.RevisionUnavailable(f"at_revision: revision {revision} is newer than the store's "
+                                                 f"({newest})")
+            if revision < kept_from:
+                field = "as_of" if as_of is not None else "at_revision"
+                raise errors.RevisionUnavailable(
+                    f"{field}: the history starts at revision {kept_from} (older revisions were never recorded, "
+                    "or passed the history retention)")
+            served = history.policy_at(session, revision, as_of)
+        if served is None:
+            raise errors.RevisionUnavailable(f"at_revision: no policy was recorded as serving at revision {revision}")
+        return Authorizer(self.store, self._index_at(revision), self._policy(served))
+
+    def _index_at(self, revision: int) -> FactIndex:
+        with self._lock:
+            index = self._indexes.get(revision)
+            if index is None:
+                index = self._indexes[revision] = FactIndex.at(self.store, revision)
+                while len(self._indexes) > KEPT_INDEXES:
+                    self._indexes.popitem(last=False)
+            self._indexes.move_to_end(revision)
+            return index
+
+    def _policy(self, served: history.ServedPolicy) -> Policy:
+        if served.version == self.live.policy.version:
+            return self.live.policy
+        policy = self._policies.get(served.version)
+        if policy is None:
+            with tempfile.TemporaryDirectory(prefix="mandate-policy-") as directory:
+                for name, text in served.sources.items():
+                    (Path(directory) / Path(name).name).write_text(text, encoding="utf-8")
+                policy = Policy(directory)
+            self._policies[served.version] = policy
+        return policy

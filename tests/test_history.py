@@ -1,0 +1,204 @@
+"""Access history (issue 10), through gRPC on every engine: for a recorded random sequence of
+mutations, with a policy change in the middle, the answer at every past revision equals the
+answer that was given live at that revision; `as_of` maps a time to its revision; revisions the
+history does not hold are refused; retention moves the horizon; upgrades start the history."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import grpc
+import pytest
+from mandate import errors
+from mandate.app import App
+from mandate.client import MandateClient
+from mandate.config import Config
+from mandate.server import build_server
+from mandate.v1 import authorization_pb2 as pb
+from mandate.v1 import common_pb2
+
+from tests.conftest import POLICY_DIR, TOKEN
+from tests.factories import World
+from tests.support import reason_of
+
+ACTIONS = {"Organization": ("view", "list_members", "invite_member", "remove_member", "add_client", "list_partners",
+                            "assign_client", "update_granted_scopes"),
+           "Project": ("read", "edit", "publish", "approve", "delete", "move")}
+
+
+@pytest.fixture
+def policy_dir(tmp_path):
+    directory = tmp_path / "policies"
+    shutil.copytree(POLICY_DIR, directory)
+    return directory
+
+
+@pytest.fixture
+def app(database_url, policy_dir):
+    application = App(database_url, policy_dir)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def client(app, policy_dir):
+    config = Config(listen="127.0.0.1:0", database_url=app.store.url, policy_dir=policy_dir, api_tokens=[TOKEN])
+    server, port = build_server(app, config)
+    server.start()
+    with MandateClient(f"127.0.0.1:{port}", TOKEN) as mandate_client:
+        yield mandate_client
+    server.stop(grace=None)
+
+
+def ref(kind: str, ident: str) -> common_pb2.ObjectRef:
+    return common_pb2.ObjectRef(type=kind, id=ident)
+
+
+def questions(users, resources):
+    return [(user, action, kind, ident) for user in users for kind, ident in resources for action in ACTIONS[kind]]
+
+
+def ask(client, asked, **when) -> tuple[list[bool], set[str]]:
+    reply = client.authorization.BatchCheck(pb.BatchCheckRequest(checks=[
+        pb.CheckRequest(actor=ref("User", user), action=action, resource=ref(kind, ident), **when)
+        for user, action, kind, ident in asked]))
+    return [r.allowed for r in reply.results], {r.revision for r in reply.results} | \
+        {"policy:" + r.policy_version for r in reply.results}
+
+
+def random_step(rng: random.Random, world: World, app: App, orgs, users, projects) -> None:
+    """One mutation picked at random among those that change access; refusals are fine."""
+    org, other = rng.sample(orgs, 2)
+    user = rng.choice(users)
+    owner = world.owner_of(org)
+    steps = [
+        lambda: world.member(org, rng.choice(("colleague", "legal_representative", "client")), user),
+        lambda: app.memberships.pause_member(owner, org, user),
+        lambda: app.memberships.resume_member(owner, org, user),
+        lambda: app.memberships.set_member_role(owner, org, user, rng.choice(("colleague", "client"))),
+        lambda: app.memberships.remove_member(owner, org, user),
+        lambda: app.memberships.tag_partner_employee(owner, org, user, rng.random() < 0.7),
+        lambda: world.connect(org, other, granted=rng.choice((("read",), ("read", "edit"), ()))),
+        lambda: app.partners.update_granted_scopes(world.owner_of(other), org, other,
+                                                   rng.choice((["read"], ["read", "edit"], []))),
+        lambda: app.partners.revoke_partner(world.owner_of(other), org, other),
+        lambda: world.assign(org, other, user, approve=rng.random() < 0.6),
+        lambda: app.partners.revoke_partner_employee(world.owner_of(other), other, org, user),
+        lambda: app.directory.put_resource(owner, "Project", rng.choice(projects), org),
+        lambda: app.directory.delete_resource(owner, "Project", rng.choice(projects)),
+    ]
+    try:
+        rng.choice(steps)()
+    except errors.DomainError:
+        pass
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_history_answer_at_every_revision_is_the_answer_given_live(client, app, policy_dir, seed):
+    rng = random.Random(seed)
+    world = World(app)
+    orgs = [world.organization(name=f"Org{n}") for n in range(3)]
+    users = [world.user() for _ in range(4)] + [world.owner_of(o) for o in orgs]
+    projects = [world.project(org) for org in orgs]
+    resources = [("Organization", o) for o in orgs] + [("Project", p) for p in projects]
+    asked = questions(users, resources)
+    live = {}
+    for step in range(40):
+        if step == 20:  # the policy changes: nobody deletes projects any more
+            path = policy_dir / "mandate.polar"
+            text = path.read_text()
+            edited = text.replace('  "delete" if "legal_representative" on "organization";\n', "")
+            assert edited != text
+            path.write_text(edited)
+            app.reload_policy()
+            # The revision of the reload was then answered under the new policy: at_revision
+            # answers with the last policy that served at a revision.
+            live[app.store.current_revision()] = ask(client, asked)
+        random_step(rng, world, app, orgs, users, projects)
+        answers, stamp = ask(client, asked)
+        live[app.store.current_revision()] = (answers, stamp)
+    assert len(live) > 10
+    for revision, (answers, stamp) in live.items():
+        assert ask(client, asked, at_revision=str(revision)) == (answers, stamp), f"revision {revision}"
+
+
+def test_list_actors_and_resources_at_a_past_revision(client, app):
+    world = World(app)
+    organization = world.organization()
+    project = world.project(organization)
+    colleague = world.member(organization)
+    before = app.store.current_revision()
+    app.memberships.remove_member(world.owner_of(organization), organization, colleague)
+    now = client.authorization.ListActors(pb.ListActorsRequest(action="read", resource=ref("Project", project)))
+    then = client.authorization.ListActors(pb.ListActorsRequest(action="read", resource=ref("Project", project),
+                                                                at_revision=str(before)))
+    assert colleague not in now.user_ids and colleague in then.user_ids and then.revision == str(before)
+    resources = client.authorization.ListResources(pb.ListResourcesRequest(
+        actor=ref("User", colleague), action="read", resource_type="Project", at_revision=str(before)))
+    assert list(resources.resource_ids) == [project]
+    explained = client.authorization.Explain(pb.CheckRequest(
+        actor=ref("User", colleague), action="read", resource=ref("Project", project), at_revision=str(before)))
+    assert explained.allowed and explained.revision == str(before)
+
+
+def test_as_of_answers_at_the_last_revision_committed_by_then(client, app):
+    world = World(app)
+    organization = world.organization()
+    colleague = world.member(organization)
+    with app.store.read() as session:
+        from mandate.store import models
+        from sqlalchemy import select
+        joined_at = session.execute(select(models.Event.occurred_at).where(
+            models.Event.revision == app.store.current_revision())).scalars().first()
+    app.memberships.remove_member(world.owner_of(organization), organization, colleague)
+    request = pb.CheckRequest(actor=ref("User", colleague), action="view", resource=ref("Organization", organization))
+    assert not client.authorization.Check(request).allowed
+    request.as_of = joined_at
+    assert client.authorization.Check(request).allowed, joined_at
+    request.as_of = "2000-01-01T00:00:00Z"  # before anything was recorded: refused, not guessed
+    with pytest.raises(grpc.RpcError) as caught:
+        client.authorization.Check(request)
+    assert reason_of(caught.value) == "REVISION_UNAVAILABLE"
+
+
+def test_revisions_the_history_does_not_hold_are_refused(client, app):
+    world = World(app)
+    organization = world.organization()
+    request = pb.CheckRequest(actor=ref("User", world.owner_of(organization)), action="view",
+                              resource=ref("Organization", organization))
+    request.at_revision = str(app.store.current_revision() + 5)
+    with pytest.raises(grpc.RpcError) as caught:
+        client.authorization.Check(request)
+    assert (caught.value.code(), reason_of(caught.value)) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                                              "REVISION_UNAVAILABLE")
+    for fields, named in (({"at_revision": "1", "as_of": "2026-01-01T00:00:00Z"}, "as_of"),
+                          ({"at_revision": "1", "at_least_revision": "1"}, "at_least_revision"),
+                          ({"as_of": "yesterday"}, "as_of"), ({"at_revision": "-3"}, "at_revision")):
+        with pytest.raises(grpc.RpcError) as caught:
+            client.authorization.Check(pb.CheckRequest(actor=request.actor, action="read", resource=request.resource,
+                                                       **fields))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and named in caught.value.details()
+
+
+def test_retention_forgets_old_versions_and_refuses_what_it_forgot(client, app):
+    import datetime
+
+    from mandate.clock import ManualClock
+
+    world = World(app)
+    organization = world.organization()
+    colleague = world.member(organization)
+    early = app.store.current_revision()
+    app.memberships.remove_member(world.owner_of(organization), organization, colleague)
+    world.member(world.organization())
+    app.lifetimes.clock = ManualClock(datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=2))
+    app.lifetimes.history_retention = datetime.timedelta(days=1)
+    app.history.forget_expired()
+    request = pb.CheckRequest(actor=ref("User", colleague), action="view", resource=ref("Organization", organization),
+                              at_revision=str(early))
+    with pytest.raises(grpc.RpcError) as caught:
+        client.authorization.Check(request)
+    assert reason_of(caught.value) == "REVISION_UNAVAILABLE" and "retention" in caught.value.details()
+    request.at_revision = str(app.store.current_revision())
+    assert not client.authorization.Check(request).allowed  # the present is always kept
