@@ -121,3 +121,44 @@ def test_r5_upgrading_from_0002_keeps_the_data_and_gives_invitations_an_expiry(e
         app.close()
     command.downgrade(alembic_config(url), "0002")
     upgrade(url)
+
+
+def test_r2_upgrading_from_0003_keeps_the_data_and_starts_the_history_at_the_upgrade(empty_database_url):
+    """0004: the current rows become the first versions; the history answers from the upgrade on."""
+    from mandate.errors import RevisionUnavailable
+
+    url = empty_database_url
+    command.upgrade(alembic_config(url), "0002")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in ROWS_AT_0001:
+                connection.execute(text(statement))
+        command.upgrade(alembic_config(url), "0003")
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO memberships (organization_id, user_id, role, status, "
+                                    "partner_employee, revision) VALUES ('org_p', 'usr_b', 'colleague', 'active', "
+                                    "false, 5)"))
+    finally:
+        engine.dispose()
+
+    upgrade(url)
+
+    app = App(url, POLICY_DIR)
+    try:
+        assert app.store.current_revision() == 5
+        assert app.authorizer.check("User", "usr_b", "list_members", "Organization", "org_p")
+        app.memberships.remove_member("usr_a", "org_p", "usr_b")
+        assert not app.authorizer.check("User", "usr_b", "list_members", "Organization", "org_p")
+        at_upgrade = app.history.authorizer_at(5, None)
+        assert at_upgrade.check("User", "usr_b", "list_members", "Organization", "org_p")
+        assert at_upgrade.check("User", "usr_a", "invite_member", "Organization", "org_p")
+        try:
+            app.history.authorizer_at(4, None)
+            raise AssertionError("revision 4 predates the history")
+        except RevisionUnavailable:
+            pass
+    finally:
+        app.close()
+    command.downgrade(alembic_config(url), "0003")
+    upgrade(url)
