@@ -28,7 +28,7 @@ from alembic.script import ScriptDirectory
 from mandate.store import models
 from mandate.store.db import Store
 from mandate.store.migrate import alembic_config, upgrade
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 
 GENERATOR_VERSION = 1
 SEED = 20240601
@@ -302,7 +302,7 @@ def rows(world: World, shape_name: str):
                 "status": models.InvitationStatus.FINISHED.value, "invited_by": world.owner[partner],
                 "customer_name": name, "customer_number": f"C-{number:06d}", "currency": world.currency[partner],
                 "requested_scopes": list(models.SCOPES), "token_hash": None, "created_at": CREATED_AT,
-                "revision": REVISION})
+                "expires_at": CREATED_AT, "revision": REVISION})
             connections.append({
                 "partner_id": partner, "client_id": client, "status": models.ConnectionStatus.ACTIVE.value,
                 "customer_name": name, "customer_number": f"C-{number:06d}", "currency": world.currency[partner],
@@ -332,6 +332,9 @@ def write(url: str, world: World, shape_name: str, key: str) -> dict[str, int]:
                 for start in range(0, len(batch), 20_000):
                     connection.execute(insert(table), batch[start: start + 20_000])
                 counts[table.name] = len(batch)
+            for model, history in models.HISTORY.items():  # each row's first version (access history)
+                columns = [c.name for c in model.__table__.columns]
+                connection.execute(insert(history).from_select(columns, select(model.__table__)))
             connection.execute(insert(models.Event.__table__), [{
                 "revision": REVISION, "type": "bench.dataset_loaded", "actor_id": "",
                 "attributes": {"dataset": shape_name, "key": key, **{k: str(v) for k, v in counts.items()}},
