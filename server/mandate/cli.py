@@ -497,8 +497,7 @@ def run_access_review(args) -> int:
     elif args.format == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(REVIEW_COLUMNS)
-        writer.writerows([*(row[c] if c != "actions" else " ".join(row[c]) for c in REVIEW_COLUMNS)]
-                         for row in rows)
+        writer.writerows([" ".join(row[c]) if c == "actions" else row[c] for c in REVIEW_COLUMNS] for row in rows)
     else:
         print(f"# Access review of organization {args.organization}\n")
         print(f"At revision {revision}, policy {policy_version}: {len(rows)} entries.\n")
