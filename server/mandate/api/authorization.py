@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from mandate import callers, errors
+from mandate.api import convert
 from mandate.api import validate as v
 from mandate.app import App
 from mandate.domain.authorization import Authorizer
 from mandate.domain.explain import explain
+from mandate.domain.review import access_review
 from mandate.errors import InvalidArgument
 from mandate.facts import RESOURCE_TYPES
 from mandate.v1 import authorization_pb2 as pb
@@ -21,6 +24,7 @@ def check_fields(request, field: str = "") -> tuple[str, str, str, str, str]:
 class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
     def __init__(self, app: App, max_batch: int = v.MAX_BATCH):
         self.authorizer = app.authorizer
+        self.store = app.store
         self.expiries = app.expiries
         self.history = app.history
         self.max_batch = max_batch  # MANDATE_MAX_BATCH
@@ -113,6 +117,27 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
             reasons = [*reasons, *self.expiries.access_ends(actor_id, organization_id)]
         return pb.ExplainResponse(allowed=allowed, reasons=reasons, revision=str(revision),
                                   policy_version=policy.version)
+
+    def AccessReview(self, request, context):
+        """Every person who can do anything to the organization or its resources, and why
+        (mandate.domain.review). Reads SQL (the rows behind each path, and their events)."""
+        organization_id = v.identifier("organization_id", request.organization_id)
+        size = v.page_size("page_size", request.page_size)
+        after = v.review_page_token("page_token", request.page_token)
+        at_revision = v.revision("at_revision", request.at_revision)
+        if request.at_revision and request.as_of:
+            raise InvalidArgument("as_of", "at most one of at_revision and as_of")
+        if at_revision is not None or request.as_of:
+            # The history tables arrive with issue 10's access history; until then only the present.
+            field = "at_revision" if at_revision is not None else "as_of"
+            raise errors.RevisionUnavailable(f"{field}: this server keeps no history yet; "
+                                             "only the present can be reviewed")
+        review = access_review(self.authorizer, self.store, organization_id, size, after)
+        without_emails = callers.current_read_only()
+        return pb.AccessReviewResponse(
+            entries=[convert.access_entry(entry, without_emails) for entry in review.entries],
+            next_page_token=v.encode_review_page_token(review.last), revision=str(review.revision),
+            policy_version=review.policy_version)
 
 
 def known_type(field: str, value: str) -> str:

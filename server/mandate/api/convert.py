@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from mandate.domain.membership import Member
+from mandate.domain.review import Entry
 from mandate.store import models
-from mandate.v1 import common_pb2, directory_pb2
+from mandate.v1 import authorization_pb2, common_pb2, directory_pb2
 
 
 def invitation(row: models.Invitation, token: str = "") -> common_pb2.Invitation:
@@ -59,3 +60,12 @@ def user(row: models.User, revision: int) -> directory_pb2.User:
 def organization(row: models.Organization) -> directory_pb2.Organization:
     return directory_pb2.Organization(id=row.id, name=row.name, currency=row.currency, seat_limit=row.seat_limit,
                                       owner_id=row.owner_id, revision=str(row.revision))
+
+
+def access_entry(entry: Entry, without_email: bool = False) -> authorization_pb2.AccessEntry:
+    """`without_email` (a read-only caller): the person's email address is left out."""
+    return authorization_pb2.AccessEntry(
+        user_id=entry.user_id, email="" if without_email else entry.email,
+        resource=common_pb2.ObjectRef(type=entry.resource_type, id=entry.resource_id), actions=entry.actions,
+        path=entry.path, granted_at=entry.granted_at, granted_revision=str(entry.granted_revision),
+        granted_by=entry.granted_by)

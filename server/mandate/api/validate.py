@@ -199,3 +199,19 @@ def page_token(field: str, value: str) -> str:
 
 def encode_page_token(key: str) -> str:
     return base64.urlsafe_b64encode(f"k:{key}".encode()).decode().rstrip("=") if key else ""
+
+
+def review_page_token(field: str, value: str) -> tuple[str, str, str] | None:
+    """An access review's page token: the last (user id, resource type, resource id) of the
+    previous page. Ids hold no spaces, so a space separates them."""
+    key = page_token(field, value)
+    if not key:
+        return None
+    parts = key.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise InvalidArgument(field, "is not a page token returned by Mandate")
+    return parts[0], parts[1], parts[2]
+
+
+def encode_review_page_token(key: tuple[str, str, str] | None) -> str:
+    return encode_page_token(" ".join(key)) if key else ""
