@@ -285,8 +285,9 @@ def test_the_review_pages_in_user_then_resource_order(client, acme):
     ({"at_revision": "x1"}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "at_revision"),
     ({"at_revision": "1", "as_of": "2026-01-01T00:00:00Z"}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT",
      "as_of"),
-    ({"at_revision": "1"}, grpc.StatusCode.FAILED_PRECONDITION, "REVISION_UNAVAILABLE", None),
-    ({"as_of": "2026-01-01T00:00:00Z"}, grpc.StatusCode.FAILED_PRECONDITION, "REVISION_UNAVAILABLE", None),
+    ({"at_revision": "999999"}, grpc.StatusCode.FAILED_PRECONDITION, "REVISION_UNAVAILABLE", None),
+    ({"as_of": "2000-01-01T00:00:00Z"}, grpc.StatusCode.FAILED_PRECONDITION, "REVISION_UNAVAILABLE", None),
+    ({"as_of": "yesterday"}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "as_of"),
 ])
 def test_bad_requests_are_refused_with_their_field_or_reason(client, world, fields, code, reason, field):
     organization = world.organization(name="Acme")
@@ -362,7 +363,7 @@ def test_the_access_review_command_prints_the_review_as_md_csv_and_json(server_a
 @pytest.mark.parametrize("engine", ["sqlite"])
 def test_the_access_review_command_passes_as_of_and_reports_refusals(server_address, world, tmp_path):
     organization = world.organization(name="Acme")
-    result = mandate("access-review", organization, "--as-of", "2026-01-01T00:00:00Z", "--server", server_address,
+    result = mandate("access-review", organization, "--as-of", "2000-01-01T00:00:00Z", "--server", server_address,
                      cwd=tmp_path)
     assert result.returncode == 2 and "REVISION_UNAVAILABLE" in result.stderr
     result = mandate("access-review", "org_nope", "--server", server_address, cwd=tmp_path)

@@ -202,3 +202,21 @@ def test_retention_forgets_old_versions_and_refuses_what_it_forgot(client, app):
     assert reason_of(caught.value) == "REVISION_UNAVAILABLE" and "retention" in caught.value.details()
     request.at_revision = str(app.store.current_revision())
     assert not client.authorization.Check(request).allowed  # the present is always kept
+
+
+def test_an_access_review_at_a_past_revision_is_the_review_given_then(client, app):
+    world = World(app)
+    agency, customer = world.organization(name="Agency"), world.organization(name="Customer")
+    employee = world.member(agency, partner_employee=True)
+    world.project(customer)
+    world.connect(agency, customer, granted=("read", "edit"))
+    world.assign(agency, customer, employee)
+    request = pb.AccessReviewRequest(organization_id=customer)
+    then = client.authorization.AccessReview(request)
+    app.partners.revoke_partner(world.owner_of(customer), agency, customer)
+    world.member(customer)
+    now = client.authorization.AccessReview(request)
+    assert employee in {e.user_id for e in then.entries} and employee not in {e.user_id for e in now.entries}
+    again = client.authorization.AccessReview(pb.AccessReviewRequest(organization_id=customer,
+                                                                     at_revision=then.revision))
+    assert list(again.entries) == list(then.entries) and again.revision == then.revision

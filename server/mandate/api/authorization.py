@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mandate import callers, errors
+from mandate import callers
 from mandate.api import convert
 from mandate.api import validate as v
 from mandate.app import App
@@ -35,14 +35,18 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         at_least = v.revision(f"{field}at_least_revision", request.at_least_revision)
         if not (request.at_revision or request.as_of):
             return self.authorizer, self.authorizer.at_least(at_least)
+        if at_least is not None:
+            raise InvalidArgument(f"{field}at_least_revision", "cannot be combined with at_revision or as_of")
+        past = self.past(request, field)
+        return past, past.index.revision
+
+    def past(self, request, field: str = "") -> Authorizer:
+        """The check plane at the request's `at_revision` or `as_of` (one of them is set)."""
         at = v.revision(f"{field}at_revision", request.at_revision)
         as_of = v.moment(f"{field}as_of", request.as_of)
         if at is not None and as_of is not None:
             raise InvalidArgument(f"{field}as_of", "give at_revision or as_of, not both")
-        if at_least is not None:
-            raise InvalidArgument(f"{field}at_least_revision", "cannot be combined with at_revision or as_of")
-        past = self.history.authorizer_at(at, as_of)
-        return past, past.index.revision
+        return self.history.authorizer_at(at, as_of)
 
     def Check(self, request, context):
         fields = check_fields(request)
@@ -124,15 +128,11 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         organization_id = v.identifier("organization_id", request.organization_id)
         size = v.page_size("page_size", request.page_size)
         after = v.review_page_token("page_token", request.page_token)
-        at_revision = v.revision("at_revision", request.at_revision)
-        if request.at_revision and request.as_of:
-            raise InvalidArgument("as_of", "at most one of at_revision and as_of")
-        if at_revision is not None or request.as_of:
-            # The history tables arrive with issue 10's access history; until then only the present.
-            field = "at_revision" if at_revision is not None else "as_of"
-            raise errors.RevisionUnavailable(f"{field}: this server keeps no history yet; "
-                                             "only the present can be reviewed")
-        review = access_review(self.authorizer, self.store, organization_id, size, after)
+        authorizer, at_revision = self.authorizer, None
+        if request.at_revision or request.as_of:
+            authorizer = self.past(request)
+            at_revision = authorizer.index.revision
+        review = access_review(authorizer, self.store, organization_id, size, after, at_revision)
         without_emails = callers.current_read_only()
         return pb.AccessReviewResponse(
             entries=[convert.access_entry(entry, without_emails) for entry in review.entries],
