@@ -58,8 +58,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
     def BatchCheck(self, request, context):
         if len(request.checks) > self.max_batch:
             raise InvalidArgument("checks", f"at most {self.max_batch} checks per batch")
-        if any(c.at_revision or c.as_of for c in request.checks):  # about the past: each one on its own
-            return pb.BatchCheckResponse(results=[self._past_check(c, f"checks[{i}].")
+        if any(c.at_revision or c.as_of for c in request.checks):  # about the past: each one at its own time
+            views: dict[tuple[str, str, str], tuple[Authorizer, int]] = {}
+            return pb.BatchCheckResponse(results=[self._past_check(c, f"checks[{i}].", views)
                                                   for i, c in enumerate(request.checks)])
         requests = [(check_fields(c, f"checks[{i}]."), v.revision(f"checks[{i}].at_least_revision",
                                                                    c.at_least_revision))
@@ -71,9 +72,12 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
             pb.CheckResponse(allowed=check(*fields, policy), revision=revision, policy_version=policy.version)
             for fields, _ in requests])
 
-    def _past_check(self, request, field: str) -> pb.CheckResponse:
+    def _past_check(self, request, field: str, views: dict) -> pb.CheckResponse:
         fields = check_fields(request, field)
-        authorizer, revision = self.view(request, field)
+        when = (request.at_revision, request.as_of, request.at_least_revision)
+        if when not in views:
+            views[when] = self.view(request, field)
+        authorizer, revision = views[when]
         return pb.CheckResponse(allowed=authorizer.check(*fields, authorizer.policy), revision=str(revision),
                                 policy_version=authorizer.policy.version)
 
