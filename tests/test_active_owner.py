@@ -6,6 +6,9 @@ owner could demote or remove themself, after which nobody could invite, resume o
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -128,3 +131,26 @@ def test_the_last_active_owner_cannot_leave_r6_any_sequence_keeps_an_owner_who_c
         owners = active_owners(world, organization)
         assert owners, f"no active owner after {step} by {by} of {to}"
         assert all(may_manage(client, world, owner, organization) for owner in owners)
+
+
+def test_the_last_active_owner_cannot_leave_r6_two_owners_leaving_at_once(client, world):
+    """The guard is checked in the write transaction: of two owners who step down together,
+    exactly one does."""
+    barrier = threading.Barrier(2)
+
+    def step_down(organization_id: str, user_id: str):
+        barrier.wait(timeout=20)
+        try:
+            return set_role(client, user_id, organization_id, user_id, "colleague")
+        except grpc.RpcError as error:
+            return error
+
+    for _ in range(3):
+        organization = world.organization()
+        owners = [world.owner_of(organization), world.member(organization, "owner")]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            outcomes = list(pool.map(step_down, [organization] * 2, owners))
+        refusals = [o for o in outcomes if isinstance(o, grpc.RpcError)]
+        assert len(refusals) == 1, outcomes
+        assert reason_of(refusals[0]) == "LAST_OWNER"
+        assert len(active_owners(world, organization)) == 1
