@@ -134,3 +134,46 @@ def test_r5_a_request_id_is_kept_24_hours(client, world, app, clock):
     clock.advance(hours=2)
     app.expiries.purge_request_records()
     assert client.membership.InviteMember(request).id != first.id  # a new day, a new request
+
+
+def as_caller(name: str, call):
+    """Run `call()` as the calling service `name` (the handler reads the caller from its context)."""
+    token = callers.current.set(callers.Caller(name))
+    try:
+        return call()
+    finally:
+        callers.current.reset(token)
+
+
+def test_r5_request_ids_of_two_callers_are_independent(world, app):
+    owner = world.user("owner")
+    agency = world.organization(owner, seat_limit=5)
+    handler = MembershipService(app)
+
+    def invite(email: str):
+        return handler.InviteMember(membership_pb2.InviteMemberRequest(
+            actor_id=owner, organization_id=agency, email=email, role="colleague", request_id="shared-key"), None)
+
+    billing = as_caller("billing", lambda: invite("one@example.com"))
+    crm = as_caller("crm", lambda: invite("two@example.com"))  # another service's key: no REQUEST_ID_REUSED
+    assert billing.id != crm.id and (billing.email, crm.email) == ("one@example.com", "two@example.com")
+    assert as_caller("billing", lambda: invite("one@example.com")) == billing
+    assert as_caller("crm", lambda: invite("two@example.com")) == crm
+
+
+def test_r15_a_no_op_with_a_request_id_takes_no_revision_and_keeps_its_key(client, world, app):
+    organization = world.organization()
+    owner = world.owner_of(organization)
+    employee = world.member(organization, "colleague", partner_employee=True)
+    request = membership_pb2.TagPartnerEmployeeRequest(actor_id=owner, organization_id=organization,
+                                                       user_id=employee, partner_employee=True, request_id="tag-1")
+    before = app.store.current_revision()
+    first = client.membership.TagPartnerEmployee(request)  # already tagged: nothing to change
+    assert app.store.current_revision() == before and event_types(client, before) == []
+    assert client.membership.TagPartnerEmployee(request) == first
+    other = membership_pb2.TagPartnerEmployeeRequest()
+    other.CopyFrom(request)
+    other.partner_employee = False
+    error = refused(client.membership.TagPartnerEmployee, other)
+    assert (error.code(), reason_of(error)) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
+    assert app.store.current_revision() == before

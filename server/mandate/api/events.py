@@ -11,6 +11,7 @@ import re
 from mandate import callers
 from mandate.api import convert
 from mandate.api import validate as v
+from mandate.api.membership import page
 from mandate.app import App
 from mandate.errors import InvalidArgument
 from mandate.v1 import events_pb2, events_pb2_grpc
@@ -94,13 +95,9 @@ class EventService(events_pb2_grpc.EventServiceServicer):
         organization_id = self.organization_filter(request)
         rows = self.events.list_events(since, event_cursor("page_token", request.page_token), size + 1,
                                        organization_id)
-        last = ""
-        if len(rows) > size:
-            rows = rows[:size]
-            last = v.encode_page_token(str(rows[-1].id))
         without_emails = callers.current_read_only()
-        return events_pb2.ListEventsResponse(events=[convert.event(r, without_emails) for r in rows],
-                                             next_page_token=last)
+        events, last = page(rows, size, lambda row: str(row.id), lambda row: convert.event(row, without_emails))
+        return events_pb2.ListEventsResponse(events=events, next_page_token=last)
 
     def organization_filter(self, request) -> str:
         organization_id = v.optional_identifier("organization_id", request.organization_id)

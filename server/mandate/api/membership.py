@@ -42,9 +42,8 @@ class MembershipService(membership_pb2_grpc.MembershipServiceServicer):
             v.optional_choice("status", request.status, INVITATION_STATUSES),
             size, v.page_token("page_token", request.page_token),
         )
-        rows, last = page(rows, size, lambda row: row.id)
-        return membership_pb2.ListInvitationsResponse(invitations=[convert.invitation(r) for r in rows],
-                                                      next_page_token=last)
+        invitations, last = page(rows, size, lambda row: row.id, convert.invitation)
+        return membership_pb2.ListInvitationsResponse(invitations=invitations, next_page_token=last)
 
     def ListMembers(self, request, context):
         size = v.page_size("page_size", request.page_size)
@@ -53,9 +52,8 @@ class MembershipService(membership_pb2_grpc.MembershipServiceServicer):
             v.identifier("organization_id", request.organization_id),
             size, v.page_token("page_token", request.page_token),
         )
-        members, last = page(members, size, lambda m: m.membership.user_id)
-        return membership_pb2.ListMembersResponse(members=[convert.membership(m) for m in members],
-                                                  next_page_token=last)
+        members, last = page(members, size, lambda m: m.membership.user_id, convert.membership)
+        return membership_pb2.ListMembersResponse(members=members, next_page_token=last)
 
     @idempotent(directory_pb2.WriteResponse)
     def RemoveMember(self, request, context):
@@ -87,9 +85,18 @@ def member_fields(request) -> tuple[str, str, str]:
             v.identifier("user_id", request.user_id))
 
 
-def page(rows: list, size: int, key) -> tuple[list, str]:
-    """Rows were fetched with one extra to know whether another page follows."""
-    if len(rows) > size:
-        rows = rows[:size]
-        return rows, v.encode_page_token(key(rows[-1]))
-    return rows, ""
+def page(rows: list, size: int, key, to_message) -> tuple[list, str]:
+    """The messages of one page, and the token of the next. Rows were fetched with one extra to
+    know whether another page follows. A page also ends before it passes MAX_PAGE_BYTES (it always
+    holds at least one item): one reply, and so what a client that stops reading leaves the server
+    holding, stays bounded whatever page_size asks for."""
+    messages, total = [], 0
+    for row in rows[:size]:
+        message = to_message(row)
+        total += message.ByteSize()
+        if messages and total > v.MAX_PAGE_BYTES:
+            break
+        messages.append(message)
+    if len(messages) < len(rows):
+        return messages, v.encode_page_token(key(rows[len(messages) - 1]))
+    return messages, ""

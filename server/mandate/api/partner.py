@@ -69,9 +69,8 @@ class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
             v.text("query", request.query, required=False),
             v.optional_choice("status", request.status, CONNECTION_STATUSES),
             size, v.page_token("page_token", request.page_token), permission)
-        rows, last = page(rows, size, lambda row: row.client_id)
-        return partner_pb2.ListConnectionsResponse(connections=[convert.connection(r) for r in rows],
-                                                   next_page_token=last)
+        connections, last = page(rows, size, lambda row: row.client_id, convert.connection)
+        return partner_pb2.ListConnectionsResponse(connections=connections, next_page_token=last)
 
     def ExportClients(self, request, context):
         return self.ListClients(request, context, permission="export_clients")
@@ -81,9 +80,8 @@ class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
         rows = self.partners.list_partners(
             v.identifier("actor_id", request.actor_id), v.identifier("client_id", request.client_id),
             size, v.page_token("page_token", request.page_token))
-        rows, last = page(rows, size, lambda row: row.partner_id)
-        return partner_pb2.ListConnectionsResponse(connections=[convert.connection(r) for r in rows],
-                                                   next_page_token=last)
+        connections, last = page(rows, size, lambda row: row.partner_id, convert.connection)
+        return partner_pb2.ListConnectionsResponse(connections=connections, next_page_token=last)
 
     @idempotent(common_pb2.Connection)
     def UpdateGrantedScopes(self, request, context):

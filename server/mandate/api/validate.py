@@ -17,6 +17,9 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_BATCH = 1000
 MAX_SEAT_LIMIT = 100_000
+# A page ends before its reply passes this size, even below page_size: about one HTTP/2 flow-control
+# window, so a reply to a client that stops reading does not sit in the server's memory at length.
+MAX_PAGE_BYTES = 64 * 1024
 MAX_PAGE_TOKEN = 512  # the longest token Mandate hands out encodes a 200-character key
 # Characters of a rejected value that an error message writes back. The message travels in the
 # response trailers, which the transport limits to a few kilobytes: an oversized value echoed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 
@@ -12,6 +13,34 @@ from mandate import errors
 from mandate.names import Reason
 from mandate.store import models
 from mandate.store.db import Transaction
+
+
+class Unchanged(Exception):
+    """Raised inside a write transaction when the mutation would change nothing. The transaction
+    rolls back, so the write takes no revision and records no event, and the service method
+    (decorated with `reports_unchanged`) answers with `result` as a success."""
+
+    def __init__(self, result):
+        super().__init__("unchanged")
+        self.result = result
+
+
+def unchanged(tx: Transaction, result, *rows) -> None:
+    """End a write that changes nothing. The `rows` the answer shows leave the session first, so
+    the rollback does not expire them."""
+    for row in rows:
+        tx.session.expunge(row)
+    raise Unchanged(result)
+
+
+def reports_unchanged(method):
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except Unchanged as nothing:
+            return nothing.result
+    return wrapper
 
 
 def new_id(prefix: str) -> str:

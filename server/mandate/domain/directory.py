@@ -7,7 +7,7 @@ from sqlalchemy import select
 from mandate import errors
 from mandate.domain import partner
 from mandate.domain.authorization import Authorizer, ProjectRef
-from mandate.domain.common import get_organization, get_user, new_id
+from mandate.domain.common import get_organization, get_user, new_id, reports_unchanged, unchanged
 from mandate.domain.expiry import Lifetimes, pending_invitation
 from mandate.names import OrganizationAction, ProjectAction, Reason
 from mandate.store import models
@@ -79,6 +79,7 @@ class Directory:
             partner.connect_referrals(tx, self.authorizer, owner, organization, self.lifetimes.now())
         return organization
 
+    @reports_unchanged
     def link_organizations(self, actor_id: str, organization_id: str, other_id: str) -> int:
         """R13: an owner links two of their master accounts to switch between them."""
         if organization_id == other_id:
@@ -86,12 +87,17 @@ class Directory:
         with self.store.write(actor_id) as tx:
             self.authorizer.require(actor_id, OrganizationAction.LINK, organization_id)
             self.authorizer.require(actor_id, OrganizationAction.LINK, other_id)
+            links = [tx.session.get(models.OrganizationLink, pair)
+                     for pair in ((organization_id, other_id), (other_id, organization_id))]
+            if all(links):
+                unchanged(tx, max(link.revision for link in links))
             for a, b in ((organization_id, other_id), (other_id, organization_id)):
                 tx.session.merge(models.OrganizationLink(organization_id=a, other_organization_id=b,
                                                          revision=tx.revision))
             tx.emit("organization.linked", organization_id=organization_id, other_organization_id=other_id)
         return tx.revision
 
+    @reports_unchanged
     def put_resource(self, actor_id: str, resource_type: str, resource_id: str, organization_id: str) -> int:
         with self.store.write(actor_id) as tx:
             self.authorizer.require(actor_id, OrganizationAction.PUT_RESOURCE, organization_id)
@@ -101,6 +107,8 @@ class Directory:
                 # there (the policy's "move").
                 self.authorizer.require_target(actor_id, ProjectAction.MOVE,
                                                ProjectRef(resource_type, resource_id, resource.organization_id))
+            if resource is not None and not resource.deleted and resource.organization_id == organization_id:
+                unchanged(tx, resource.revision)
             tx.session.merge(models.Resource(type=resource_type, id=resource_id, organization_id=organization_id,
                                              deleted=False, revision=tx.revision))
             tx.emit("resource.put", resource_type=resource_type, resource_id=resource_id,

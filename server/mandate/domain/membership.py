@@ -8,7 +8,15 @@ from sqlalchemy import func, or_, select
 
 from mandate import errors
 from mandate.domain.authorization import Authorizer, MemberRef
-from mandate.domain.common import email_of, end_assignments, get_member, get_organization, new_id
+from mandate.domain.common import (
+    email_of,
+    end_assignments,
+    get_member,
+    get_organization,
+    new_id,
+    reports_unchanged,
+    unchanged,
+)
 from mandate.domain.expiry import Lifetimes, pending_invitation
 from mandate.names import MemberAction, OrganizationAction, Reason
 from mandate.store import models
@@ -125,14 +133,14 @@ class Memberships:
 
     def remove_member(self, actor_id: str, organization_id: str, user_id: str) -> int:
         """R6: the member loses every access through the organization at once, including every
-        client they were assigned to (R18). The last owner stays."""
+        client they were assigned to (R18). The last active owner stays."""
         with self.store.write(actor_id) as tx:
             self.authorizer.require(actor_id, OrganizationAction.REMOVE_MEMBER, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
             # R6: whom the actor may remove (only an owner removes an owner) is the policy's.
             self.authorizer.require_target(actor_id, MemberAction.REMOVE, MemberRef(organization_id, user_id))
             if membership.role == models.Role.OWNER:
-                check_not_last_owner(tx, organization_id)
+                check_keeps_an_active_owner(tx, organization_id, user_id)
             membership.status = Status.REMOVED
             membership.partner_employee = False
             membership.revision = tx.revision
@@ -146,7 +154,8 @@ class Memberships:
                                 MemberAction.PAUSE, Status.PAUSED, "member.paused")
 
     def resume_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
-        """R7: resuming restores exactly the access the member had."""
+        """R7: resuming restores exactly the access the member had, whatever their role now (a
+        paused member may have been made owner since)."""
         return self._set_status(actor_id, organization_id, user_id, OrganizationAction.RESUME_MEMBER,
                                 MemberAction.RESUME, Status.ACTIVE, "member.resumed")
 
@@ -160,23 +169,35 @@ class Memberships:
             if membership.status == status:
                 already = Reason.MEMBER_ALREADY_PAUSED if status == Status.PAUSED else Reason.MEMBER_ALREADY_ACTIVE
                 raise errors.FailedPrecondition(f"user_id: the member is already {status}", already)
+            if status == Status.PAUSED and membership.role == models.Role.OWNER:
+                check_keeps_an_active_owner(tx, organization_id, user_id)
             membership.status = status
             membership.revision = tx.revision
             # R22: the notification goes to the member; the email is resolved by the relay.
             tx.emit(event, organization_id=organization_id, user_id=user_id)
             return Member(membership, email_of(tx.session, user_id))
 
+    @reports_unchanged
     def set_member_role(self, actor_id: str, organization_id: str, user_id: str, role: str,
                         access_expires_at: str = "") -> Member:
         """Also moves or clears the end of the membership: `access_expires_at` empty keeps it,
-        `never` clears it. An owner's membership has no end (R6: making an owner clears it)."""
+        `never` clears it. An owner's membership has no end (R6: making an owner clears it). The
+        same role with the same end changes nothing."""
         with self.store.write(actor_id) as tx:
             self.authorizer.require(actor_id, OrganizationAction.SET_MEMBER_ROLE, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
             # R2: who may give or take which role (making or unmaking an owner) is the policy's.
             self.authorizer.require_target(actor_id, MemberAction.SET_ROLE, MemberRef(organization_id, user_id, role))
+            ends = self.lifetimes.access_end(access_expires_at, membership.access_expires_at)
+            if role == models.Role.OWNER:
+                if ends and access_expires_at:
+                    raise errors.InvalidArgument("access_expires_at",
+                                                 "an owner's membership does not end by itself (R6)")
+                ends = None
+            if membership.role == role and membership.access_expires_at == ends:
+                unchanged(tx, Member(membership, email_of(tx.session, user_id)), membership)
             if membership.role == models.Role.OWNER and role != models.Role.OWNER:
-                check_not_last_owner(tx, organization_id)
+                check_keeps_an_active_owner(tx, organization_id, user_id)
             if membership.partner_employee and role != models.Role.COLLEAGUE:
                 # Only colleagues carry the partner-employee tag: it ends with its assignments, as in
                 # the R18 cascade, so becoming a colleague again grants nothing until re-tagged,
@@ -184,12 +205,6 @@ class Memberships:
                 membership.partner_employee = False
                 withdraw_assignments(tx, organization_id, user_id)
                 tx.emit("member.untagged", organization_id=organization_id, user_id=user_id)
-            ends = self.lifetimes.access_end(access_expires_at, membership.access_expires_at)
-            if role == models.Role.OWNER:
-                if ends and access_expires_at:
-                    raise errors.InvalidArgument("access_expires_at",
-                                                 "an owner's membership does not end by itself (R6)")
-                ends = None
             if membership.role != role:
                 tx.emit("member.role_changed", organization_id=organization_id, user_id=user_id, role=role)
             if membership.access_expires_at != ends:
@@ -200,6 +215,7 @@ class Memberships:
             membership.revision = tx.revision
             return Member(membership, email_of(tx.session, user_id))
 
+    @reports_unchanged
     def tag_partner_employee(self, actor_id: str, organization_id: str, user_id: str, tagged: bool) -> Member:
         """R15: only tagged users can be assigned to clients; removing the tag withdraws every
         assignment at once."""
@@ -211,6 +227,8 @@ class Memberships:
                     f"user_id: only colleagues can be partner employees; this member is {membership.role}",
                     Reason.NOT_A_COLLEAGUE,
                 )
+            if membership.partner_employee == tagged:
+                unchanged(tx, Member(membership, email_of(tx.session, user_id)), membership)
             membership.partner_employee = tagged
             membership.revision = tx.revision
             if not tagged:
@@ -251,14 +269,19 @@ def check_seat_available(tx: Transaction, organization: models.Organization, now
         )
 
 
-def check_not_last_owner(tx: Transaction, organization_id: str) -> None:
-    owners = tx.session.execute(select(func.count()).select_from(models.Membership).where(
+def check_keeps_an_active_owner(tx: Transaction, organization_id: str, user_id: str) -> None:
+    """R6: an organization always keeps an owner who can act. An owner who is removed, demoted or
+    paused must leave another active owner behind; paused owners do not count, they cannot act.
+    Checked inside the write transaction, so two owners leaving at once cannot both pass."""
+    others = tx.session.execute(select(func.count()).select_from(models.Membership).where(
         models.Membership.organization_id == organization_id,
         models.Membership.role == models.Role.OWNER,
-        models.Membership.status != Status.REMOVED,
+        models.Membership.status == Status.ACTIVE,
+        models.Membership.user_id != user_id,
     )).scalar_one()
-    if owners <= 1:
-        raise errors.LastOwner("user_id: the last owner of an organization cannot be removed or demoted (R6)")
+    if not others:
+        raise errors.LastOwner("user_id: the last active owner of an organization cannot be removed, demoted "
+                               "or paused (R6)")
 
 
 def withdraw_assignments(tx: Transaction, partner_id: str, user_id: str) -> None:

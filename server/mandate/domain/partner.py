@@ -12,7 +12,16 @@ from sqlalchemy import func, select
 
 from mandate import errors
 from mandate.domain.authorization import Authorizer, ConnectionRef, InvitationRef
-from mandate.domain.common import end_assignments, get_connection, get_member, get_organization, get_user, new_id
+from mandate.domain.common import (
+    end_assignments,
+    get_connection,
+    get_member,
+    get_organization,
+    get_user,
+    new_id,
+    reports_unchanged,
+    unchanged,
+)
 from mandate.domain.expiry import Lifetimes, pending_invitation
 from mandate.domain.membership import escape_like, require_pending
 from mandate.facts import HOME, InvitationTarget, MembershipFact, Subject
@@ -146,6 +155,7 @@ class Partners:
 
     # -- changing a connection ----------------------------------------------------------------
 
+    @reports_unchanged
     def update_granted_scopes(self, actor_id: str, partner_id: str, client_id: str,
                               scopes: list[str], access_expires_at: str = "") -> models.Connection:
         """R12: the client changes what it grants, at any time, and until when (empty
@@ -155,6 +165,8 @@ class Partners:
                                            ConnectionRef(partner_id, client_id))
             connection = get_connection(tx.session, partner_id, client_id)
             ends = self.lifetimes.access_end(access_expires_at, connection.access_expires_at)
+            if sorted(connection.granted_scopes) == sorted(set(scopes)) and connection.access_expires_at == ends:
+                unchanged(tx, connection, connection)
             if connection.access_expires_at != ends:
                 tx.emit("client.access_expiry_changed", partner_id=partner_id, client_id=client_id,
                         access_expires_at=ends or "never")
@@ -269,12 +281,16 @@ class Partners:
         return self._consent(actor_id, client_id, partner_id, user_id, ConnectionAction.REVOKE_EMPLOYEE, False,
                              "partner_employee.revoked")
 
+    @reports_unchanged
     def _consent(self, actor_id, client_id, partner_id, user_id, action, approved, event) -> models.Assignment:
         with self.store.write(actor_id) as tx:
             self.authorizer.require_target(actor_id, action, ConnectionRef(partner_id, client_id))
             assignment = get_assignment(tx, partner_id, client_id, user_id)
             connection = get_connection(tx.session, partner_id, client_id)
-            if not approved and connection.employee_approval == models.EmployeeApproval.PARTNER:
+            ends_assignment = not approved and connection.employee_approval == models.EmployeeApproval.PARTNER
+            if assignment.client_approved == approved and not ends_assignment:
+                unchanged(tx, assignment, assignment)
+            if ends_assignment:
                 # R17: a client that trusts the partner's delegation withdraws a person by ending
                 # the assignment itself (an approval would not be asked for, so revoking it could not).
                 end_assignments(tx, models.Assignment.partner_id == partner_id,

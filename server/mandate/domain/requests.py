@@ -52,6 +52,11 @@ class _Recorded(Exception):
         self.record = record
 
 
+class _Unchanged(Exception):
+    def __init__(self, record: models.RequestRecord):
+        self.record = record
+
+
 class RequestIds:
     def __init__(self, store: Store, lifetimes: Lifetimes):
         self.store = store
@@ -74,14 +79,15 @@ class RequestIds:
                 tx.session.execute(delete(models.RequestRecord).where(  # an expired record of the same key
                     models.RequestRecord.caller == caller, models.RequestRecord.request_id == request_id))
                 reply = run()
-                kept = type(reply)()
-                kept.CopyFrom(reply)
-                for name in forget:
-                    kept.ClearField(name)
-                tx.session.add(models.RequestRecord(
+                record = models.RequestRecord(
                     caller=caller, request_id=request_id, method=method, fingerprint=fingerprint,
-                    created_at=self.lifetimes.now(), response=kept.SerializeToString(deterministic=True)))
+                    created_at=self.lifetimes.now(), response=kept_reply(reply, forget))
+                if not tx.events:  # the mutation changed nothing: no revision (recorded below)
+                    raise _Unchanged(record)
+                tx.session.add(record)
                 tx.session.flush()
+        except _Unchanged as nothing:
+            self._record_outside(nothing.record)
         except _Recorded as recorded:
             return self._replay(recorded.record, method, fingerprint, reply_type)
         except IntegrityError:
@@ -109,14 +115,20 @@ class RequestIds:
         return record
 
     def _record_refusal(self, caller, request_id, method, fingerprint, refusal: errors.DomainError) -> None:
+        self._record_outside(models.RequestRecord(
+            caller=caller, request_id=request_id, method=method, fingerprint=fingerprint,
+            created_at=self.lifetimes.now(), error_code=refusal.code.name, error_reason=refusal.reason,
+            error_message=refusal.message))
+
+    def _record_outside(self, record: models.RequestRecord) -> None:
+        """Keep the outcome of a request that changed nothing (a refusal, or a no-op) without
+        taking a revision."""
         try:
             with self.store.bookkeeping() as session:
                 session.execute(delete(models.RequestRecord).where(
-                    models.RequestRecord.caller == caller, models.RequestRecord.request_id == request_id))
-                session.add(models.RequestRecord(
-                    caller=caller, request_id=request_id, method=method, fingerprint=fingerprint,
-                    created_at=self.lifetimes.now(), error_code=refusal.code.name, error_reason=refusal.reason,
-                    error_message=refusal.message))
+                    models.RequestRecord.caller == record.caller,
+                    models.RequestRecord.request_id == record.request_id))
+                session.add(record)
         except IntegrityError:
             pass  # a racing retry recorded its outcome first; a later retry gets that one
 
@@ -131,6 +143,14 @@ class RequestIds:
             refusal.code = grpc.StatusCode[record.error_code]
             raise refusal
         return reply_type.FromString(record.response or b"")
+
+
+def kept_reply(reply, forget: tuple[str, ...]) -> bytes:
+    kept = type(reply)()
+    kept.CopyFrom(reply)
+    for name in forget:
+        kept.ClearField(name)
+    return kept.SerializeToString(deterministic=True)
 
 
 def fingerprint_of(method: str, request) -> str:
