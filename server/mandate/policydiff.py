@@ -61,12 +61,14 @@ def base_policy(base: str, policy_dir: Path, scratch: Path) -> PolicySide:
         return PolicySide(load_policy(Path(base), "base"), str(base))
     if not policy_dir.is_dir():
         raise DiffUsageError(f"no policy directory at {policy_dir} (needed to read the base {base!r} from git)")
-    prefix = _git(policy_dir, "rev-parse", "--show-prefix").strip()
+    prefix = _git(policy_dir, "rev-parse", "--show-prefix",
+                  missing=f"--base {base!r} is not a directory, and {policy_dir} is not in a git repository").strip()
     # `--end-of-options`: a base that starts with "-" is a ref, never an option of git.
     commit = _git(policy_dir, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}",
                   missing=f"--base {base!r} is neither a directory nor a git ref").strip()
-    listing = _git(policy_dir, "ls-tree", "--name-only", "-z", commit, "--", prefix or ".")
-    names = [Path(entry).name for entry in listing.split("\0") if entry.endswith(".polar")]
+    listing = _git(policy_dir, "ls-tree", "--full-tree", "--name-only", "-z", f"{commit}:{prefix}",
+                   missing=f"the policy directory {prefix or './'} does not exist at {base}")
+    names = [name for name in listing.split("\0") if name.endswith(".polar")]
     if not names:
         raise DiffUsageError(f"no .polar files in {prefix or '.'} at {base}")
     for name in names:
