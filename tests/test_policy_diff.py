@@ -163,6 +163,10 @@ def test_a_policy_change_gives_exactly_its_effect(tmp_path, capsys, world_file, 
                                   "--world", str(world_file))
     assert (code, err) == (1 if expected else 0, "")
     assert effect(report) == expected
+    if not expected:
+        assert main(["policy", "diff", "--base", str(POLICY_DIR), "--policy-dir", str(changed),
+                     "--world", str(world_file)]) == 0
+        assert capsys.readouterr().out.endswith("\nNo decision changes.\n")
     assert report["changed"] == sum(group[4] for group in expected)
     for group in report["groups"]:
         # The example is one of the group's triples, and each side's Explain says so.
@@ -190,11 +194,17 @@ def test_the_groups_follow_the_situation_and_the_markdown_names_them(tmp_path, c
     assert "`bob publish Project:summer`" not in out  # without --all, one example per group
 
 
-def test_identical_policies_change_nothing(capsys, world_file):
+def test_identical_policies_change_nothing(capsys, world_file, monkeypatch):
     code, report, err = diff_json(capsys, "--base", str(POLICY_DIR), "--policy-dir", str(POLICY_DIR),
                                   "--world", str(world_file))
     assert (code, err, report["groups"], report["changed"]) == (0, "", [], 0)
     assert report["base"]["policy_version"] == report["new"]["policy_version"]
+    # Without --policy-dir, the policy `mandate policy check` loads: here the same files.
+    monkeypatch.delenv("MANDATE_POLICY_DIR", raising=False)
+    assert main(["policy", "diff", "--base", str(POLICY_DIR), "--world", str(world_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# Policy diff: 0 decisions change\n")
+    assert out.endswith("\nNo decision changes: the two policies are the same files.\n") and "| # |" not in out
 
 
 # -- usage errors ---------------------------------------------------------------------------------

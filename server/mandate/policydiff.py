@@ -125,6 +125,10 @@ class Diff:
     index: FactIndex
 
     @property
+    def identical(self) -> bool:
+        return self.base.policy.version == self.new.policy.version
+
+    @property
     def changed(self) -> int:
         return sum(group.count for group in self.groups)
 
@@ -381,13 +385,15 @@ def as_markdown(result: Diff, every_triple: bool = False) -> str:
         f"- base: `{result.base.source}` (policy {result.base.policy.version})",
         f"- new: `{result.new.source}` (policy {result.new.policy.version})",
         f"- facts: {result.facts_source} at revision {result.revision}: {result.pairs} (user, organization) "
-        f"pairs with a fact, in {result.subjects} distinct situations, each decided once per resource type "
-        "under both policies",
+        f"pairs with a fact, in {result.subjects} distinct situations, "
+        + ("not decided: the policies are the same" if result.identical else
+           "each decided once per resource type under both policies"),
         "",
     ]
-    if result.base.policy.version == result.new.policy.version:
+    if result.identical:
         lines.append("No decision changes: the two policies are the same files.")
-    elif not result.groups:
+        return "\n".join(lines) + "\n"
+    if not result.groups:
         lines.append("No decision changes.")
         return "\n".join(lines) + "\n"
     lines += ["| # | action | on | change | decisions | users | example |",
