@@ -79,9 +79,11 @@ def base_policy(base: str, policy_dir: Path, scratch: Path) -> PolicySide:
 
 def _git(cwd: Path, *args: str, missing: str | None = None) -> str:
     try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, encoding="utf-8", check=False)
     except OSError as error:  # no git at all
         raise DiffUsageError(f"cannot run git: {error}") from error
+    except UnicodeDecodeError as error:  # as Policy reads a file: UTF-8 or nothing
+        raise DiffUsageError(f"git {args[-1]}: not UTF-8: {error}") from error
     if done.returncode != 0:
         why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"git {args[0]} failed"
         raise DiffUsageError(missing or f"git {args[0]}: {why}")
