@@ -36,6 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     mutate.add_argument("paths", nargs="*", help="test files or directories")
     for sub in (test, matrix, mutate, policy_commands.choices["check"], policy_commands.choices["path"]):
         sub.add_argument("--policy-dir", help="overrides MANDATE_POLICY_DIR")
+    diff = policy_commands.add_parser(
+        "diff", help="list every decision a policy change changes on real grants (exit 1 when any does)")
+    diff.add_argument("--base", required=True, metavar="DIR_OR_GIT_REF",
+                      help="the policy before the change: a directory of .polar files, or a git ref (the policy "
+                           "directory's files at that ref)")
+    diff.add_argument("--policy-dir", help="the changed policy (overrides MANDATE_POLICY_DIR)")
+    grants = diff.add_mutually_exclusive_group(required=True)
+    grants.add_argument("--database", metavar="URL", help="read the grants from this database (read only)")
+    grants.add_argument("--world", metavar="FILE", help="read the grants from this world file (YAML)")
+    diff.add_argument("--format", choices=("md", "json"), default="md", help="Markdown (default) or JSON")
+    diff.add_argument("--all", action="store_true",
+                      help="list every (user, action, resource) of every group, not only one example")
 
     migrate = commands.add_parser("migrate", help="bring the database to the newest schema")
     migrate.add_argument("--database-url", help="overrides MANDATE_DATABASE_URL")
@@ -265,6 +277,8 @@ def run_policy(args, policy_dir: Path) -> int:
     from mandate import policytest, policytools
     from mandate.policy import Policy, PolicyError
 
+    if args.policy_command == "diff":
+        return run_policy_diff(args, policy_dir)
     if args.policy_command == "path":
         if not policy_dir.is_dir():
             print(f"mandate: no policy directory at {policy_dir.resolve()}", file=sys.stderr)
@@ -310,6 +324,20 @@ def run_policy(args, policy_dir: Path) -> int:
     survived = sum(not m.killed for m in mutants)
     print(f"{len(mutants)} rules deleted one at a time: {len(mutants) - survived} caught, {survived} survived")
     return 0 if survived == 0 else 1
+
+
+def run_policy_diff(args, policy_dir: Path) -> int:
+    """Exit 0: no decision changes; 1: some do; 2: a usage error (api.md)."""
+    from mandate import policydiff
+
+    try:
+        result = policydiff.run(args.base, policy_dir, args.database, args.world)
+    except policydiff.DiffUsageError as error:
+        print(f"mandate: {error}", file=sys.stderr)
+        return 2
+    render = policydiff.as_json if args.format == "json" else policydiff.as_markdown
+    sys.stdout.write(render(result, every_triple=args.all))
+    return 1 if result.groups else 0
 
 
 def channel(args) -> grpc.Channel:

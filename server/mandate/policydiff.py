@@ -1,0 +1,422 @@
+"""`mandate policy diff`: whose access a policy change changes, on real grants.
+
+A decision depends only on the `Subject` (facts.py): the facts between a user and the
+resource's organization. So the diff groups every (user, organization) pair that has any fact
+by its Subject, asks both policies once per distinct (Subject, resource type), and expands
+each action whose answer flips to the (user, action, resource) triples the pairs cover: the
+organization itself, or each of its projects. A user with no fact about an organization is
+denied by both policies (the contract: no grant without a fact), so no other pair can change.
+
+The base policy comes from a directory, or from a git ref (the policy directory's .polar
+files at that ref, read with `git show`). The facts come from a database (read only) or from
+a world file, loaded into a `FactIndex` as the server loads them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mandate.domain.authorization import Authorizer
+from mandate.domain.explain import explain
+from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
+from mandate.index import FactIndex
+from mandate.policy import Policy, PolicyError
+
+# The resources of the check plane: what a (user, action, resource) triple is about.
+RESOURCE_TYPES = ("Organization", "Project")
+ALLOW, DENY = "allow", "deny"
+
+
+class DiffUsageError(Exception):
+    """Bad arguments, an unreadable base, a policy that does not load, facts that cannot be
+    read: `mandate policy diff` exits 2 with this message."""
+
+
+# -- the two policies --------------------------------------------------------------------------
+
+
+@dataclass
+class PolicySide:
+    policy: Policy
+    source: str  # what the reviewer named: a directory, or "REF:path" in a git repository
+
+
+def load_policy(policy_dir: Path, what: str) -> Policy:
+    try:
+        return Policy(policy_dir)
+    except PolicyError as error:
+        raise DiffUsageError(f"the {what} policy does not load: " + "; ".join(error.problems)) from error
+
+
+def base_policy(base: str, policy_dir: Path, scratch: Path) -> PolicySide:
+    """The base: a directory of .polar files if `base` names one, else a git ref whose version
+    of the policy directory's .polar files is written into `scratch` and loaded from there."""
+    if Path(base).is_dir():
+        return PolicySide(load_policy(Path(base), "base"), str(base))
+    if not policy_dir.is_dir():
+        raise DiffUsageError(f"no policy directory at {policy_dir} (needed to read the base {base!r} from git)")
+    prefix = _git(policy_dir, "rev-parse", "--show-prefix",
+                  missing=f"--base {base!r} is not a directory, and {policy_dir} is not in a git repository").strip()
+    # `--end-of-options`: a base that starts with "-" is a ref, never an option of git.
+    commit = _git(policy_dir, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{base}^{{commit}}",
+                  missing=f"--base {base!r} is neither a directory nor a git ref").strip()
+    listing = _git(policy_dir, "ls-tree", "--full-tree", "--name-only", "-z", f"{commit}:{prefix}",
+                   missing=f"the policy directory {prefix or './'} does not exist at {base}")
+    names = [name for name in listing.split("\0") if name.endswith(".polar")]
+    if not names:
+        raise DiffUsageError(f"no .polar files in {prefix or '.'} at {base}")
+    for name in names:
+        text = _git(policy_dir, "show", f"{commit}:{prefix}{name}")
+        (scratch / name).write_text(text, encoding="utf-8")
+    return PolicySide(load_policy(scratch, "base"), f"{base}:{prefix or './'}")
+
+
+def _git(cwd: Path, *args: str, missing: str | None = None) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, encoding="utf-8", check=False)
+    except OSError as error:  # no git at all
+        raise DiffUsageError(f"cannot run git: {error}") from error
+    except UnicodeDecodeError as error:  # as Policy reads a file: UTF-8 or nothing
+        raise DiffUsageError(f"git {args[-1]}: not UTF-8: {error}") from error
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"git {args[0]} failed"
+        raise DiffUsageError(missing or f"git {args[0]}: {why}")
+    return done.stdout
+
+
+# -- the diff ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    """Every decision that flips the same way for one situation: one Subject, one resource
+    type, one action. `where` holds, per organization with a resource of that type, the users
+    in that situation there."""
+
+    subject: Subject
+    resource_type: str
+    action: str
+    before: str  # ALLOW or DENY, under the base policy
+    after: str
+    where: dict[str, list[str]]
+    count: int  # the triples
+    example: tuple[str, str, str]  # (user, action, "Type:id")
+    explain_base: list[str] = field(default_factory=list)
+    explain_new: list[str] = field(default_factory=list)
+
+    @property
+    def users(self) -> int:
+        return len(set().union(*self.where.values()))
+
+
+@dataclass
+class Diff:
+    base: PolicySide
+    new: PolicySide
+    facts_source: str
+    revision: int
+    subjects: int  # distinct Subjects, each decided once per resource type under both policies
+    pairs: int  # (user, organization) pairs with a fact
+    groups: list[Group]
+    index: FactIndex
+
+    @property
+    def identical(self) -> bool:
+        return self.base.policy.version == self.new.policy.version
+
+    @property
+    def changed(self) -> int:
+        return sum(group.count for group in self.groups)
+
+    def triples(self, group: Group) -> Iterator[tuple[str, str, str]]:
+        """Every (user, action, "Type:id") of the group, by organization, user and resource."""
+        for organization_id in sorted(group.where):
+            resources = sorted(self.index.resources_of(group.resource_type, organization_id))
+            for user_id in sorted(group.where[organization_id]):
+                for resource_id in resources:
+                    yield user_id, group.action, f"{group.resource_type}:{resource_id}"
+
+
+def situations(index: FactIndex) -> dict[Subject, dict[str, list[str]]]:
+    """Every (user, organization) pair with a fact, by the Subject the policy would see: for
+    each distinct Subject, the organizations and, per organization, the users in it.
+
+    The Subjects are those `FactIndex.subject` builds (a test holds them equal), built once
+    per kind of pair rather than once per pair: most pairs of a large store are a partner's
+    people and one of its clients, and a user whose only facts about the client are their
+    membership in one partner (and their assignment by it) has the Subject that membership,
+    that connection and that assignment make. Only the pairs with more than one path (a home
+    membership and a partner's, two partners, a linked account) are asked one by one."""
+    by_subject: dict[Subject, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    by_kind: dict[tuple, dict[str, list[str]]] = {}  # a kind of pair -> its entry of by_subject
+
+    def entry(kind: tuple, build) -> dict[str, list[str]]:
+        found = by_kind.get(kind)
+        if found is None:
+            found = by_kind[kind] = by_subject[build()]
+        return found
+
+    memberships, members = index.memberships, index.members
+    with index.one_state():
+        assigned_to: dict[str, dict[str, dict[str, bool]]] = defaultdict(dict)  # client -> user -> partner -> approved
+        for (user_id, client_id), by_partner in index.assignments.items():
+            if by_partner:
+                assigned_to[client_id][user_id] = by_partner
+        kinds_of: dict[str, dict[tuple, set[str]]] = {}  # organization -> kind of member -> users
+
+        def kinds(organization_id: str) -> dict[tuple, set[str]]:
+            if organization_id not in kinds_of:
+                grouped: dict[tuple, set[str]] = defaultdict(set)
+                for user_id in members.get(organization_id, ()):
+                    member = memberships[user_id][organization_id]
+                    grouped[(member.role, member.status, member.partner_employee)].add(user_id)
+                kinds_of[organization_id] = grouped
+            return kinds_of[organization_id]
+
+        for organization_id in sorted(index.organizations):
+            home = members.get(organization_id, set())
+            partners = index.partners.get(organization_id, {})
+            through = [members.get(partner_id, set()) for partner_id in partners]
+            # Users with more than one path to the organization: asked one by one.
+            several = set().union(*(a & b for i, a in enumerate(through) for b in through[i + 1:]),
+                                  *(home & b for b in through))
+            for linked in index.links.get(organization_id, ()):
+                several |= members.get(linked, set())
+            for user_id in sorted(several):
+                by_subject[index.subject(user_id, organization_id)][organization_id].append(user_id)
+            for (role, status, tagged), users in kinds(organization_id).items():
+                alone = users - several
+                if alone:
+                    home_fact = MembershipFact(HOME, role, status, tagged)
+                    entry(("home", role, status, tagged), lambda f=home_fact: Subject((f,)))[
+                        organization_id].extend(alone)
+            assigned = assigned_to.get(organization_id, {})
+            for partner_id, link in partners.items():
+                assigned_by = {user_id for user_id, by_partner in assigned.items() if partner_id in by_partner}
+                for (role, status, tagged), users in kinds(partner_id).items():
+                    alone = users - several
+                    if not alone:
+                        continue
+                    path = (MembershipFact("p0", role, status, tagged),
+                            (ConnectionFact("p0", link.status, link.granted_scopes, link.employee_approval),))
+                    kind = ("path", role, status, tagged, link.status, link.granted_scopes, link.employee_approval)
+                    unassigned = alone - assigned_by
+                    if unassigned:
+                        entry(kind, lambda p=path: Subject((p[0],), p[1]))[organization_id].extend(unassigned)
+                    for user_id in alone & assigned_by:
+                        approved = assigned[user_id][partner_id]
+                        entry((*kind, approved), lambda p=path, a=approved: Subject(
+                            (p[0],), p[1], (AssignmentFact("p0", a),)))[organization_id].append(user_id)
+    return by_subject
+
+
+def diff(index: FactIndex, store, base: PolicySide, new: PolicySide, facts_source: str) -> Diff:
+    """Decide each situation once under both policies and group what flips."""
+    by_subject = situations(index)
+    groups = []
+    # The same files (the version hashes them): no decision can change, none is asked.
+    same = base.policy.version == new.policy.version
+    for subject, where in ({} if same else by_subject).items():
+        for resource_type in RESOURCE_TYPES:
+            before = _actions(base.policy, subject, resource_type)
+            after = _actions(new.policy, subject, resource_type)
+            if before == after:
+                continue
+            resources = {organization_id: len(index.resources_of(resource_type, organization_id))
+                         for organization_id in where}
+            covered = {organization_id: users for organization_id, users in where.items() if resources[organization_id]}
+            if not covered:
+                continue  # the decision flips, but on no resource there is
+            count = sum(len(users) * resources[organization_id] for organization_id, users in covered.items())
+            user_id, organization_id = min((min(users), organization_id) for organization_id, users in covered.items())
+            resource_id = min(index.resources_of(resource_type, organization_id))
+            for action in sorted(before ^ after):
+                groups.append(Group(subject, resource_type, action, ALLOW if action in before else DENY,
+                                    ALLOW if action in after else DENY, covered, count,
+                                    (user_id, action, f"{resource_type}:{resource_id}")))
+    groups.sort(key=lambda g: (-g.count, g.resource_type, g.action, g.before, g.example))
+    authorizer = Authorizer(store, index, new.policy)
+    for group in groups:
+        user_id, action, resource = group.example
+        resource_type, _, resource_id = resource.partition(":")
+        _, group.explain_base = explain(authorizer, "User", user_id, action, resource_type, resource_id,
+                                        policy=base.policy)
+        _, group.explain_new = explain(authorizer, "User", user_id, action, resource_type, resource_id,
+                                       policy=new.policy)
+    pairs = sum(len(users) for where in by_subject.values() for users in where.values())
+    return Diff(base, new, facts_source, index.revision, len(by_subject), pairs, groups, index)
+
+
+def _actions(policy: Policy, subject: Subject, resource_type: str) -> frozenset[str]:
+    if resource_type not in policy.permissions:  # a resource type one side does not declare
+        return frozenset()
+    return policy.actions(subject, resource_type)
+
+
+# -- the facts ---------------------------------------------------------------------------------
+
+
+class Facts:
+    """A fact index over a database (read only) or over a world file (a throwaway SQLite
+    database filled from it); close() releases it."""
+
+    def __init__(self, database_url: str | None, world_file: str | None, policy: Policy):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from mandate import errors
+
+        self._ephemeral = None
+        if world_file is not None:
+            from mandate.world import EphemeralApp, WorldError, read_yaml
+
+            try:
+                world = read_yaml(world_file).get("world")
+                self._ephemeral = EphemeralApp(policy.directory, world or {}, policy=policy)
+            except (WorldError, OSError) as error:
+                raise DiffUsageError(f"cannot load the world: {error}") from error
+            self.store, self.index = self._ephemeral.app.store, self._ephemeral.app.index
+            self.source = f"world {world_file}"
+            return
+        from sqlalchemy.engine import make_url
+
+        from mandate.store.db import Store
+
+        try:
+            self.source = f"database {make_url(database_url).render_as_string(hide_password=True)}"
+            # Only reads: the index loads the fact tables as the server does at start.
+            self.store = Store(database_url)
+            self.index = FactIndex(self.store)
+            self.index.catch_up()
+        except (SQLAlchemyError, errors.DomainError, ValueError) as error:
+            raise DiffUsageError(f"cannot read the facts from {database_url!r} (a Mandate database at the "
+                                 f"newest schema, see `mandate migrate`): {str(error).splitlines()[0]}") from error
+
+    def close(self) -> None:
+        if self._ephemeral is not None:
+            self._ephemeral.close()
+        else:
+            self.store.engine.dispose()
+
+
+def run(base: str, policy_dir: Path, database_url: str | None, world_file: str | None) -> Diff:
+    """Load both policies and the facts, and diff. Raises DiffUsageError."""
+    new = PolicySide(load_policy(policy_dir, "new"), str(policy_dir))
+    with tempfile.TemporaryDirectory(prefix="mandate-base-") as scratch:
+        base_side = base_policy(base, policy_dir, Path(scratch))
+        facts = Facts(database_url, world_file, new.policy)
+        try:
+            return diff(facts.index, facts.store, base_side, new, facts.source)
+        finally:
+            facts.close()
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def situation_words(subject: Subject) -> list[str]:
+    """The Subject in plain words, organizations by their local labels: "the organization" is
+    the resource's, "partner p0" one of its partners, "linked account l0" an account linked to it."""
+
+    def where(label: str) -> str:
+        if label == HOME:
+            return "the organization"
+        return f"partner {label}" if label.startswith("p") else f"linked account {label}"
+
+    words = []
+    for fact in subject.memberships:
+        assert isinstance(fact, MembershipFact)
+        tag = ", tagged partner employee" if fact.partner_employee else ""
+        words.append(f"{fact.role} of {where(fact.organization_id)} ({fact.status}{tag})")
+    for fact in subject.connections:
+        assert isinstance(fact, ConnectionFact)
+        scopes = ", ".join(sorted(fact.granted_scopes)) or "nothing"
+        approval = "trusts the partner's delegation" if fact.employee_approval == "partner" else \
+            "approves each partner employee"
+        words.append(f"the organization is a client of {where(fact.partner_id)}: connection {fact.status}, "
+                     f"granted {scopes}, {approval}")
+    for fact in subject.assignments:
+        assert isinstance(fact, AssignmentFact)
+        consent = "approved by the client" if fact.client_approved else "not approved by the client"
+        words.append(f"assigned to the organization by {where(fact.partner_id)}, {consent}")
+    if not words:
+        words.append("no fact about the organization")
+    return words
+
+
+def as_json(result: Diff, every_triple: bool = False) -> str:
+    """The documented shape (docs/policy.md, "Reviewing a policy change")."""
+    groups = []
+    for number, group in enumerate(result.groups, 1):
+        user_id, action, resource = group.example
+        entry = {
+            "group": number,
+            "resource_type": group.resource_type,
+            "action": group.action,
+            "before": group.before,
+            "after": group.after,
+            "count": group.count,
+            "users": group.users,
+            "situation": situation_words(group.subject),
+            "example": {"user": user_id, "action": action, "resource": resource},
+            "explain": {"base": group.explain_base, "new": group.explain_new},
+        }
+        if every_triple:
+            entry["triples"] = [{"user": u, "action": a, "resource": r} for u, a, r in result.triples(group)]
+        groups.append(entry)
+    return json.dumps({
+        "base": {"source": result.base.source, "policy_version": result.base.policy.version},
+        "new": {"source": result.new.source, "policy_version": result.new.policy.version},
+        "facts": {"source": result.facts_source, "revision": result.revision},
+        "situations": result.subjects,
+        "pairs": result.pairs,
+        "changed": result.changed,
+        "groups": groups,
+    }, indent=2) + "\n"
+
+
+def as_markdown(result: Diff, every_triple: bool = False) -> str:
+    lines = [
+        f"# Policy diff: {result.changed} decision{'s' if result.changed != 1 else ''} change",
+        "",
+        f"- base: `{result.base.source}` (policy {result.base.policy.version})",
+        f"- new: `{result.new.source}` (policy {result.new.policy.version})",
+        f"- facts: {result.facts_source} at revision {result.revision}: {result.pairs} (user, organization) "
+        f"pairs with a fact, in {result.subjects} distinct situations, "
+        + ("not decided: the policies are the same" if result.identical else
+           "each decided once per resource type under both policies"),
+        "",
+    ]
+    if result.identical:
+        lines.append("No decision changes: the two policies are the same files.")
+        return "\n".join(lines) + "\n"
+    if not result.groups:
+        lines.append("No decision changes.")
+        return "\n".join(lines) + "\n"
+    lines += ["| # | action | on | change | decisions | users | example |",
+              "|---|---|---|---|---|---|---|"]
+    for number, group in enumerate(result.groups, 1):
+        user_id, action, resource = group.example
+        lines.append(f"| {number} | {group.action} | {group.resource_type} | {group.before} → {group.after} | "
+                     f"{group.count} | {group.users} | `{user_id} {action} {resource}` |")
+    for number, group in enumerate(result.groups, 1):
+        user_id, action, resource = group.example
+        lines += ["", f"## {number}. {group.action} on {group.resource_type}: {group.before} → {group.after} "
+                      f"({group.count} decision{'s' if group.count != 1 else ''}, {group.users} "
+                      f"user{'s' if group.users != 1 else ''})", "",
+                  "The situation (the user's facts about the resource's organization):", ""]
+        lines += [f"- {words}" for words in situation_words(group.subject)]
+        lines += ["", f"Example: user `{user_id}`, `{action}`, `{resource}`.", "",
+                  f"Base policy ({result.base.policy.version}):", ""]
+        lines += [f"    {reason}" for reason in group.explain_base]
+        lines += ["", f"New policy ({result.new.policy.version}):", ""]
+        lines += [f"    {reason}" for reason in group.explain_new]
+        if every_triple:
+            lines += ["", "Every decision of this group:", ""]
+            lines += [f"- `{u} {a} {r}`" for u, a, r in result.triples(group)]
+    return "\n".join(lines) + "\n"

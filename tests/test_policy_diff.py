@@ -1,0 +1,340 @@
+"""`mandate policy diff`: a policy change with a known effect, diffed on a fixture world, gives
+exactly that effect (the groups, their counts and every triple); identical policies change
+nothing; a bad base is a usage error; the base may be a git ref; the facts may come from a
+database, which is only read (issue 10, part 3)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from mandate import policydiff
+from mandate.cli import main
+from mandate.index import FactIndex
+from mandate.store.db import Store
+from mandate.store.migrate import upgrade
+from mandate.world import EphemeralApp, load_world, read_yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY_DIR = ROOT / "policies"
+
+# acme is a client of agency. alice owns acme, bob is its colleague, carol its client member.
+# ann owns agency; dan and erin are its tagged colleagues; only dan is assigned to acme and
+# approved. acme has two projects, agency none.
+WORLD = """\
+world:
+  users: [alice, bob, carol, ann, dan, erin]
+  organizations:
+    acme: {owner: alice}
+    agency: {owner: ann}
+  members:
+    - {organization: acme, user: bob, role: colleague}
+    - {organization: acme, user: carol, role: client}
+    - {organization: agency, user: dan, role: colleague, partner_employee: true}
+    - {organization: agency, user: erin, role: colleague, partner_employee: true}
+  connections:
+    - {partner: agency, client: acme, granted: [read, edit, publish], employee_approval: client}
+  assignments:
+    - {partner: agency, client: acme, user: dan, approved: true}
+  projects:
+    - {id: spring, organization: acme}
+    - {id: summer, organization: acme}
+"""
+
+# Every path a user can have to an organization, for the Subject equivalence below: two
+# partners of one client sharing people, a person who is a member of both the client and its
+# partner, linked accounts, a paused membership, a disconnected connection, an assignment by a
+# partner the person does not belong to, an unapproved assignment.
+RICH_WORLD = """\
+world:
+  users: [o1, o2, o3, o4, p1, p2, p3, q1, x1, x2, l1]
+  organizations:
+    client: {owner: o1}
+    client2: {owner: o2}
+    usd: {owner: o1}
+    agency: {owner: p1}
+    other: {owner: q1}
+  members:
+    - {organization: client, user: o3, role: colleague}
+    - {organization: client, user: o4, role: client, paused: true}
+    - {organization: client, user: x1, role: colleague}
+    - {organization: agency, user: x1, role: colleague, partner_employee: true}
+    - {organization: agency, user: p2, role: colleague, partner_employee: true}
+    - {organization: agency, user: p3, role: legal_representative}
+    - {organization: agency, user: x2, role: colleague, partner_employee: true}
+    - {organization: other, user: x2, role: legal_representative}
+    - {organization: other, user: p2, role: colleague, paused: true}
+    - {organization: usd, user: l1, role: colleague}
+    - {organization: client, user: l1, role: client}
+  connections:
+    - {partner: agency, client: client, granted: [read, edit], employee_approval: client}
+    - {partner: other, client: client, granted: [read], employee_approval: partner}
+    - {partner: agency, client: client2, granted: [read], status: disconnected}
+    - {partner: other, client: client2, granted: [read, publish], employee_approval: partner}
+  assignments:
+    - {partner: agency, client: client, user: p2, approved: true}
+    - {partner: agency, client: client, user: x2, approved: false}
+    - {partner: other, client: client, user: p2, approved: true}
+    - {partner: agency, client: client2, user: q1, approved: true}
+  links: [[client, usd]]
+  projects:
+    - {id: a, organization: client}
+    - {id: b, organization: client2}
+    - {id: c, organization: usd}
+"""
+
+
+@pytest.fixture
+def world_file(tmp_path) -> Path:
+    path = tmp_path / "world.yaml"
+    path.write_text(WORLD)
+    return path
+
+
+def policy_with(tmp_path: Path, old: str, new: str, name: str = "changed") -> Path:
+    """A copy of the shipped policy files with one edit."""
+    directory = tmp_path / name
+    directory.mkdir()
+    for path in POLICY_DIR.glob("*.polar"):
+        shutil.copy(path, directory)
+    policy = directory / "mandate.polar"
+    text = policy.read_text()
+    assert text.count(old) == 1, old
+    policy.write_text(text.replace(old, new))
+    return directory
+
+
+def diff_json(capsys, *args: str) -> tuple[int, dict | None, str]:
+    code = main(["policy", "diff", *args, "--format", "json", "--all"])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out else None), err
+
+
+def effect(report: dict) -> list[tuple]:
+    """(resource type, action, before, after, count, every triple) per group, in the report's order."""
+    return [(g["resource_type"], g["action"], g["before"], g["after"], g["count"],
+             sorted((t["user"], t["action"], t["resource"]) for t in g["triples"])) for g in report["groups"]]
+
+
+PUBLISH_RULE = '  "publish" if "colleague" on "organization";\n'
+DELEGATION_RULE = ('client_consents(connection: Connection, _assignment: Assignment) if\n'
+                   '  connection.employee_approval = "partner";\n')
+APPROVAL_RULE = ('client_consents(_connection: Connection, assignment: Assignment) if\n'
+                 '  assignment.client_approved = true;\n')
+
+
+def triples(user: str, action: str) -> list[tuple[str, str, str]]:
+    return [(user, action, "Project:spring"), (user, action, "Project:summer")]
+
+
+# -- a change with a known effect gives exactly that effect ---------------------------------------
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    # Colleagues no longer publish: alice (an owner is a colleague too) and bob lose it, one
+    # situation each; dan and ann still publish through the partner connection.
+    pytest.param(PUBLISH_RULE, "", [
+        ("Project", "publish", "allow", "deny", 2, triples("alice", "publish")),
+        ("Project", "publish", "allow", "deny", 2, triples("bob", "publish")),
+    ], id="rule-removed"),
+    # Colleagues also delete projects: only bob gains it (alice already could, as an owner).
+    pytest.param(PUBLISH_RULE, PUBLISH_RULE + '  "delete" if "colleague" on "organization";\n', [
+        ("Project", "delete", "deny", "allow", 2, triples("bob", "delete")),
+    ], id="permission-added"),
+    # The client's approval no longer counts: dan, the one approved partner employee, loses
+    # every scope acme granted, one group per action of his one situation.
+    pytest.param(APPROVAL_RULE, "", [
+        ("Project", "edit", "allow", "deny", 2, triples("dan", "edit")),
+        ("Project", "publish", "allow", "deny", 2, triples("dan", "publish")),
+        ("Project", "read", "allow", "deny", 2, triples("dan", "read")),
+    ], id="partner-path"),
+    # A rule that grants nothing on these grants (nobody here relies on the partner's
+    # delegation) changes nothing.
+    pytest.param(DELEGATION_RULE, "", [], id="rule-unused-here"),
+])
+def test_a_policy_change_gives_exactly_its_effect(tmp_path, capsys, world_file, old, new, expected):
+    changed = policy_with(tmp_path, old, new)
+    code, report, err = diff_json(capsys, "--base", str(POLICY_DIR), "--policy-dir", str(changed),
+                                  "--world", str(world_file))
+    assert (code, err) == (1 if expected else 0, "")
+    assert effect(report) == expected
+    if not expected:
+        assert main(["policy", "diff", "--base", str(POLICY_DIR), "--policy-dir", str(changed),
+                     "--world", str(world_file)]) == 0
+        assert capsys.readouterr().out.endswith("\nNo decision changes.\n")
+    assert report["changed"] == sum(group[4] for group in expected)
+    for group in report["groups"]:
+        # The example is one of the group's triples, and each side's Explain says so.
+        assert group["example"] == group["triples"][0]
+        assert group["explain"]["base"][0].startswith(f"{'allowed' if group['before'] == 'allow' else 'denied'}: "
+                                                      f"user {group['example']['user']} {group['action']} on "
+                                                      f"{group['resource_type']} ")
+        assert group["explain"]["new"][0].startswith("allowed" if group["after"] == "allow" else "denied")
+        assert report["base"]["policy_version"] in group["explain"]["base"][0]
+        assert report["new"]["policy_version"] in group["explain"]["new"][0]
+
+
+def test_the_groups_follow_the_situation_and_the_markdown_names_them(tmp_path, capsys, world_file):
+    changed = policy_with(tmp_path, PUBLISH_RULE, "")
+    code = main(["policy", "diff", "--base", str(POLICY_DIR), "--policy-dir", str(changed),
+                 "--world", str(world_file)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.startswith("# Policy diff: 4 decisions change\n")
+    assert "| 1 | publish | Project | allow → deny | 2 | 1 | `alice publish Project:spring` |" in out
+    assert "| 2 | publish | Project | allow → deny | 2 | 1 | `bob publish Project:spring` |" in out
+    assert "- owner of the organization (active)" in out
+    assert "- colleague of the organization (active)" in out
+    assert "by the rule R2 (mandate.polar:" in out  # the base side's Explain cites the removed rule
+    assert "`bob publish Project:summer`" not in out  # without --all, one example per group
+
+
+def test_identical_policies_change_nothing(capsys, world_file, monkeypatch):
+    code, report, err = diff_json(capsys, "--base", str(POLICY_DIR), "--policy-dir", str(POLICY_DIR),
+                                  "--world", str(world_file))
+    assert (code, err, report["groups"], report["changed"]) == (0, "", [], 0)
+    assert report["base"]["policy_version"] == report["new"]["policy_version"]
+    # Without --policy-dir, the policy `mandate policy check` loads: here the same files.
+    monkeypatch.delenv("MANDATE_POLICY_DIR", raising=False)
+    assert main(["policy", "diff", "--base", str(POLICY_DIR), "--world", str(world_file)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# Policy diff: 0 decisions change\n")
+    assert out.endswith("\nNo decision changes: the two policies are the same files.\n") and "| # |" not in out
+
+
+# -- usage errors ---------------------------------------------------------------------------------
+
+
+def test_a_bad_base_is_a_usage_error(tmp_path, capsys, world_file):
+    outside_git = tmp_path / "not-a-repo"
+    shutil.copytree(POLICY_DIR, outside_git, ignore=shutil.ignore_patterns("tests"))
+    broken = policy_with(tmp_path, "actor User {}", "actor User {", name="broken")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for base, policy_dir, message in [
+        ("HEAD", outside_git, "is not in a git repository"),
+        (str(broken), POLICY_DIR, "the base policy does not load"),
+        (str(empty), POLICY_DIR, "no .polar files"),
+        ("no-such-ref-or-directory", POLICY_DIR, "neither a directory nor a git ref"),
+    ]:
+        code, report, err = diff_json(capsys, "--base", base, "--policy-dir", str(policy_dir),
+                                      "--world", str(world_file))
+        assert (code, report) == (2, None), base
+        assert err.startswith("mandate: ") and message in err, err
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(["--world", "w.yaml", "--database", "sqlite://"], id="both-world-and-database"),
+    pytest.param(["--base", "policies"], id="no-grants"),
+    pytest.param(["--world", "w.yaml"], id="no-base"),
+    pytest.param(["--base", "policies", "--world", "w.yaml", "--format", "csv"], id="bad-format"),
+])
+def test_bad_arguments_are_a_usage_error(capsys, args):
+    with pytest.raises(SystemExit) as exit_:
+        main(["policy", "diff", *args])
+    assert exit_.value.code == 2
+
+
+def test_unreadable_facts_are_a_usage_error(tmp_path, capsys):
+    code, report, err = diff_json(capsys, "--base", str(POLICY_DIR), "--world", str(tmp_path / "missing.yaml"))
+    assert (code, report) == (2, None) and "cannot load the world" in err
+    never_migrated = tmp_path / "never-migrated.db"
+    code, report, err = diff_json(capsys, "--base", str(POLICY_DIR), "--database", f"sqlite:///{never_migrated}")
+    assert (code, report) == (2, None) and "cannot read the facts" in err
+
+
+# -- the base at a git ref ------------------------------------------------------------------------
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=Reviewer", "-c", "user.email=reviewer@example.test", *args],
+                          cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def test_the_base_may_be_a_git_ref(tmp_path, capsys, world_file):
+    repository = tmp_path / "repo"
+    policies = repository / "deploy" / "policies"
+    shutil.copytree(POLICY_DIR, policies)
+    git(repository, "init", "-q")
+    git(repository, "add", ".")
+    git(repository, "commit", "-qm", "the policy as it serves")
+    git(repository, "tag", "serving")
+    (policies / "mandate.polar").write_text((policies / "mandate.polar").read_text().replace(PUBLISH_RULE, ""))
+    git(repository, "commit", "-qam", "colleagues stop publishing")
+
+    code, report, err = diff_json(capsys, "--base", "HEAD~1", "--policy-dir", str(policies),
+                                  "--world", str(world_file))
+    assert (code, err) == (1, "")
+    assert [(g["action"], g["count"], g["example"]["user"]) for g in report["groups"]] == [
+        ("publish", 2, "alice"), ("publish", 2, "bob")]
+    assert report["base"]["source"] == "HEAD~1:deploy/policies/"
+    # A tag is a ref too; the same commit as the working files: nothing changes.
+    assert diff_json(capsys, "--base", "serving", "--policy-dir", str(policies), "--world", str(world_file))[0] == 1
+    assert diff_json(capsys, "--base", "HEAD", "--policy-dir", str(policies), "--world", str(world_file))[0] == 0
+    # An unknown ref, and a ref at which the policy directory did not exist yet.
+    code, _, err = diff_json(capsys, "--base", "no-such-ref", "--policy-dir", str(policies),
+                             "--world", str(world_file))
+    assert code == 2 and "neither a directory nor a git ref" in err
+    git(repository, "mv", "deploy/policies", "policies")
+    git(repository, "commit", "-qm", "moved")
+    code, _, err = diff_json(capsys, "--base", "HEAD~2", "--policy-dir", str(repository / "policies"),
+                             "--world", str(world_file))
+    assert code == 2 and "does not exist at HEAD~2" in err
+
+
+# -- the facts from a database --------------------------------------------------------------------
+
+
+def test_a_database_gives_the_same_diff_and_is_only_read(tmp_path, capsys, world_file):
+    database = tmp_path / "mandate.db"
+    upgrade(f"sqlite:///{database}")
+    store = Store(f"sqlite:///{database}")
+    load_world(store, read_yaml(world_file)["world"])
+    store.engine.dispose()
+    before = hashlib.sha256(database.read_bytes()).hexdigest()
+    changed = policy_with(tmp_path, PUBLISH_RULE, "")
+
+    code, from_database, _ = diff_json(capsys, "--base", str(POLICY_DIR), "--policy-dir", str(changed),
+                                       "--database", f"sqlite:///{database}")
+    _, from_world, _ = diff_json(capsys, "--base", str(POLICY_DIR), "--policy-dir", str(changed),
+                                 "--world", str(world_file))
+    assert code == 1
+    assert effect(from_database) == effect(from_world)
+    assert from_database["facts"]["source"] == f"database sqlite:///{database}"
+    assert hashlib.sha256(database.read_bytes()).hexdigest() == before
+
+
+# -- each situation decided once: the Subjects are the server's --------------------------------------
+
+
+def test_the_situations_are_the_subjects_the_server_decides_on(tmp_path):
+    """The diff builds the Subjects of the pairs in bulk; they must be exactly those that
+    `FactIndex.subject` builds for a check, for every (user, organization) pair with a fact."""
+    with EphemeralApp(POLICY_DIR, read_yaml_text(tmp_path, RICH_WORLD)) as app:
+        index: FactIndex = app.index
+        bulk = {(user_id, organization_id): subject
+                for subject, where in policydiff.situations(index).items()
+                for organization_id, users in where.items() for user_id in users}
+        one_by_one = {(user_id, organization_id): index.subject(user_id, organization_id)
+                      for organization_id in index.organizations
+                      for user_id in index.candidate_users(organization_id)}
+        assert bulk == one_by_one
+        shapes = defaultdict(int)
+        for subject in bulk.values():
+            shapes[(len(subject.memberships), len(subject.connections), len(subject.assignments),
+                    len(subject.linked))] += 1
+        # The world has every shape the bulk path must get right: several partners, home and
+        # partner at once, a linked account, an assignment.
+        assert any(c >= 2 for _, c, _, _ in shapes) and any(a for _, _, a, _ in shapes)
+        assert any(linked for *_, linked in shapes) and any(m >= 2 and c == 1 for m, c, _, _ in shapes)
+
+
+def read_yaml_text(tmp_path: Path, text: str) -> dict:
+    path = tmp_path / "rich.yaml"
+    path.write_text(text)
+    return read_yaml(path)["world"]
