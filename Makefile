@@ -30,8 +30,9 @@ migrate: $(STUBS)
 serve: migrate
 	$(BIN)/mandate serve
 
+# Two workers: the suite waits on servers, subprocesses and PostgreSQL as much as it computes.
 test: $(STUBS)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 # Only the outside view (also part of `test`): build the wheel, install it into a fresh
 # virtualenv, run an outside project and the ephemeral server from there.
