@@ -278,7 +278,10 @@ def test_real_server_metrics_move_and_json_logs_hold_no_secret(tmp_path, process
                         and value(samples, "mandate_refusals_total", reason="INVALID_ARGUMENT") >= 1
                         and value(samples, "grpc_server_handling_seconds_count", grpc_method="RegisterUser") >= 1
                         and value(samples, "mandate_policy_info") >= 1
-                        and value(samples, "mandate_index_revision") >= 2)
+                        and value(samples, "mandate_index_revision") >= 2
+                        and value(samples, "mandate_policy_memo_hits_total") >= 1
+                        and value(samples, "mandate_policy_memo_misses_total") >= 1
+                        and value(samples, "mandate_index_catch_up_seconds_count") >= 1)
 
             assert wait_until(counted, 30), {k: v for k, v in scrape(metrics_port).items()
                                              if "_total" in k or "mandate_" in k and "_created" not in k}

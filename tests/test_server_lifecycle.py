@@ -195,3 +195,28 @@ def test_processes_stop_when_a_process_cannot_start(tmp_path, policy_dir):
         assert "refusing to start" in fleet.log()
     finally:
         fleet.stop()
+
+
+def running(pid: str) -> bool:
+    """Whether the process runs (a zombie waiting for a new parent to reap it has stopped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_processes_drain_and_stop_when_their_parent_is_killed(tmp_path, policy_dir):
+    """kill -9 of the supervising process leaves no server behind holding the port."""
+    fleet = Fleet(tmp_path, 2, policy_dir)
+    try:
+        assert wait_until(lambda: len(fleet.pids("mandate serving")) == 2 or fleet.process.poll() is not None, 90), \
+            fleet.log()
+        children = fleet.pids("mandate serving")
+        assert len(children) == 2, fleet.log()
+        fleet.process.kill()
+        fleet.process.wait()
+        assert wait_until(lambda: not any(running(pid) for pid in children), 60), fleet.log()
+        assert "the supervising process is gone" in fleet.log()
+    finally:
+        fleet.stop()

@@ -116,3 +116,17 @@ def test_the_docs_show_the_outside_project_as_it_is():
     assert shown.keys() == {"conftest.py", "test_shop_access.py"}
     for name, text in shown.items():
         assert text == (OUTSIDE_PROJECT / name).read_text(), f"docs/testing-with-mandate.md shows an old {name}"
+
+
+def test_r14_access_ends_by_itself_on_the_plugin_server_as_on_mandate_serve(mandate_client):
+    """The plugin's server runs the sweeper: a connection given an end disconnects then."""
+    import datetime
+
+    from mandate.v1 import partner_pb2
+
+    ends = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
+    mandate_client.partner.UpdateGrantedScopes(partner_pb2.UpdateGrantedScopesRequest(
+        actor_id="olga", partner_id="agency", client_id="shop", granted_scopes=["read", "edit"],
+        access_expires_at=ends.isoformat().replace("+00:00", "Z")))
+    assert can(mandate_client, "emma", "edit", "shop-site")
+    assert wait_until(lambda: not can(mandate_client, "emma", "read", "shop-site"), 30)

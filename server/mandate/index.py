@@ -8,7 +8,9 @@ A check then builds its `Subject` from a few dictionary look-ups.
 
 from __future__ import annotations
 
+import collections
 import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -37,6 +39,8 @@ class FactIndex:
         self.store = store
         self.revision = -1
         self.frozen = False  # an index of the past (`at`) never catches up
+        # How long each catch-up that found changes took, until the metrics take them.
+        self.catch_up_seconds: collections.deque[float] = collections.deque(maxlen=10_000)
         self._catching_up = threading.Lock()  # one catch-up at a time
         # Held while changes are applied; readers of several maps take it, and a list holds it for
         # its whole answer (re-entrant: the decisions inside it read the index too).
@@ -78,6 +82,7 @@ class FactIndex:
         with self._catching_up:
             if self.store.current_revision() == self.revision:
                 return self.revision
+            started = time.perf_counter()
             since = self.revision
             changes = []
             with self.store.read(snapshot=True) as session:
@@ -97,6 +102,7 @@ class FactIndex:
                     for row in rows:
                         apply(row)
                 self.revision = max(self.revision, target)
+            self.catch_up_seconds.append(time.perf_counter() - started)
             return self.revision
 
     def _tables(self):

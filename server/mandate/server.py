@@ -192,6 +192,7 @@ class MandateServer:
         self.changes: ChangeFeed | None = None
         self.draining = False
         self._health_task: asyncio.Task | None = None
+        self._memo_seen = (0, 0)  # the authorizer's counts already given to the metrics
         self.server = grpc.aio.server(handlers=[self.router], options=[
             ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -280,6 +281,14 @@ class MandateServer:
             return
         metrics.index_revision.set(revision)
         metrics.index_lag.set(max(0, store - revision))
+        while index.catch_up_seconds:
+            metrics.catch_up.observe(index.catch_up_seconds.popleft())
+        authorizer = self.app.authorizer
+        decisions, misses = authorizer.decisions, authorizer.memo_misses
+        seen_decisions, seen_misses = self._memo_seen
+        metrics.memo_hits.inc(max(0, (decisions - seen_decisions) - (misses - seen_misses)))
+        metrics.memo_misses.inc(max(0, misses - seen_misses))
+        self._memo_seen = (decisions, misses)
 
     async def _health_loop(self) -> None:
         while True:

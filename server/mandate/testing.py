@@ -51,6 +51,7 @@ class RunningMandate:
                             api_tokens=[self.token])
             self._server, port = build_server(self.app, config)
             self._server.start()
+            self.app.start_expiring()  # access_expires_at and invitation lifetimes end as in `mandate serve`
             self.address = f"127.0.0.1:{port}"
             self.client = MandateClient(self.address, self.token)
         except BaseException:

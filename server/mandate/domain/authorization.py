@@ -71,6 +71,10 @@ class Authorizer:
         self.index = index
         self.policy = policy  # replaced whole on reload; read once per request
         self._memo: tuple[Policy | None, int, dict] = (None, -1, {})
+        # Decisions made, and those the memo could not answer (plain counts: the metrics read
+        # them now and then, so the hot path takes no lock for them).
+        self.decisions = 0
+        self.memo_misses = 0
 
     def swap_policy(self, policy: Policy) -> None:
         self.policy = policy
@@ -122,8 +126,10 @@ class Authorizer:
             memo = {}
             self._memo = (policy, revision, memo)
         key = (actor_id, organization_id, resource_type, action)
+        self.decisions += 1
         answer = memo.get(key)
         if answer is None:
+            self.memo_misses += 1
             answer = policy.is_allowed(self.index.subject(actor_id, organization_id), resource_type, action)
             if len(memo) < MEMO_LIMIT:
                 memo[key] = answer

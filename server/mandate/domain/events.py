@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 from sqlalchemy import or_, select
 
 from mandate.domain.common import get_organization
@@ -14,12 +12,6 @@ from mandate.store.db import Store
 class Events:
     def __init__(self, store: Store):
         self.store = store
-        self._changed = threading.Condition()
-        store.on_commit(self._notify)
-
-    def _notify(self, _revision: int) -> None:
-        with self._changed:
-            self._changed.notify_all()
 
     def require_organization(self, organization_id: str) -> None:
         """A filter naming no organization is a mistake to report, not an empty stream forever."""
@@ -39,8 +31,3 @@ class Events:
                                             models.Event.other_organization_id == organization_id))
         with self.store.read() as session:
             return list(session.execute(statement.order_by(models.Event.id).limit(limit)).scalars())
-
-    def wait_for_change(self, timeout: float) -> None:
-        """Block until a local commit or the timeout (writes by other processes show up by polling)."""
-        with self._changed:
-            self._changed.wait(timeout)
