@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Column, func, insert, or_, select, tuple_, update
+from sqlalchemy import Column, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.visitors import replacement_traverse
 
@@ -60,10 +60,14 @@ def record(session: Session, revision: int) -> None:
             continue
         table, history = model.__table__, HISTORY[model]
         keys = [c.name for c in table.primary_key]
-        written = select(*(table.c[k] for k in keys)).where(table.c.revision == revision)
-        session.execute(update(history).where(
-            history.c.ended_revision.is_(None), tuple_(*(history.c[k] for k in keys)).in_(written),
-        ).values(ended_revision=revision))
+        written = session.execute(select(*(table.c[k] for k in keys)).where(table.c.revision == revision)).all()
+        # Each written row ends its current version, found by the history's primary key (the
+        # row's key, then the revision): a few index look-ups, whatever the size of the history.
+        session.connection().execute(
+            update(history).where(history.c.ended_revision.is_(None),
+                                  *(history.c[k] == bindparam(f"key_{k}") for k in keys))
+            .values(ended_revision=revision),
+            [{f"key_{k}": value for k, value in zip(keys, row, strict=True)} for row in written])
         session.execute(insert(history).from_select(
             [c.name for c in table.columns], select(table).where(table.c.revision == revision)))
 
