@@ -132,3 +132,21 @@ def test_call_sends_a_mutation_with_a_request_id_of_its_own(server_address, agen
     with world.app.store.read() as session:
         records = session.execute(select(models.RequestRecord.request_id, models.RequestRecord.method)).all()
     assert len(records) == 1 and len(records[0][0]) == 32 and records[0][1] == "MembershipService.InviteMember"
+
+
+def test_check_and_explain_as_of_answer_from_the_history(server_address, agency, world, tmp_path):
+    """Issue 10: `--as-of` asks about the past; the colleague removed since could edit then."""
+    import datetime
+
+    organization, colleague, project = agency
+    then = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    world.app.memberships.remove_member(world.owner_of(organization), organization, colleague)
+    result = mandate("check", colleague, "edit", f"Project:{project}", "--server", server_address, cwd=tmp_path)
+    assert (result.returncode, result.stdout.strip()) == (1, "denied"), result.stderr
+    for command in ("check", "explain"):
+        result = mandate(command, colleague, "edit", f"Project:{project}", "--as-of", then, "--server",
+                         server_address, cwd=tmp_path)
+        assert result.returncode == 0 and result.stdout.startswith("allowed"), result.stderr
+    result = mandate("check", colleague, "edit", f"Project:{project}", "--as-of", "last week", "--server",
+                     server_address, cwd=tmp_path)
+    assert result.returncode == 2 and "as_of" in result.stderr
