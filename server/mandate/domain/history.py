@@ -71,17 +71,16 @@ class History:
             revision = at_revision if as_of is None else history.revision_at(session, as_of)
             kept_from = history.horizon(session)
             newest = self.store.current_revision()
+            field = "as_of" if as_of is not None else "at_revision"
             if revision > newest:
-                raise errors.RevisionUnavailable(f"at_revision: revision {revision} is newer than the store's "
-                                                 f"({newest})")
+                raise errors.RevisionUnavailable(f"{field}: revision {revision} is newer than the store's ({newest})")
             if revision < kept_from:
-                field = "as_of" if as_of is not None else "at_revision"
                 raise errors.RevisionUnavailable(
                     f"{field}: the history starts at revision {kept_from} (older revisions were never recorded, "
                     "or passed the history retention)")
             served = history.policy_at(session, revision, as_of)
         if served is None:
-            raise errors.RevisionUnavailable(f"at_revision: no policy was recorded as serving at revision {revision}")
+            raise errors.RevisionUnavailable(f"{field}: no policy was recorded as serving at revision {revision}")
         return Authorizer(self.store, self._index_at(revision), self._policy(served))
 
     def _index_at(self, revision: int) -> FactIndex:
