@@ -368,3 +368,25 @@ def test_the_access_review_command_passes_as_of_and_reports_refusals(server_addr
     assert result.returncode == 2 and "REVISION_UNAVAILABLE" in result.stderr
     result = mandate("access-review", "org_nope", "--server", server_address, cwd=tmp_path)
     assert result.returncode == 2 and "ORGANIZATION_NOT_FOUND" in result.stderr
+
+
+def test_the_client_reads_every_page_at_the_revision_of_the_first(client, world, acme):
+    """mandate.client.access_review: a change between two pages does not mix two moments."""
+    whole = review(client, acme.acme)
+    pages = []
+    original = client.authorization.AccessReview
+
+    def then_change(request, **kwargs):  # a colleague joins while the review is being read
+        reply = original(request, **kwargs)
+        if not pages:
+            world.member(acme.acme, "colleague")
+        pages.append(reply.revision)
+        return reply
+
+    client.authorization.AccessReview = then_change
+    try:
+        read = client.access_review(acme.acme, page_size=2)
+    finally:
+        client.authorization.AccessReview = original
+    assert [e.SerializeToString() for e in read.entries] == [e.SerializeToString() for e in whole]
+    assert len(set(pages)) == 1 and read.revision == pages[0] and len(pages) > 1

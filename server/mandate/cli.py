@@ -501,34 +501,23 @@ def run_access_review(args) -> int:
     import os
 
     from mandate.client import MandateClient
-    from mandate.v1 import authorization_pb2
 
     target = args.server or Config.from_env().listen
     ca, cert, key = (getattr(args, name, None) or os.environ.get(f"MANDATE_{name.upper()}") or None
                      for name in ("ca", "cert", "key"))
     if bool(cert) != bool(key):
         raise SystemExit("mandate: --cert and --key go together")
-    rows, revisions, policy_version, token = [], [], "", ""
     try:
         with MandateClient(target, client_token(), tls=bool(ca or cert), tls_ca=ca, tls_cert=cert,
                            tls_key=key) as mandate:
-            while True:
-                reply = mandate.authorization.AccessReview(authorization_pb2.AccessReviewRequest(
-                    organization_id=args.organization, as_of=args.as_of, page_size=1000, page_token=token))
-                rows += [{"user_id": e.user_id, "email": e.email, "resource": f"{e.resource.type}:{e.resource.id}",
-                          "actions": list(e.actions), "path": e.path, "granted_at": e.granted_at,
-                          "granted_revision": e.granted_revision, "granted_by": e.granted_by}
-                         for e in reply.entries]
-                revisions.append(reply.revision)
-                policy_version = reply.policy_version
-                token = reply.next_page_token
-                if not token:
-                    break
+            review = mandate.access_review(args.organization, as_of=args.as_of)  # every page at one revision
     except grpc.RpcError as error:
         print(rpc_error_text(error), file=sys.stderr)
         return 2
-    # Pages are read one after another; if the organization changed meanwhile, say so.
-    revision = revisions[0] if len(set(revisions)) == 1 else f"{min(revisions, key=int)} to {max(revisions, key=int)}"
+    rows = [{"user_id": e.user_id, "email": e.email, "resource": f"{e.resource.type}:{e.resource.id}",
+             "actions": list(e.actions), "path": e.path, "granted_at": e.granted_at,
+             "granted_revision": e.granted_revision, "granted_by": e.granted_by} for e in review.entries]
+    revision, policy_version = review.revision, review.policy_version
     if args.format == "json":
         json.dump({"organization_id": args.organization, "revision": revision, "policy_version": policy_version,
                    "entries": rows}, sys.stdout, indent=2)

@@ -80,6 +80,15 @@ class Explanation:
         return self.allowed
 
 
+@dataclass(frozen=True)
+class Review:
+    """An access review: every page of it, all at one revision."""
+
+    entries: list  # authorization_pb2.AccessEntry
+    revision: str
+    policy_version: str
+
+
 def read_methods() -> list[tuple[str, str]]:
     """(service, method) of every read in the contract, from the generated descriptors, so a
     new RPC is classified by its name without a list to keep up to date."""
@@ -225,6 +234,24 @@ class MandateClient:
         reply = self.authorization.Explain(
             self._check_request(actor, action, resource, at_least_revision, at_revision, as_of), timeout=timeout)
         return Explanation(reply.allowed, list(reply.reasons), reply.revision, reply.policy_version)
+
+    def access_review(self, organization_id: str, *, at_revision: str = "", as_of: str = "", page_size: int = 1000,
+                      timeout: float | None = None) -> Review:
+        """Every page of the organization's access review. The pages after the first ask about the
+        first page's revision, so the whole review describes one moment even while it changes."""
+        entries: list = []
+        page_token = ""
+        request = authorization_pb2.AccessReviewRequest(organization_id=organization_id, page_size=page_size,
+                                                        **_history("", at_revision, as_of))
+        while True:
+            request.page_token = page_token
+            reply = self.authorization.AccessReview(request, timeout=timeout)
+            entries.extend(reply.entries)
+            page_token = reply.next_page_token
+            if not page_token:
+                return Review(entries, reply.revision, reply.policy_version)
+            request.ClearField("as_of")
+            request.at_revision = reply.revision
 
     @staticmethod
     def _check_request(actor, action, resource, at_least_revision, at_revision, as_of):
