@@ -29,28 +29,29 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         self.history = app.history
         self.max_batch = max_batch  # MANDATE_MAX_BATCH
 
-    def view(self, request, field: str = "") -> tuple[Authorizer, int]:
+    def view(self, request, field: str = "", around: tuple[str, str, str] | None = None) -> tuple[Authorizer, int]:
         """Who answers the request, at which revision: the present (caught up to the request's
-        `at_least_revision`), or the past (`at_revision`, `as_of`: mandate.domain.history)."""
+        `at_least_revision`), or the past (`at_revision`, `as_of`: mandate.domain.history).
+        `around`: the request is one decision about this (user, resource type, resource id)."""
         at_least = v.revision(f"{field}at_least_revision", request.at_least_revision)
         if not (request.at_revision or request.as_of):
             return self.authorizer, self.authorizer.at_least(at_least)
         if at_least is not None:
             raise InvalidArgument(f"{field}at_least_revision", "cannot be combined with at_revision or as_of")
-        past = self.past(request, field)
+        past = self.past(request, field, around)
         return past, past.index.revision
 
-    def past(self, request, field: str = "") -> Authorizer:
+    def past(self, request, field: str = "", around: tuple[str, str, str] | None = None) -> Authorizer:
         """The check plane at the request's `at_revision` or `as_of` (one of them is set)."""
         at = v.revision(f"{field}at_revision", request.at_revision)
         as_of = v.moment(f"{field}as_of", request.as_of)
         if at is not None and as_of is not None:
             raise InvalidArgument(f"{field}as_of", "give at_revision or as_of, not both")
-        return self.history.authorizer_at(at, as_of)
+        return self.history.authorizer_at(at, as_of, around)
 
     def Check(self, request, context):
         fields = check_fields(request)
-        authorizer, revision = self.view(request)
+        authorizer, revision = self.view(request, around=decision_about(fields))
         policy = authorizer.policy
         return pb.CheckResponse(allowed=authorizer.check(*fields, policy), revision=str(revision),
                                 policy_version=policy.version)
@@ -84,7 +85,7 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
     def ListActions(self, request, context):
         actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
         resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
-        authorizer, revision = self.view(request)
+        authorizer, revision = self.view(request, around=(actor_id, resource_type, resource_id))
         policy = authorizer.policy
         actions = authorizer.list_actions(actor_type, actor_id, resource_type, resource_id, policy)
         return pb.ListActionsResponse(actions=actions, revision=str(revision), policy_version=policy.version)
@@ -116,7 +117,7 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
 
     def Explain(self, request, context):
         fields = check_fields(request)
-        authorizer, revision = self.view(request)
+        authorizer, revision = self.view(request, around=decision_about(fields))
         policy = authorizer.policy
         allowed, reasons = explain(authorizer, *fields, policy)
         actor_type, actor_id, _, resource_type, resource_id = fields
@@ -142,6 +143,12 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
             entries=[convert.access_entry(entry, without_emails) for entry in review.entries],
             next_page_token=v.encode_review_page_token(review.last), revision=str(review.revision),
             policy_version=review.policy_version)
+
+
+def decision_about(fields: tuple[str, str, str, str, str]) -> tuple[str, str, str]:
+    """The (user, resource type, resource id) a check is about."""
+    _, actor_id, _, resource_type, resource_id = fields
+    return actor_id, resource_type, resource_id
 
 
 def known_type(field: str, value: str) -> str:

@@ -63,10 +63,14 @@ class History:
 
     # -- answering -------------------------------------------------------------------------
 
-    def authorizer_at(self, at_revision: int | None, as_of: str | None) -> Authorizer:
+    def authorizer_at(self, at_revision: int | None, as_of: str | None,
+                      around: tuple[str, str, str] | None = None) -> Authorizer:
         """The check plane as it was at `at_revision`, or at the last revision committed at or
         before `as_of` (normalized RFC 3339). FAILED_PRECONDITION REVISION_UNAVAILABLE when that
-        revision is older than the history keeps, or newer than the store."""
+        revision is older than the history keeps, or newer than the store.
+
+        With `around` (user id, resource type, resource id), the request is one decision about
+        them: unless the whole index of that revision is at hand, only its facts are read."""
         with self.store.read() as session:
             revision = at_revision if as_of is None else history.revision_at(session, as_of)
             kept_from = history.horizon(session)
@@ -81,9 +85,13 @@ class History:
             served = history.policy_at(session, revision, as_of)
         if served is None:
             raise errors.RevisionUnavailable(f"{field}: no policy was recorded as serving at revision {revision}")
-        return Authorizer(self.store, self._index_at(revision), self._policy(served))
+        return Authorizer(self.store, self._index_at(revision, around), self._policy(served))
 
-    def _index_at(self, revision: int) -> FactIndex:
+    def _index_at(self, revision: int, around: tuple[str, str, str] | None) -> FactIndex:
+        if around is not None:
+            with self._lock:
+                whole = self._indexes.get(revision)
+            return whole if whole is not None else FactIndex.at(self.store, revision, around)
         with self._lock:
             index = self._indexes.get(revision)
             if index is None:

@@ -261,12 +261,19 @@ class RequestRecord(Base):
 # (mandate.store.history). The writing transaction records the versions it creates.
 
 
+# Look-ups of one decision about the past (a user's memberships, a client's connections, a
+# user's assignments at a client) beside each history table's primary key.
+HISTORY_LOOKUPS = {"memberships": ("user_id",), "connections": ("client_id",), "assignments": ("user_id", "client_id")}
+
+
 def _history_table(model) -> Table:
     columns = [Column(c.name, c.type, nullable=c.nullable, primary_key=c.primary_key or c.name == "revision")
                for c in model.__table__.columns]
     name = f"{model.__tablename__}_history"
+    lookup = HISTORY_LOOKUPS.get(model.__tablename__)
+    indexes = [Index(f"ix_{name}_lookup", *lookup)] if lookup else []
     return Table(name, Base.metadata, *columns, Column("ended_revision", BigInteger, index=True),
-                 Index(f"ix_{name}_revision", "revision"))
+                 Index(f"ix_{name}_revision", "revision"), *indexes)
 
 
 FACT_MODELS = (User, Organization, Membership, Resource, Connection, Assignment, OrganizationLink)

@@ -20,6 +20,8 @@ depends_on = None
 
 FACT_TABLES = ('users', 'organizations', 'memberships', 'resources', 'connections', 'assignments',
                'organization_links')
+# The look-ups of one decision about the past, beside each history table's primary key.
+LOOKUPS = {'memberships': ('user_id',), 'connections': ('client_id',), 'assignments': ('user_id', 'client_id')}
 
 
 def upgrade() -> None:
@@ -35,6 +37,8 @@ def upgrade() -> None:
         )
         op.create_index(op.f(f'ix_{history}_ended_revision'), history, ['ended_revision'], unique=False)
         op.create_index(f'ix_{history}_revision', history, ['revision'], unique=False)
+        if name in LOOKUPS:
+            op.create_index(f'ix_{history}_lookup', history, list(LOOKUPS[name]), unique=False)
         columns = ', '.join(c.name for c in table.columns)
         op.execute(f'INSERT INTO {history} ({columns}) SELECT {columns} FROM {name}')
 
