@@ -146,7 +146,7 @@ class Authorizer:
         """R23: a mutation is allowed only when the policy allows the actor `action` on the
         organization. Call inside the write transaction: the index is caught up first, and
         writers are serialized, so the decision sees the state the mutation will change."""
-        self.index.catch_up()
+        self._newest()
         if actor_id not in self.index.users:
             raise errors.NotFound(f"actor_id: no user {actor_id!r}", Reason.USER_NOT_FOUND)
         if organization_id not in self.index.organizations:
@@ -161,7 +161,7 @@ class Authorizer:
         """R23 for a mutation that changes one membership, invitation or connection: the policy
         decides with the target's facts (its role and status, its addressee, which side the
         actor is on). Call inside the write transaction, like `require`."""
-        self.index.catch_up()
+        self._newest()
         if actor_id not in self.index.users:
             raise errors.NotFound(f"actor_id: no user {actor_id!r}", Reason.USER_NOT_FOUND)
         organization_id, subject = self.target_subject(actor_id, target)
@@ -171,6 +171,13 @@ class Authorizer:
             raise errors.PermissionDenied(
                 f"the policy does not allow user {actor_id} to {action} {describe_target(target)} (R23)"
             )
+
+    def _newest(self) -> None:
+        """Catch the index up with every committed change. Inside a write of revision R, every
+        revision below R is committed, so an index at R - 1 needs no look at the store."""
+        writing = self.store.writing_revision()
+        if writing is None or self.index.revision < writing - 1:
+            self.index.catch_up()
 
     def check_target(self, actor_id: str, action: str, target: TargetRef, policy: Policy | None = None) -> bool:
         """The decision `require_target` enforces, as a yes or no (policy tests, the matrix)."""

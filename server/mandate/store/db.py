@@ -308,6 +308,14 @@ class Store:
         return session.execute(update(models.RevisionCounter).values(value=models.RevisionCounter.value + 1)
                                .returning(models.RevisionCounter.value)).scalar_one()
 
+    def writing_revision(self) -> int | None:
+        """The revision of the write transaction open in this context, if any. Writers take
+        revisions one at a time, so every revision below it is committed."""
+        joined = _open.get()
+        if joined is None or joined[0] is not self or joined[1] is None:
+            return None
+        return joined[1].revision
+
     def current_revision(self) -> int:
         # A plain connection, not an ORM session: the index asks this before every catch-up.
         with self._reporting(), self.engine.connect() as connection:
