@@ -227,3 +227,19 @@ def test_an_access_review_at_a_past_revision_is_the_review_given_then(client, ap
     again = client.authorization.AccessReview(pb.AccessReviewRequest(organization_id=customer,
                                                                      at_revision=then.revision))
     assert list(again.entries) == list(then.entries) and again.revision == then.revision
+
+
+def test_r6_explain_about_the_past_says_when_the_access_was_to_end_then(client, app):
+    world = World(app)
+    organization = world.organization()
+    owner = world.owner_of(organization)
+    helper = world.user("freelancer")
+    app.memberships.invite_member(owner, organization, world.email(helper), "colleague", "2099-01-31T17:00:00Z")
+    then = app.store.current_revision()
+    app.memberships.set_member_role(owner, organization, helper, "colleague", "never")
+    request = pb.CheckRequest(actor=ref("User", helper), action="view", resource=ref("Organization", organization))
+    now = client.authorization.Explain(request)
+    assert now.allowed and not any("ends by itself" in reason for reason in now.reasons)
+    request.at_revision = str(then)
+    past = client.authorization.Explain(request)
+    assert past.allowed and any("ends by itself at 2099-01-31T17:00:00" in reason for reason in past.reasons)

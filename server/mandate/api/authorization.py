@@ -122,8 +122,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         allowed, reasons = explain(authorizer, *fields, policy)
         actor_type, actor_id, _, resource_type, resource_id = fields
         organization_id = authorizer.index.organization_of(resource_type, resource_id)
-        if allowed and actor_type == "User" and organization_id is not None and authorizer is self.authorizer:
-            reasons = [*reasons, *self.expiries.access_ends(actor_id, organization_id)]
+        if allowed and actor_type == "User" and organization_id is not None:
+            past = None if authorizer is self.authorizer else revision
+            reasons = [*reasons, *self.expiries.access_ends(actor_id, organization_id, past)]
         return pb.ExplainResponse(allowed=allowed, reasons=reasons, revision=str(revision),
                                   policy_version=policy.version)
 

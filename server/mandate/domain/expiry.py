@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from mandate import errors
 from mandate.clock import SystemClock, as_text, parse
 from mandate.domain.common import end_assignments
-from mandate.store import models
+from mandate.store import history, models
 from mandate.store.db import Store, Transaction
 
 log = logging.getLogger(__name__)
@@ -181,30 +181,31 @@ class Expiries:
 
     # -- Explain --------------------------------------------------------------------------
 
-    def access_ends(self, user_id: str, organization_id: str) -> list[str]:
+    def access_ends(self, user_id: str, organization_id: str, at_revision: int | None = None) -> list[str]:
         """Explain's sentences on when the user's ways into the organization end by themselves:
         their membership there or in a linked account, and each partner's connection, membership
-        and assignment. A read of the store, never part of a decision."""
+        and assignment; now, or as the facts stood at `at_revision`. A read of the store, never
+        part of a decision."""
         M, C, A, L = models.Membership, models.Connection, models.Assignment, models.OrganizationLink
         sentences = []
         with self.store.read() as session:
-            partners = [row[0] for row in session.execute(select(C.partner_id).where(
-                C.client_id == organization_id, C.status != models.ConnectionStatus.DISCONNECTED))]
-            linked = [row[0] for row in session.execute(select(L.other_organization_id).where(
-                L.organization_id == organization_id))]
-            for membership in session.execute(select(M).where(
-                    M.user_id == user_id, M.organization_id.in_([organization_id, *partners, *linked]),
-                    M.status != models.MemberStatus.REMOVED, M.access_expires_at.is_not(None))).scalars():
+            def rows(model, *where):
+                return history.fact_rows(session, model, at_revision, *where)
+
+            partners = [row.partner_id for row in rows(
+                C, C.client_id == organization_id, C.status != models.ConnectionStatus.DISCONNECTED)]
+            linked = [row.other_organization_id for row in rows(L, L.organization_id == organization_id)]
+            for membership in rows(M, M.user_id == user_id,
+                                   M.organization_id.in_([organization_id, *partners, *linked]),
+                                   M.status != models.MemberStatus.REMOVED, M.access_expires_at.is_not(None)):
                 sentences.append(f"the membership of user {user_id} in organization {membership.organization_id} "
                                  f"ends by itself at {membership.access_expires_at} (R6)")
-            for connection in session.execute(select(C).where(
-                    C.client_id == organization_id, C.partner_id.in_(partners),
-                    C.access_expires_at.is_not(None))).scalars():
+            for connection in rows(C, C.client_id == organization_id, C.partner_id.in_(partners),
+                                   C.access_expires_at.is_not(None)):
                 sentences.append(f"the connection of partner {connection.partner_id} to client {organization_id} "
                                  f"ends by itself at {connection.access_expires_at} (R14)")
-            for assignment in session.execute(select(A).where(
-                    A.user_id == user_id, A.client_id == organization_id, A.assigned.is_(True),
-                    A.access_expires_at.is_not(None))).scalars():
+            for assignment in rows(A, A.user_id == user_id, A.client_id == organization_id, A.assigned.is_(True),
+                                   A.access_expires_at.is_not(None)):
                 sentences.append(f"the assignment of user {user_id} to client {organization_id} by partner "
                                  f"{assignment.partner_id} ends by itself at {assignment.access_expires_at} (R17)")
         return sentences
