@@ -30,7 +30,7 @@ from mandate.store.db import Store
 from mandate.store.migrate import alembic_config, upgrade
 from sqlalchemy import insert, select, update
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: history tables with their look-up indexes (0004)
 SEED = 20240601
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / "var" / "bench"

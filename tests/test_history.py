@@ -179,6 +179,11 @@ def test_revisions_the_history_does_not_hold_are_refused(client, app):
         client.authorization.Check(request)
     assert (caught.value.code(), reason_of(caught.value)) == (grpc.StatusCode.FAILED_PRECONDITION,
                                                               "REVISION_UNAVAILABLE")
+    request.ClearField("at_revision")
+    request.as_of = "2999-01-01T00:00:00Z"  # the future is not answered (it would change later)
+    with pytest.raises(grpc.RpcError) as caught:
+        client.authorization.Check(request)
+    assert reason_of(caught.value) == "REVISION_UNAVAILABLE" and "as_of" in caught.value.details()
     for fields, named in (({"at_revision": "1", "as_of": "2026-01-01T00:00:00Z"}, "as_of"),
                           ({"at_revision": "1", "at_least_revision": "1"}, "at_least_revision"),
                           ({"as_of": "yesterday"}, "as_of"), ({"at_revision": "-3"}, "at_revision")):
@@ -243,3 +248,88 @@ def test_r6_explain_about_the_past_says_when_the_access_was_to_end_then(client, 
     request.at_revision = str(then)
     past = client.authorization.Explain(request)
     assert past.allowed and any("ends by itself at 2099-01-31T17:00:00" in reason for reason in past.reasons)
+
+
+def test_r24_a_policy_the_history_cannot_record_does_not_serve(app, policy_dir, monkeypatch):
+    """Every answer names a policy the history can give back: a reload that cannot be recorded is
+    refused, and the policy before it keeps serving."""
+    from mandate.policy import PolicyError
+
+    before = app.authorizer.policy.version
+    path = policy_dir / "mandate.polar"
+    path.write_text(path.read_text() + "\n# changed\n")
+
+    def unreachable(policy):
+        raise errors.DatabaseUnavailable("the database cannot be reached; retry")
+
+    monkeypatch.setattr(app.history, "record_policy", unreachable)
+    with pytest.raises(PolicyError, match="cannot record"):
+        app.reload_policy()
+    assert app.authorizer.policy.version == before
+
+
+def test_a_policy_starts_serving_with_a_revision_of_its_own(client, app, policy_dir):
+    world = World(app)
+    organization = world.organization()
+    request = pb.CheckRequest(actor=ref("User", world.owner_of(organization)), action="view",
+                              resource=ref("Organization", organization))
+    old = client.authorization.Check(request)
+    path = policy_dir / "mandate.polar"
+    path.write_text(path.read_text() + "\n# changed\n")
+    app.reload_policy()  # no write in between: the reload is the change
+    new = client.authorization.Check(request)
+    assert int(new.revision) == int(old.revision) + 1 and new.policy_version != old.policy_version
+    for answer in (old, new):
+        request.at_revision = answer.revision
+        again = client.authorization.Check(request)
+        assert (again.revision, again.policy_version) == (answer.revision, answer.policy_version)
+    assert app.events.list_events(int(old.revision), 0, 10)[0].type == "policy.served"
+
+
+def test_replicas_recording_one_new_policy_together_record_it_once(database_url, policy_dir):
+    import threading
+
+    apps = [App(database_url, policy_dir) for _ in range(3)]
+    try:
+        path = policy_dir / "mandate.polar"
+        path.write_text(path.read_text() + "\n# changed\n")
+        from mandate.policy import Policy
+
+        policy = Policy(policy_dir)
+        start, failures = threading.Barrier(len(apps)), []
+
+        def record(replica):
+            start.wait()
+            try:
+                replica.history.record_policy(policy)
+            except Exception as error:  # noqa: BLE001 - collected and asserted below
+                failures.append(error)
+
+        threads = [threading.Thread(target=record, args=(replica,)) for replica in apps]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert failures == []
+        served = [e for e in apps[0].events.list_events(0, 0, 1000) if e.type == "policy.served"]
+        assert [e.attributes["policy_version"] for e in served][-1] == policy.version
+        assert sum(e.attributes["policy_version"] == policy.version for e in served) == 1
+    finally:
+        for replica in apps:
+            replica.close()
+
+
+def test_retention_racing_a_question_about_the_past_refuses_it(app):
+    """The horizon is read again in the snapshot the facts are read from: partial facts never answer."""
+    from mandate.index import FactIndex
+    from mandate.store import history
+
+    world = World(app)
+    organization = world.organization()
+    world.member(organization)
+    early = app.store.current_revision()
+    world.member(organization)
+    with app.store.bookkeeping() as session:  # the sweeper's retention, between the check and the read
+        history.forget_before(session, app.store.current_revision())
+    with pytest.raises(errors.RevisionUnavailable):
+        FactIndex.at(app.store, early)

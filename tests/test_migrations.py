@@ -67,10 +67,12 @@ def test_r22_upgrading_from_0001_keeps_the_data_and_files_old_events_under_their
 
     app = App(url, POLICY_DIR)
     try:
-        assert app.store.current_revision() == 5
+        # The first start records the policy it serves as a change of its own (access history).
+        assert app.store.current_revision() == 6
         assert app.authorizer.check("User", "usr_a", "invite_member", "Organization", "org_p")
         everything = app.events.list_events(0, 0, 100)
-        assert [(e.revision, e.type, e.attributes) for e in everything] == EVENTS_AT_0001
+        assert [(e.revision, e.type, e.attributes) for e in everything][:-1] == EVENTS_AT_0001
+        assert (everything[-1].revision, everything[-1].type) == (6, "policy.served")
         assert all(e.caller == "" and e.cause == "" for e in everything)
         assert [e.type for e in app.events.list_events(0, 0, 100, "org_p")] == ["organization.created",
                                                                                  "client.connected"]
@@ -78,7 +80,7 @@ def test_r22_upgrading_from_0001_keeps_the_data_and_files_old_events_under_their
                                                                                  "client.connected"]
         # The upgraded store takes new writes, and their events are filed too.
         app.memberships.invite_member("usr_a", "org_p", "new@example.com", "colleague")
-        assert app.store.current_revision() == 6
+        assert app.store.current_revision() == 7
         assert [e.type for e in app.events.list_events(5, 0, 100, "org_p")] == ["member.invited"]
     finally:
         app.close()
@@ -109,7 +111,7 @@ def test_r5_upgrading_from_0002_keeps_the_data_and_gives_invitations_an_expiry(e
 
     app = App(url, POLICY_DIR)
     try:
-        assert app.store.current_revision() == 5
+        assert app.store.current_revision() == 6  # 5, and the policy recorded at the first start
         assert app.authorizer.check("User", "usr_a", "invite_member", "Organization", "org_p")
         invitations = {i.id: i for i in app.memberships.list_invitations("usr_a", "org_p", "", "", 10, "")}
         assert invitations["inv_f"].expires_at == "2020-01-15T00:00:00.000000Z"
@@ -146,18 +148,20 @@ def test_r2_upgrading_from_0003_keeps_the_data_and_starts_the_history_at_the_upg
 
     app = App(url, POLICY_DIR)
     try:
-        assert app.store.current_revision() == 5
+        # The first start records its policy (revision 6): the history answers from there on.
+        assert app.store.current_revision() == 6
         assert app.authorizer.check("User", "usr_b", "list_members", "Organization", "org_p")
         app.memberships.remove_member("usr_a", "org_p", "usr_b")
         assert not app.authorizer.check("User", "usr_b", "list_members", "Organization", "org_p")
-        at_upgrade = app.history.authorizer_at(5, None)
-        assert at_upgrade.check("User", "usr_b", "list_members", "Organization", "org_p")
-        assert at_upgrade.check("User", "usr_a", "invite_member", "Organization", "org_p")
-        try:
-            app.history.authorizer_at(4, None)
-            raise AssertionError("revision 4 predates the history")
-        except RevisionUnavailable:
-            pass
+        at_start = app.history.authorizer_at(6, None)
+        assert at_start.check("User", "usr_b", "list_members", "Organization", "org_p")
+        assert at_start.check("User", "usr_a", "invite_member", "Organization", "org_p")
+        for before in (4, 5):  # before the history (4), and before any policy was recorded (5)
+            try:
+                app.history.authorizer_at(before, None)
+                raise AssertionError(f"revision {before} is not in the history")
+            except RevisionUnavailable:
+                pass
     finally:
         app.close()
     command.downgrade(alembic_config(url), "0003")

@@ -114,15 +114,16 @@ class App:
         with self._reloading:
             try:
                 policy = Policy(self.policy_dir)
+                # Recorded before it serves, so the history names every policy that answered.
+                self.history.record_policy(policy)
             except PolicyError:
                 raise
+            except errors.DomainError as error:
+                raise PolicyError(f"policy {policy.version} not served: the history cannot record it "
+                                  f"({error.message}); the policy before it keeps serving") from error
             except Exception as error:  # noqa: BLE001 - a reload must never take the server down
                 raise PolicyError(f"policy reload failed: {type(error).__name__}: {error}") from error
             self.authorizer.swap_policy(policy)
-            try:
-                self.history.record_policy(policy)
-            except errors.DomainError:  # the database is away: the policy serves all the same
-                log.warning("could not record policy %s in the history", policy.version)
             return policy
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from mandate import errors
 from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
 from mandate.store import history, models
 from mandate.store.db import Store
@@ -70,6 +71,12 @@ class FactIndex:
                         apply(row)
             else:
                 index._load_around(session, revision, *around)
+            # Asked again inside the same snapshot: retention may have let go of versions of
+            # this revision since the caller looked, and partial facts must never answer.
+            kept_from = history.horizon(session)
+        if revision < kept_from:
+            raise errors.RevisionUnavailable(f"at_revision: the history now starts at revision {kept_from} "
+                                             "(the history retention let go of older ones)")
         index.revision = revision
         index.frozen = True
         return index

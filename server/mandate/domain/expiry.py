@@ -150,6 +150,7 @@ class Expiries:
         for membership in due:
             if membership.role == models.Role.OWNER:  # never set on an owner; an organization keeps its owner
                 membership.access_expires_at = None
+                membership.revision = tx.revision
                 continue
             membership.status = models.MemberStatus.REMOVED
             membership.partner_employee = False

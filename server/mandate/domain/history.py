@@ -27,6 +27,10 @@ from mandate.store.db import Store, utc_now
 KEPT_INDEXES = 4
 
 
+class _AlreadyServing(Exception):
+    pass
+
+
 class History:
     def __init__(self, store: Store, live: Authorizer, lifetimes: Lifetimes):
         self.store = store
@@ -39,11 +43,22 @@ class History:
     # -- recording -------------------------------------------------------------------------
 
     def record_policy(self, policy: Policy) -> None:
-        """`policy` serves from the current revision on (at start and after every reload)."""
+        """`policy` is about to serve (at start, and before a reload swaps it in): unless it is
+        the policy serving already, record it as a change with its own revision and event
+        (`policy.served`), so every revision has exactly one policy. Replicas starting together
+        take revisions one at a time, so one of them records it."""
+        with self.store.read() as session:
+            if history.last_policy(session) == policy.version:
+                return
         sources = {source.path.name: source.text for source in policy.sources}
-        with self.store.bookkeeping() as session:
-            revision = self.store.current_revision()
-            history.record_policy(session, policy.version, sources, revision, utc_now())
+        try:
+            with self.store.write() as tx:
+                if history.last_policy(tx.session) == policy.version:  # another replica was first
+                    raise _AlreadyServing
+                history.record_policy(tx.session, policy.version, sources, tx.revision, utc_now())
+                tx.emit("policy.served", policy_version=policy.version)
+        except _AlreadyServing:
+            pass
 
     def forget_expired(self) -> None:
         """Retention: let go of the versions that ended before `history_retention` ago."""
@@ -71,6 +86,8 @@ class History:
 
         With `around` (user id, resource type, resource id), the request is one decision about
         them: unless the whole index of that revision is at hand, only its facts are read."""
+        if as_of is not None and as_of > utc_now():
+            raise errors.RevisionUnavailable("as_of: lies in the future; the history answers about the past")
         with self.store.read() as session:
             revision = at_revision if as_of is None else history.revision_at(session, as_of)
             kept_from = history.horizon(session)
@@ -82,7 +99,7 @@ class History:
                 raise errors.RevisionUnavailable(
                     f"{field}: the history starts at revision {kept_from} (older revisions were never recorded, "
                     "or passed the history retention)")
-            served = history.policy_at(session, revision, as_of)
+            served = history.policy_at(session, revision)
         if served is None:
             raise errors.RevisionUnavailable(f"{field}: no policy was recorded as serving at revision {revision}")
         return Authorizer(self.store, self._index_at(revision, around), self._policy(served))

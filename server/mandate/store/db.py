@@ -153,14 +153,13 @@ class Transaction:
             type=type,
             actor_id=self.actor_id,
             attributes=text,
-            occurred_at=utc_now(),
+            occurred_at="",  # stamped with the time of the commit (Store.write)
             organization_id=organization_id,
             other_organization_id=other_organization_id,
             caller=self.caller,
             cause=cause,
         )
-        self.session.add(row)
-        self.events.append(row)
+        self.events.append(row)  # written with the change, just before it commits
 
 
 def _as_text(value: object) -> str:
@@ -269,6 +268,10 @@ class Store:
                 yield tx
                 deadlines.check()  # a caller that gave up while this waited gets no change
                 history.record(session, revision)  # the versions this change made (access history)
+                committed_at = utc_now()  # events carry the time of their commit (as_of reads it)
+                for event in tx.events:
+                    event.occurred_at = committed_at
+                session.add_all(tx.events)
                 if self.postgres:
                     # Delivered at commit, to every replica listening (mandate.store.follow).
                     session.execute(text("SELECT pg_notify(:channel, :revision)"),

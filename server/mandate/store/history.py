@@ -6,9 +6,10 @@ revision that wrote it until the revision that replaced it (`ended_revision`). S
 a revision are one query per table (`fact_rows`), and they are exactly the rows the fact index
 applied at that revision: both read the rows a revision wrote by their `revision` column.
 
-Every policy that serves is recorded too (`record_policy`), with the revision from which it
-served. Retention (`forget_before`) drops versions that ended before a revision and moves the
-horizon: answers about older revisions are refused, never guessed.
+Every policy that serves is recorded too (`record_policy`): starting to serve a policy is a
+change of its own, with its revision and event, so each revision has exactly one policy.
+Retention (`forget_before`) drops versions that ended before a revision and moves the horizon:
+answers about older revisions are refused, never guessed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy.sql.visitors import replacement_traverse
 from mandate.store import models
 from mandate.store.models import FACT_MODELS, HISTORY
 
-__all__ = ["FACT_MODELS", "fact_rows", "record", "horizon", "revision_at", "record_policy", "policy_at",
+__all__ = ["FACT_MODELS", "fact_rows", "record", "horizon", "revision_at", "last_policy", "record_policy", "policy_at",
            "forget_before"]
 
 
@@ -84,12 +85,14 @@ def revision_at(session: Session, moment: str) -> int:
     return found.scalar_one() or 0
 
 
-def record_policy(session: Session, version: str, sources: dict[str, str], revision: int, at: str) -> None:
-    """The policy `version` serves from `revision` on (nothing is written when it already did)."""
-    last = session.execute(select(models.PolicyPeriod.policy_version)
+def last_policy(session: Session) -> str | None:
+    """The version of the policy that serves from the newest period on."""
+    return session.execute(select(models.PolicyPeriod.policy_version)
                            .order_by(models.PolicyPeriod.id.desc()).limit(1)).scalar_one_or_none()
-    if last == version:
-        return
+
+
+def record_policy(session: Session, version: str, sources: dict[str, str], revision: int, at: str) -> None:
+    """Inside the write transaction of `revision`: the policy `version` serves from it on."""
     if session.get(models.PolicyText, version) is None:
         session.add(models.PolicyText(policy_version=version, sources=sources))
         session.flush()  # the period refers to it
@@ -102,11 +105,12 @@ class ServedPolicy:
     sources: dict[str, str]
 
 
-def policy_at(session: Session, revision: int, moment: str | None = None) -> ServedPolicy | None:
-    """The policy that served at `revision` (the last one that started at or before it), or at
-    `moment` when the question was asked by time; None when none was recorded then."""
-    since = models.PolicyPeriod.from_at <= moment if moment else models.PolicyPeriod.from_revision <= revision
-    version = session.execute(select(models.PolicyPeriod.policy_version).where(since)
+def policy_at(session: Session, revision: int) -> ServedPolicy | None:
+    """The policy that served at `revision`: the last one recorded at or before it (a policy
+    starts serving with a revision of its own, so each revision has exactly one); None when
+    none was recorded by then."""
+    version = session.execute(select(models.PolicyPeriod.policy_version)
+                              .where(models.PolicyPeriod.from_revision <= revision)
                               .order_by(models.PolicyPeriod.id.desc()).limit(1)).scalar_one_or_none()
     if version is None:
         return None
