@@ -134,6 +134,8 @@ def test_unknown_tokens_are_refused_and_sighup_reloads_the_callers_file(served):
     (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\n[callers.b]\ntoken_sha256 = "{"0" * 64}"\n', "same token"),
     ('[callers.a]\nclient_cert_subject = "gateway"\n', "RFC 4514"),
     ("[other]\n", "unknown table"),
+    (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\nevent_organizations = []\n', "event_organizations"),
+    (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\nevent_organizations = "org_a"\n', "event_organizations"),
     ("[callers.a\n", "not valid TOML"),
 ])
 def test_a_callers_file_that_cannot_be_used_is_refused_with_its_reason(tmp_path, text, problem):
@@ -147,3 +149,36 @@ def test_subjects_compare_as_rfc_4514_names():
     assert subject_rdns("CN=gateway, o=Acme") == subject_rdns("CN=gateway,O=Acme")
     assert subject_rdns("CN=gateway,O=Acme") != subject_rdns("O=Acme,CN=gateway")
     assert subject_rdns(r"CN=a\,b,O=Acme") == ("CN=a\\,b", "O=Acme")
+
+
+SCOPED = "scoped-caller-token-not-secret"
+
+
+def test_a_caller_limited_to_some_organizations_sees_only_their_events(app, world, tmp_path):
+    """Issue 9 hole "every tenant's events go to any caller": the callers file limits a caller to
+    the events it needs (event_organizations), in ListEvents and Watch."""
+    mine, theirs = world.organization(name="Mine"), world.organization(name="Theirs")
+    world.member(mine)
+    world.member(theirs)
+    path = tmp_path / "callers.toml"
+    path.write_text(CALLERS + f'\n[callers.scoped]\ntoken_sha256 = "{digest(SCOPED)}"\n'
+                              f'event_organizations = ["{mine}"]\n')
+    with running(app, path) as (_, address), MandateClient(address, SCOPED, retries=0) as scoped:
+        seen = events(scoped)
+        assert seen and all(mine in (e.attributes.get("organization_id"), e.attributes.get("partner_id"),
+                                     e.attributes.get("client_id"), e.attributes.get("other_organization_id"))
+                            for e in seen)
+        assert list(scoped.events.ListEvents(events_pb2.ListEventsRequest(
+            organization_id=mine, page_size=1000)).events) == seen
+        with pytest.raises(grpc.RpcError) as refused:
+            scoped.events.ListEvents(events_pb2.ListEventsRequest(organization_id=theirs))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        stream = scoped.events.Watch(events_pb2.WatchRequest(), timeout=10)
+        first = next(iter(stream))
+        assert first == seen[0]
+        stream.cancel()
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(scoped.events.Watch(events_pb2.WatchRequest(organization_id=theirs), timeout=10)))
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with MandateClient(address, TOKEN) as everyone:  # callers without the key see every organization's
+            assert len(events(everyone)) > len(seen)

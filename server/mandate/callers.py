@@ -4,7 +4,8 @@ A caller is known by the SHA-256 of its bearer token, by the subject of its clie
 (RFC 4514, e.g. `CN=gateway,O=Acme`; needs mTLS), or by both, in which case it must present
 both. Callers come from the callers file (TOML, `--callers FILE`, reloaded on SIGHUP) and from
 `MANDATE_API_TOKENS`, whose tokens are named env-0, env-1, ... A read-only caller may call
-every RPC that changes nothing, and sees no emails in events.
+every RPC that changes nothing, and sees no emails in events. A caller with
+`event_organizations` sees only the events of those organizations (ListEvents, Watch).
 
 The plumbing sets the caller of the request being served in `current` (a context variable, so
 it is carried into the worker thread that does the request's work): the store records its name
@@ -29,7 +30,8 @@ log = logging.getLogger("mandate.callers")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
-KEYS = {"token_sha256", "client_cert_subject", "read_only"}
+KEYS = {"token_sha256", "client_cert_subject", "read_only", "event_organizations"}
+ORGANIZATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Caller:
     read_only: bool = False
     token_sha256: bytes | None = None
     subject: tuple[str, ...] | None = None  # normalized RDNs, most specific first (RFC 4514 order)
+    # The organizations whose events the caller may see; None: every organization's.
+    event_organizations: frozenset[str] | None = None
 
 
 current: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("mandate_caller", default=None)
@@ -52,6 +56,12 @@ def current_name() -> str:
 def current_read_only() -> bool:
     caller = current.get()
     return caller is not None and caller.read_only
+
+
+def current_event_organizations() -> frozenset[str] | None:
+    """The organizations whose events the calling service may see (None: all of them)."""
+    caller = current.get()
+    return caller.event_organizations if caller is not None else None
 
 
 class CallersError(ValueError):
@@ -116,11 +126,17 @@ def read_callers_file(path: Path) -> list[Caller]:
             raise CallersError(f"{where}: client_cert_subject must be a string")
         if not isinstance(read_only, bool):
             raise CallersError(f"{where}: read_only must be true or false")
+        organizations = entry.get("event_organizations")
+        if organizations is not None and not (
+                isinstance(organizations, list) and organizations
+                and all(isinstance(o, str) and ORGANIZATION_ID.fullmatch(o) for o in organizations)):
+            raise CallersError(f"{where}: event_organizations must be a non-empty list of organization ids")
         try:
             rdns = subject_rdns(subject) if subject is not None else None
         except CallersError as error:
             raise CallersError(f"{where}: client_cert_subject {error}") from None
-        callers.append(Caller(name, read_only, bytes.fromhex(digest) if digest else None, rdns))
+        callers.append(Caller(name, read_only, bytes.fromhex(digest) if digest else None, rdns,
+                              frozenset(organizations) if organizations is not None else None))
     digests = [c.token_sha256 for c in callers if c.token_sha256]
     if len(digests) != len(set(digests)):
         raise CallersError(f"callers file {path}: two callers have the same token_sha256")

@@ -13,7 +13,7 @@ from mandate.api import convert
 from mandate.api import validate as v
 from mandate.api.membership import page
 from mandate.app import App
-from mandate.errors import InvalidArgument
+from mandate.errors import InvalidArgument, PermissionDenied
 from mandate.v1 import events_pb2, events_pb2_grpc
 
 WATCH_BATCH = 500
@@ -92,28 +92,35 @@ class EventService(events_pb2_grpc.EventServiceServicer):
     def ListEvents(self, request, context):
         since = v.revision("since_revision", request.since_revision) or 0
         size = v.page_size("page_size", request.page_size)
-        organization_id = self.organization_filter(request)
+        organizations = self.organization_filter(request)
         rows = self.events.list_events(since, event_cursor("page_token", request.page_token), size + 1,
-                                       organization_id)
+                                       organizations)
         without_emails = callers.current_read_only()
         events, last = page(rows, size, lambda row: str(row.id), lambda row: convert.event(row, without_emails))
         return events_pb2.ListEventsResponse(events=events, next_page_token=last)
 
-    def organization_filter(self, request) -> str:
+    def organization_filter(self, request) -> tuple[str, ...]:
+        """The organizations whose events the request gets (empty: all): the one it names, within
+        those the callers file lets the caller see."""
         organization_id = v.optional_identifier("organization_id", request.organization_id)
+        allowed = callers.current_event_organizations()
+        if allowed is not None and organization_id and organization_id not in allowed:
+            raise PermissionDenied(f"organization_id: this caller may see the events of "
+                                   f"{len(allowed)} organization(s) only (callers file: event_organizations)")
         if organization_id:
             self.events.require_organization(organization_id)
-        return organization_id
+            return (organization_id,)
+        return tuple(sorted(allowed)) if allowed is not None else ()
 
     async def Watch(self, request, context):
         """Holds no thread: queries run in the worker pool, waiting costs nothing."""
         since = v.revision("since_revision", request.since_revision) or 0
-        organization_id = await self.run(context, self.organization_filter, request)
+        organizations = await self.run(context, self.organization_filter, request)
         without_emails = callers.current_read_only()
         cursor = 0
         while True:
             seen = self.index.revision
-            rows = await self.run(context, self.events.list_events, since, cursor, WATCH_BATCH, organization_id)
+            rows = await self.run(context, self.events.list_events, since, cursor, WATCH_BATCH, organizations)
             for row in rows:
                 yield convert.event(row, without_emails)
                 cursor = row.id

@@ -19,15 +19,17 @@ class Events:
             get_organization(session, organization_id)
 
     def list_events(self, since_revision: int, after_id: int, limit: int,
-                    organization_id: str = "") -> list[models.Event]:
+                    organizations: str | tuple[str, ...] = ()) -> list[models.Event]:
         """Events after `since_revision` (and after the event `after_id`), in order. With
-        `organization_id`, only the events that concern that organization, as the place of the
-        change or as the other party (a partner's client, a linked account)."""
+        `organizations` (one id, or several), only the events that concern one of them, as the
+        place of the change or as the other party (a partner's client, a linked account)."""
+        if isinstance(organizations, str):
+            organizations = (organizations,) if organizations else ()
         statement = select(models.Event).where(models.Event.revision > since_revision)
         if after_id:
             statement = statement.where(models.Event.id > after_id)
-        if organization_id:
-            statement = statement.where(or_(models.Event.organization_id == organization_id,
-                                            models.Event.other_organization_id == organization_id))
+        if organizations:
+            statement = statement.where(or_(models.Event.organization_id.in_(organizations),
+                                            models.Event.other_organization_id.in_(organizations)))
         with self.store.read() as session:
             return list(session.execute(statement.order_by(models.Event.id).limit(limit)).scalars())
