@@ -61,7 +61,9 @@ class App:
 
     def _caught_up_to(self, revision: int) -> None:
         if self.index.revision < revision:
-            self.index.catch_up()
+            written = self.store.written_at(revision)
+            if written is None or not self.index.apply_written(revision, written):
+                self.index.catch_up()
 
     def database_available(self) -> bool:
         """Whether the database answered the last time a call or the follower asked (cheap:

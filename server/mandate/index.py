@@ -141,6 +141,23 @@ class FactIndex:
             self.catch_up_seconds.append(time.perf_counter() - started)
             return self.revision
 
+    def apply_written(self, revision: int, written: list) -> bool:
+        """After a local commit of `revision`: apply the fact rows it wrote, as its transaction
+        read them just before committing, if the index stands at the revision before it (then
+        nothing else is missing). False when it does not; the caller catches up instead."""
+        with self._catching_up:
+            if self.frozen or self.revision != revision - 1:
+                return False
+            started = time.perf_counter()
+            apply = dict(self._tables())
+            with self._applying:
+                for model, rows in written:
+                    for row in rows:
+                        apply[model](row)
+                self.revision = revision
+            self.catch_up_seconds.append(time.perf_counter() - started)
+            return True
+
     def _tables(self):
         return (
             (models.User, self._apply_user),

@@ -184,6 +184,7 @@ class Store:
         # waiting on the lock with connections in hand would otherwise exhaust the pool and stall it.
         self._writer = threading.Lock()
         self._after_commit: list = []
+        self._written: tuple[int, list] = (0, [])  # the last local commit's revision and fact rows
         self._available = True
         self._checked_at = 0.0
         self._availability_listeners: list = []
@@ -267,7 +268,7 @@ class Store:
                 _open.set((self, tx))
                 yield tx
                 deadlines.check()  # a caller that gave up while this waited gets no change
-                history.record(session, revision)  # the versions this change made (access history)
+                written = history.record(session, revision)  # the versions this change made (access history)
                 committed_at = utc_now()  # events carry the time of their commit (as_of reads it)
                 for event in tx.events:
                     event.occurred_at = committed_at
@@ -277,6 +278,7 @@ class Store:
                     session.execute(text("SELECT pg_notify(:channel, :revision)"),
                                     {"channel": CHANNEL, "revision": str(revision)})
                 session.commit()
+                self._written = (revision, written)
             except BaseException:
                 with contextlib.suppress(exc.DBAPIError):  # a lost connection has nothing to roll back
                     session.rollback()
@@ -285,6 +287,12 @@ class Store:
                 _open.reset(token)
         self.mark_available()
         self.announce(revision)
+
+    def written_at(self, revision: int) -> list | None:
+        """The fact rows the local commit of `revision` wrote, per fact model, while they are the
+        last ones committed here (None otherwise: read them from the store)."""
+        last, written = self._written
+        return written if last == revision else None
 
     def announce(self, revision: int) -> None:
         """Tell every listener that `revision` is committed (by this process, or another one)."""

@@ -51,26 +51,31 @@ def fact_rows(session: Session, model, at_revision: int | None = None, *where):
     ).all()
 
 
-def record(session: Session, revision: int) -> None:
+def record(session: Session, revision: int) -> list[tuple[object, list]]:
     """Inside the write transaction of `revision`: end the versions of the rows it wrote and add
-    their new versions. Only the tables it wrote are touched (one statement finds them)."""
+    their new versions. Only the tables it wrote are touched (one statement finds them).
+    Returns the rows it wrote, per fact model: after the commit, the fact index of this
+    process applies them as they are instead of reading them again (FactIndex.apply_written)."""
     newest = session.execute(select(*(
         select(func.max(model.revision)).scalar_subquery() for model in FACT_MODELS))).one()
+    written = []
     for model, latest in zip(FACT_MODELS, newest, strict=True):
         if latest != revision:
             continue
         table, history = model.__table__, HISTORY[model]
         keys = [c.name for c in table.primary_key]
-        written = session.execute(select(*(table.c[k] for k in keys)).where(table.c.revision == revision)).all()
+        rows = session.execute(select(table).where(table.c.revision == revision)).all()
         # Each written row ends its current version, found by the history's primary key (the
         # row's key, then the revision): a few index look-ups, whatever the size of the history.
-        session.connection().execute(
+        connection = session.connection()
+        connection.execute(
             update(history).where(history.c.ended_revision.is_(None),
                                   *(history.c[k] == bindparam(f"key_{k}") for k in keys))
             .values(ended_revision=revision),
-            [{f"key_{k}": value for k, value in zip(keys, row, strict=True)} for row in written])
-        session.execute(insert(history).from_select(
-            [c.name for c in table.columns], select(table).where(table.c.revision == revision)))
+            [{f"key_{k}": getattr(row, k) for k in keys} for row in rows])
+        connection.execute(insert(history), [row._asdict() for row in rows])
+        written.append((model, rows))
+    return written
 
 
 def horizon(session: Session) -> int:
