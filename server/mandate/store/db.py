@@ -170,6 +170,12 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+# Built once: every write runs it first.
+_NEXT_REVISION = (update(models.RevisionCounter.__table__)
+                  .values(value=models.RevisionCounter.__table__.c.value + 1)
+                  .returning(models.RevisionCounter.__table__.c.value))
+
+
 class Store:
     def __init__(self, url: str, settings: DatabaseSettings | None = None):
         self.url = normalize_url(url)
@@ -316,8 +322,7 @@ class Store:
 
     def _next_revision(self, session: Session) -> int:
         # One round trip: the lock, the increment and the new value (SQLite 3.35+ has RETURNING too).
-        return session.execute(update(models.RevisionCounter).values(value=models.RevisionCounter.value + 1)
-                               .returning(models.RevisionCounter.value)).scalar_one()
+        return session.connection().execute(_NEXT_REVISION).scalar_one()
 
     def writing_revision(self) -> int | None:
         """The revision of the write transaction open in this context, if any. Writers take

@@ -51,29 +51,43 @@ def fact_rows(session: Session, model, at_revision: int | None = None, *where):
     ).all()
 
 
+def _statements():
+    """The statements `record` runs, built once: building and keying them anew on every write
+    cost more than running them."""
+    newest = select(*(select(func.max(model.revision)).scalar_subquery() for model in FACT_MODELS))
+    per_model = {}
+    for model in FACT_MODELS:
+        table, history = model.__table__, HISTORY[model]
+        keys = [c.name for c in table.primary_key]
+        written = select(table).where(table.c.revision == bindparam("revision"))
+        # Each written row ends its current version, found by the history's primary key (the
+        # row's key, then the revision): a few index look-ups, whatever the size of the history.
+        end = (update(history)
+               .where(history.c.ended_revision.is_(None), *(history.c[k] == bindparam(f"key_{k}") for k in keys))
+               .values(ended_revision=bindparam("ended")))
+        per_model[model] = (keys, written, end, insert(history))
+    return newest, per_model
+
+
+_NEWEST, _PER_MODEL = _statements()
+
+
 def record(session: Session, revision: int) -> list[tuple[object, list]]:
     """Inside the write transaction of `revision`: end the versions of the rows it wrote and add
     their new versions. Only the tables it wrote are touched (one statement finds them).
     Returns the rows it wrote, per fact model: after the commit, the fact index of this
     process applies them as they are instead of reading them again (FactIndex.apply_written)."""
-    newest = session.execute(select(*(
-        select(func.max(model.revision)).scalar_subquery() for model in FACT_MODELS))).one()
+    newest = session.execute(_NEWEST).one()
     written = []
+    connection = None
     for model, latest in zip(FACT_MODELS, newest, strict=True):
         if latest != revision:
             continue
-        table, history = model.__table__, HISTORY[model]
-        keys = [c.name for c in table.primary_key]
-        rows = session.execute(select(table).where(table.c.revision == revision)).all()
-        # Each written row ends its current version, found by the history's primary key (the
-        # row's key, then the revision): a few index look-ups, whatever the size of the history.
-        connection = session.connection()
-        connection.execute(
-            update(history).where(history.c.ended_revision.is_(None),
-                                  *(history.c[k] == bindparam(f"key_{k}") for k in keys))
-            .values(ended_revision=revision),
-            [{f"key_{k}": getattr(row, k) for k in keys} for row in rows])
-        connection.execute(insert(history), [row._asdict() for row in rows])
+        keys, select_written, end, add = _PER_MODEL[model]
+        connection = connection or session.connection()
+        rows = connection.execute(select_written, {"revision": revision}).all()
+        connection.execute(end, [{"ended": revision, **{f"key_{k}": getattr(row, k) for k in keys}} for row in rows])
+        connection.execute(add, [row._asdict() for row in rows])
         written.append((model, rows))
     return written
 
