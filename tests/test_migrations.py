@@ -126,7 +126,8 @@ def test_r5_upgrading_from_0002_keeps_the_data_and_gives_invitations_an_expiry(e
 
 
 def test_r2_upgrading_from_0003_keeps_the_data_and_starts_the_history_at_the_upgrade(empty_database_url):
-    """0004: the current rows become the first versions; the history answers from the upgrade on."""
+    """0004: the current rows become the first versions; the history answers from the first start on
+    (which records the policy it serves)."""
     from mandate.errors import RevisionUnavailable
 
     url = empty_database_url
