@@ -46,22 +46,28 @@ EVENTS_AT_0001 = [  # (revision, type, attributes)
 ]
 
 
-def test_r22_upgrading_from_0001_keeps_the_data_and_files_old_events_under_their_organizations(
-        empty_database_url):
-    url = empty_database_url
-    command.upgrade(alembic_config(url), "0001")
+def written_at(url: str, schema: str, statements) -> None:
+    """Bring the database to the schema revision `schema`, then run `statements` (SQL text, or
+    (SQL, parameters)) in one transaction: the data an older release wrote."""
+    command.upgrade(alembic_config(url), schema)
     engine = make_engine(url)
     try:
         with engine.begin() as connection:
-            for statement in ROWS_AT_0001:
-                connection.execute(text(statement))
-            for revision, kind, attributes in EVENTS_AT_0001:
-                connection.execute(text(
-                    "INSERT INTO events (revision, type, actor_id, attributes, occurred_at) "
-                    "VALUES (:revision, :type, 'usr_a', :attributes, '2026-01-01T00:00:00Z')"),
-                    {"revision": revision, "type": kind, "attributes": json.dumps(attributes)})
+            for statement in statements:
+                sql, parameters = statement if isinstance(statement, tuple) else (statement, {})
+                connection.execute(text(sql), parameters)
     finally:
         engine.dispose()
+
+
+def test_r22_upgrading_from_0001_keeps_the_data_and_files_old_events_under_their_organizations(
+        empty_database_url):
+    url = empty_database_url
+    written_at(url, "0001", [*ROWS_AT_0001, *(
+        ("INSERT INTO events (revision, type, actor_id, attributes, occurred_at) "
+         "VALUES (:revision, :type, 'usr_a', :attributes, '2026-01-01T00:00:00Z')",
+         {"revision": revision, "type": kind, "attributes": json.dumps(attributes)})
+        for revision, kind, attributes in EVENTS_AT_0001)])
 
     upgrade(url)
 
@@ -92,20 +98,12 @@ def test_r22_upgrading_from_0001_keeps_the_data_and_files_old_events_under_their
 def test_r5_upgrading_from_0002_keeps_the_data_and_gives_invitations_an_expiry(empty_database_url):
     """0003: pending invitations get 14 days from the upgrade, the others from their creation."""
     url = empty_database_url
-    command.upgrade(alembic_config(url), "0002")
-    engine = make_engine(url)
-    try:
-        with engine.begin() as connection:
-            for statement in ROWS_AT_0001:
-                connection.execute(text(statement))
-            for ident, status in (("inv_p", "pending"), ("inv_f", "finished")):
-                connection.execute(text(
-                    "INSERT INTO invitations (id, kind, organization_id, email, role, status, invited_by, "
-                    "customer_name, customer_number, currency, requested_scopes, created_at, revision) VALUES "
-                    f"('{ident}', 'member', 'org_p', '{ident}@example.com', 'colleague', '{status}', 'usr_a', "
-                    "'', '', '', '[]', '2020-01-01T00:00:00.000000Z', 5)"))
-    finally:
-        engine.dispose()
+    written_at(url, "0002", [*ROWS_AT_0001, *(
+        "INSERT INTO invitations (id, kind, organization_id, email, role, status, invited_by, "
+        "customer_name, customer_number, currency, requested_scopes, created_at, revision) VALUES "
+        f"('{ident}', 'member', 'org_p', '{ident}@example.com', 'colleague', '{status}', 'usr_a', "
+        "'', '', '', '[]', '2020-01-01T00:00:00.000000Z', 5)"
+        for ident, status in (("inv_p", "pending"), ("inv_f", "finished")))])
 
     upgrade(url)
 
@@ -131,19 +129,9 @@ def test_r2_upgrading_from_0003_keeps_the_data_and_starts_the_history_at_the_upg
     from mandate.errors import RevisionUnavailable
 
     url = empty_database_url
-    command.upgrade(alembic_config(url), "0002")
-    engine = make_engine(url)
-    try:
-        with engine.begin() as connection:
-            for statement in ROWS_AT_0001:
-                connection.execute(text(statement))
-        command.upgrade(alembic_config(url), "0003")
-        with engine.begin() as connection:
-            connection.execute(text("INSERT INTO memberships (organization_id, user_id, role, status, "
-                                    "partner_employee, revision) VALUES ('org_p', 'usr_b', 'colleague', 'active', "
-                                    "false, 5)"))
-    finally:
-        engine.dispose()
+    written_at(url, "0002", ROWS_AT_0001)
+    written_at(url, "0003", ["INSERT INTO memberships (organization_id, user_id, role, status, partner_employee, "
+                             "revision) VALUES ('org_p', 'usr_b', 'colleague', 'active', false, 5)"])
 
     upgrade(url)
 

@@ -29,16 +29,17 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         self.history = app.history
         self.max_batch = max_batch  # MANDATE_MAX_BATCH
 
-    def view(self, request, field: str = "", around: tuple[str, str, str] | None = None) -> tuple[Authorizer, int]:
+    def view(self, request, field: str = "", decision: tuple | None = None) -> tuple[Authorizer, int]:
         """Who answers the request, at which revision: the present (caught up to the request's
         `at_least_revision`), or the past (`at_revision`, `as_of`: mandate.domain.history).
-        `around`: the request is one decision about this (user, resource type, resource id)."""
+        `decision`: the request is one decision, these `check_fields` (the past then reads only
+        its facts)."""
         at_least = v.revision(f"{field}at_least_revision", request.at_least_revision)
         if not (request.at_revision or request.as_of):
             return self.authorizer, self.authorizer.at_least(at_least)
         if at_least is not None:
             raise InvalidArgument(f"{field}at_least_revision", "cannot be combined with at_revision or as_of")
-        past = self.past(request, field, around)
+        past = self.past(request, field, decision_about(decision) if decision else None)
         return past, past.index.revision
 
     def past(self, request, field: str = "", around: tuple[str, str, str] | None = None) -> Authorizer:
@@ -51,7 +52,7 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
 
     def Check(self, request, context):
         fields = check_fields(request)
-        authorizer, revision = self.view(request, around=decision_about(fields))
+        authorizer, revision = self.view(request, decision=fields)
         policy = authorizer.policy
         return pb.CheckResponse(allowed=authorizer.check(*fields, policy), revision=str(revision),
                                 policy_version=policy.version)
@@ -85,7 +86,7 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
     def ListActions(self, request, context):
         actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
         resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
-        authorizer, revision = self.view(request, around=(actor_id, resource_type, resource_id))
+        authorizer, revision = self.view(request, decision=(actor_type, actor_id, "", resource_type, resource_id))
         policy = authorizer.policy
         actions = authorizer.list_actions(actor_type, actor_id, resource_type, resource_id, policy)
         return pb.ListActionsResponse(actions=actions, revision=str(revision), policy_version=policy.version)
@@ -117,7 +118,7 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
 
     def Explain(self, request, context):
         fields = check_fields(request)
-        authorizer, revision = self.view(request, around=decision_about(fields))
+        authorizer, revision = self.view(request, decision=fields)
         policy = authorizer.policy
         allowed, reasons = explain(authorizer, *fields, policy)
         actor_type, actor_id, _, resource_type, resource_id = fields
