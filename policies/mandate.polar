@@ -9,14 +9,18 @@
 # the resource's organization: the user's memberships there and in the organization's
 # partners and linked accounts, the organization's partner connections, and the user's
 # assignments to it; for a target, also the target's own facts. Every attribute it may read:
-#   User: memberships, assignments
+#   User: memberships, assignments, resource_roles
 #   Membership: organization_id, role, status ("active" | "paused"), partner_employee
 #   Assignment: partner_id, client_approved
 #   Organization: id, partner_connections, linked_organizations
 #   Connection: partner, client, status, granted_scopes, employee_approval
-#   Project: organization
+#   every resource type (Project, and any block with `organization: Organization` or
+#     `parent: <a resource type>`): organization (its top ancestor's), parent (none at the top)
+#   ResourceRole (an item of user.resource_roles, GrantResourceRole): resource, role; only the
+#     roles on the resource asked about and its ancestors
 #   Member: organization, role, status, partner_employee, is_actor, new_role
 #   ClientInvitation: client, by_link, sent_to_actor
+#   RoleGrant: resource, role, grantee (a User), is_actor
 #
 # THE CONTRACT (checked by `mandate policy check`, at server start and at every reload; a policy
 # that breaks it is refused with POLICY_CONTRACT file:line). Mandate remembers each answer per
@@ -115,6 +119,8 @@ has_permission(user: User, "switch", org: Organization) if
 resource Project {
   # The scopes a client grants (read ... delete), and moving the project to another organization.
   permissions = ["read", "edit", "publish", "approve", "delete", "move"];
+  # Roles given on one project (GrantResourceRole): what each grants is `project_role_grants`.
+  roles = ["viewer", "editor"];
   relations = { organization: Organization };
 
   # R2: a client member sees the work and approves the content plan, nothing more.
@@ -159,10 +165,54 @@ has_permission(user: User, action: String, project: Project) if
   assignment.partner_id = connection.partner.id and
   client_consents(connection, assignment);
 
+# R2, R6, R7: a role given on one project grants its actions to a member of the project's
+# organization while that membership is active: a paused member's roles give nothing, and a
+# removed member's roles end with the membership.
+has_permission(user: User, action: String, project: Project) if
+  grant in user.resource_roles and
+  grant.resource = project and
+  project_role_grants(grant.role, action) and
+  membership in user.memberships and
+  membership.organization_id = project.organization.id and
+  membership.status = "active";
+
+# R9, R16, R20: a partner employee given a role on one client project (by the partner's legal
+# representatives) acts on it within the scopes the connection grants, while they are an active,
+# tagged member of the partner and the client consents: it trusts the partner's delegation, or it
+# approved them.
+has_permission(user: User, action: String, project: Project) if
+  grant in user.resource_roles and
+  grant.resource = project and
+  project_role_grants(grant.role, action) and
+  connection in project.organization.partner_connections and
+  connection_grants(connection, action) and
+  has_role(user, "colleague", connection.partner) and
+  is_partner_employee(user, connection.partner) and
+  employee_consented(user, connection);
+
+# R2: a viewer of one project reads it; an editor also edits and publishes it (a colleague's work).
+project_role_grants("viewer", "read");
+project_role_grants("editor", action: String) if
+  action in ["read", "edit", "publish"];
+
+# R16: the client trusts the partner's delegation, or approved the person the partner assigned.
+employee_consented(_user: User, connection: Connection) if
+  connection.employee_approval = "partner";
+employee_consented(user: User, connection: Connection) if
+  assignment in user.assignments and
+  assignment.partner_id = connection.partner.id and
+  assignment.client_approved = true;
+
+# R12: the scopes a client can grant a partner, declared once (any other is UNKNOWN_SCOPE): the
+# Project actions a partner may be given.
+client_scopes(["read", "edit", "publish", "approve", "delete"]);
+
 # R12, R14: a connection grants the scopes the client chose, from acceptance until the client
 # accepts a disconnect request or revokes the partner.
 connection_grants(connection: Connection, action: String) if
   connection.status in ["active", "disconnect_requested"] and
+  client_scopes(scopes) and
+  action in scopes and
   action in connection.granted_scopes;
 
 # R15: the partner tags the users it may assign to clients.
@@ -278,3 +328,39 @@ has_relation(partner: Organization, "partner", connection: Connection) if
   partner = connection.partner;
 has_relation(client: Organization, "client", connection: Connection) if
   client = connection.client;
+
+# -- roles on one resource -------------------------------------------------------------------------
+# GrantResourceRole and RevokeResourceRole ask about the role being given or taken: its resource,
+# the role, and the grantee's facts about the resource's organization (their membership there, or in
+# a partner of it the actor belongs to).
+resource RoleGrant {
+  permissions = ["grant", "revoke"];
+}
+
+# R2, R4: the organization's managers give roles on its resources to its members.
+has_permission(user: User, "grant", grant: RoleGrant) if
+  has_role(user, "legal_representative", grant.resource.organization) and
+  membership in grant.grantee.memberships and
+  membership.organization_id = grant.resource.organization.id;
+
+# R9, R15, R16: a partner's legal representatives give roles on a connected client's resources to
+# their tagged partner employees, for a role that grants something the connection grants.
+has_permission(user: User, "grant", grant: RoleGrant) if
+  connection in grant.resource.organization.partner_connections and
+  has_role(user, "legal_representative", connection.partner) and
+  membership in grant.grantee.memberships and
+  membership.organization_id = connection.partner.id and
+  membership.partner_employee = true and
+  project_role_grants(grant.role, action) and
+  connection_grants(connection, action);
+
+# R2, R6: the organization's managers take back any role on its resources.
+has_permission(user: User, "revoke", grant: RoleGrant) if
+  has_role(user, "legal_representative", grant.resource.organization);
+
+# R9, R17: a partner's legal representatives take back the roles of their own people.
+has_permission(user: User, "revoke", grant: RoleGrant) if
+  connection in grant.resource.organization.partner_connections and
+  has_role(user, "legal_representative", connection.partner) and
+  membership in grant.grantee.memberships and
+  membership.organization_id = connection.partner.id;

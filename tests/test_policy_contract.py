@@ -72,7 +72,10 @@ def test_r24_the_contract_lists_exactly_the_attributes_the_policy_objects_have()
     connection = facts.Connection(ConnectionFact("p0", "active", frozenset(), "client"), home, home)
     objects = {
         "User": facts.User([], []), "Organization": home, "Connection": connection,
-        "Project": facts.Project(home),
+        "Resource": facts.resource_class("Project")("r0", home),
+        "ResourceRole": facts.ResourceRole(facts.resource_class("Project")("r0", home), "editor"),
+        "RoleGrant": facts.RoleGrant(facts.RoleGrantTarget("editor"), facts.resource_class("Project")("r0", home),
+                                     facts.User([], [])),
         "Membership": MembershipFact("o", "owner", "active", False),
         "Assignment": facts.AssignmentFact("p0", True),
         "Member": facts.Member(facts.MemberTarget("colleague", "active", False, False), home),

@@ -58,7 +58,19 @@ class InvitationTarget:
     sent_to_actor: bool  # an invitation by email addressed to the acting user's email (R9, R10)
 
 
-Target = MemberTarget | InvitationTarget | ConnectionFact
+@dataclass(frozen=True, slots=True)
+class RoleGrantTarget:
+    """A role being given or taken on one resource (GrantResourceRole, RevokeResourceRole): the
+    role, and the grantee's facts about the resource's organization under the actor's labels
+    (their membership there, in the partners the actor belongs to, their assignments)."""
+
+    role: str
+    grantee_memberships: tuple[MembershipFact, ...] = ()
+    grantee_assignments: tuple[AssignmentFact, ...] = ()
+    is_actor: bool = False
+
+
+Target = MemberTarget | InvitationTarget | ConnectionFact | RoleGrantTarget
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +80,14 @@ class Subject:
     assignments: tuple[AssignmentFact, ...] = ()
     linked: tuple[str, ...] = ()  # labels of the linked organizations
     # The target of a mutation (a connection target names its partner by label; "t" when the
-    # user belongs to no such partner). None for decisions about an Organization or a Project.
+    # user belongs to no such partner). None for decisions about an Organization or a resource.
     target: Target | None = None
+    # A resource of a type the policy declares: its type, its parent's, ... up to the top one
+    # (whose organization is "o"). Empty for an Organization.
+    chain: tuple[str, ...] = ()
+    # The user's roles on the resource and its ancestors (GrantResourceRole): (position in
+    # `chain`, role), in order. Roles on other resources are not facts of this decision.
+    resource_roles: tuple[tuple[int, str], ...] = ()
 
 
 # What the policy sees: plain objects built from a Subject, one per class the policy names.
@@ -78,9 +96,10 @@ class Subject:
 
 
 class User:
-    def __init__(self, memberships: list[MembershipFact], assignments: list[AssignmentFact]):
+    def __init__(self, memberships: list[MembershipFact], assignments: list[AssignmentFact], resource_roles=()):
         self.memberships = memberships
         self.assignments = assignments
+        self.resource_roles = list(resource_roles)
 
 
 class Organization:
@@ -105,9 +124,56 @@ class Connection:
         self.employee_approval = fact.employee_approval
 
 
-class Project:
-    def __init__(self, organization: Organization):
+class Resource:
+    """A resource of a type the policy declares (each type is a subclass named after it, see
+    `resource_class`): its relations, `organization` (the top ancestor's) and `parent` (None for
+    a top-level one). Equal when it is the same link of the decision's chain."""
+
+    __slots__ = ("label", "organization", "parent")
+
+    def __init__(self, label: str, organization: Organization, parent: Resource | None = None):
+        self.label = label
         self.organization = organization
+        self.parent = parent
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.label == self.label
+
+    def __hash__(self) -> int:
+        return hash(self.label)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.label})"
+
+
+_resource_classes: dict[str, type[Resource]] = {}
+
+
+def resource_class(name: str) -> type[Resource]:
+    """The class the policy knows a declared type by (one per name for the whole process)."""
+    cls = _resource_classes.get(name)
+    if cls is None:
+        cls = _resource_classes[name] = type(name, (Resource,), {"__slots__": ()})
+    return cls
+
+
+class ResourceRole:
+    """A role the user holds on one resource of the decision's chain (GrantResourceRole)."""
+
+    def __init__(self, resource: Resource, role: str):
+        self.resource = resource
+        self.role = role
+
+
+class RoleGrant:
+    """A role being given or taken on `resource` (see RoleGrantTarget): `grantee` is the person
+    who receives or loses it, as a User with their facts about the resource's organization."""
+
+    def __init__(self, target: RoleGrantTarget, resource: Resource, grantee: User):
+        self.resource = resource
+        self.role = target.role
+        self.grantee = grantee
+        self.is_actor = target.is_actor
 
 
 class Member:
@@ -134,19 +200,23 @@ class ClientInvitation:
 Membership = MembershipFact
 Assignment = AssignmentFact
 
-POLICY_CLASSES = (User, Organization, Project, Connection, Membership, Assignment, Member, ClientInvitation)
-# Resources of the check plane (Check, lists, Explain).
-RESOURCE_TYPES = ("Organization", "Project")
+POLICY_CLASSES = (User, Organization, Connection, Membership, Assignment, Member, ClientInvitation, ResourceRole,
+                  RoleGrant)
 # Targets of mutations, and the fact type each one carries.
-TARGET_TYPES = {"Member": MemberTarget, "ClientInvitation": InvitationTarget, "Connection": ConnectionFact}
+TARGET_TYPES = {"Member": MemberTarget, "ClientInvitation": InvitationTarget, "Connection": ConnectionFact,
+                "RoleGrant": RoleGrantTarget}
+# The names the service gives its own classes: a declared resource type cannot take one.
+RESERVED_TYPES = frozenset({"User", "Organization", "Membership", "Assignment", "ResourceRole", *TARGET_TYPES})
 UNKNOWN_PARTNER = "t"  # the label of a target connection's partner the user does not belong to
 
 # Every attribute the policy may read, per class: the contract (policy.py) refuses any other.
 ATTRIBUTES = {
-    "User": {"memberships", "assignments"},
+    "User": {"memberships", "assignments", "resource_roles"},
     "Organization": {"id", "partner_connections", "linked_organizations"},
     "Connection": {"partner", "client", "status", "granted_scopes", "employee_approval"},
-    "Project": {"organization"},
+    "Resource": {"organization", "parent"},  # every declared type
+    "ResourceRole": {"resource", "role"},
+    "RoleGrant": {"resource", "role", "grantee", "is_actor"},
     "Membership": {"organization_id", "role", "status", "partner_employee"},
     "Assignment": {"partner_id", "client_approved"},
     "Member": {"organization", "role", "status", "partner_employee", "is_actor", "new_role"},
@@ -169,7 +239,7 @@ def partner_paths(subject: Subject) -> list[Subject] | None:
     has no negation (its contract), so an answer on fewer facts never grants what the whole
     would not."""
     connections = subject.connections
-    if not connections or getattr(subject, "target", None) is not None:
+    if not connections or subject.target is not None:
         return None
     if len(connections) == 1 and connections[0].partner_id == PATH:
         return None
@@ -189,7 +259,7 @@ def partner_paths(subject: Subject) -> list[Subject] | None:
                 shared + ((MembershipFact(PATH, m.role, m.status, m.partner_employee),) if m else ()),
                 (ConnectionFact(PATH, connection.status, connection.granted_scopes, connection.employee_approval),),
                 (AssignmentFact(PATH, a.client_approved),) if a else (),
-                subject.linked)
+                subject.linked, None, subject.chain, subject.resource_roles)
     return list(distinct.values())
 
 
@@ -197,16 +267,27 @@ def views(subject: Subject, resource_type: str):
     """The actor and resource objects the policy is asked about."""
     home = Organization(HOME, linked_organizations=[Organization(label) for label in subject.linked])
     home.partner_connections = [Connection(c, Organization(c.partner_id), home) for c in subject.connections]
-    user = User(list(subject.memberships), list(subject.assignments))
     target = subject.target
+    chain = subject.chain or ((resource_type,) if target is None and resource_type != "Organization" else ())
+    links: list[Resource] = []
+    parent = None
+    for position in reversed(range(len(chain))):
+        parent = resource_class(chain[position])(f"r{position}", home, parent)
+        links.insert(0, parent)
+    user = User(list(subject.memberships), list(subject.assignments),
+                [ResourceRole(links[position], role) for position, role in subject.resource_roles])
     if resource_type == "Organization" and target is None:
         return user, home
-    if resource_type == "Project" and target is None:
-        return user, Project(home)
+    if target is None and links and chain[0] == resource_type:
+        return user, links[0]
     if resource_type in TARGET_TYPES and isinstance(target, TARGET_TYPES[resource_type]):
         if isinstance(target, MemberTarget):
             return user, Member(target, home)
         if isinstance(target, InvitationTarget):
             return user, ClientInvitation(target, home)
-        return user, Connection(target, Organization(target.partner_id), home)
+        if isinstance(target, RoleGrantTarget) and links:
+            grantee = User(list(target.grantee_memberships), list(target.grantee_assignments))
+            return user, RoleGrant(target, links[0], grantee)
+        if isinstance(target, ConnectionFact):
+            return user, Connection(target, Organization(target.partner_id), home)
     raise ValueError(f"the policy is not asked about a {resource_type!r} with target {target!r}")  # R24

@@ -48,8 +48,14 @@ class FactIndex:
         self._applying = threading.RLock()
         self.users: set[str] = set()
         self.organizations: set[str] = set()
-        self.resources: dict[tuple[str, str], str] = {}  # (type, id) -> organization id
+        self.resources: dict[tuple[str, str], str] = {}  # (type, id) -> organization id (the top ancestor's)
         self.by_organization: dict[tuple[str, str], set[str]] = {}  # (type, organization) -> resource ids
+        self.parents: dict[tuple[str, str], tuple[str, str]] = {}  # (type, id) -> its parent's (nested ones)
+        self.children: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (type, id) -> its children
+        self._chains: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # remembered until a resource changes
+        # Roles on one resource (GrantResourceRole): user -> (type, id) -> roles, and who holds any.
+        self.resource_roles: dict[str, dict[tuple[str, str], frozenset[str]]] = {}
+        self.role_holders: dict[tuple[str, str], set[str]] = {}
         self.memberships: dict[str, dict[str, Member]] = {}  # user -> organization -> member
         self.members: dict[str, set[str]] = {}  # organization -> users (not removed)
         self.partners: dict[str, dict[str, Link]] = {}  # client -> partner -> connection (any status)
@@ -96,10 +102,14 @@ class FactIndex:
         load(M, self._apply_membership, M.user_id == user_id)
         organization_id = resource_id
         if resource_type != "Organization":
-            load(R, self._apply_resource, R.type == resource_type, R.id == resource_id)
+            key: tuple[str, str] | None = (resource_type, resource_id)
+            while key is not None and key not in self.resources:  # the resource and its ancestors
+                load(R, self._apply_resource, R.type == key[0], R.id == key[1])
+                key = self.parents.get(key)
             organization_id = self.resources.get((resource_type, resource_id))
             if organization_id is None:
                 return
+            load(models.ResourceRole, self._apply_resource_role, models.ResourceRole.user_id == user_id)
         load(Org, self._apply_organization, Org.id == organization_id)
         load(C, self._apply_connection, C.client_id == organization_id)
         load(A, self._apply_assignment, A.user_id == user_id, A.client_id == organization_id)
@@ -167,6 +177,7 @@ class FactIndex:
             (models.Connection, self._apply_connection),
             (models.Assignment, self._apply_assignment),
             (models.OrganizationLink, self._apply_link),
+            (models.ResourceRole, self._apply_resource_role),
         )
 
     def _apply_user(self, row: models.User) -> None:
@@ -186,12 +197,32 @@ class FactIndex:
 
     def _apply_resource(self, row: models.Resource) -> None:
         key = (row.type, row.id)
+        self._chains.clear()
         before = self.resources.pop(key, None)
         if before is not None:
             self.by_organization.get((row.type, before), set()).discard(row.id)
+        parent = self.parents.pop(key, None)
+        if parent is not None:
+            self.children.get(parent, set()).discard(key)
         if not row.deleted:
             self.resources[key] = row.organization_id
             self.by_organization.setdefault((row.type, row.organization_id), set()).add(row.id)
+            if row.parent_type is not None:
+                parent = (row.parent_type, row.parent_id)
+                self.parents[key] = parent
+                self.children.setdefault(parent, set()).add(key)
+
+    def _apply_resource_role(self, row: models.ResourceRole) -> None:
+        key = (row.resource_type, row.resource_id)
+        held = self.resource_roles.setdefault(row.user_id, {})
+        roles = held.get(key, frozenset())
+        roles = roles | {row.role} if row.granted else roles - {row.role}
+        if roles:
+            held[key] = roles
+            self.role_holders.setdefault(key, set()).add(row.user_id)
+        else:
+            held.pop(key, None)
+            self.role_holders.get(key, set()).discard(row.user_id)
 
     def _apply_connection(self, row: models.Connection) -> None:
         # Disconnected connections stay, with their status: the policy decides what they grant (R14).
@@ -216,6 +247,28 @@ class FactIndex:
         if resource_type == "Organization":
             return resource_id if resource_id in self.organizations else None
         return self.resources.get((resource_type, resource_id))
+
+    def chain(self, resource_type: str, resource_id: str) -> tuple[tuple[str, str], ...]:
+        """The resource, its parent, ... up to its top ancestor; empty when it is not registered."""
+        key = (resource_type, resource_id)
+        found = self._chains.get(key)
+        if found is None:
+            links = []
+            at: tuple[str, str] | None = key
+            while at is not None and at in self.resources and len(links) <= len(self.resources):
+                links.append(at)
+                at = self.parents.get(at)
+            found = tuple(links) if at is None else ()
+            if len(self._chains) < 1_000_000:
+                self._chains[key] = found
+        return found
+
+    def roles_on(self, user_id: str, chain: tuple[tuple[str, str], ...]) -> tuple[tuple[int, str], ...]:
+        """The user's roles on a chain's resources, as (position, role)."""
+        held = self.resource_roles.get(user_id)
+        if not held:
+            return ()
+        return tuple((position, role) for position, key in enumerate(chain) for role in sorted(held.get(key, ())))
 
     def subject(self, user_id: str, organization_id: str, labels: dict[str, str] | None = None) -> Subject:
         """Everything the policy may know about this user and this organization. When `labels`
@@ -285,17 +338,30 @@ class FactIndex:
             for organization_id in own:
                 reachable |= self.clients.get(organization_id, set())
                 reachable |= self.links.get(organization_id, set())
+            for key in self.resource_roles.get(user_id, {}):
+                organization_id = self.resources.get(key)
+                if organization_id is not None:
+                    reachable.add(organization_id)
             return reachable
 
-    def candidate_users(self, organization_id: str) -> set[str]:
-        """Every user with any fact about the organization: a superset of who has access."""
+    def candidate_users(self, organization_id: str, chain: tuple[tuple[str, str], ...] = ()) -> set[str]:
+        """Every user with any fact about the organization (and the resource `chain`, with the
+        roles on it): a superset of who has access."""
         with self._applying:
             users = set(self.members.get(organization_id, ()))
             for partner_id in self.partners.get(organization_id, {}):
                 users |= self.members.get(partner_id, set())
             for other in self.links.get(organization_id, ()):
                 users |= self.members.get(other, set())
+            for key in chain:
+                users |= self.role_holders.get(key, set())
             return users
+
+    def role_holders_in(self, organization_id: str) -> set[str]:
+        """Users holding a role on some resource of the organization."""
+        with self._applying:
+            return {user for key, holders in self.role_holders.items() if holders
+                    and self.resources.get(key) == organization_id for user in holders}
 
 
 def _member_order(member: Member):

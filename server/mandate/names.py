@@ -37,15 +37,22 @@ class OrganizationAction(StrEnum):
     APPROVE_PARTNER_EMPLOYEE = "approve_partner_employee"
 
 
-class ProjectAction(StrEnum):
-    """The scopes a client grants (api.md), and moving a project to another organization."""
+class ResourceAction(StrEnum):
+    """Asked on a registered resource by the service itself: moving it to another organization,
+    when its type declares "move" (otherwise "delete_resource" on its organization decides).
+    Every other action of a resource type is the policy's to declare (its `permissions`)."""
 
-    READ = "read"
-    EDIT = "edit"
-    PUBLISH = "publish"
-    APPROVE = "approve"
-    DELETE = "delete"
     MOVE = "move"
+
+
+ProjectAction = ResourceAction  # the name before resource types came from the policy
+
+
+class RoleGrantAction(StrEnum):
+    """Asked about the role being given or taken on one resource (GrantResourceRole, RevokeResourceRole)."""
+
+    GRANT = "grant"
+    REVOKE = "revoke"
 
 
 class MemberAction(StrEnum):
@@ -82,10 +89,10 @@ class ConnectionAction(StrEnum):
 # them all (checked at load).
 SERVICE_ACTIONS: dict[str, type[StrEnum]] = {
     "Organization": OrganizationAction,
-    "Project": ProjectAction,
     "Member": MemberAction,
     "ClientInvitation": InvitationAction,
     "Connection": ConnectionAction,
+    "RoleGrant": RoleGrantAction,
 }
 
 
@@ -96,6 +103,8 @@ class Reason(StrEnum):
     # INVALID_ARGUMENT
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
     UNKNOWN_SCOPE = "UNKNOWN_SCOPE"
+    UNKNOWN_RESOURCE_TYPE = "UNKNOWN_RESOURCE_TYPE"  # the policy declares no such resource type
+    UNKNOWN_ROLE = "UNKNOWN_ROLE"  # the resource's type declares no such role
     REQUEST_ID_REUSED = "REQUEST_ID_REUSED"  # the request_id was used for another request
     # UNAUTHENTICATED
     UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -111,6 +120,7 @@ class Reason(StrEnum):
     CONNECTION_NOT_FOUND = "CONNECTION_NOT_FOUND"
     ASSIGNMENT_NOT_FOUND = "ASSIGNMENT_NOT_FOUND"
     RESOURCE_NOT_FOUND = "RESOURCE_NOT_FOUND"
+    PARENT_NOT_FOUND = "PARENT_NOT_FOUND"
     # ALREADY_EXISTS
     ALREADY_EXISTS = "ALREADY_EXISTS"
     ALREADY_MEMBER = "ALREADY_MEMBER"
@@ -129,6 +139,8 @@ class Reason(StrEnum):
     MEMBER_ALREADY_PAUSED = "MEMBER_ALREADY_PAUSED"
     MEMBER_ALREADY_ACTIVE = "MEMBER_ALREADY_ACTIVE"
     CONNECTION_STATE = "CONNECTION_STATE"
+    PARENT_CYCLE = "PARENT_CYCLE"  # the parent given is the resource itself or one of its descendants
+    RESOURCE_HAS_CHILDREN = "RESOURCE_HAS_CHILDREN"  # delete or move the children first
     REVISION_UNAVAILABLE = "REVISION_UNAVAILABLE"
     # RESOURCE_EXHAUSTED
     SEAT_LIMIT_REACHED = "SEAT_LIMIT_REACHED"

@@ -20,11 +20,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from oso import Oso
+from oso import Oso, Variable
 from polar.ffi import PolarSource
 
 from mandate import facts
-from mandate.facts import ConnectionFact, InvitationTarget, MemberTarget, Subject
+from mandate.facts import ConnectionFact, InvitationTarget, MembershipFact, MemberTarget, RoleGrantTarget, Subject
 from mandate.names import SERVICE_ACTIONS, Reason
 from mandate.store import models
 
@@ -97,8 +97,12 @@ POLICY_CLASS_NAMES = {cls.__name__.removesuffix("Fact") for cls in facts.POLICY_
 # and relations: the values of the facts. Anything else would be an id (R24: the policy sees
 # labels, not ids, so an id literal would grant by accident of labelling).
 FACT_VALUES = ({r.value for r in models.Role} | {s.value for s in models.MemberStatus}
-               | {s.value for s in models.ConnectionStatus} | {a.value for a in models.EmployeeApproval}
-               | set(models.SCOPES))
+               | {s.value for s in models.ConnectionStatus} | {a.value for a in models.EmployeeApproval})
+# The policy's own blocks that are not resources a caller registers: the organization, and the
+# targets of mutations.
+SERVICE_BLOCKS = frozenset({"Organization", *facts.TARGET_TYPES})
+# The rule that declares the scopes a client can grant a partner (R12): `client_scopes([...]);`.
+SCOPES_RULE = "client_scopes"
 NEGATIONS = ("not", "forall", "cut")
 
 _SPECIALIZER = re.compile(r"\b\w+\s*:\s*([A-Z]\w*)")
@@ -148,6 +152,67 @@ def declarations(source: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tup
     return roles, permissions
 
 
+@dataclass(frozen=True)
+class Block:
+    """A resource block: where it is, and the relations it declares (name -> type)."""
+
+    name: str
+    file: str
+    line: int
+    relations: dict[str, str]
+
+
+def blocks(sources: list[SourceFile]) -> dict[str, Block]:
+    found = {}
+    for source in sources:
+        for match in _RESOURCE_BLOCK.finditer(source.text):
+            body = re.sub(r"#[^\n]*", "", match.group(2))
+            relations = {}
+            for items in _RELATIONS.findall(body):
+                relations.update(re.findall(r"(\w+)\s*:\s*(\w+)", items))
+            found[match.group(1)] = Block(match.group(1), source.path.name,
+                                          source.text.count("\n", 0, match.start(1)) + 1, relations)
+    return found
+
+
+def resource_types(found: dict[str, Block]) -> dict[str, Block]:
+    """The resource types the policy declares: every block with a relation `organization:
+    Organization`, or `parent:` another resource type (found until nothing more is)."""
+    declared: dict[str, Block] = {}
+    more = True
+    while more:
+        more = False
+        for name, block in found.items():
+            if name in declared or name in SERVICE_BLOCKS:
+                continue
+            if block.relations.get("organization") == "Organization" or block.relations.get("parent") in declared:
+                declared[name] = block
+                more = True
+    return dict(sorted(declared.items()))
+
+
+def chains_of(types: dict[str, Block]) -> dict[str, list[tuple[str, ...]]]:
+    """Per declared type, the shapes of chain a resource of it may have, shortest first: top-level
+    (when it has an organization), and under a parent of the shortest chain the parent has."""
+    shortest: dict[str, tuple[str, ...]] = {n: (n,) for n, b in types.items() if "organization" in b.relations}
+    more = True
+    while more:
+        more = False
+        for name, block in types.items():
+            parent = block.relations.get("parent")
+            if name not in shortest and parent in shortest:
+                shortest[name] = (name, *shortest[parent])
+                more = True
+    chains = {}
+    for name, block in types.items():
+        found = [(name,)] if "organization" in block.relations else []
+        parent = block.relations.get("parent")
+        if parent in shortest:
+            found.append((name, *shortest[parent]))
+        chains[name] = found
+    return chains
+
+
 def relation_names(source: str) -> set[str]:
     names: set[str] = set()
     for _, body in _RESOURCE_BLOCK.findall(source):
@@ -176,17 +241,20 @@ class Policy:
         for source in self.sources:
             digest.update(source.path.name.encode() + b"\0" + source.text.encode() + b"\0")
         self.version = digest.hexdigest()[:12]
-        self._oso = Oso()
-        for cls in facts.POLICY_CLASSES:
-            self._oso.register_class(cls, name=cls.__name__.removesuffix("Fact"))
+        text = "\n".join(source.text for source in self.sources)
+        self.roles, self.permissions = declarations(text)
+        self.relations = relation_names(text)
+        self.blocks = blocks(self.sources)
+        # The resource types of the check plane: Organization, and every type the policy declares.
+        self.resource_types = resource_types(self.blocks)
+        self.chains = chains_of(self.resource_types)
+        self._oso = _new_oso(self.resource_types)
         try:
             # Loaded from the text read above: what is hashed is what is loaded.
             self._oso._load_sources([PolarSource(s.text, str(s.path)) for s in self.sources])
         except Exception as error:  # oso raises several unrelated types; all mean "does not load"
             raise PolicyError(f"policy does not load: {error}") from error
-        text = "\n".join(source.text for source in self.sources)
-        self.roles, self.permissions = declarations(text)
-        self.relations = relation_names(text)
+        self.scopes = self._declared_scopes()
         self._lock = threading.Lock()
         self._allowed: dict[tuple, bool] = {}
         self._actions: dict[tuple, frozenset[str]] = {}
@@ -195,6 +263,21 @@ class Policy:
         if problems:
             raise PolicyError("policy fails validation: " + "; ".join(problems), problems)
 
+    def _declared_scopes(self) -> tuple[str, ...]:
+        """The scopes a client can grant a partner, as the policy declares them (empty when it
+        does not: `problems` reports it)."""
+        try:
+            found = list(self._oso.query_rule(SCOPES_RULE, Variable("scopes")))
+        except Exception:  # noqa: BLE001 - no such rule: reported by `problems`
+            return ()
+        if len(found) != 1 or not isinstance(found[0]["bindings"]["scopes"], list):
+            return ()
+        return tuple(str(scope) for scope in found[0]["bindings"]["scopes"])
+
+    def is_resource_type(self, name: str) -> bool:
+        """A type of the check plane: Organization, or one the policy declares."""
+        return name == "Organization" or name in self.resource_types
+
     def problems(self) -> list[str]:
         """What `mandate policy check` reports beyond oso's own load-time validation."""
         problems = []
@@ -202,17 +285,32 @@ class Policy:
             declared = set(self.permissions.get(resource_type, ()))
             problems += [f"{resource_type} does not declare the permission {a.value!r} the service asks about"
                          for a in actions if a.value not in declared]
-        for resource_type in facts.RESOURCE_TYPES:
-            user, resource = facts.views(Subject(), resource_type)
+        for name, block in self.blocks.items():
+            where = f"{CONTRACT} {block.file}:{block.line}:"
+            if name in facts.RESERVED_TYPES and name not in SERVICE_BLOCKS:
+                problems.append(f"{where} {name} is a name of the service's own facts; a resource type needs another")
+            elif name not in SERVICE_BLOCKS and name not in self.resource_types:
+                parent = block.relations.get("parent")
+                why = f"its parent type {parent} is not a resource type" if parent else \
+                    "it declares neither `organization: Organization` nor `parent: <a declared type>`"
+                problems.append(f"{where} resource {name} cannot be registered: {why}")
+        if not self.scopes:
+            problems.append(f"the policy declares no scopes a client can grant: a rule `{SCOPES_RULE}([...]);`")
+        actions = {p for name in self.resource_types for p in self.permissions.get(name, ())}
+        problems += [f"the scope {scope!r} is no permission of a resource type" for scope in self.scopes
+                     if scope not in actions]
+        for resource_type, chain in [("Organization", ()), *((t, c[0]) for t, c in self.chains.items() if c)]:
+            user, resource = facts.views(Subject(chain=chain), resource_type)
             try:
                 self._oso.is_allowed(user, "view", resource)
             except Exception as error:  # noqa: BLE001 - any error here means decisions would fail
                 problems.append(f"deciding on a {resource_type} fails: {str(error).splitlines()[0]}")
+        known = BUILTIN_CLASSES | POLICY_CLASS_NAMES | set(self.resource_types)
         for source in self.sources:
             for number, line in enumerate(source.text.splitlines(), 1):
                 code = line.split("#", 1)[0]
                 for name in _SPECIALIZER.findall(code):
-                    if name not in BUILTIN_CLASSES | POLICY_CLASS_NAMES:
+                    if name not in known:
                         problems.append(f"{source.path.name}:{number}: unknown type {name!r} (never matches)")
         if not problems:  # the contract is about a policy that otherwise works
             if self.version not in _contract_verdicts:
@@ -254,7 +352,7 @@ class Policy:
         target: the lists only ever ask about users and organizations with facts."""
         problems = []
         reported = set()
-        for resource_type, subject in fact_free_subjects():
+        for resource_type, subject in fact_free_subjects(self):
             for action in self.permissions.get(resource_type, ()):
                 if (resource_type, action) in reported:
                     continue
@@ -276,9 +374,7 @@ class Policy:
         """file:line of the rule whose deletion stops the fact-free grant (the first one)."""
         for source in self.sources:
             for rule in rules(source.path, source.text):
-                oso = Oso()
-                for cls in facts.POLICY_CLASSES:
-                    oso.register_class(cls, name=cls.__name__.removesuffix("Fact"))
+                oso = _new_oso(self.resource_types)
                 try:
                     with contextlib.redirect_stdout(io.StringIO()):  # oso warns about a deleted allow rule
                         oso._load_sources([PolarSource(s.text if s is not source else
@@ -325,7 +421,7 @@ class Policy:
                 for source in self.sources:
                     lines = source.text.splitlines()
                     for rule in rules(source.path, source.text):
-                        oso = _new_oso()
+                        oso = _new_oso(self.resource_types)
                         try:
                             with contextlib.redirect_stdout(io.StringIO()):
                                 oso._load_sources([PolarSource(
@@ -413,20 +509,30 @@ def note_of(file: str, lines: list[str], rule: Rule) -> RuleNote:
     return RuleNote(file, rule.line, names, first)
 
 
-def _new_oso() -> Oso:
+def _new_oso(resource_types) -> Oso:
     oso = Oso()
     for cls in facts.POLICY_CLASSES:
         oso.register_class(cls, name=cls.__name__.removesuffix("Fact"))
+    for name in resource_types:
+        oso.register_class(facts.resource_class(name), name=name)
     return oso
 
 
 ROLES = ("", "owner", "legal_representative", "colleague", "client")
 
 
-def fact_free_subjects():
+def fact_free_subjects(policy: Policy):
     """(resource type, Subject) pairs with no fact about the actor: every target shape."""
     yield "Organization", Subject()
-    yield "Project", Subject()
+    for resource_type, chains in policy.chains.items():
+        for chain in chains:
+            yield resource_type, Subject(chain=chain)
+            for role in policy.roles.get(resource_type, ()):
+                # A role given to someone who is not a member (a world file may): still no grant of
+                # the organization's own, so nothing but what the role grants; checked by the
+                # policy tests, not here. Roles to grant, with a grantee of every kind:
+                for grantee in ((), (MembershipFact(facts.HOME, "colleague", "active", False),)):
+                    yield "RoleGrant", Subject(chain=chain, target=RoleGrantTarget(role, grantee))
     # Every pair of role and new role; the other facts vary along with them (a covering, not
     # every combination: each decision costs a few milliseconds and this runs at every load).
     shapes = (("active", False, False), ("paused", True, True), ("", False, True), ("active", True, True),
@@ -437,5 +543,5 @@ def fact_free_subjects():
     for by_link, sent_to_actor in itertools.product((False, True), repeat=2):
         yield "ClientInvitation", Subject(target=InvitationTarget(by_link, sent_to_actor))
     for status, approval in itertools.product([s.value for s in models.ConnectionStatus], ("client", "partner")):
-        for scopes in (frozenset(), frozenset(models.SCOPES)):
+        for scopes in (frozenset(), frozenset(policy.scopes)):
             yield "Connection", Subject(target=ConnectionFact(facts.UNKNOWN_PARTNER, status, scopes, approval))

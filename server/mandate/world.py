@@ -16,6 +16,11 @@ projects, written in YAML, loaded straight into a store. Used by `mandate policy
       links: [[acme, acme-usd]]
       projects:
         - {id: spring, organization: acme}
+      resources:                                # any type the policy declares; parents first
+        - {type: Page, id: home, organization: acme}
+        - {type: Post, id: hello, parent: "Page:home"}
+      resource_roles:                           # to any user: the policy decides what it grants
+        - {resource: "Post:hello", user: bob, role: editor, access_expires_at: "2030-01-01T00:00:00Z"}
 """
 
 from __future__ import annotations
@@ -44,16 +49,18 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def load_world(store: Store, world: dict[str, Any]) -> int:
-    """Write the world into the store in one transaction; returns its revision."""
+def load_world(store: Store, world: dict[str, Any], policy=None) -> int:
+    """Write the world into the store in one transaction; returns its revision. With `policy`,
+    resource types and roles must be ones it declares."""
     if not isinstance(world, dict):
         raise WorldError("world: must be a mapping")
-    unknown = set(world) - {"users", "organizations", "members", "connections", "assignments", "links", "projects"}
+    unknown = set(world) - {"users", "organizations", "members", "connections", "assignments", "links", "projects",
+                            "resources", "resource_roles"}
     if unknown:
         raise WorldError(f"world: unknown keys {sorted(unknown)}")
     if not isinstance(world.get("organizations") or {}, dict):
         raise WorldError("world.organizations: must be a mapping of id to {owner: ...}")
-    for key in ("members", "connections", "assignments", "projects"):
+    for key in ("members", "connections", "assignments", "projects", "resources", "resource_roles"):
         for number, spec in enumerate(world.get(key) or []):
             if not isinstance(spec, dict):
                 raise WorldError(f"{key}[{number}]: must be a mapping, not {spec!r}")
@@ -96,7 +103,7 @@ def load_world(store: Store, world: dict[str, Any]) -> int:
             where = f"connections[{number}]"
             partner, client = str(_required(spec, "partner", where)), str(_required(spec, "client", where))
             granted = list(spec.get("granted", []))
-            bad = [s for s in granted if s not in models.SCOPES]
+            bad = [s for s in granted if s not in (policy.scopes if policy is not None else models.SCOPES)]
             if bad:
                 raise WorldError(f"{where}: unknown scopes {bad}")
             if session.get(models.Organization, partner) is None:
@@ -137,8 +144,44 @@ def load_world(store: Store, world: dict[str, Any]) -> int:
             session.add(models.Resource(type="Project", id=str(_required(spec, "id", where)),
                                         organization_id=str(_required(spec, "organization", where)),
                                         deleted=False, revision=revision))
+        session.flush()
+        _load_resources(session, world, revision, policy)
         tx.emit("world.loaded", users=len(users))
     return revision
+
+
+def _load_resources(session, world: dict[str, Any], revision: int, policy) -> None:
+    """`resources` (parents listed before their children) and `resource_roles`."""
+    declared = policy.resource_types if policy is not None else None
+    for number, spec in enumerate(world.get("resources") or []):
+        where = f"resources[{number}]"
+        resource_type, ident = str(_required(spec, "type", where)), str(_required(spec, "id", where))
+        if declared is not None and resource_type not in declared:
+            raise WorldError(f"{where}: the policy declares no resource type {resource_type!r}")
+        parent_type = parent_id = None
+        if spec.get("parent"):
+            parent_type, _, parent_id = str(spec["parent"]).partition(":")
+            parent = session.get(models.Resource, (parent_type, parent_id))
+            if parent is None:
+                raise WorldError(f"{where}: no resource {spec['parent']!r} listed before it")
+            organization_id = parent.organization_id
+        else:
+            organization_id = str(_required(spec, "organization", where))
+        session.add(models.Resource(type=resource_type, id=ident, organization_id=organization_id,
+                                    parent_type=parent_type, parent_id=parent_id, deleted=False, revision=revision))
+        session.flush()
+    for number, spec in enumerate(world.get("resource_roles") or []):
+        where = f"resource_roles[{number}]"
+        resource_type, _, ident = str(_required(spec, "resource", where)).partition(":")
+        role = str(_required(spec, "role", where))
+        if policy is not None and role not in policy.roles.get(resource_type, ()):
+            raise WorldError(f"{where}: a {resource_type} declares no role {role!r}")
+        if session.get(models.Resource, (resource_type, ident)) is None:
+            raise WorldError(f"{where}: no resource {spec['resource']!r}")
+        session.add(models.ResourceRole(resource_type=resource_type, resource_id=ident,
+                                        user_id=str(_required(spec, "user", where)), role=role, granted=True,
+                                        granted_by="", access_expires_at=spec.get("access_expires_at") or None,
+                                        revision=revision))
 
 
 def _required(spec: dict, key: str, where: str):
@@ -186,7 +229,7 @@ class EphemeralApp:
         self.app = App(self.database_url, policy_dir, policy=policy)
         if world:
             try:
-                load_world(self.app.store, world)
+                load_world(self.app.store, world, self.app.authorizer.policy)
             except IntegrityError as error:
                 self.close()
                 raise WorldError(f"world: an entry names something that does not exist or repeats one "

@@ -69,3 +69,10 @@ def access_entry(entry: Entry, without_email: bool = False) -> authorization_pb2
         resource=common_pb2.ObjectRef(type=entry.resource_type, id=entry.resource_id), actions=entry.actions,
         path=entry.path, granted_at=entry.granted_at, granted_revision=str(entry.granted_revision),
         granted_by=entry.granted_by)
+
+
+def resource_role(row: models.ResourceRole) -> directory_pb2.ResourceRole:
+    return directory_pb2.ResourceRole(
+        resource=common_pb2.ObjectRef(type=row.resource_type, id=row.resource_id), user_id=row.user_id,
+        role=row.role, granted_by=row.granted_by, access_expires_at=row.access_expires_at or "",
+        revision=str(row.revision))

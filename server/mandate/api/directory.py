@@ -7,12 +7,9 @@ from mandate.api import validate as v
 from mandate.api.retries import idempotent
 from mandate.app import App
 from mandate.errors import InvalidArgument
-from mandate.facts import RESOURCE_TYPES
+from mandate.names import Reason
 from mandate.v1 import directory_pb2 as pb
 from mandate.v1 import directory_pb2_grpc
-
-# Types a caller registers with PutResource; Organizations are made by CreateOrganization.
-REGISTERED_TYPES = [t for t in RESOURCE_TYPES if t != "Organization"]
 
 
 class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
@@ -48,8 +45,9 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
     def PutResource(self, request, context):
         actor_id = v.identifier("actor_id", request.actor_id)
         resource_type, resource_id = registered_resource(request)
-        organization_id = v.identifier("organization_id", request.organization_id)
-        revision = self.directory.put_resource(actor_id, resource_type, resource_id, organization_id)
+        parent = v.object_ref("parent", request.parent, True) if request.HasField("parent") else None
+        organization_id = v.optional_identifier("organization_id", request.organization_id)
+        revision = self.directory.put_resource(actor_id, resource_type, resource_id, organization_id, parent)
         return pb.WriteResponse(revision=str(revision))
 
     @idempotent(pb.WriteResponse)
@@ -58,9 +56,40 @@ class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
         resource_type, resource_id = registered_resource(request)
         return pb.WriteResponse(revision=str(self.directory.delete_resource(actor_id, resource_type, resource_id)))
 
+    @idempotent(pb.ResourceRole)
+    def GrantResourceRole(self, request, context):
+        actor_id = v.identifier("actor_id", request.actor_id)
+        resource_type, resource_id = registered_resource(request)
+        row = self.directory.grant_resource_role(
+            actor_id, resource_type, resource_id, v.identifier("user_id", request.user_id),
+            v.text("role", request.role, max_length=100), v.access_expires_at("access_expires_at",
+                                                                              request.access_expires_at))
+        return convert.resource_role(row)
+
+    @idempotent(pb.ResourceRole)
+    def RevokeResourceRole(self, request, context):
+        actor_id = v.identifier("actor_id", request.actor_id)
+        resource_type, resource_id = registered_resource(request)
+        row = self.directory.revoke_resource_role(actor_id, resource_type, resource_id,
+                                                  v.identifier("user_id", request.user_id),
+                                                  v.text("role", request.role, max_length=100))
+        return convert.resource_role(row)
+
+    def ListResourceRoles(self, request, context):
+        actor_id = v.identifier("actor_id", request.actor_id)
+        resource_type, resource_id = registered_resource(request)
+        size = v.page_size("page_size", request.page_size)
+        after = v.page_token("page_token", request.page_token)
+        rows, last, revision = self.directory.list_resource_roles(actor_id, resource_type, resource_id, size, after)
+        return pb.ListResourceRolesResponse(roles=[convert.resource_role(row) for row in rows],
+                                            next_page_token=v.encode_page_token(last), revision=str(revision))
+
 
 def registered_resource(request) -> tuple[str, str]:
+    """A resource a caller registers (Organizations are made by CreateOrganization); whether the
+    policy declares its type is the directory's to say (UNKNOWN_RESOURCE_TYPE)."""
     resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
-    if resource_type not in REGISTERED_TYPES:
-        raise InvalidArgument("resource.type", f"must be one of: {', '.join(REGISTERED_TYPES)}")
+    if resource_type == "Organization":
+        raise InvalidArgument("resource.type", "organizations are created with CreateOrganization, not registered",
+                              Reason.UNKNOWN_RESOURCE_TYPE)
     return resource_type, resource_id

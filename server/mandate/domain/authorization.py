@@ -6,11 +6,14 @@ from dataclasses import dataclass, replace
 
 from mandate import errors
 from mandate.facts import (
-    RESOURCE_TYPES,
+    HOME,
     UNKNOWN_PARTNER,
+    AssignmentFact,
     ConnectionFact,
     InvitationTarget,
+    MembershipFact,
     MemberTarget,
+    RoleGrantTarget,
     Subject,
 )
 from mandate.index import FactIndex
@@ -52,8 +55,19 @@ class ProjectRef:
     organization_id: str
 
 
-TargetRef = MemberRef | InvitationRef | ConnectionRef | ProjectRef
-TARGET_TYPE = {MemberRef: "Member", InvitationRef: "ClientInvitation", ConnectionRef: "Connection"}
+@dataclass(frozen=True)
+class RoleGrantRef:
+    """The role `role` on a registered resource, given to or taken from `user_id`."""
+
+    resource_type: str
+    resource_id: str
+    user_id: str
+    role: str
+
+
+TargetRef = MemberRef | InvitationRef | ConnectionRef | ProjectRef | RoleGrantRef
+TARGET_TYPE = {MemberRef: "Member", InvitationRef: "ClientInvitation", ConnectionRef: "Connection",
+               RoleGrantRef: "RoleGrant"}
 
 
 def target_type(target: TargetRef) -> str:
@@ -92,30 +106,45 @@ class Authorizer:
 
     # -- decisions -------------------------------------------------------------------------
 
-    def subject(self, actor_id: str, resource_type: str, resource_id: str) -> Subject | None:
+    def where(self, actor_id: str, resource_type: str, resource_id: str, policy: Policy) -> Where | None:
+        """Where a decision about the resource is made: its organization, its chain of types up to
+        the top one, and the actor's roles on that chain. None when the resource is unknown, or of
+        a type the policy does not declare (a deny, R24)."""
+        if resource_type == "Organization":
+            return Where(resource_id, (), ()) if resource_id in self.index.organizations else None
+        if resource_type not in policy.resource_types:
+            return None
+        chain = self.index.chain(resource_type, resource_id)
+        if not chain:
+            return None
+        return Where(self.index.resources[chain[0]], tuple(t for t, _ in chain), self.index.roles_on(actor_id, chain))
+
+    def subject(self, actor_id: str, resource_type: str, resource_id: str, policy: Policy | None = None,
+                labels: dict[str, str] | None = None) -> Subject | None:
         """The facts about actor and resource, or None when either is unknown (a deny)."""
-        if actor_id not in self.index.users or resource_type not in RESOURCE_TYPES:
+        if actor_id not in self.index.users:
             return None
-        organization_id = self.index.organization_of(resource_type, resource_id)
-        if organization_id is None:
+        where = self.where(actor_id, resource_type, resource_id, policy or self.policy)
+        if where is None:
             return None
-        return self.index.subject(actor_id, organization_id)
+        return where.subject(self.index.subject(actor_id, where.organization_id, labels))
 
     def check(self, actor_type: str, actor_id: str, action: str, resource_type: str, resource_id: str,
               policy: Policy | None = None) -> bool:
         """The decision. `policy` pins one policy for a whole request (reloads swap the attribute)."""
-        if actor_type != "User":
+        if actor_type != "User" or actor_id not in self.index.users:
             return False
-        if actor_id not in self.index.users or resource_type not in RESOURCE_TYPES:
+        policy = policy or self.policy
+        where = self.where(actor_id, resource_type, resource_id, policy)
+        if where is None:
             return False
-        organization_id = self.index.organization_of(resource_type, resource_id)
-        if organization_id is None:
-            return False
-        return self.decide(actor_id, organization_id, resource_type, action, policy or self.policy)
+        return self.decide(actor_id, where.organization_id, resource_type, action, policy, where.chain, where.roles)
 
-    def decide(self, actor_id: str, organization_id: str, resource_type: str, action: str, policy: Policy) -> bool:
-        """The policy's answer for the actor and a resource of the organization, remembered until
-        the index moves to another revision or the policy is replaced.
+    def decide(self, actor_id: str, organization_id: str, resource_type: str, action: str, policy: Policy,
+               chain: tuple[str, ...] = (), roles: tuple[tuple[int, str], ...] = ()) -> bool:
+        """The policy's answer for the actor and a resource of the organization (with its `chain`
+        of types and the actor's `roles` on it), remembered until the index moves to another
+        revision or the policy is replaced.
 
         Every entry of a memo was computed after the index had reached the memo's revision (the
         revision is read first), so a remembered answer is never older than the revision a
@@ -125,22 +154,26 @@ class Authorizer:
         if memo_policy is not policy or memo_revision != revision:
             memo = {}
             self._memo = (policy, revision, memo)
-        key = (actor_id, organization_id, resource_type, action)
+        key = (actor_id, organization_id, chain or resource_type, roles, action)
         self.decisions += 1
         answer = memo.get(key)
         if answer is None:
             self.memo_misses += 1
-            answer = policy.is_allowed(self.index.subject(actor_id, organization_id), resource_type, action)
+            subject = self.index.subject(actor_id, organization_id)
+            if chain:
+                subject = replace(subject, chain=chain, resource_roles=roles)
+            answer = policy.is_allowed(subject, resource_type, action)
             if len(memo) < MEMO_LIMIT:
                 memo[key] = answer
         return answer
 
     def list_actions(self, actor_type: str, actor_id: str, resource_type: str, resource_id: str,
                      policy: Policy | None = None) -> list[str]:
-        subject = self.subject(actor_id, resource_type, resource_id) if actor_type == "User" else None
+        policy = policy or self.policy
+        subject = self.subject(actor_id, resource_type, resource_id, policy) if actor_type == "User" else None
         if subject is None:
             return []
-        return sorted((policy or self.policy).actions(subject, resource_type))
+        return sorted(policy.actions(subject, resource_type))
 
     def require(self, actor_id: str, action: str, organization_id: str) -> None:
         """R23: a mutation is allowed only when the policy allows the actor `action` on the
@@ -192,7 +225,27 @@ class Authorizer:
         """The organization a target lives in, and the facts of actor and target there."""
         index = self.index
         if isinstance(target, ProjectRef):
-            return target.organization_id, index.subject(actor_id, target.organization_id)
+            subject = index.subject(actor_id, target.organization_id)
+            chain = index.chain(target.resource_type, target.resource_id)
+            return target.organization_id, replace(subject, chain=tuple(t for t, _ in chain),
+                                                   resource_roles=index.roles_on(actor_id, chain))
+        if isinstance(target, RoleGrantRef):
+            chain = index.chain(target.resource_type, target.resource_id)
+            organization_id = index.resources.get(chain[0]) if chain else None
+            if organization_id is None:
+                return "", Subject()
+            labels: dict[str, str] = {}
+            subject = index.subject(actor_id, organization_id, labels)
+            labels.setdefault(HOME, organization_id)
+            held = index.memberships.get(target.user_id, {})
+            memberships = tuple(MembershipFact(label, m.role, m.status, m.partner_employee)
+                                for label, ident in sorted(labels.items()) if (m := held.get(ident)) is not None)
+            assigned = index.assignments.get((target.user_id, organization_id), {})
+            assignments = tuple(AssignmentFact(label, assigned[ident]) for label, ident in sorted(labels.items())
+                                if label != HOME and ident in assigned)
+            fact = RoleGrantTarget(target.role, memberships, assignments, target.user_id == actor_id)
+            return organization_id, replace(subject, chain=tuple(t for t, _ in chain),
+                                            resource_roles=index.roles_on(actor_id, chain), target=fact)
         if isinstance(target, MemberRef):
             member = index.memberships.get(target.user_id, {}).get(target.organization_id)
             fact = MemberTarget(member.role if member else "", member.status if member else "",
@@ -222,37 +275,63 @@ class Authorizer:
         """Resource ids the actor may `action`, from the same index state as `Check` (no SQL).
 
         Access to a resource depends only on the facts between the actor and the resource's
-        organization, so the policy decides per organization the actor has any fact about;
+        organization, the resource's chain of types and the actor's roles on it, so the policy
+        decides per organization the actor has any fact about (and per shape of chain there);
         the index knows the resources of each organization."""
-        if actor_id not in self.index.users or resource_type not in RESOURCE_TYPES:
-            return [], ""
         policy = policy or self.policy
-        with self.index.one_state():
-            ids = sorted(
-                resource_id
-                for organization_id in self.index.reachable_organizations(actor_id)
-                if self.decide(actor_id, organization_id, resource_type, action, policy)
-                for resource_id in self.index.resources_of(resource_type, organization_id)
-                if resource_id > after
-            )
+        if actor_id not in self.index.users or not policy.is_resource_type(resource_type):
+            return [], ""
+        index = self.index
+        with index.one_state():
+            ids = []
+            for organization_id in index.reachable_organizations(actor_id):
+                if resource_type == "Organization":
+                    if organization_id > after and self.decide(actor_id, organization_id, resource_type, action,
+                                                               policy):
+                        ids.append(organization_id)
+                    continue
+                for resource_id in index.resources_of(resource_type, organization_id):
+                    if resource_id <= after:
+                        continue
+                    chain = index.chain(resource_type, resource_id)
+                    if chain and self.decide(actor_id, organization_id, resource_type, action, policy,
+                                             tuple(t for t, _ in chain), index.roles_on(actor_id, chain)):
+                        ids.append(resource_id)
+            ids.sort()
         return page(ids[:page_size + 1], page_size)
 
     def list_actors(self, action: str, resource_type: str, resource_id: str, page_size: int, after: str,
                     policy: Policy | None = None):
         """User ids who may `action` on the resource: the policy decides for every user with a
-        fact about the resource's organization, in id order, until the page is full."""
+        fact about the resource's organization (or a role on the resource or its ancestors), in id
+        order, until the page is full."""
         policy = policy or self.policy
         found: list[str] = []
-        with self.index.one_state():
-            organization_id = self.index.organization_of(resource_type, resource_id)
-            if organization_id is None:
+        index = self.index
+        with index.one_state():
+            where = self.where("", resource_type, resource_id, policy)
+            if where is None:
                 return [], ""
-            for user_id in sorted(u for u in self.index.candidate_users(organization_id) if u > after):
-                if self.decide(user_id, organization_id, resource_type, action, policy):
+            chain = index.chain(resource_type, resource_id) if where.chain else ()
+            for user_id in sorted(u for u in index.candidate_users(where.organization_id, chain) if u > after):
+                if self.decide(user_id, where.organization_id, resource_type, action, policy, where.chain,
+                               index.roles_on(user_id, chain)):
                     found.append(user_id)
                     if len(found) > page_size:
                         break
         return page(found, page_size)
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a decision about one resource is made (see Authorizer.where)."""
+
+    organization_id: str
+    chain: tuple[str, ...]  # the resource's type, its parent's, ... (empty for an Organization)
+    roles: tuple[tuple[int, str], ...]  # the actor's roles on that chain
+
+    def subject(self, subject: Subject) -> Subject:
+        return replace(subject, chain=self.chain, resource_roles=self.roles) if self.chain else subject
 
 
 def page(ids: list[str], page_size: int) -> tuple[list[str], str]:
@@ -269,6 +348,8 @@ def describe_target(target: TargetRef) -> str:
         return f"the membership of user {target.user_id} in organization {target.organization_id}{change}"
     if isinstance(target, ProjectRef):
         return f"{target.resource_type} {target.resource_id} of organization {target.organization_id}"
+    if isinstance(target, RoleGrantRef):
+        return f"the role {target.role} on {target.resource_type} {target.resource_id} of user {target.user_id}"
     if isinstance(target, InvitationRef):
         kind = "link" if target.by_link else "invitation by email"
         return f"a client {kind} for organization {target.client_id}"

@@ -98,3 +98,35 @@ def end_assignments(tx: Transaction, *conditions, cause: str = "") -> None:
         assignment.revision = tx.revision
         tx.emit("partner_employee.unassigned", cause=cause, partner_id=assignment.partner_id,
                 client_id=assignment.client_id, user_id=assignment.user_id)
+
+
+def end_resource_roles(tx: Transaction, *conditions, cause: str = "") -> None:
+    """End every role on one resource matching the conditions (R6, R18: a removal ends the roles
+    that came with the membership; a deleted resource's roles end with it)."""
+    roles = tx.session.execute(
+        select(models.ResourceRole).where(models.ResourceRole.granted.is_(True), *conditions)).scalars().all()
+    for role in roles:
+        role.granted = False
+        role.access_expires_at = None
+        role.revision = tx.revision
+        organization_id = tx.session.execute(select(models.Resource.organization_id).where(
+            models.Resource.type == role.resource_type, models.Resource.id == role.resource_id)).scalar()
+        tx.emit("resource.role_revoked", cause=cause, organization_id=organization_id or "",
+                resource_type=role.resource_type, resource_id=role.resource_id, user_id=role.user_id, role=role.role)
+
+
+def end_roles_of_member(tx: Transaction, organization_id: str, user_id: str, cause: str = "") -> None:
+    """R6, R18: a member removed from an organization loses the roles on its resources, and on the
+    resources of its clients where they are not a member themselves (the roles its partner
+    employees were given there)."""
+    resources = select(models.Resource.type, models.Resource.id).where(
+        models.Resource.organization_id == organization_id)
+    clients = select(models.Connection.client_id).where(models.Connection.partner_id == organization_id)
+    own = select(models.Membership.organization_id).where(models.Membership.user_id == user_id,
+                                                          models.Membership.status != models.MemberStatus.REMOVED)
+    client_resources = select(models.Resource.type, models.Resource.id).where(
+        models.Resource.organization_id.in_(clients), models.Resource.organization_id.not_in(own))
+    from sqlalchemy import or_, tuple_
+    key = tuple_(models.ResourceRole.resource_type, models.ResourceRole.resource_id)
+    end_resource_roles(tx, models.ResourceRole.user_id == user_id,
+                       or_(key.in_(resources), key.in_(client_resources)), cause=cause)

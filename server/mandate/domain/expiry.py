@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from mandate import errors
 from mandate.clock import SystemClock, as_text, parse
-from mandate.domain.common import end_assignments
+from mandate.domain.common import end_assignments, end_resource_roles, end_roles_of_member
 from mandate.store import history, models
 from mandate.store.db import Store, Transaction
 
@@ -109,6 +109,7 @@ class Expiries:
             exists().where(models.Connection.access_expires_at <= now,
                            models.Connection.status != models.ConnectionStatus.DISCONNECTED),
             exists().where(models.Assignment.access_expires_at <= now, models.Assignment.assigned.is_(True)),
+            exists().where(models.ResourceRole.access_expires_at <= now, models.ResourceRole.granted.is_(True)),
         )
         return any(session.execute(select(check)).scalar() for check in checks)
 
@@ -125,6 +126,7 @@ class Expiries:
                 self._end_connections(tx, now)
                 self._end_memberships(tx, now)
                 end_assignments(tx, models.Assignment.access_expires_at <= now, cause=Cause.EXPIRED)
+                end_resource_roles(tx, models.ResourceRole.access_expires_at <= now, cause=Cause.EXPIRED)
                 self._lapse_invitations(tx, now)
         except _NothingDue:
             return None
@@ -158,6 +160,7 @@ class Expiries:
             membership.revision = tx.revision
             end_assignments(tx, models.Assignment.partner_id == membership.organization_id,
                             models.Assignment.user_id == membership.user_id, cause=Cause.CASCADE)
+            end_roles_of_member(tx, membership.organization_id, membership.user_id, cause=Cause.CASCADE)
             tx.emit("member.removed", cause=Cause.EXPIRED, organization_id=membership.organization_id,
                     user_id=membership.user_id)
 

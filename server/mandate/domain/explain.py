@@ -17,7 +17,7 @@ from dataclasses import replace
 from mandate.domain.authorization import Authorizer
 from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
 from mandate.policy import Policy
-from mandate.store.models import SCOPES, Role
+from mandate.store.models import Role
 
 ROLES = [role.value for role in Role]
 
@@ -31,18 +31,20 @@ def explain(authorizer: Authorizer, actor_type: str, actor_id: str, action: str,
         return False, [f"denied: actors are Users, not {actor_type} (R24)"]
     if actor_id not in index.users:
         return False, [f"denied: there is no user {actor_id} (R24: unknown actors are denied)"]
-    if resource_type not in policy.permissions:
+    if not policy.is_resource_type(resource_type):
         return False, [f"denied: the policy knows no resource type {resource_type} (R24)"]
-    organization_id = index.organization_of(resource_type, resource_id)
-    if organization_id is None:
+    where = authorizer.where(actor_id, resource_type, resource_id, policy)
+    if where is None:
         return False, [f"denied: there is no {resource} (R24: unknown resources are denied)"]
+    organization_id = where.organization_id
     known = policy.permissions.get(resource_type, ())
     if action not in known:
         return False, [f"denied: {action!r} is not an action on {resource_type}; "
                        f"the policy declares: {', '.join(known)}"]
     labels: dict[str, str] = {}
-    subject = index.subject(actor_id, organization_id, labels)
-    words = Words(actor_id, organization_id, labels)
+    subject = where.subject(index.subject(actor_id, organization_id, labels))
+    chain = index.chain(resource_type, resource_id) if where.chain else ()
+    words = Words(actor_id, organization_id, labels, chain)
     allowed = policy.is_allowed(subject, resource_type, action)
     where = "" if resource_type == "Organization" else f" (in organization {organization_id})"
     reasons = [f"{'allowed' if allowed else 'denied'}: user {actor_id} {action} on {resource}{where}, "
@@ -55,7 +57,7 @@ def explain(authorizer: Authorizer, actor_type: str, actor_id: str, action: str,
     if not subject.memberships:
         reasons.append(f"user {actor_id} has no membership in organization {organization_id}, in any of its "
                        "partners or in any account linked to it")
-    changes = [(text, changed) for text, changed in single_changes(subject, action, words)
+    changes = [(text, changed) for text, changed in single_changes(subject, action, words, policy.scopes)
                if policy.is_allowed(changed, resource_type, action)]
     for text, changed in changes:
         rules = "; ".join(note.short() for note in policy.rules_behind(changed, resource_type, action))
@@ -66,7 +68,8 @@ def explain(authorizer: Authorizer, actor_type: str, actor_id: str, action: str,
 
 
 def facts_of(subject: Subject) -> list:
-    return [*subject.memberships, *subject.connections, *subject.assignments, *subject.linked]
+    return [*subject.memberships, *subject.connections, *subject.assignments, *subject.linked,
+            *subject.resource_roles]
 
 
 def without(subject: Subject, fact) -> Subject:
@@ -76,6 +79,8 @@ def without(subject: Subject, fact) -> Subject:
         assignments=tuple(a for a in subject.assignments if a is not fact),
         linked=tuple(label for label in subject.linked if label is not fact),
         target=subject.target,
+        chain=subject.chain,
+        resource_roles=tuple(r for r in subject.resource_roles if r is not fact),
     )
 
 
@@ -88,7 +93,7 @@ def smallest_allowing(policy: Policy, subject: Subject, resource_type: str, acti
     return subject
 
 
-def single_changes(subject: Subject, action: str, words: Words):
+def single_changes(subject: Subject, action: str, words: Words, scopes: tuple[str, ...] = ()):
     """(what would change, the Subject with that one change) for every fact of the subject, and
     for the memberships the user does not hold in the resource's organization."""
     for number, membership in enumerate(subject.memberships):
@@ -122,7 +127,7 @@ def single_changes(subject: Subject, action: str, words: Words):
         if connection.status != "active":
             yield (f"the connection of {partner} to {words.organization(HOME)} were active, not {connection.status}",
                    changed_connection(replace(connection, status="active")))
-        if action in SCOPES and action not in connection.granted_scopes:
+        if action in scopes and action not in connection.granted_scopes:
             yield (f"{words.organization(HOME)} granted {action!r} to {partner}",
                    changed_connection(replace(connection, granted_scopes=connection.granted_scopes | {action})))
         if connection.employee_approval != "partner":
@@ -146,9 +151,10 @@ def single_changes(subject: Subject, action: str, words: Words):
 class Words:
     """Facts in plain words, with the real ids behind the Subject's labels."""
 
-    def __init__(self, user: str, organization_id: str, labels: dict[str, str]):
+    def __init__(self, user: str, organization_id: str, labels: dict[str, str], chain=()):
         self.user = user
         self.labels = {HOME: organization_id, **labels}
+        self.chain = chain  # the resource's (type, id), its parent's, ...
 
     def organization(self, label: str) -> str:
         ident = self.labels.get(label, label)
@@ -173,4 +179,9 @@ class Words:
             consent = "approved by the client" if fact.client_approved else "not approved by the client"
             return (f"{self.organization(fact.partner_id)} assigned user {self.user} to "
                     f"{self.organization(HOME)}, {consent}")
+        if isinstance(fact, tuple):  # a role on the resource or one of its ancestors
+            position, role = fact
+            resource_type, resource_id = self.chain[position]
+            via = f", via parent {resource_type} {resource_id}" if position else ""
+            return f"user {self.user} is {role} of {resource_type} {resource_id}{via}"
         return f"{self.organization(HOME)} is linked to {self.organization(fact)}"

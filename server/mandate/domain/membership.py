@@ -11,6 +11,7 @@ from mandate.domain.authorization import Authorizer, MemberRef
 from mandate.domain.common import (
     email_of,
     end_assignments,
+    end_roles_of_member,
     get_member,
     get_organization,
     new_id,
@@ -145,6 +146,7 @@ class Memberships:
             membership.partner_employee = False
             membership.revision = tx.revision
             withdraw_assignments(tx, organization_id, user_id)
+            end_roles_of_member(tx, organization_id, user_id, cause=models.EventCause.CASCADE)
             tx.emit("member.removed", organization_id=organization_id, user_id=user_id)
         return tx.revision
 

@@ -28,13 +28,13 @@ historical authorizer and `at_revision` and the same code reviews the past.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 
 from mandate import errors
 from mandate.domain.authorization import Authorizer
-from mandate.facts import HOME, RESOURCE_TYPES, AssignmentFact, ConnectionFact, MembershipFact, Subject
+from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
 from mandate.names import Reason
 from mandate.policy import Policy
 from mandate.store import models
@@ -116,26 +116,33 @@ def _page(authorizer: Authorizer, policy: Policy, organization_id: str, page_siz
     """Up to page_size + 1 entries after `after`, without their rows yet: (user, type, id, grant)."""
     index = authorizer.index
     after_user = after[0] if after else ""
-    resources = {t: sorted(index.resources_of(t, organization_id)) for t in sorted(RESOURCE_TYPES)}
+    types = sorted(["Organization", *policy.resource_types])
+    resources = {t: sorted(index.resources_of(t, organization_id)) for t in types}
+    chains = {(t, i): index.chain(t, i) for t, ids in resources.items() if t != "Organization" for i in ids}
     grants: dict[tuple[Subject, str], tuple] = {}  # equal situations are worked out once
     found = []
-    for user_id in sorted(u for u in index.candidate_users(organization_id) if u >= after_user):
+    candidates = index.candidate_users(organization_id) | index.role_holders_in(organization_id)
+    for user_id in sorted(u for u in candidates if u >= after_user):
         labels: dict[str, str] = {}
-        subject = index.subject(user_id, organization_id, labels)
+        base = index.subject(user_id, organization_id, labels)
         for resource_type, ids in resources.items():
-            if not ids:
-                continue
-            situation = (subject, resource_type)
-            if situation not in grants:
-                grants[situation] = grant_paths(policy, subject, resource_type)
-            actions, paths = grants[situation]
-            if not actions:
-                continue
-            grant = _Grant(actions, tuple(tuple((fact, _organization(fact, labels)) for fact in path)
-                                          for path in paths))
             for resource_id in ids:
                 if after is not None and (user_id, resource_type, resource_id) <= after:
                     continue
+                chain = chains.get((resource_type, resource_id), ())
+                subject = base
+                if chain:
+                    subject = replace(base, chain=tuple(t for t, _ in chain),
+                                      resource_roles=index.roles_on(user_id, chain))
+                situation = (subject, resource_type)
+                if situation not in grants:
+                    grants[situation] = grant_paths(policy, subject, resource_type)
+                actions, paths = grants[situation]
+                if not actions:
+                    continue
+                where = {**labels, **{f"r{n}": f"{t}:{i}" for n, (t, i) in enumerate(chain)}}
+                grant = _Grant(actions, tuple(tuple((fact, _organization(fact, where)) for fact in path)
+                                              for path in paths))
                 found.append((user_id, resource_type, resource_id, grant))
                 if len(found) > page_size:
                     return found
@@ -143,7 +150,9 @@ def _page(authorizer: Authorizer, policy: Policy, organization_id: str, page_siz
 
 
 def _organization(fact, labels: dict[str, str]) -> str:
-    """The organization id behind a fact's label."""
+    """The organization id behind a fact's label ("Type:id" of the resource, for a role on one)."""
+    if isinstance(fact, tuple):
+        return labels[f"r{fact[0]}"]
     label = fact if isinstance(fact, str) else fact.partner_id if isinstance(fact, ConnectionFact | AssignmentFact) \
         else fact.organization_id
     return labels[label]
@@ -166,14 +175,17 @@ def fact_groups(subject: Subject) -> list[tuple]:
         groups.append(tuple(f for f in (member.get(label), connection, assigned.get(label)) if f is not None))
     for label in subject.linked:
         groups.append(tuple(f for f in (member.get(label), label) if f is not None))
+    groups.extend((role,) for role in subject.resource_roles)  # each a (position in the chain, role)
     return groups
 
 
-def subject_of(facts) -> Subject:
+def subject_of(facts, chain: tuple[str, ...] = ()) -> Subject:
+    facts = tuple(facts)
     return Subject(tuple(f for f in facts if isinstance(f, MembershipFact)),
                    tuple(f for f in facts if isinstance(f, ConnectionFact)),
                    tuple(f for f in facts if isinstance(f, AssignmentFact)),
-                   tuple(f for f in facts if isinstance(f, str)))
+                   tuple(f for f in facts if isinstance(f, str)), None, chain,
+                   tuple(sorted(f for f in facts if isinstance(f, tuple))))
 
 
 def grant_paths(policy: Policy, subject: Subject, resource_type: str) -> tuple[tuple[str, ...], list[tuple]]:
@@ -184,12 +196,13 @@ def grant_paths(policy: Policy, subject: Subject, resource_type: str) -> tuple[t
     if not everything:
         return (), []
     groups = fact_groups(subject)
-    alone = [policy.actions(subject_of(group), resource_type) for group in groups]
+    chain = subject.chain
+    alone = [policy.actions(subject_of(group, chain), resource_type) for group in groups]
     paths = [(group, actions) for group, actions in zip(groups, alone, strict=True) if actions]
     covered = frozenset().union(*alone)
     if covered != everything and len(groups) <= MAX_GROUPS_FOR_PAIRS:
         for i, j in itertools.combinations(range(len(groups)), 2):
-            more = policy.actions(subject_of(groups[i] + groups[j]), resource_type) - alone[i] - alone[j]
+            more = policy.actions(subject_of(groups[i] + groups[j], chain), resource_type) - alone[i] - alone[j]
             if more:
                 paths.append((groups[i] + groups[j], more))
                 covered |= more
@@ -197,19 +210,21 @@ def grant_paths(policy: Policy, subject: Subject, resource_type: str) -> tuple[t
         needed = list(groups)
         for group in list(needed):
             rest = [g for g in needed if g is not group]
-            if policy.is_allowed(subject_of(itertools.chain(*rest)), resource_type, action):
+            if policy.is_allowed(subject_of(itertools.chain(*rest), chain), resource_type, action):
                 needed = rest
         paths.append((tuple(itertools.chain(*needed)), frozenset({action})))
-    return tuple(sorted(everything)), [smallest(policy, facts, actions, resource_type) for facts, actions in paths]
+    return tuple(sorted(everything)), [smallest(policy, facts, actions, resource_type, chain)
+                                       for facts, actions in paths]
 
 
-def smallest(policy: Policy, facts: tuple, actions: frozenset[str], resource_type: str) -> tuple:
+def smallest(policy: Policy, facts: tuple, actions: frozenset[str], resource_type: str,
+             chain: tuple[str, ...] = ()) -> tuple:
     """The path without the facts it does not need for its actions (a partner's legal
     representative who is also assigned needs no assignment)."""
     facts = tuple(facts)
     for fact in facts:
         fewer = tuple(f for f in facts if f is not fact)
-        if actions <= policy.actions(subject_of(fewer), resource_type):
+        if actions <= policy.actions(subject_of(fewer, chain), resource_type):
             facts = fewer
     return facts
 
@@ -219,7 +234,9 @@ def smallest(policy: Policy, facts: tuple, actions: frozenset[str], resource_typ
 
 def _rows_of(fact, organization_id: str, user_id: str, home: str) -> tuple:
     """The key of the fact row behind a fact of `user_id` about organization `home`;
-    `organization_id` is the organization behind the fact's label."""
+    `organization_id` is the organization behind the fact's label ("Type:id" for a role)."""
+    if isinstance(fact, tuple):
+        return ("role", organization_id, user_id, fact[1])
     if isinstance(fact, MembershipFact):
         return ("membership", organization_id, user_id)
     if isinstance(fact, ConnectionFact):
@@ -251,6 +268,9 @@ def _with_rows(store: Store, organization_id: str, pending, revision: int, at_re
         for row in fact_rows(session, models.OrganizationLink, at_revision,
                              models.OrganizationLink.organization_id == organization_id):
             rows[("link", row.organization_id, row.other_organization_id)] = row.revision
+        R = models.ResourceRole
+        for row in fact_rows(session, R, at_revision, R.user_id.in_(users), R.granted.is_(True)):
+            rows[("role", f"{row.resource_type}:{row.resource_id}", row.user_id, row.role)] = row.revision
         names = {row.id: row.name for row in fact_rows(session, models.Organization, at_revision,
                                                        models.Organization.id.in_(organizations))}
         emails = {row.id: row.email for row in fact_rows(session, models.User, at_revision,
@@ -297,7 +317,11 @@ def describe(path: tuple, names: dict[str, str], organization_id: str) -> str:
     phrases = []
     for fact, other in path:
         name = names.get(other, other)
-        if isinstance(fact, MembershipFact) and fact.organization_id == HOME:
+        if isinstance(fact, tuple):  # a role on the resource (position 0) or on an ancestor
+            position, role = fact
+            link = other.replace(":", " ", 1)
+            phrases.append(f"{role} of {link}" if position == 0 else f"{role} of {link}, via parent {link}")
+        elif isinstance(fact, MembershipFact) and fact.organization_id == HOME:
             phrases.append(f"{fact.role} of {name}")
         elif isinstance(fact, MembershipFact) and (ConnectionFact, other) in facts:
             connection, assignment = facts[(ConnectionFact, other)], facts.get((AssignmentFact, other))
@@ -306,7 +330,8 @@ def describe(path: tuple, names: dict[str, str], organization_id: str) -> str:
                     "assigned (the client trusts the partner's delegation)"
                 phrases.append(f"partner employee of {name}, {consent}")
             else:
-                scopes = ", ".join(s for s in models.SCOPES if s in connection.granted_scopes)
+                scopes = ", ".join([s for s in models.SCOPES if s in connection.granted_scopes]
+                                   + sorted(set(connection.granted_scopes) - set(models.SCOPES)))
                 ending = ", disconnect requested" if connection.status == "disconnect_requested" else ""
                 phrases.append(f"{fact.role} of partner {name} via connection ({scopes}){ending}")
         elif isinstance(fact, MembershipFact):

@@ -49,7 +49,8 @@ class EmployeeApproval(enum.StrEnum):
     PARTNER = "partner"
 
 
-# Scopes a client can grant a partner: the Project actions (api.md).
+# The scopes a client can grant a partner are the policy's (`client_scopes`, Policy.scopes);
+# these are the default policy's, for data generators and examples.
 SCOPES = ("read", "edit", "publish", "approve", "delete")
 
 
@@ -131,7 +132,9 @@ class Invitation(Base):
 
 
 class Resource(Base):
-    """A caller's resource (a Project) registered inside an organization."""
+    """A caller's resource, of a type the policy declares, registered inside an organization or
+    under a parent resource. `organization_id` is always its top ancestor's (a move rewrites the
+    subtree's), so the organization whose facts decide is one look-up away."""
 
     __tablename__ = "resources"
     type: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -139,8 +142,28 @@ class Resource(Base):
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), nullable=False)
     deleted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    # The parent resource (None: a top-level resource of organization_id).
+    parent_type: Mapped[str | None] = mapped_column(String(40))
+    parent_id: Mapped[str | None] = mapped_column(String(200))
 
-    __table_args__ = (Index("ix_resources_org", "organization_id", "type", "id"),)
+    __table_args__ = (Index("ix_resources_org", "organization_id", "type", "id"),
+                      Index("ix_resources_parent", "parent_type", "parent_id"))
+
+
+class ResourceRole(Base):
+    """A role given to one user on one resource (GrantResourceRole). Kept when revoked
+    (granted = false), so the change reaches every reader of the revisions."""
+
+    __tablename__ = "resource_roles"
+    resource_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(100), primary_key=True)
+    granted: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    granted_by: Mapped[str] = mapped_column(String(40), nullable=False, default="")
+    # When the role ends by itself (mandate.domain.expiry); None: it does not.
+    access_expires_at: Mapped[str | None] = mapped_column(String(40), index=True)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
 
 class OrganizationLink(Base):
@@ -263,7 +286,8 @@ class RequestRecord(Base):
 
 # Look-ups of one decision about the past (a user's memberships, a client's connections, a
 # user's assignments at a client) beside each history table's primary key.
-HISTORY_LOOKUPS = {"memberships": ("user_id",), "connections": ("client_id",), "assignments": ("user_id", "client_id")}
+HISTORY_LOOKUPS = {"memberships": ("user_id",), "connections": ("client_id",), "assignments": ("user_id", "client_id"),
+                   "resource_roles": ("user_id",)}
 
 
 def _history_table(model) -> Table:
@@ -276,7 +300,7 @@ def _history_table(model) -> Table:
                  Index(f"ix_{name}_revision", "revision"), *indexes)
 
 
-FACT_MODELS = (User, Organization, Membership, Resource, Connection, Assignment, OrganizationLink)
+FACT_MODELS = (User, Organization, Membership, Resource, Connection, Assignment, OrganizationLink, ResourceRole)
 HISTORY = {model: _history_table(model) for model in FACT_MODELS}
 
 
