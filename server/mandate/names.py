@@ -45,7 +45,16 @@ class ResourceAction(StrEnum):
     MOVE = "move"
 
 
-ProjectAction = ResourceAction  # the name before resource types came from the policy
+class ProjectAction(StrEnum):
+    """The default policy's Project permissions: the scopes a client grants, and moving a
+    project to another organization. The policy declares them; the service asks only "move"."""
+
+    READ = "read"
+    EDIT = "edit"
+    PUBLISH = "publish"
+    APPROVE = "approve"
+    DELETE = "delete"
+    MOVE = "move"
 
 
 class RoleGrantAction(StrEnum):

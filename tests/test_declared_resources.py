@@ -1,0 +1,160 @@
+"""Resources the policy declares (issue 20): a platform adds its own types, parents and roles on
+one resource by changing `policies/` alone, and every RPC takes them from the policy."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import grpc
+import pytest
+from mandate.app import App
+from mandate.client import MandateClient
+from mandate.config import Config
+from mandate.server import build_server
+from mandate.v1 import authorization_pb2, common_pb2, directory_pb2
+
+from tests.conftest import POLICY_DIR, ROOT, TOKEN
+from tests.factories import World
+from tests.support import reason_of
+
+PLATFORM = ROOT / "examples" / "platform" / "platform.polar"
+
+
+def ref(text: str) -> common_pb2.ObjectRef:
+    kind, _, ident = text.partition(":")
+    return common_pb2.ObjectRef(type=kind, id=ident)
+
+
+@pytest.fixture
+def platform(database_url, tmp_path):
+    """A server on a copy of the shipped policy; the test adds the platform's file and reloads."""
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    for path in POLICY_DIR.glob("*.polar"):
+        shutil.copy(path, policy_dir)
+    app = App(database_url, policy_dir)
+    config = Config(listen="127.0.0.1:0", database_url=app.store.url, policy_dir=policy_dir, api_tokens=[TOKEN])
+    server, port = build_server(app, config)
+    server.start()
+    client = MandateClient(f"127.0.0.1:{port}", TOKEN)
+    try:
+        yield app, client, policy_dir
+    finally:
+        client.close()
+        server.stop(grace=None)
+        app.close()
+
+
+def refused(call, request) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request)
+    return caught.value.code(), reason_of(caught.value)
+
+
+def test_issue20_a_new_type_with_a_parent_and_a_role_needs_only_the_policy(platform):
+    """issue 20, done when: copy the policy, add a type with a parent and a role (no Python
+    changed), reload, and every RPC of the check plane and the directory takes it (R2, R6, R7, R23)."""
+    app, client, policy_dir = platform
+    world = World(app)
+    owner = world.user("owner")
+    acme = world.organization(owner, name="Acme")
+    colleague = world.member(acme, "colleague")
+    writer = world.member(acme, "client")
+    outsider = world.user("outsider")
+    directory = client.directory
+
+    # Before the platform's file: the policy declares no Page.
+    put_page = directory_pb2.PutResourceRequest(actor_id=owner, resource=ref("Page:home"), organization_id=acme)
+    assert refused(directory.PutResource, put_page) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_RESOURCE_TYPE")
+    assert not client.check(("User", owner), "read", "Page:home")
+
+    shutil.copy(PLATFORM, policy_dir)
+    app.reload_policy()
+
+    directory.PutResource(put_page)
+    revision = directory.PutResource(directory_pb2.PutResourceRequest(
+        actor_id=colleague, resource=ref("Post:hello"), parent=ref("Page:home"))).revision
+    directory.PutResource(directory_pb2.PutResourceRequest(actor_id=owner, resource=ref("Invoice:inv-1"),
+                                                           organization_id=acme))
+
+    # Parents: read follows the chain; a client member reads posts but edits none.
+    assert client.check(("User", colleague), "edit", "Post:hello", at_least_revision=revision)
+    assert client.check(("User", writer), "read", "Post:hello")
+    assert not client.check(("User", writer), "edit", "Post:hello")
+    assert not client.check(("User", outsider), "read", "Post:hello")
+
+    # A role on one post, given by the organization's owner to its client member.
+    granted = directory.GrantResourceRole(directory_pb2.GrantResourceRoleRequest(
+        actor_id=owner, resource=ref("Post:hello"), user_id=writer, role="editor", request_id="grant-1"))
+    assert (granted.user_id, granted.role, granted.granted_by) == (writer, "editor", owner)
+    again = directory.GrantResourceRole(directory_pb2.GrantResourceRoleRequest(
+        actor_id=owner, resource=ref("Post:hello"), user_id=writer, role="editor", request_id="grant-1"))
+    assert again.revision == granted.revision  # the retry gets the first reply
+    assert client.check(("User", writer), "edit", "Post:hello", at_least_revision=granted.revision)
+    batch = client.authorization.BatchCheck(authorization_pb2.BatchCheckRequest(checks=[
+        authorization_pb2.CheckRequest(actor=ref(f"User:{writer}"), action=action, resource=ref(resource))
+        for action, resource in (("edit", "Post:hello"), ("edit", "Page:home"), ("read", "Invoice:inv-1"))]))
+    assert [r.allowed for r in batch.results] == [True, False, False]
+    assert client.list_resources(("User", writer), "edit", "Post") == ["hello"]
+    assert client.list_resources(("User", colleague), "read", "Invoice") == ["inv-1"]
+    actors = client.authorization.ListActors(authorization_pb2.ListActorsRequest(
+        action="edit", resource=ref("Post:hello"))).user_ids
+    assert set(actors) == {owner, colleague, writer}
+    actions = client.authorization.ListActions(authorization_pb2.ListActionsRequest(
+        actor=ref(f"User:{writer}"), resource=ref("Post:hello"))).actions
+    assert list(actions) == ["edit", "read"]
+    explained = client.authorization.Explain(authorization_pb2.CheckRequest(
+        actor=ref(f"User:{writer}"), action="edit", resource=ref("Post:hello")))
+    assert explained.allowed
+    assert any("editor of Post hello" in reason for reason in explained.reasons), explained.reasons
+    assert any("platform.polar:" in reason for reason in explained.reasons), explained.reasons
+    review = client.access_review(acme)
+    paths = {(e.user_id, e.resource.type, e.resource.id): e.path for e in review.entries}
+    assert "editor of Post hello" in paths[(writer, "Post", "hello")]
+    listed = directory.ListResourceRoles(directory_pb2.ListResourceRolesRequest(
+        actor_id=owner, resource=ref("Post:hello")))
+    assert [(r.user_id, r.role) for r in listed.roles] == [(writer, "editor")]
+
+    # Bad input names the field; a grant the policy does not allow changes nothing.
+    assert refused(directory.GrantResourceRole, directory_pb2.GrantResourceRoleRequest(
+        actor_id=owner, resource=ref("Post:hello"), user_id=writer, role="owner")) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_ROLE")
+    assert refused(directory.GrantResourceRole, directory_pb2.GrantResourceRoleRequest(
+        actor_id=owner, resource=ref("Post:hello"), user_id=outsider, role="editor")) == (
+        grpc.StatusCode.PERMISSION_DENIED, "NOT_ALLOWED")
+    assert refused(directory.GrantResourceRole, directory_pb2.GrantResourceRoleRequest(
+        actor_id=colleague, resource=ref("Post:hello"), user_id=writer, role="editor")) == (
+        grpc.StatusCode.PERMISSION_DENIED, "NOT_ALLOWED")
+    assert refused(directory.PutResource, directory_pb2.PutResourceRequest(
+        actor_id=owner, resource=ref("Post:x"), parent=ref("Page:missing"))) == (
+        grpc.StatusCode.NOT_FOUND, "PARENT_NOT_FOUND")
+    assert refused(directory.PutResource, directory_pb2.PutResourceRequest(
+        actor_id=owner, resource=ref("Post:x"), organization_id=acme)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert refused(directory.DeleteResource, directory_pb2.DeleteResourceRequest(
+        actor_id=owner, resource=ref("Page:home"))) == (grpc.StatusCode.FAILED_PRECONDITION, "RESOURCE_HAS_CHILDREN")
+
+    # R7: paused, the role gives nothing; resumed, it is back. R6: removed, it ends.
+    app.memberships.pause_member(owner, acme, writer)
+    assert not client.check(("User", writer), "edit", "Post:hello", at_least_revision=str(app.index.catch_up()))
+    app.memberships.resume_member(owner, acme, writer)
+    assert client.check(("User", writer), "edit", "Post:hello", at_least_revision=str(app.index.catch_up()))
+    before_removal = str(app.index.catch_up())
+    app.memberships.remove_member(owner, acme, writer)
+    assert not client.check(("User", writer), "read", "Post:hello", at_least_revision=str(app.index.catch_up()))
+    assert client.check(("User", writer), "edit", "Post:hello", at_revision=before_removal)  # the history
+    events = [e for e in app.events.list_events(0, 0, 1000, acme) if e.type.startswith("resource.role")]
+    assert [(e.type, e.cause, e.attributes["user_id"]) for e in events] == [
+        ("resource.role_granted", "", writer), ("resource.role_revoked", "cascade", writer)]
+
+    # Revoke, and delete a leaf then its parent.
+    directory.GrantResourceRole(directory_pb2.GrantResourceRoleRequest(
+        actor_id=owner, resource=ref("Post:hello"), user_id=colleague, role="editor"))
+    directory.RevokeResourceRole(directory_pb2.RevokeResourceRoleRequest(
+        actor_id=owner, resource=ref("Post:hello"), user_id=colleague, role="editor"))
+    assert not directory.ListResourceRoles(directory_pb2.ListResourceRolesRequest(
+        actor_id=owner, resource=ref("Post:hello"))).roles
+    directory.DeleteResource(directory_pb2.DeleteResourceRequest(actor_id=owner, resource=ref("Post:hello")))
+    directory.DeleteResource(directory_pb2.DeleteResourceRequest(actor_id=owner, resource=ref("Page:home")))
+    assert not client.check(("User", colleague), "read", "Page:home", at_least_revision=str(app.index.catch_up()))
