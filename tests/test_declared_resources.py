@@ -158,3 +158,77 @@ def test_issue20_a_new_type_with_a_parent_and_a_role_needs_only_the_policy(platf
     directory.DeleteResource(directory_pb2.DeleteResourceRequest(actor_id=owner, resource=ref("Post:hello")))
     directory.DeleteResource(directory_pb2.DeleteResourceRequest(actor_id=owner, resource=ref("Page:home")))
     assert not client.check(("User", colleague), "read", "Page:home", at_least_revision=str(app.index.catch_up()))
+
+
+def test_issue20_parents_move_subtrees_and_refuse_cycles(platform):
+    """issue 20 item 2: a resource belongs to its top ancestor's organization; moving it moves its
+    subtree; a cycle is PARENT_CYCLE; a parent in another organization than the one given is
+    refused naming organization_id; a type without a parent relation takes no parent."""
+    app, client, policy_dir = platform
+    shutil.copy(PLATFORM, policy_dir)
+    app.reload_policy()
+    world = World(app)
+    owner = world.user("owner")
+    acme, other = world.organization(owner, name="Acme"), world.organization(owner, name="Other")
+    reader = world.member(other, "client")
+    directory = client.directory
+
+    def put(resource: str, **where) -> str:
+        fields = {"parent": ref(where["parent"])} if "parent" in where else {"organization_id": where["organization"]}
+        return directory.PutResource(directory_pb2.PutResourceRequest(actor_id=owner, resource=ref(resource),
+                                                                      **fields)).revision
+
+    put("Page:home", organization=acme)
+    put("Post:p1", parent="Page:home")
+    assert refused(directory.PutResource, directory_pb2.PutResourceRequest(
+        actor_id=owner, resource=ref("Post:p2"), parent=ref("Page:home"), organization_id=other)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert refused(directory.PutResource, directory_pb2.PutResourceRequest(
+        actor_id=owner, resource=ref("Page:x"), parent=ref("Post:p1"))) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert refused(directory.PutResource, directory_pb2.PutResourceRequest(
+        actor_id=owner, resource=ref("Nope:x"), organization_id=acme)) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_RESOURCE_TYPE")
+    assert not client.check(("User", reader), "read", "Post:p1")
+
+    # Moving the page to the other organization moves its post along (R2 there now decides).
+    revision = put("Page:home", organization=other)
+    assert client.check(("User", reader), "read", "Post:p1", at_least_revision=revision)
+    assert client.list_resources(("User", reader), "read", "Post") == ["p1"]
+    assert app.index.organization_of("Post", "p1") == other
+
+
+def test_issue20_a_cycle_is_refused(platform, tmp_path):
+    """issue 20 item 2: a folder cannot be put under itself or under its own descendant (PARENT_CYCLE),
+    and a type with both relations is top-level with an organization, nested with a parent."""
+    app, client, policy_dir = platform
+    (policy_dir / "folders.polar").write_text('''
+# R2: folders nest; colleagues read every folder of the organization.
+resource Folder {
+  permissions = ["read"];
+  relations = { organization: Organization, parent: Folder };
+  "read" if "colleague" on "organization";
+}
+# R2: a top folder belongs to its organization.
+has_relation(org: Organization, "organization", folder: Folder) if
+  org = folder.organization;
+# R2: a folder sits in its parent.
+has_relation(parent: Folder, "parent", folder: Folder) if
+  parent = folder.parent;
+''')
+    app.reload_policy()
+    world = World(app)
+    owner = world.user("owner")
+    acme = world.organization(owner, name="Acme")
+    colleague = world.member(acme, "colleague")
+    directory = client.directory
+    directory.PutResource(directory_pb2.PutResourceRequest(actor_id=owner, resource=ref("Folder:a"),
+                                                           organization_id=acme))
+    for child, parent in (("b", "a"), ("c", "b"), ("d", "c")):
+        revision = directory.PutResource(directory_pb2.PutResourceRequest(
+            actor_id=owner, resource=ref(f"Folder:{child}"), parent=ref(f"Folder:{parent}"))).revision
+    assert client.check(("User", colleague), "read", "Folder:d", at_least_revision=revision)  # four levels deep
+    for parent in ("a", "d"):
+        assert refused(directory.PutResource, directory_pb2.PutResourceRequest(
+            actor_id=owner, resource=ref("Folder:a"), parent=ref(f"Folder:{parent}"))) == (
+            grpc.StatusCode.FAILED_PRECONDITION, "PARENT_CYCLE")
