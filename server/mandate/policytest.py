@@ -21,6 +21,7 @@ Targets of mutations are named the same way (see docs/policy-tests.md):
         to: owner
       - allow: lars accept ClientInvitation:acme/link      # a link; or .../USER: sent to USER
       - allow: ann request_disconnect Connection:agency/acme   # partner/client
+      - allow: olga grant RoleGrant:Project/spring/lars/editor  # a role on one resource: type/id/user/role
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mandate.domain.authorization import ConnectionRef, InvitationRef, MemberRef, TargetRef
+from mandate.domain.authorization import ConnectionRef, InvitationRef, MemberRef, RoleGrantRef, TargetRef
 from mandate.domain.explain import explain
 from mandate.policy import Policy
 from mandate.world import EphemeralApp, WorldError, read_yaml
@@ -150,8 +151,13 @@ def target_ref(actor: str, resource_type: str, resource_id: str, new_role: str =
     """The target of a mutation named as `Member:ORG/USER`, `Connection:PARTNER/CLIENT` or
     `ClientInvitation:CLIENT/link` (or `/USER`: an invitation by email sent to USER); None for
     the resources of the check plane."""
-    if resource_type not in ("Member", "Connection", "ClientInvitation"):
+    if resource_type not in ("Member", "Connection", "ClientInvitation", "RoleGrant"):
         return None
+    if resource_type == "RoleGrant":
+        parts = resource_id.split("/")
+        if len(parts) != 4 or not all(parts) or new_role:
+            raise ValueError(f"RoleGrant:{resource_id} must name TYPE/ID/USER/ROLE")
+        return RoleGrantRef(*parts)
     first, slash, second = resource_id.partition("/")
     if not slash or not first or not second:
         raise ValueError(f"{resource_type}:{resource_id} must name two ids, as {resource_type}:A/B")
