@@ -178,30 +178,22 @@ has_permission(user: User, action: String, project: Project) if
 
 # R9, R16, R20: a partner employee given a role on one client project (by the partner's legal
 # representatives) acts on it within the scopes the connection grants, while they are an active,
-# tagged member of the partner and the client consents: it trusts the partner's delegation, or it
-# approved them.
+# tagged member of the partner, where the client trusts the partner's delegation. (Where the client
+# approves each person, it approves their assignment, which reaches every project within the scopes.)
 has_permission(user: User, action: String, project: Project) if
   grant in user.resource_roles and
   grant.resource = project and
   project_role_grants(grant.role, action) and
   connection in project.organization.partner_connections and
+  connection.employee_approval = "partner" and
   connection_grants(connection, action) and
   has_role(user, "colleague", connection.partner) and
-  is_partner_employee(user, connection.partner) and
-  employee_consented(user, connection);
+  is_partner_employee(user, connection.partner);
 
 # R2: a viewer of one project reads it; an editor also edits and publishes it (a colleague's work).
 project_role_grants("viewer", "read");
 project_role_grants("editor", action: String) if
   action in ["read", "edit", "publish"];
-
-# R16: the client trusts the partner's delegation, or approved the person the partner assigned.
-employee_consented(_user: User, connection: Connection) if
-  connection.employee_approval = "partner";
-employee_consented(user: User, connection: Connection) if
-  assignment in user.assignments and
-  assignment.partner_id = connection.partner.id and
-  assignment.client_approved = true;
 
 # R12: the scopes a client can grant a partner, declared once (any other is UNKNOWN_SCOPE): the
 # Project actions a partner may be given.
