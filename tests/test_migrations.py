@@ -155,3 +155,37 @@ def test_r2_upgrading_from_0003_keeps_the_data_and_starts_the_history_at_the_upg
         app.close()
     command.downgrade(alembic_config(url), "0003")
     upgrade(url)
+
+
+def test_r2_upgrading_from_0004_keeps_resources_top_level_and_adds_roles_on_one_resource(empty_database_url):
+    """issue 20: 0005 gives resources a parent (none for every resource written before) and adds the
+    roles on one resource, with their history; the data of 0004 is intact and keeps deciding."""
+    url = empty_database_url
+    written_at(url, "0002", ROWS_AT_0001)
+    written_at(url, "0004", [
+        "INSERT INTO memberships (organization_id, user_id, role, status, partner_employee, revision) "
+        "VALUES ('org_p', 'usr_b', 'client', 'active', false, 5)",
+        "INSERT INTO resources (type, id, organization_id, deleted, revision) VALUES ('Project', 'site', 'org_p', "
+        "false, 5)",
+        "INSERT INTO resources_history (type, id, organization_id, deleted, revision) VALUES ('Project', 'site', "
+        "'org_p', false, 5)"])
+
+    upgrade(url)
+
+    app = App(url, POLICY_DIR)
+    try:
+        assert app.authorizer.check("User", "usr_a", "delete", "Project", "site")
+        assert not app.authorizer.check("User", "usr_b", "edit", "Project", "site")
+        assert app.index.chain("Project", "site") == (("Project", "site"),)
+        app.directory.grant_resource_role("usr_a", "Project", "site", "usr_b", "editor")
+        app.index.catch_up()
+        assert app.authorizer.check("User", "usr_b", "edit", "Project", "site")
+        revision = app.store.current_revision()
+        app.directory.revoke_resource_role("usr_a", "Project", "site", "usr_b", "editor")
+        app.index.catch_up()
+        assert not app.authorizer.check("User", "usr_b", "edit", "Project", "site")
+        assert app.history.authorizer_at(revision, None).check("User", "usr_b", "edit", "Project", "site")
+    finally:
+        app.close()
+    command.downgrade(alembic_config(url), "0004")
+    upgrade(url)

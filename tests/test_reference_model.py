@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from mandate.v1 import authorization_pb2, common_pb2
@@ -43,6 +44,8 @@ class World:
     connections: dict[tuple[str, str], tuple[str, frozenset[str], str]]
     assignments: dict[tuple[str, str, str], bool]  # (partner, client, user) -> approved by the client
     links: set[frozenset[str]] = field(default_factory=set)
+    # (organization, user) -> the role given to the user on the organization's project (issue 20)
+    project_roles: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def membership(self, organization: str, user: str):
         if self.owners[organization] == user and (organization, user) not in self.members:
@@ -83,7 +86,30 @@ def may_on_organization(world: World, user: str, action: str, organization: str)
     return False
 
 
+# Issue 20: what a role given on one project grants (the shipped policy's project roles).
+PROJECT_ROLES = {"viewer": ("read",), "editor": ("read", "edit", "publish")}
+
+
+def may_by_project_role(world: World, user: str, action: str, organization: str) -> bool:
+    """R2, R7: a role on the project counts for an active member of its organization; R9, R16:
+    for an active, tagged employee of a partner the client trusts, within the granted scopes."""
+    given = world.project_roles.get((organization, user))
+    if given is None or action not in PROJECT_ROLES[given]:
+        return False
+    if role_in(world, organization, user) is not None:
+        return True
+    for (partner, client), (status, granted, approval) in world.connections.items():
+        member = world.membership(partner, user)
+        if (client == organization and status != "disconnected" and action in granted and approval == "partner"
+                and role_in(world, partner, user) is not None and role_in(world, partner, user) != "client"
+                and member is not None and member[2]):
+            return True
+    return False
+
+
 def may_on_project(world: World, user: str, action: str, organization: str) -> bool:
+    if may_by_project_role(world, user, action, organization):
+        return True
     role = role_in(world, organization, user)
     if role == "client" and action in ("read", "approve"):  # R2
         return True
@@ -135,7 +161,9 @@ def worlds(draw) -> World:
         if draw(st.integers(0, 2)) == 0:
             assignments[(partner, client, user)] = draw(st.booleans())
     links = {frozenset(pair) for pair in itertools.combinations(ORGANIZATIONS, 2) if draw(st.integers(0, 4)) == 0}
-    return World(owners, members, connections, assignments, links)
+    project_roles = {(org, user): draw(st.sampled_from(sorted(PROJECT_ROLES)))
+                     for org, user in itertools.product(ORGANIZATIONS, USERS) if draw(st.integers(0, 3)) == 0}
+    return World(owners, members, connections, assignments, links, project_roles)
 
 
 # Two partners of one client; a user who is a colleague of the client and an approved employee of
@@ -150,6 +178,9 @@ HARD = World(
                  ("o1", "o3"): ("disconnected", frozenset({"read"}), "partner")},
     assignments={("o1", "o0", "u3"): True, ("o2", "o0", "u3"): True, ("o1", "o3", "u3"): True},
     links={frozenset({"o0", "o3"})},
+    # A client member editor; a paused one; an employee of the trusted partner; a stranger.
+    project_roles={("o0", "u4"): "editor", ("o1", "u4"): "editor", ("o0", "u3"): "viewer",
+                   ("o3", "u2"): "editor", ("o2", "u1"): "viewer"},
 )
 
 
@@ -169,6 +200,8 @@ def yaml_world(world: World, prefix: str) -> dict:
                         for (p, c, u), approved in world.assignments.items()],
         "links": [[ident(o) for o in sorted(pair)] for pair in world.links],
         "projects": [{"id": ident(f"{o}-project"), "organization": ident(o)} for o in ORGANIZATIONS],
+        "resource_roles": [{"resource": f"Project:{ident(o)}-project", "user": ident(u), "role": role}
+                           for (o, u), role in world.project_roles.items()],
     }
 
 
@@ -248,3 +281,89 @@ def test_r2_r24_the_service_answers_as_the_domain_rules_say(app, client, world, 
         reply = auth.Explain(authorization_pb2.CheckRequest(actor=ref("User", prefix + user), action=action,
                                                             resource=ref(kind, ident)), timeout=120)
         assert reply.allowed is may(world, user, action, kind, org), (user, action, ident, list(reply.reasons))
+
+
+# -- resources the policy declares (issue 20): the platform example's pages, posts and invoices --------
+
+PLATFORM_ACTIONS = {"Page": ("read", "edit"), "Post": ("read", "edit"), "Invoice": ("read", "pay")}
+
+
+def may_on_platform(world: World, editors: set[tuple[str, str]], user: str, action: str, kind: str,
+                    organization: str, post: str = "") -> bool:
+    """R2: members read pages and colleagues edit them; a post follows its page, and an editor of
+    one post (an active member: R7) reads and edits it; colleagues read invoices, owners pay."""
+    role = role_in(world, organization, user)
+    if kind == "Invoice":
+        return role in ("owner", "legal_representative", "colleague") if action == "read" else role == "owner"
+    on_page = role is not None if action == "read" else role in ("owner", "legal_representative", "colleague")
+    if kind == "Page":
+        return on_page
+    return on_page or ((post, user) in editors and role is not None)
+
+
+@pytest.fixture
+def platform_client(database_url, tmp_path):
+    import shutil
+
+    from mandate.app import App
+    from mandate.client import MandateClient
+    from mandate.config import Config
+    from mandate.server import build_server
+
+    from tests.conftest import POLICY_DIR, ROOT, TOKEN
+
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    for path in [*POLICY_DIR.glob("*.polar"), ROOT / "examples" / "platform" / "platform.polar"]:
+        shutil.copy(path, policy_dir)
+    application = App(database_url, policy_dir)
+    server, port = build_server(application, Config(listen="127.0.0.1:0", database_url=application.store.url,
+                                                    policy_dir=policy_dir, api_tokens=[TOKEN]))
+    server.start()
+    try:
+        with MandateClient(f"127.0.0.1:{port}", TOKEN) as mandate_client:
+            yield application, mandate_client
+    finally:
+        server.stop(grace=None)
+        application.close()
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(world=worlds(), editors=st.sets(st.tuples(st.sampled_from([f"{o}-post{n}" for o in ORGANIZATIONS
+                                                                  for n in range(2)]), st.sampled_from(USERS))))
+def test_r2_r7_issue20_parents_and_roles_on_one_resource_as_the_rules_say(platform_client, world, editors):
+    """issue 20: nested resources and roles on one resource, through gRPC, against the model."""
+    app, client = platform_client
+    prefix = f"p{next(_worlds)}-"
+    spec = yaml_world(world, prefix)
+    spec["resource_roles"] = [{"resource": f"Post:{prefix}{post}", "user": prefix + user, "role": "editor"}
+                              for post, user in sorted(editors)]
+    spec["resources"] = [item for o in ORGANIZATIONS for item in (
+        {"type": "Page", "id": f"{prefix}{o}-page", "organization": prefix + o},
+        {"type": "Invoice", "id": f"{prefix}{o}-invoice", "organization": prefix + o},
+        *({"type": "Post", "id": f"{prefix}{o}-post{n}", "parent": f"Page:{prefix}{o}-page"} for n in range(2)))]
+    load_world(app.store, spec, app.authorizer.policy)
+    app.index.catch_up()
+    auth = client.authorization
+    resources = [(kind, f"{prefix}{o}-{name}", o, f"{o}-{name}") for o in ORGANIZATIONS for kind, name in
+                 (("Page", "page"), ("Invoice", "invoice"), ("Post", "post0"), ("Post", "post1"))]
+    cases = [(user, action, kind, ident, org, name) for user in USERS for kind, ident, org, name in resources
+             for action in PLATFORM_ACTIONS[kind]]
+    expected = {case: may_on_platform(world, editors, case[0], case[1], case[2], case[4], case[5]) for case in cases}
+    batch = auth.BatchCheck(authorization_pb2.BatchCheckRequest(checks=[
+        authorization_pb2.CheckRequest(actor=ref("User", prefix + u), action=a, resource=ref(k, i))
+        for u, a, k, i, _, _ in cases]))
+    assert [r.allowed for r in batch.results] == [expected[c] for c in cases]
+    for user, kind in itertools.product(USERS, PLATFORM_ACTIONS):
+        for action in PLATFORM_ACTIONS[kind]:
+            listed = all_pages(auth.ListResources, authorization_pb2.ListResourcesRequest(
+                actor=ref("User", prefix + user), action=action, resource_type=kind, page_size=3))
+            wanted = sorted(c[3] for c in cases if c[0] == user and c[1] == action and c[2] == kind and expected[c])
+            assert listed == wanted, (user, action, kind)
+    for kind, ident, _, _ in resources:
+        for action in PLATFORM_ACTIONS[kind]:
+            listed = all_pages(auth.ListActors, authorization_pb2.ListActorsRequest(
+                action=action, resource=ref(kind, ident), page_size=3))
+            wanted = sorted(prefix + c[0] for c in cases if c[1] == action and c[3] == ident and expected[c])
+            assert listed == wanted, (action, ident)
