@@ -165,6 +165,8 @@ def test_r2_upgrading_from_0004_keeps_resources_top_level_and_adds_roles_on_one_
     written_at(url, "0004", [
         "INSERT INTO memberships (organization_id, user_id, role, status, partner_employee, revision) "
         "VALUES ('org_p', 'usr_b', 'client', 'active', false, 5)",
+        "INSERT INTO memberships_history (organization_id, user_id, role, status, partner_employee, revision) "
+        "VALUES ('org_p', 'usr_b', 'client', 'active', false, 5)",
         "INSERT INTO resources (type, id, organization_id, deleted, revision) VALUES ('Project', 'site', 'org_p', "
         "false, 5)",
         "INSERT INTO resources_history (type, id, organization_id, deleted, revision) VALUES ('Project', 'site', "
