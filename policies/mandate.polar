@@ -1,6 +1,6 @@
 # Mandate's access policy: who may do what inside an organization, and how a partner's
-# people reach a client's projects. Every rule block names the domain rule (R1..R24 in
-# shared/spec/domain-rules.md) it carries. Mandate computes facts (memberships,
+# people reach a client's projects. Every rule block names the domain rule it carries
+# (docs/rules.md lists them, with where each one lives). Mandate computes facts (memberships,
 # connections, assignments); only this policy turns them into access. Every mutation asks
 # this policy, about the organization it acts in or about the target it changes (a Member,
 # a ClientInvitation, a Connection, a Project being moved).
