@@ -20,19 +20,18 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from mandate.policy import rule_names
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "rules.md"
 RULES = range(1, 25)
-MENTION = re.compile(r"\bR(\d{1,2})(?:\s+to\s+R(\d{1,2}))?\b")
 BLOCK = re.compile(r"(<!-- where R(\d+) -->\n)(.*?)(<!-- /where -->)", re.S)
 RPC = re.compile(r"^\s*rpc\s+(\w+)\(")
 
 
 def rules_named(text: str) -> set[int]:
-    named = set()
-    for first, last in MENTION.findall(text):
-        named.update(range(int(first), int(last or first) + 1))
-    return named & set(RULES)
+    """The rules a text names, read as Explain reads a policy comment."""
+    return {int(name[1:]) for name in rule_names(text)} & set(RULES)
 
 
 def _relative(path: Path) -> str:
