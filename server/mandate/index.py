@@ -52,7 +52,8 @@ class FactIndex:
         self.by_organization: dict[tuple[str, str], set[str]] = {}  # (type, organization) -> resource ids
         self.parents: dict[tuple[str, str], tuple[str, str]] = {}  # (type, id) -> its parent's (nested ones)
         self.children: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (type, id) -> its children
-        self._chains: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # remembered until a resource changes
+        # Chains of nested resources (and their types) as checks found them, until a resource changes.
+        self._nested: dict[tuple[str, str], tuple[tuple, tuple[str, ...]]] = {}
         # Roles on one resource (GrantResourceRole): user -> (type, id) -> roles, and who holds any.
         self.resource_roles: dict[str, dict[tuple[str, str], frozenset[str]]] = {}
         self.role_holders: dict[tuple[str, str], set[str]] = {}
@@ -197,7 +198,8 @@ class FactIndex:
 
     def _apply_resource(self, row: models.Resource) -> None:
         key = (row.type, row.id)
-        self._chains.clear()
+        if self._nested:
+            self._nested = {}
         before = self.resources.pop(key, None)
         if before is not None:
             self.by_organization.get((row.type, before), set()).discard(row.id)
@@ -249,18 +251,30 @@ class FactIndex:
         return self.resources.get((resource_type, resource_id))
 
     def chain(self, resource_type: str, resource_id: str) -> tuple[tuple[str, str], ...]:
-        """The resource, its parent, ... up to its top ancestor; empty when it is not registered."""
+        """The resource, its parent, ... up to its top ancestor; empty when it is not registered.
+        A few look-ups per level, nothing remembered (no memory per resource beyond its row)."""
         key = (resource_type, resource_id)
-        found = self._chains.get(key)
+        if key not in self.resources:
+            return ()
+        parent = self.parents.get(key)
+        if parent is None:
+            return (key,)
+        links = [key]
+        while parent is not None:
+            if parent not in self.resources or len(links) > len(self.parents):
+                return ()  # an ancestor is gone (never kept so by the writers) or a loop: unknown
+            links.append(parent)
+            parent = self.parents.get(parent)
+        return tuple(links)
+
+    def nested_chain(self, key: tuple[str, str]) -> tuple[tuple, tuple[str, ...]]:
+        """(chain, its types) of a resource with a parent, remembered until a resource changes."""
+        found = self._nested.get(key)
         if found is None:
-            links = []
-            at: tuple[str, str] | None = key
-            while at is not None and at in self.resources and len(links) <= len(self.resources):
-                links.append(at)
-                at = self.parents.get(at)
-            found = tuple(links) if at is None else ()
-            if len(self._chains) < 1_000_000:
-                self._chains[key] = found
+            chain = self.chain(*key)
+            found = (chain, tuple([t for t, _ in chain]))
+            if len(self._nested) < 100_000:
+                self._nested[key] = found
         return found
 
     def roles_on(self, user_id: str, chain: tuple[tuple[str, str], ...]) -> tuple[tuple[int, str], ...]:
