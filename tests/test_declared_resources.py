@@ -232,3 +232,24 @@ has_relation(parent: Folder, "parent", folder: Folder) if
         assert refused(directory.PutResource, directory_pb2.PutResourceRequest(
             actor_id=owner, resource=ref("Folder:a"), parent=ref(f"Folder:{parent}"))) == (
             grpc.StatusCode.FAILED_PRECONDITION, "PARENT_CYCLE")
+
+
+def test_issue20_the_pytest_plugin_serves_a_world_with_nested_resources_and_roles(tmp_path):
+    """issue 20 item 1: world files carry `resources` (with parents) and `resource_roles`, and the
+    pytest plugin's server (mandate.testing) answers about them from the policy it is given."""
+    from mandate.testing import RunningMandate
+
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    for path in [*POLICY_DIR.glob("*.polar"), PLATFORM]:
+        shutil.copy(path, policy_dir)
+    world = {"users": ["olga", "kim", "nora"], "organizations": {"acme": {"owner": "olga"}},
+             "members": [{"organization": "acme", "user": "kim", "role": "client"}],
+             "resources": [{"type": "Page", "id": "home", "organization": "acme"},
+                           {"type": "Post", "id": "hello", "parent": "Page:home"}],
+             "resource_roles": [{"resource": "Post:hello", "user": "kim", "role": "editor"},
+                                {"resource": "Post:hello", "user": "nora", "role": "editor"}]}
+    with RunningMandate(world, policy_dir) as running:
+        assert running.client.check("kim", "edit", "Post:hello")
+        assert not running.client.check("kim", "edit", "Page:home")
+        assert not running.client.check("nora", "read", "Post:hello")  # a role, but no membership (R2)

@@ -168,3 +168,56 @@ def test_r24_the_server_refuses_to_start_on_a_policy_that_breaks_the_contract(tm
     assert result.returncode == 1
     assert "refusing to start" in result.stderr
     assert "POLICY_CONTRACT zz_extra.polar:9: negation" in result.stderr
+
+
+NO_RELATION = '''
+resource Widget {
+  permissions = ["read"];
+}
+'''
+UNKNOWN_PARENT = '''
+resource Gadget {
+  permissions = ["read"];
+  relations = { parent: Widget };
+}
+'''
+NESTED = '''
+# R2: a page of the organization.
+resource Page {
+  permissions = ["read"];
+  relations = { organization: Organization };
+  "read" if "colleague" on "organization";
+}
+# R2: a page belongs to its organization.
+has_relation(org: Organization, "organization", page: Page) if
+  org = page.organization;
+# R2: a post reads through its page, and its author marks.
+has_permission(user: User, "read", page: Page) if
+  page.parent.author = user;
+'''
+
+
+def test_issue20_a_type_with_neither_relation_is_refused_with_its_line(tmp_path):
+    """issue 20 item 1: a resource block that is neither the service's own nor registrable."""
+    assert refusal(copy_with(tmp_path, NO_RELATION)) == [
+        "POLICY_CONTRACT zz_extra.polar:3: resource Widget cannot be registered: it declares neither "
+        "`organization: Organization` nor `parent: <a declared type>`"]
+
+
+def test_issue20_a_parent_that_is_no_resource_type_is_refused(tmp_path):
+    assert refusal(copy_with(tmp_path, UNKNOWN_PARENT)) == [
+        "POLICY_CONTRACT zz_extra.polar:3: resource Gadget cannot be registered: its parent type Widget is "
+        "not a resource type"]
+
+
+def test_issue20_an_attribute_of_a_declared_type_the_facts_do_not_carry_is_refused(tmp_path):
+    """issue 20 item 1: a declared resource carries its relations (organization, parent) only."""
+    problems = refusal(copy_with(tmp_path, NESTED))
+    assert "POLICY_CONTRACT zz_extra.polar:14: .author is not a fact the policy sees" in problems, problems
+
+
+def test_issue20_the_declared_types_and_scopes_come_from_the_policy():
+    policy = Policy(POLICY_DIR)
+    assert list(policy.resource_types) == ["Project"]
+    assert policy.scopes == ("read", "edit", "publish", "approve", "delete")
+    assert policy.roles["Project"] == ("viewer", "editor")

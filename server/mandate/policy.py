@@ -248,6 +248,9 @@ class Policy:
         # The resource types of the check plane: Organization, and every type the policy declares.
         self.resource_types = resource_types(self.blocks)
         self.chains = chains_of(self.resource_types)
+        declared = self._block_problems()
+        if declared:  # oso would refuse an unregistered class with less to say
+            raise PolicyError("policy fails validation: " + "; ".join(declared), declared)
         self._oso = _new_oso(self.resource_types)
         try:
             # Loaded from the text read above: what is hashed is what is loaded.
@@ -274,6 +277,20 @@ class Policy:
             return ()
         return tuple(str(scope) for scope in found[0]["bindings"]["scopes"])
 
+    def _block_problems(self) -> list[str]:
+        """Resource blocks that are neither the service's own nor a type callers can register."""
+        problems = []
+        for name, block in self.blocks.items():
+            where = f"{CONTRACT} {block.file}:{block.line}:"
+            if name in facts.RESERVED_TYPES and name not in SERVICE_BLOCKS:
+                problems.append(f"{where} {name} is a name of the service's own facts; a resource type needs another")
+            elif name not in SERVICE_BLOCKS and name not in self.resource_types:
+                parent = block.relations.get("parent")
+                why = f"its parent type {parent} is not a resource type" if parent else \
+                    "it declares neither `organization: Organization` nor `parent: <a declared type>`"
+                problems.append(f"{where} resource {name} cannot be registered: {why}")
+        return problems
+
     def is_resource_type(self, name: str) -> bool:
         """A type of the check plane: Organization, or one the policy declares."""
         return name == "Organization" or name in self.resource_types
@@ -285,15 +302,6 @@ class Policy:
             declared = set(self.permissions.get(resource_type, ()))
             problems += [f"{resource_type} does not declare the permission {a.value!r} the service asks about"
                          for a in actions if a.value not in declared]
-        for name, block in self.blocks.items():
-            where = f"{CONTRACT} {block.file}:{block.line}:"
-            if name in facts.RESERVED_TYPES and name not in SERVICE_BLOCKS:
-                problems.append(f"{where} {name} is a name of the service's own facts; a resource type needs another")
-            elif name not in SERVICE_BLOCKS and name not in self.resource_types:
-                parent = block.relations.get("parent")
-                why = f"its parent type {parent} is not a resource type" if parent else \
-                    "it declares neither `organization: Organization` nor `parent: <a declared type>`"
-                problems.append(f"{where} resource {name} cannot be registered: {why}")
         if not self.scopes:
             problems.append(f"the policy declares no scopes a client can grant: a rule `{SCOPES_RULE}([...]);`")
         actions = {p for name in self.resource_types for p in self.permissions.get(name, ())}
