@@ -182,6 +182,7 @@ class Directory:
     def delete_resource(self, actor_id: str, resource_type: str, resource_id: str) -> int:
         """Unregister a resource. One with children is refused (RESOURCE_HAS_CHILDREN): delete or
         move them first, so that nothing disappears by accident. The roles given on it end."""
+        declared_type(self.authorizer.policy, "resource.type", resource_type)
         with self.store.write(actor_id) as tx:
             resource = tx.session.get(models.Resource, (resource_type, resource_id))
             if resource is None or resource.deleted:
