@@ -148,6 +148,15 @@ def test_issue20_a_new_type_with_a_parent_and_a_role_needs_only_the_policy(platf
     assert [(e.type, e.cause, e.attributes["user_id"]) for e in events] == [
         ("resource.role_granted", "", writer), ("resource.role_revoked", "cascade", writer)]
 
+    # A role given for a while: Explain says when it ends.
+    directory.GrantResourceRole(directory_pb2.GrantResourceRoleRequest(
+        actor_id=owner, resource=ref("Post:hello"), user_id=colleague, role="editor",
+        access_expires_at="2099-01-01T00:00:00Z"))
+    explained = client.authorization.Explain(authorization_pb2.CheckRequest(
+        actor=ref(f"User:{colleague}"), action="edit", resource=ref("Post:hello"),
+        at_least_revision=str(app.index.catch_up())))
+    assert any("editor" in r and "ends by itself at 2099-01-01" in r for r in explained.reasons), explained.reasons
+
     # Revoke, and delete a leaf then its parent.
     directory.GrantResourceRole(directory_pb2.GrantResourceRoleRequest(
         actor_id=owner, resource=ref("Post:hello"), user_id=colleague, role="editor"))

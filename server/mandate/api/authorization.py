@@ -124,7 +124,8 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         organization_id = authorizer.index.organization_of(resource_type, resource_id)
         if allowed and actor_type == "User" and organization_id is not None:
             past = None if authorizer is self.authorizer else revision
-            reasons = [*reasons, *self.expiries.access_ends(actor_id, organization_id, past)]
+            chain = authorizer.index.chain(resource_type, resource_id) if resource_type != "Organization" else ()
+            reasons = [*reasons, *self.expiries.access_ends(actor_id, organization_id, past, chain)]
         return pb.ExplainResponse(allowed=allowed, reasons=reasons, revision=str(revision),
                                   policy_version=policy.version)
 

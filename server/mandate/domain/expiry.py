@@ -185,11 +185,12 @@ class Expiries:
 
     # -- Explain --------------------------------------------------------------------------
 
-    def access_ends(self, user_id: str, organization_id: str, at_revision: int | None = None) -> list[str]:
+    def access_ends(self, user_id: str, organization_id: str, at_revision: int | None = None,
+                    chain: tuple[tuple[str, str], ...] = ()) -> list[str]:
         """Explain's sentences on when the user's ways into the organization end by themselves:
         their membership there or in a linked account, and each partner's connection, membership
-        and assignment; now, or as the facts stood at `at_revision`. A read of the store, never
-        part of a decision."""
+        and assignment, and their roles on the resource `chain` (the resource and its ancestors);
+        now, or as the facts stood at `at_revision`. A read of the store, never part of a decision."""
         M, C, A, L = models.Membership, models.Connection, models.Assignment, models.OrganizationLink
         sentences = []
         with self.store.read() as session:
@@ -212,6 +213,11 @@ class Expiries:
                                    A.access_expires_at.is_not(None)):
                 sentences.append(f"the assignment of user {user_id} to client {organization_id} by partner "
                                  f"{assignment.partner_id} ends by itself at {assignment.access_expires_at} (R17)")
+            R = models.ResourceRole
+            for role in rows(R, R.user_id == user_id, R.granted.is_(True), R.access_expires_at.is_not(None)):
+                if (role.resource_type, role.resource_id) in chain:
+                    sentences.append(f"the role {role.role} of user {user_id} on {role.resource_type} "
+                                     f"{role.resource_id} ends by itself at {role.access_expires_at}")
         return sentences
 
     # -- the sweeper ----------------------------------------------------------------------
