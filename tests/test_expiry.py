@@ -209,3 +209,26 @@ def test_invitation_ttl_setting():
     for bad in ("14", "0d", "1w", "-3d"):
         with pytest.raises(ValueError, match="MANDATE_INVITATION_TTL"):
             Config.from_env({"MANDATE_INVITATION_TTL": bad})
+
+
+def test_issue20_a_role_on_one_project_ends_by_itself(client, world, app, clock):
+    """issue 20 item 3: GrantResourceRole takes access_expires_at like every grant; the sweeper
+    ends the role then (event resource.role_revoked, cause expired), and a time passed is refused."""
+    from mandate.v1 import directory_pb2
+
+    owner = world.user("owner")
+    shop = world.organization(owner)
+    kim = world.member(shop, "client")
+    site = world.project(shop)
+    resource = common_pb2.ObjectRef(type="Project", id=site)
+    refused(client.directory.GrantResourceRole, directory_pb2.GrantResourceRoleRequest(
+        actor_id=owner, resource=resource, user_id=kim, role="editor", access_expires_at=later(clock, hours=-1)),
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    granted = client.directory.GrantResourceRole(directory_pb2.GrantResourceRoleRequest(
+        actor_id=owner, resource=resource, user_id=kim, role="editor", access_expires_at=later(clock, hours=1)))
+    assert granted.access_expires_at == later(clock, hours=1)
+    assert allowed(client, kim, "edit", "Project", site)
+    clock.advance(hours=1)
+    assert app.expiries.sweep() is not None
+    assert not allowed(client, kim, "edit", "Project", site)
+    assert ("resource.role_revoked", "expired") in expiry_events(client, granted.revision)

@@ -4,7 +4,10 @@ A `Subject` holds everything the policy may know about one (user, organization) 
 the user's memberships there and in the organization's partners and linked accounts,
 the organization's partner connections, and the user's assignments to it. When the decision is
 about the target of a mutation (a membership being changed, an invitation being accepted, a
-connection being changed), the `Subject` also holds that target's facts. Organizations
+connection being changed, a role being given on one resource), the `Subject` also holds that
+target's facts. For a resource of a type the policy declares, it holds the types of its chain
+(the resource, its parent, ... up to the top one) and the user's roles on that chain, by
+position: resources appear as links of the chain, never under their ids. Organizations
 appear under local labels ("o" for the resource's organization, "p0", "p1", ... for
 partners, "l0", ... for linked accounts), never under their ids, so two pairs in the same
 situation share one `Subject` and the policy's answer can be reused (see policy.py).
