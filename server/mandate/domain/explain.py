@@ -182,6 +182,6 @@ class Words:
         if isinstance(fact, tuple):  # a role on the resource or one of its ancestors
             position, role = fact
             resource_type, resource_id = self.chain[position]
-            via = f", via parent {resource_type} {resource_id}" if position else ""
+            via = f" (via parent {resource_type} {resource_id})" if position else ""
             return f"user {self.user} is {role} of {resource_type} {resource_id}{via}"
         return f"{self.organization(HOME)} is linked to {self.organization(fact)}"

@@ -320,7 +320,7 @@ def describe(path: tuple, names: dict[str, str], organization_id: str) -> str:
         if isinstance(fact, tuple):  # a role on the resource (position 0) or on an ancestor
             position, role = fact
             link = other.replace(":", " ", 1)
-            phrases.append(f"{role} of {link}" if position == 0 else f"{role} of {link}, via parent {link}")
+            phrases.append(f"{role} of {link}" if position == 0 else f"{role} via parent {link}")
         elif isinstance(fact, MembershipFact) and fact.organization_id == HOME:
             phrases.append(f"{fact.role} of {name}")
         elif isinstance(fact, MembershipFact) and (ConnectionFact, other) in facts:
