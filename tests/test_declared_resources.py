@@ -215,9 +215,17 @@ def test_issue20_a_cycle_is_refused(platform, tmp_path):
 # R2: folders nest; colleagues read every folder of the organization.
 resource Folder {
   permissions = ["read"];
+  roles = ["viewer"];
   relations = { organization: Organization, parent: Folder };
   "read" if "colleague" on "organization";
+  "read" if "viewer";
+  "viewer" if "viewer" on "parent";
 }
+# R2: a viewer of a folder views what it holds.
+has_role(user: User, role: String, folder: Folder) if
+  grant in user.resource_roles and
+  grant.resource = folder and
+  grant.role = role;
 # R2: a top folder belongs to its organization.
 has_relation(org: Organization, "organization", folder: Folder) if
   org = folder.organization;
@@ -241,6 +249,15 @@ has_relation(parent: Folder, "parent", folder: Folder) if
         assert refused(directory.PutResource, directory_pb2.PutResourceRequest(
             actor_id=owner, resource=ref("Folder:a"), parent=ref(f"Folder:{parent}"))) == (
             grpc.StatusCode.FAILED_PRECONDITION, "PARENT_CYCLE")
+
+    # A role on the top folder reaches four levels down, and the review says through which parent.
+    viewer = world.member(acme, "client")
+    granted = directory.GrantResourceRole(directory_pb2.GrantResourceRoleRequest(
+        actor_id=owner, resource=ref("Folder:a"), user_id=viewer, role="viewer"))
+    assert client.check(("User", viewer), "read", "Folder:d", at_least_revision=granted.revision)
+    assert client.list_resources(("User", viewer), "read", "Folder") == ["a", "b", "c", "d"]
+    paths = {e.resource.id: e.path for e in client.access_review(acme).entries if e.user_id == viewer}
+    assert paths["a"] == "viewer of Folder a" and paths["d"] == "viewer via parent Folder a", paths
 
 
 def test_issue20_the_pytest_plugin_serves_a_world_with_nested_resources_and_roles(tmp_path):
