@@ -9,6 +9,7 @@ A check then builds its `Subject` from a few dictionary look-ups.
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class FactIndex:
         self.resources: dict[tuple[str, str], str] = {}  # (type, id) -> organization id (the top ancestor's)
         self.by_organization: dict[tuple[str, str], set[str]] = {}  # (type, organization) -> resource ids
         self.parents: dict[tuple[str, str], tuple[str, str]] = {}  # (type, id) -> its parent's (nested ones)
+        self.nested_in: dict[tuple[str, str], set[str]] = {}  # (type, organization) -> ids of nested ones
         self.children: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (type, id) -> its children
         # Chains of nested resources (and their types) as checks found them, until a resource changes.
         self._nested: dict[tuple[str, str], tuple[tuple, tuple[str, ...]]] = {}
@@ -206,6 +208,7 @@ class FactIndex:
         parent = self.parents.pop(key, None)
         if parent is not None:
             self.children.get(parent, set()).discard(key)
+            self.nested_in.get((row.type, before), set()).discard(row.id)
         if not row.deleted:
             self.resources[key] = row.organization_id
             self.by_organization.setdefault((row.type, row.organization_id), set()).add(row.id)
@@ -213,6 +216,7 @@ class FactIndex:
                 parent = (row.parent_type, row.parent_id)
                 self.parents[key] = parent
                 self.children.setdefault(parent, set()).add(key)
+                self.nested_in.setdefault((row.type, row.organization_id), set()).add(row.id)
 
     def _apply_resource_role(self, row: models.ResourceRole) -> None:
         key = (row.resource_type, row.resource_id)
@@ -282,6 +286,9 @@ class FactIndex:
         held = self.resource_roles.get(user_id)
         if not held:
             return ()
+        if len(chain) == 1:
+            roles = held.get(chain[0])
+            return () if roles is None else _on_the_resource(roles)
         return tuple((position, role) for position, key in enumerate(chain) for role in sorted(held.get(key, ())))
 
     def subject(self, user_id: str, organization_id: str, labels: dict[str, str] | None = None) -> Subject:
@@ -376,6 +383,12 @@ class FactIndex:
         with self._applying:
             return {user for key, holders in self.role_holders.items() if holders
                     and self.resources.get(key) == organization_id for user in holders}
+
+
+@functools.lru_cache(maxsize=1024)
+def _on_the_resource(roles: frozenset[str]) -> tuple[tuple[int, str], ...]:
+    """Roles held on the resource itself, as the Subject writes them (shared: there are few sets)."""
+    return tuple((0, role) for role in sorted(roles))
 
 
 def _member_order(member: Member):

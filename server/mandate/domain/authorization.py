@@ -303,18 +303,35 @@ class Authorizer:
         index = self.index
         with index.one_state():
             ids = []
+            held = index.resource_roles.get(actor_id, {})
+            held_in = {index.resources.get(key) for key in held}
             for organization_id in index.reachable_organizations(actor_id):
                 if resource_type == "Organization":
                     if organization_id > after and self.decide(actor_id, organization_id, resource_type, action,
                                                                policy):
                         ids.append(organization_id)
                     continue
+                if organization_id not in held_in and not index.nested_in.get((resource_type, organization_id)):
+                    # Every resource here is top-level and the actor holds no role on any: one decision.
+                    if self.decide(actor_id, organization_id, resource_type, action, policy, (resource_type,)):
+                        ids.extend(i for i in index.resources_of(resource_type, organization_id) if i > after)
+                    continue
+                # Top-level resources on which the actor holds no role are all alike: decided once.
+                plain = None
                 for resource_id in index.resources_of(resource_type, organization_id):
                     if resource_id <= after:
                         continue
-                    chain = index.chain(resource_type, resource_id)
-                    if chain and self.decide(actor_id, organization_id, resource_type, action, policy,
-                                             tuple(t for t, _ in chain), index.roles_on(actor_id, chain)):
+                    key = (resource_type, resource_id)
+                    if key not in index.parents and key not in held:
+                        if plain is None:
+                            plain = self.decide(actor_id, organization_id, resource_type, action, policy,
+                                                (resource_type,))
+                        if plain:
+                            ids.append(resource_id)
+                        continue
+                    found = self._place(actor_id, resource_type, resource_id, policy)
+                    if found is not None and self.decide(actor_id, organization_id, resource_type, action, policy,
+                                                         found[1], found[2]):
                         ids.append(resource_id)
             ids.sort()
         return page(ids[:page_size + 1], page_size)
