@@ -279,3 +279,22 @@ def test_issue20_the_pytest_plugin_serves_a_world_with_nested_resources_and_role
         assert running.client.check("kim", "edit", "Post:hello")
         assert not running.client.check("kim", "edit", "Page:home")
         assert not running.client.check("nora", "read", "Post:hello")  # a role, but no membership (R2)
+
+
+def test_issue20_the_platform_example_is_tested_and_every_rule_of_it_is_needed(tmp_path):
+    """issue 20 items 3 and 5: the example's policy tests pass on the shipped policy plus the
+    example, and deleting any rule of platform.polar makes one of them fail (mutation run)."""
+    from mandate import policytest
+    from mandate.policy import Policy
+    from mandate.policytools import mutation_run
+
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    for path in [*POLICY_DIR.glob("*.polar"), PLATFORM]:
+        shutil.copy(path, policy_dir)
+    tests = [str(PLATFORM.parent / "tests")]
+    outcomes = policytest.run(tests, Policy(policy_dir))
+    assert outcomes and all(o.passed for o in outcomes), [o.title for o in outcomes if not o.passed]
+    mutants = [m for m in mutation_run(policy_dir, tests) if m.rule.file.name == "platform.polar"]
+    assert len(mutants) == 12 and all(m.killed for m in mutants), [
+        f"{m.rule.line}: {m.rule.text}" for m in mutants if not m.killed]

@@ -17,7 +17,7 @@ has_relation(org: Organization, "organization", page: Page) if
   org = page.organization;
 
 # R2: a post lives on a page: who reads or edits the page reads or edits its posts; an editor given
-# on one post (GrantResourceRole) reads and edits that post.
+# on one post (GrantResourceRole) edits that post (they read it through its page, as every member).
 resource Post {
   permissions = ["read", "edit"];
   roles = ["editor"];
@@ -25,7 +25,6 @@ resource Post {
 
   "read" if "read" on "parent";
   "edit" if "edit" on "parent";
-  "read" if "editor";
   "edit" if "editor";
 }
 
