@@ -7,7 +7,8 @@ Every method handler is wrapped once, when the services are registered (`Plumbin
   both; the caller of the request is in `callers.current` while it is served, in the worker
   thread too. Health checking and reflection are open to anyone. A read-only caller gets
   PERMISSION_DENIED, reason READ_ONLY_CALLER, for every method that is not known to change
-  nothing (`changes_nothing`).
+  nothing (`changes_nothing`), and no `email` field in any reply (`convert.clear_emails`). A
+  caller limited to some organizations is held to them (`api/scope.py`) before the request runs.
 - Each caller has a limit of requests in flight (past it: RESOURCE_EXHAUSTED, reason
   TOO_MANY_REQUESTS, with a google.rpc.RetryInfo) and a share of the worker threads, so one
   busy caller does not slow the others.
@@ -48,6 +49,8 @@ from grpc_status import rpc_status
 from sqlalchemy.exc import DBAPIError
 
 from mandate import callers, deadlines, metrics
+from mandate.api.convert import clear_emails
+from mandate.api.scope import check_request
 from mandate.callers import Caller, Callers, peer_subject
 from mandate.errors import (
     DatabaseUnavailable,
@@ -216,9 +219,19 @@ class Plumbing:
             return await asyncio.get_running_loop().run_in_executor(
                 self.workers, work.run, deadlines.run_within, deadline, function, *args)
 
-    def identify(self, context) -> Caller:
+    def identify(self, context, quiet: bool = False) -> Caller:
+        """The caller of the request, or Unauthenticated. A refused client certificate has its
+        subject logged (a subject is no secret; the operator needs it to name the caller)."""
         subject = peer_subject(context.auth_context()) if self.callers.wants_subject else None
-        return self.callers.identify(context.invocation_metadata(), subject)
+        try:
+            return self.callers.identify(context.invocation_metadata(), subject)
+        except Unauthenticated:
+            presented = subject or peer_subject(context.auth_context())
+            if presented and not quiet:
+                log.warning("refused the credentials of %s, which presented the client certificate subject %s",
+                            peer_host(context.peer()), ",".join(presented),
+                            extra={"fields": {"subject": ",".join(presented)}})
+            raise
 
     # -- wrapping ------------------------------------------------------------------------------
 
@@ -257,6 +270,7 @@ class Plumbing:
                     requests.enter(caller.name)
                 try:
                     request = outcome.request = parse_request(method, parse, raw)
+                    check_request(method, request, caller)
                     if is_async:  # grpc's own async servicers (health)
                         reply = await inner(request, context)
                     elif inline is not None and inline(request):
@@ -266,6 +280,8 @@ class Plumbing:
                 finally:
                     if caller is not None:
                         requests.leave(caller.name)
+                if caller is not None and caller.read_only:
+                    clear_emails(reply)
                 outcome.reply = reply
                 return reply
             except AbortError:
@@ -297,7 +313,7 @@ class Plumbing:
                 caller = plumbing.identify(context)
                 return caller.name, caller
             try:
-                caller = plumbing.identify(context)
+                caller = plumbing.identify(context, quiet=True)
                 return caller.name, caller
             except Unauthenticated:
                 return "peer:" + peer_host(context.peer()), None
@@ -333,6 +349,8 @@ class Plumbing:
                 with plumbing.limits.hold(outcome.caller):
                     if parse is not None:
                         request = outcome.request = parse_request(method, parse, request)
+                        if needs_caller:
+                            check_request(method, request, caller)
                     responses = inner(request, context)
                     try:
                         while True:
@@ -340,6 +358,8 @@ class Plumbing:
                                 response = await plumbing._until_drained(responses.__anext__())
                             except StopAsyncIteration:
                                 return
+                            if caller is not None and caller.read_only:
+                                clear_emails(response)
                             yield response
                     finally:
                         await responses.aclose()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
 
-from mandate import errors
+from mandate import callers, errors
 from mandate.domain.authorization import Authorizer, MemberRef
 from mandate.domain.common import (
     email_of,
@@ -89,6 +89,7 @@ class Memberships:
     def cancel_invitation(self, actor_id: str, invitation_id: str) -> models.Invitation:
         with self.store.write(actor_id) as tx:
             invitation = tx.session.get(models.Invitation, invitation_id)
+            callers.within_scope(invitation.organization_id if invitation is not None else None)
             if invitation is None:
                 raise errors.NotFound(f"invitation_id: no invitation {invitation_id!r}", Reason.INVITATION_NOT_FOUND)
             self.authorizer.require(actor_id, OrganizationAction.CANCEL_INVITATION, invitation.organization_id)
