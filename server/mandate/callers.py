@@ -65,13 +65,27 @@ def current_read_only() -> bool:
     return caller is not None and caller.read_only
 
 
-def current_event_organizations() -> frozenset[str] | None:
-    """The organizations whose events the calling service may see (None: all of them): its
+def event_scope(caller: Caller | None) -> frozenset[str] | None:
+    """The organizations whose events a caller may see (None: all of them): its
     `event_organizations`, else its `organizations` (the file keeps the first within the second)."""
-    caller = current.get()
     if caller is None:
         return None
     return caller.event_organizations if caller.event_organizations is not None else caller.organizations
+
+
+def current_event_organizations() -> frozenset[str] | None:
+    """The organizations whose events the calling service may see (None: all of them)."""
+    return event_scope(current.get())
+
+
+def narrowed(before: Caller, after: Caller) -> bool:
+    """Whether `after` (the same credentials, after a reload) may see less than `before`."""
+    def within(wider: frozenset[str] | None, narrower: frozenset[str] | None) -> bool:
+        return wider is None or (narrower is not None and narrower <= wider)
+
+    return ((after.read_only and not before.read_only)
+            or not within(after.organizations, before.organizations)
+            or not within(event_scope(after), event_scope(before)))
 
 
 def current_organizations() -> frozenset[str] | None:

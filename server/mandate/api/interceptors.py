@@ -198,6 +198,7 @@ class Plumbing:
         # method -> predicate(request): True when the call is pure in-memory work to run inline.
         self.inline = inline or {}
         self.draining: asyncio.Future | None = None  # made on the loop by start()
+        self.streams: set[OpenStream] = set()  # open streams of known callers (event loop only)
 
     def start(self) -> None:
         """Call on the event loop before serving."""
@@ -207,6 +208,29 @@ class Plumbing:
         """End every open stream (UNAVAILABLE) and every stream opened from now on."""
         if self.draining is not None and not self.draining.done():
             self.draining.set_result(None)
+
+    def callers_reloaded(self) -> None:
+        """After the callers file was reloaded: end every open stream whose caller lost the right
+        to it. UNAUTHENTICATED when its credentials name no caller now; PERMISSION_DENIED,
+        OUTSIDE_CALLER_SCOPE, when it names an organization outside the caller's scope now;
+        UNAVAILABLE when the caller now sees less than when the stream opened (reconnecting
+        opens it with the rights the caller has now)."""
+        for stream in list(self.streams):
+            if not stream.ended.done():
+                error = self._lost(stream)
+                if error is not None:
+                    log.info("%s of caller %s ended: %s", stream.method, stream.caller.name, error.reason)
+                    stream.ended.set_result(error)
+
+    def _lost(self, stream: OpenStream) -> DomainError | None:
+        try:
+            caller = self.identify(stream.context, quiet=True)
+            check_request(stream.method, stream.request, caller)
+        except DomainError as error:
+            return error
+        if callers.narrowed(stream.caller, caller):
+            return Unavailable("the callers file changed this caller's rights; reconnect")
+        return None
 
     async def run(self, context, function, *args):
         """Run blocking `function(*args)` in the worker pool, under the caller's deadline, with
@@ -341,7 +365,7 @@ class Plumbing:
 
         async def relayed(request, context):
             outcome = Outcome(kind, method)
-            token = None
+            token = stream = None
             try:
                 outcome.caller, caller = caller_of(context)
                 if caller is not None:
@@ -351,11 +375,14 @@ class Plumbing:
                         request = outcome.request = parse_request(method, parse, request)
                         if needs_caller:
                             check_request(method, request, caller)
+                    if needs_caller:
+                        stream = OpenStream(context, method, request, caller)
+                        plumbing.streams.add(stream)
                     responses = inner(request, context)
                     try:
                         while True:
                             try:
-                                response = await plumbing._until_drained(responses.__anext__())
+                                response = await plumbing._until_drained(responses.__anext__(), stream)
                             except StopAsyncIteration:
                                 return
                             if caller is not None and caller.read_only:
@@ -372,6 +399,7 @@ class Plumbing:
             except Exception as error:  # noqa: BLE001
                 await context.abort_with_status(failure(outcome, error))
             finally:
+                plumbing.streams.discard(stream)
                 if token is not None:
                     with contextlib.suppress(ValueError):  # a generator closed from another context
                         callers.current.reset(token)
@@ -379,24 +407,45 @@ class Plumbing:
 
         return relayed
 
-    async def _until_drained(self, awaitable):
-        """Await `awaitable`, unless the server starts draining first."""
+    async def _until_drained(self, awaitable, stream: OpenStream | None = None):
+        """Await `awaitable`, unless the server starts draining first, or `stream` is ended (its
+        caller lost the right to it): then raise why, and nothing more is delivered."""
         draining = self.draining
-        if draining is None:
+        ended = stream.ended if stream is not None else None
+        stops = [future for future in (draining, ended) if future is not None]
+        if not stops:
             return await awaitable
-        if draining.done():
+        if (ended is not None and ended.done()) or (draining is not None and draining.done()):
+            with contextlib.suppress(Exception):
+                awaitable.close()  # never started
+        if ended is not None and ended.done():
+            raise ended.result()
+        if draining is not None and draining.done():
             raise Unavailable("the server is draining; reconnect to another replica")
         step = asyncio.ensure_future(awaitable)
         try:
-            await asyncio.wait((step, draining), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((step, *stops), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not step.done():  # draining, or this call was cancelled: stop the step first
+            if not step.done():  # draining, ended, or this call was cancelled: stop the step first
                 step.cancel()
                 with contextlib.suppress(BaseException):
                     await step
+        if ended is not None and ended.done():
+            raise ended.result()
         if step.cancelled():
             raise Unavailable("the server is draining; reconnect to another replica")
         return step.result()
+
+
+class OpenStream:
+    """A stream of a known caller: what it was opened with, rechecked when the callers change."""
+
+    def __init__(self, context, method: str, request, caller: Caller):
+        self.context = context
+        self.method = method
+        self.request = request
+        self.caller = caller
+        self.ended: asyncio.Future = asyncio.get_running_loop().create_future()  # set to the error that ends it
 
 
 def _aborted_code(context) -> grpc.StatusCode:
