@@ -100,10 +100,10 @@ class Directory:
     @reports_unchanged
     def put_resource(self, actor_id: str, resource_type: str, resource_id: str, organization_id: str) -> int:
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, OrganizationAction.PUT_RESOURCE, organization_id)
             resource = tx.session.get(models.Resource, (resource_type, resource_id))
             if resource is not None and not resource.deleted:
                 callers.within_scope(resource.organization_id)  # moving it changes the one it leaves
+            self.authorizer.require(actor_id, OrganizationAction.PUT_RESOURCE, organization_id)
             if resource is not None and not resource.deleted and resource.organization_id != organization_id:
                 # Moving a resource away from its current organization is decided on the resource
                 # there (the policy's "move").
