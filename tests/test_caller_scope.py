@@ -11,7 +11,6 @@ from contextlib import contextmanager
 
 import grpc
 import pytest
-from mandate.api.scope import NAMED_BY, UNSCOPED, method_key
 from mandate.client import MandateClient
 from mandate.config import Config
 from mandate.server import SERVICES, build_server
@@ -106,6 +105,8 @@ def check(actor: str, action: str, kind: str, ident: str, **when) -> authorizati
 def test_every_rpc_says_which_organizations_it_names():
     """issue 18 item 7: every Mandate method is classified for limited callers (a new one is
     refused to them until it is), and each field it names exists on its request."""
+    from mandate.api.scope import NAMED_BY, UNSCOPED, method_key
+
     for module, name, _, _ in SERVICES:
         service = module.DESCRIPTOR.services_by_name[name]
         for method in service.methods:
@@ -245,12 +246,13 @@ def test_a_scoped_caller_changes_only_its_organizations(served, tenants):
     assert app.store.current_revision() > before
 
 
-def test_a_read_only_caller_gets_no_email_from_any_reply(served, tenants):
+def test_a_read_only_caller_gets_no_email_from_any_reply(app, tenants, tmp_path):
     """issue 18 item 8: members, invitations (to people who never signed up too), the access
     review and events reach a read-only caller without a single email address."""
-    _, address, _ = served
     t = tenants
-    with MandateClient(address, READER, retries=0) as reader:
+    path = tmp_path / "callers.toml"
+    path.write_text(f'[callers.reader]\ntoken_sha256 = "{digest(READER)}"\nread_only = true\n')
+    with running(app, path) as (_, address), MandateClient(address, READER, retries=0) as reader:
         replies = [
             reader.membership.ListMembers(membership_pb2.ListMembersRequest(
                 actor_id=t.their_owner, organization_id=t.theirs)),
@@ -263,12 +265,12 @@ def test_a_read_only_caller_gets_no_email_from_any_reply(served, tenants):
         stream = reader.events.Watch(events_pb2.WatchRequest(), timeout=10)
         replies.append(next(iter(stream)))
         stream.cancel()
+        with MandateClient(address, TOKEN) as writer:  # a writer still gets them
+            assert "their-invitee@example.com" in str(writer.membership.ListInvitations(
+                membership_pb2.ListInvitationsRequest(actor_id=t.their_owner, organization_id=t.theirs)))
     assert replies[0].members and replies[1].invitations and replies[2].entries
     assert any(i.id == t.their_invitation for i in replies[1].invitations)
     assert not any("@" in str(reply) for reply in replies)
-    with MandateClient(address, TOKEN) as writer:  # a writer still gets them
-        assert "their-invitee@example.com" in str(writer.membership.ListInvitations(
-            membership_pb2.ListInvitationsRequest(actor_id=t.their_owner, organization_id=t.theirs)))
 
 
 class Watching:
@@ -298,36 +300,46 @@ class Watching:
         return self.error
 
 
-def test_a_reload_ends_the_streams_a_caller_lost(app, tenants, tmp_path):
+OTHER = "other-caller-token-not-secret"
+
+
+def test_a_reload_ends_the_streams_of_a_revoked_or_narrowed_caller(app, tenants, tmp_path):
     """issue 18 item 9: after a reload of the callers file, a revoked caller's streams end
-    (UNAUTHENTICATED), a stream of an organization the caller no longer has ends
-    (PERMISSION_DENIED OUTSIDE_CALLER_SCOPE), a stream of a caller that now sees less ends
-    (UNAVAILABLE: reconnect) and delivers nothing more; other callers' streams go on."""
+    (UNAUTHENTICATED); a stream of a caller that now sees fewer organizations' events ends
+    (UNAVAILABLE: reconnecting opens it with the rights the caller has now) and delivers nothing
+    more; a stream whose caller's rights did not change goes on."""
     t = tenants
     path = tmp_path / "callers.toml"
-    path.write_text(callers_file(t.mine) + f'\n[callers.other]\ntoken_sha256 = "{digest("other-caller-token-1")}"\n')
-    with running(app, path) as (server, address), MandateClient(address, SCOPED, retries=0) as scoped, \
-            MandateClient(address, READER, retries=0) as reader, \
-            MandateClient(address, "other-caller-token-1", retries=0) as other:
+    reader = f'[callers.reader]\ntoken_sha256 = "{digest(READER)}"\nread_only = true\n'
+    other = f'[callers.other]\ntoken_sha256 = "{digest(OTHER)}"\n'
+    path.write_text(reader + other)
+    with running(app, path) as (server, address), MandateClient(address, READER, retries=0) as reading, \
+            MandateClient(address, OTHER, retries=0) as revoked:
+        everything = Watching(reading, events_pb2.WatchRequest())
+        gone = Watching(revoked, events_pb2.WatchRequest())
+        path.write_text(reader + f'event_organizations = ["{t.mine}"]\n')
+        server.reload()
+        assert gone.ended().code() == grpc.StatusCode.UNAUTHENTICATED
+        assert everything.ended().code() == grpc.StatusCode.UNAVAILABLE
+        delivered = len(everything.events)
+        again = Watching(reading, events_pb2.WatchRequest())  # reconnected: its own organization's only
+        server.reload()  # the same file: nothing changes for it
+        invited = app.memberships.invite_member(t.my_owner, t.mine, "after@example.com", "colleague")
+        assert wait_until(lambda: any(e.revision == str(invited.revision) for e in again.events), 10)
+        assert again.error is None and len(everything.events) == delivered
+        assert all(t.mine in e.attributes.values() for e in again.events)
+        again.stream.cancel()
+
+
+def test_a_reload_ends_a_stream_of_an_organization_the_caller_lost(app, tenants, tmp_path):
+    """issue 18 item 9: a Watch of one organization ends with PERMISSION_DENIED
+    OUTSIDE_CALLER_SCOPE once the callers file takes that organization from its caller."""
+    t = tenants
+    path = tmp_path / "callers.toml"
+    path.write_text(callers_file(t.mine))
+    with running(app, path) as (server, address), MandateClient(address, SCOPED, retries=0) as scoped:
         named = Watching(scoped, events_pb2.WatchRequest(organization_id=t.mine))
-        everything = Watching(reader, events_pb2.WatchRequest())
-        kept = Watching(other, events_pb2.WatchRequest())
-        # The scoped caller moves to the other organization; the reader is limited to one.
-        narrowed = (f'[callers.scoped]\ntoken_sha256 = "{digest(SCOPED)}"\norganizations = ["{t.theirs}"]\n\n'
-                    f'[callers.reader]\ntoken_sha256 = "{digest(READER)}"\nread_only = true\n'
-                    f'organizations = ["{t.mine}"]\n'
-                    f'\n[callers.other]\ntoken_sha256 = "{digest("other-caller-token-1")}"\n')
-        path.write_text(narrowed)
+        path.write_text(callers_file(t.theirs))
         server.reload()
         assert named.ended().code() == grpc.StatusCode.PERMISSION_DENIED
         assert reason_of(named.error) == "OUTSIDE_CALLER_SCOPE"
-        assert everything.ended().code() == grpc.StatusCode.UNAVAILABLE
-        # Revoked: the other caller is gone from the file.
-        reader_again = Watching(reader, events_pb2.WatchRequest())
-        path.write_text(narrowed.split("\n[callers.other]")[0])
-        server.reload()
-        assert kept.ended().code() == grpc.StatusCode.UNAUTHENTICATED
-        invited = app.memberships.invite_member(t.my_owner, t.mine, "after@example.com", "colleague")
-        assert wait_until(lambda: any(e.revision == str(invited.revision) for e in reader_again.events), 10)
-        assert reader_again.error is None  # its rights did not change: it goes on
-        reader_again.stream.cancel()
