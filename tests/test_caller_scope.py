@@ -136,7 +136,8 @@ def test_a_scoped_caller_reads_only_its_organizations(served, tenants):
             action="read", resource=ref("Project", t.my_project))).user_ids
         assert az.Explain(check(t.both, "read", "Project", t.my_project)).allowed
         assert az.AccessReview(authorization_pb2.AccessReviewRequest(organization_id=t.mine)).entries
-        assert members.ListMembers(membership_pb2.ListMembersRequest(actor_id=t.my_owner, organization_id=t.mine)).members
+        assert members.ListMembers(membership_pb2.ListMembersRequest(
+            actor_id=t.my_owner, organization_id=t.mine)).members
         # ListResources: a person of both organizations, seen through this caller, has only its own.
         assert az.ListResources(authorization_pb2.ListResourcesRequest(
             actor=ref("User", t.both), action="read", resource_type="Project")).resource_ids == [t.my_project]

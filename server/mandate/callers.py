@@ -176,7 +176,8 @@ def read_callers_file(path: Path) -> list[Caller]:
             raise CallersError(f"{where}: client_cert_subject must be a string")
         if not isinstance(read_only, bool):
             raise CallersError(f"{where}: read_only must be true or false")
-        organizations, events = (organization_ids(entry, key, where) for key in ("organizations", "event_organizations"))
+        organizations = organization_ids(entry, "organizations", where)
+        events = organization_ids(entry, "event_organizations", where)
         if organizations is not None and events is not None and not events <= organizations:
             raise CallersError(f"{where}: event_organizations must be within organizations")
         try:
