@@ -137,6 +137,10 @@ def test_unknown_tokens_are_refused_and_sighup_reloads_the_callers_file(served):
     ("[other]\n", "unknown table"),
     (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\nevent_organizations = []\n', "event_organizations"),
     (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\nevent_organizations = "org_a"\n', "event_organizations"),
+    (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\norganizations = []\n', "organizations must be"),
+    (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\norganizations = ["org a"]\n', "organizations must be"),
+    (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\norganizations = ["org_a"]\nevent_organizations = ["org_b"]\n',
+     "within organizations"),
     ("[callers.a\n", "not valid TOML"),
 ])
 def test_a_callers_file_that_cannot_be_used_is_refused_with_its_reason(tmp_path, text, problem):
