@@ -20,7 +20,8 @@ Every method handler is wrapped once, when the services are registered (`Plumbin
   Methods listed as inline (a `Check` answered from memory) run on the event loop itself.
 - Streams (ours, health `Watch`, reflection) are counted per caller and in total; past either
   limit a new stream is RESOURCE_EXHAUSTED, reason TOO_MANY_STREAMS. While the server drains,
-  open streams end with UNAVAILABLE, so their callers reconnect to another replica.
+  open streams end with UNAVAILABLE, so their callers reconnect to another replica. A reload of
+  the callers file ends the streams whose caller lost the right to them (`callers_reloaded`).
 - Domain errors become their status code with a google.rpc.ErrorInfo carrying the reason.
   Anything unexpected becomes INTERNAL with an incident id; the details go to the server log
   only. A check that fails this way is an error, never an allow (R24).
