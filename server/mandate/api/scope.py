@@ -70,6 +70,10 @@ NAMED_BY: dict[str, tuple[str, ...]] = {
 UNSCOPED = {
     "DirectoryService.RegisterUser": "signing up completes the person's invitations in any organization",
     "DirectoryService.CreateOrganization": "a new organization is in no caller's scope",
+    # Administration reads and writes the whole store.
+    "AdminService.Import": "it writes every organization",
+    "AdminService.Export": "it reads every organization",
+    "AdminService.ErasePerson": "a person is in every organization they belong to",
 }
 
 
