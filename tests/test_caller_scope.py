@@ -190,6 +190,7 @@ def test_a_scoped_caller_changes_only_its_organizations(served, tenants):
     _, address, _ = served
     t = tenants
     app = t.world.app
+    my_link = app.partners.create_invite_link(t.my_owner, t.mine, "Shop", "", "EUR", ["read"]).token
     before = app.store.current_revision()
     with MandateClient(address, SCOPED, retries=0) as scoped:
         d, m, p = scoped.directory, scoped.membership, scoped.partner
@@ -203,7 +204,13 @@ def test_a_scoped_caller_changes_only_its_organizations(served, tenants):
             actor_id=t.their_owner, resource=ref("Project", t.their_project))))
         delete_unknown = refused_outside(lambda: d.DeleteResource(directory_pb2.DeleteResourceRequest(
             actor_id=t.their_owner, resource=ref("Project", "no-such-project"))))
-        assert cancel_theirs == cancel_unknown and delete_theirs == delete_unknown  # no existence oracle
+        accept = partner_pb2.AcceptClientInvitationRequest(actor_id=t.my_owner, token=t.their_link, client_id=t.mine,
+                                                           granted_scopes=["read"])
+        accept_theirs = refused_outside(lambda: p.AcceptClientInvitation(accept))
+        accept.token = "no-such-link-token"
+        accept_unknown = refused_outside(lambda: p.AcceptClientInvitation(accept))
+        # No existence oracle: another organization's things and things that do not exist alike.
+        assert cancel_theirs == cancel_unknown and delete_theirs == delete_unknown and accept_theirs == accept_unknown
         for call in (
             lambda: d.RegisterUser(directory_pb2.RegisterUserRequest(email="their-invitee@example.com",
                                                                      display_name="Invitee")),
@@ -227,8 +234,8 @@ def test_a_scoped_caller_changes_only_its_organizations(served, tenants):
             lambda: p.CreateInviteLink(partner_pb2.CreateInviteLinkRequest(
                 actor_id=t.their_owner, partner_id=t.theirs, customer_name="C", currency="EUR",
                 requested_scopes=["read"])),
-            lambda: p.AcceptClientInvitation(partner_pb2.AcceptClientInvitationRequest(  # their link, my client
-                actor_id=t.my_owner, token=t.their_link, client_id=t.mine, granted_scopes=["read"])),
+            lambda: p.AcceptClientInvitation(partner_pb2.AcceptClientInvitationRequest(  # my link, their client
+                actor_id=t.their_owner, token=my_link, client_id=t.theirs, granted_scopes=["read"])),
             lambda: p.UpdateGrantedScopes(partner_pb2.UpdateGrantedScopesRequest(
                 actor_id=t.their_owner, partner_id=t.mine, client_id=t.theirs, granted_scopes=["read"])),
             lambda: p.RequestDisconnect(partner_pb2.ConnectionRequest(**pair)),
