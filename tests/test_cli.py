@@ -267,8 +267,8 @@ def ephemeral(tmp_path_factory):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MANDATE_")}
     with open(served / "server.log", "w") as log:  # outside the working directory, which must stay empty
         server = subprocess.Popen([*command, "serve", "--ephemeral", "--world", str(WORLD), "--grace", "0",
-                                   "--listen", f"127.0.0.1:{port}"], cwd=served, env=environment, stdout=subprocess.PIPE,
-                                  stderr=log, text=True)
+                                   "--listen", f"127.0.0.1:{port}"], cwd=served, env=environment,
+                                  stdout=subprocess.PIPE, stderr=log, text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
     try:
@@ -311,9 +311,19 @@ def test_history_flags_reach_the_server_on_every_client_command(ephemeral):
     """Issue 23 item 4: --at-least-revision, --at-revision and --as-of. A revoke's revision: at
     least that new, the employee is out; at the revision before, still in. A request without
     such a field is refused by the command, naming the flag."""
-    revoked = ephemeral.run("call", "PartnerService.UpdateGrantedScopes", json.dumps(
-        {"actor_id": "olga", "partner_id": "agency", "client_id": "shop", "granted_scopes": ["read"]}))
+    def grant(*scopes: str) -> subprocess.CompletedProcess:
+        return ephemeral.run("call", "PartnerService.UpdateGrantedScopes", json.dumps(
+            {"actor_id": "olga", "partner_id": "agency", "client_id": "shop", "granted_scopes": scopes}))
+
+    revoked = grant("read")
     assert revoked.returncode == 0, revoked.stderr
+    try:
+        check_history_flags(ephemeral, revoked)
+    finally:
+        assert grant("read", "edit").returncode == 0  # as the world had it, for the other tests
+
+
+def check_history_flags(ephemeral: Ephemeral, revoked: subprocess.CompletedProcess) -> None:
     revision = json.loads(revoked.stdout)["revision"]
     before = str(int(revision) - 1)
     assert ephemeral.json("check", "emma", "edit", "Project:shop-site", "--at-least-revision", revision) == {
@@ -381,13 +391,13 @@ def test_saved_contexts_choose_the_server_and_the_token_file(ephemeral, tmp_path
     def run(*args: str, **env: str) -> subprocess.CompletedProcess:
         return mandate(*args, cwd=tmp_path, token=None, XDG_CONFIG_HOME=str(config), **env)
 
-    assert run("check", "emma", "edit", "shop-site").returncode == 2  # no context, no token
+    assert run("check", "emma", "read", "shop-site").returncode == 2  # no context, no token
     saved = run("context", "set", "test", "--address", ephemeral.address, "--token-file", str(token_file))
     assert saved.returncode == 0 and "in use" in saved.stdout, saved.stderr
     assert run("context", "set", "tls", "--address", "localhost:1", "--tls-ca", str(TLS / "ca.pem")).returncode == 0
     contexts = (config / "mandate" / "contexts.toml").read_text()
     assert ephemeral.token not in contexts and str(token_file) in contexts
-    assert run("check", "emma", "edit", "shop-site").stdout.strip() == "allowed"
+    assert run("check", "emma", "read", "shop-site").stdout.strip() == "allowed"
     assert json.loads(run("context", "list", "--json").stdout) == {"current": "test", "contexts": {
         "test": {"address": ephemeral.address, "token_file": str(token_file), "tls_ca": "", "tls_cert": "",
                  "tls_key": ""},
@@ -395,14 +405,14 @@ def test_saved_contexts_choose_the_server_and_the_token_file(ephemeral, tmp_path
                 "tls_key": ""}}}
     assert run("context", "use", "tls").returncode == 0
     assert run("context", "list").stdout.splitlines()[1].startswith("* tls")
-    refused = run("check", "emma", "edit", "shop-site")  # a context without a token file: no token
+    refused = run("check", "emma", "read", "shop-site")  # a context without a token file: no token
     assert refused.returncode == 2 and "MANDATE_TOKEN" in refused.stderr
-    assert run("check", "emma", "edit", "shop-site", "--context", "test").stdout.strip() == "allowed"
-    assert run("check", "emma", "edit", "shop-site", MANDATE_CONTEXT="test").stdout.strip() == "allowed"
+    assert run("check", "emma", "read", "shop-site", "--context", "test").stdout.strip() == "allowed"
+    assert run("check", "emma", "read", "shop-site", MANDATE_CONTEXT="test").stdout.strip() == "allowed"
     # The flags and the environment win over the context's settings, each on its own.
-    assert "UNAUTHENTICATED" in run("check", "emma", "edit", "shop-site", "--context", "test",
+    assert "UNAUTHENTICATED" in run("check", "emma", "read", "shop-site", "--context", "test",
                                     MANDATE_TOKEN="not-the-token").stderr
-    assert "UNAVAILABLE" in run("check", "emma", "edit", "shop-site", "--context", "test", "--server",
+    assert "UNAVAILABLE" in run("check", "emma", "read", "shop-site", "--context", "test", "--server",
                                 "127.0.0.1:9").stderr
     unknown = run("context", "use", "nowhere")
     assert unknown.returncode == 2 and "no context 'nowhere'" in unknown.stderr
