@@ -135,15 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
         upgrade(args.database_url or config.database_url)
         return 0
-    if args.command == "context":
-        try:
-            return run_context(args)
-        except (ClientError, ContextError) as error:
-            print(f"mandate: {error}", file=sys.stderr)
-            return 2
     client_commands = {"check": run_check, "explain": run_check, "list-actions": run_list_actions,
                        "list-resources": run_list, "list-actors": run_list, "export-clients": run_export,
-                       "call": run_call, "access-review": run_access_review}
+                       "call": run_call, "access-review": run_access_review, "context": run_context}
     if args.command in client_commands:
         try:
             return client_commands[args.command](args)
