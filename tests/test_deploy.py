@@ -66,6 +66,8 @@ def metric_names(expression: str) -> set[str]:
 
 
 def test_the_dashboard_is_grafana_json_over_the_instances_of_one_job():
+    """Issue 23 item 5: one dashboard, a data source and instance variables, every panel's query
+    limited to the chosen instances of the `mandate` job."""
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] and dashboard["panels"]
     assert {variable["name"] for variable in dashboard["templating"]["list"]} == {"datasource", "instance"}
