@@ -392,6 +392,7 @@ def test_saved_contexts_choose_the_server_and_the_token_file(ephemeral, tmp_path
         return mandate(*args, cwd=tmp_path, token=None, XDG_CONFIG_HOME=str(config), **env)
 
     assert run("check", "emma", "read", "shop-site").returncode == 2  # no context, no token
+    assert "no contexts saved" in run("context", "list").stderr
     saved = run("context", "set", "test", "--address", ephemeral.address, "--token-file", str(token_file))
     assert saved.returncode == 0 and "in use" in saved.stdout, saved.stderr
     assert run("context", "set", "tls", "--address", "localhost:1", "--tls-ca", str(TLS / "ca.pem")).returncode == 0

@@ -834,6 +834,9 @@ def run_context(args) -> int:
     elif args.json:
         print_json({"current": contexts.current,
                     "contexts": {n: asdict(c) for n, c in sorted(contexts.saved.items())}})
+    elif not contexts.saved:
+        print(f"no contexts saved in {contexts.path} (mandate context set NAME --address HOST:PORT ...)",
+              file=sys.stderr)
     else:
         for saved_name, context in sorted(contexts.saved.items()):
             details = "  ".join(f"{key}={value}" for key, value in asdict(context).items() if value)
