@@ -213,14 +213,3 @@ def read_or_create_token(path: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
     return token
-
-
-def client_token(env: dict[str, str] | None = None) -> str:
-    """The token a command-line client presents: MANDATE_TOKEN, else the server's token file."""
-    env = os.environ if env is None else env
-    if env.get("MANDATE_TOKEN"):
-        return env["MANDATE_TOKEN"]
-    tokens = [t.strip() for t in env.get("MANDATE_API_TOKENS", "").split(",") if t.strip()]
-    if tokens:
-        return tokens[0]
-    return read_or_create_token(Path(env.get("MANDATE_TOKEN_FILE", DEFAULT_TOKEN_FILE)))
