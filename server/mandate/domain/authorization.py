@@ -289,9 +289,10 @@ class Authorizer:
 
     def list_resources(
         self, actor_id: str, action: str, resource_type: str, page_size: int, after: str,
-        policy: Policy | None = None,
+        policy: Policy | None = None, organizations: frozenset[str] | None = None,
     ) -> tuple[list[str], str]:
-        """Resource ids the actor may `action`, from the same index state as `Check` (no SQL).
+        """Resource ids the actor may `action`, from the same index state as `Check` (no SQL);
+        with `organizations` (a caller's scope), only the resources of those.
 
         Access to a resource depends only on the facts between the actor and the resource's
         organization, the resource's chain of types and the actor's roles on it, so the policy
@@ -306,6 +307,8 @@ class Authorizer:
             held = index.resource_roles.get(actor_id, {})
             held_in = {index.resources.get(key) for key in held}
             for organization_id in index.reachable_organizations(actor_id):
+                if organizations is not None and organization_id not in organizations:
+                    continue
                 if resource_type == "Organization":
                     if organization_id > after and self.decide(actor_id, organization_id, resource_type, action,
                                                                policy):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from mandate import errors
+from mandate import callers, errors
 from mandate.domain import partner
 from mandate.domain.authorization import Authorizer, ProjectRef, RoleGrantRef, page
 from mandate.domain.common import (
@@ -125,13 +125,16 @@ class Directory:
             raise errors.InvalidArgument("organization_id", "is required (or give parent)")
         with self.store.write(actor_id) as tx:
             session = tx.session
+            resource = session.get(models.Resource, (resource_type, resource_id))
+            if resource is not None and not resource.deleted:
+                callers.within_scope(resource.organization_id)  # moving it changes the one it leaves
             if parent is None:
                 self.authorizer.require(actor_id, OrganizationAction.PUT_RESOURCE, organization_id)
             else:
                 organization_id = self._parent_organization(session, (resource_type, resource_id), parent,
                                                             organization_id)
+                callers.within_scope(organization_id)
                 self.authorizer.require(actor_id, OrganizationAction.PUT_RESOURCE, organization_id)
-            resource = session.get(models.Resource, (resource_type, resource_id))
             live = resource is not None and not resource.deleted
             parent_type, parent_id = parent if parent is not None else (None, None)
             if live and (resource.organization_id, resource.parent_type, resource.parent_id) == (
@@ -185,7 +188,9 @@ class Directory:
         declared_type(self.authorizer.policy, "resource.type", resource_type)
         with self.store.write(actor_id) as tx:
             resource = tx.session.get(models.Resource, (resource_type, resource_id))
-            if resource is None or resource.deleted:
+            live = resource is not None and not resource.deleted
+            callers.within_scope(resource.organization_id if live else None)  # unknown is outside, too
+            if not live:
                 raise errors.NotFound(f"resource: no {resource_type} {resource_id!r}", Reason.RESOURCE_NOT_FOUND)
             self.authorizer.require(actor_id, OrganizationAction.DELETE_RESOURCE, resource.organization_id)
             children = children_of(tx.session, resource_type, resource_id)
@@ -298,8 +303,11 @@ def declared_type(policy: Policy, field: str, resource_type: str):
 
 
 def live_resource(session, resource_type: str, resource_id: str) -> models.Resource:
+    """A registered resource, within the caller's scope (callers file: `organizations`)."""
     resource = session.get(models.Resource, (resource_type, resource_id))
-    if resource is None or resource.deleted:
+    live = resource is not None and not resource.deleted
+    callers.within_scope(resource.organization_id if live else None)  # unknown is outside, too
+    if not live:
         raise errors.NotFound(f"resource: no {resource_type} {resource_id!r}", Reason.RESOURCE_NOT_FOUND)
     return resource
 
