@@ -10,6 +10,7 @@ from mandate.domain.authorization import Authorizer
 from mandate.domain.explain import explain
 from mandate.domain.review import access_review
 from mandate.errors import InvalidArgument
+from mandate.names import Reason
 from mandate.v1 import authorization_pb2 as pb
 from mandate.v1 import authorization_pb2_grpc
 
@@ -102,11 +103,12 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
     def ListResources(self, request, context):
         actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
         action = v.action("action", request.action)
-        resource_type = known_type("resource_type", request.resource_type)
+        resource_type = v.resource_type("resource_type", request.resource_type)
         size = v.page_size("page_size", request.page_size)
         after = v.page_token("page_token", request.page_token)
         authorizer, revision = self.view(request)
         policy = authorizer.policy
+        known_type("resource_type", resource_type, policy)
         ids, last = ([], "") if actor_type != "User" else authorizer.list_resources(
             actor_id, action, resource_type, size, after, policy, callers.current_organizations())
         return pb.ListResourcesResponse(resource_ids=ids, next_page_token=v.encode_page_token(last),
@@ -115,13 +117,14 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
     def ListActors(self, request, context):
         action = v.action("action", request.action)
         resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
-        known_type("resource.type", resource_type)
+        v.resource_type("resource.type", resource_type)
         size = v.page_size("page_size", request.page_size)
         after = v.page_token("page_token", request.page_token)
         within_scope(self.authorizer, resource_type, resource_id, known_only=True)
         authorizer, revision = self.view(request)
         within_scope(authorizer, resource_type, resource_id)
         policy = authorizer.policy
+        known_type("resource.type", resource_type, policy)
         ids, last = authorizer.list_actors(action, resource_type, resource_id, size, after, policy)
         return pb.ListActorsResponse(user_ids=ids, next_page_token=v.encode_page_token(last),
                                      revision=str(revision), policy_version=policy.version)
@@ -178,6 +181,10 @@ def decision_about(fields: tuple[str, str, str, str, str]) -> tuple[str, str, st
     return actor_id, resource_type, resource_id
 
 
-def known_type(field: str, value: str) -> str:
-    """A type name; one the policy does not declare is a deny (an empty list), like an unknown resource."""
-    return v.resource_type(field, value)
+def known_type(field: str, value: str, policy) -> str:
+    """A type of the check plane: Organization, or one the policy answering declares
+    (UNKNOWN_RESOURCE_TYPE otherwise, naming the field)."""
+    if not policy.is_resource_type(value):
+        raise InvalidArgument(field, f"the policy declares no resource type {value!r}; it declares: "
+                              f"{', '.join(['Organization', *policy.resource_types])}", Reason.UNKNOWN_RESOURCE_TYPE)
+    return value

@@ -7,7 +7,6 @@ from mandate.api import validate as v
 from mandate.api.retries import idempotent
 from mandate.app import App
 from mandate.errors import InvalidArgument
-from mandate.names import Reason
 from mandate.v1 import directory_pb2 as pb
 from mandate.v1 import directory_pb2_grpc
 
@@ -90,6 +89,5 @@ def registered_resource(request) -> tuple[str, str]:
     policy declares its type is the directory's to say (UNKNOWN_RESOURCE_TYPE)."""
     resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
     if resource_type == "Organization":
-        raise InvalidArgument("resource.type", "organizations are created with CreateOrganization, not registered",
-                              Reason.UNKNOWN_RESOURCE_TYPE)
+        raise InvalidArgument("resource.type", "organizations are created with CreateOrganization, not registered")
     return resource_type, resource_id
