@@ -354,3 +354,27 @@ def test_a_reload_ends_a_stream_of_an_organization_the_caller_lost(app, tenants,
         server.reload()
         assert named.ended().code() == grpc.StatusCode.PERMISSION_DENIED
         assert reason_of(named.error) == "OUTSIDE_CALLER_SCOPE"
+
+
+def test_issue20_a_scoped_caller_gives_roles_only_on_its_organizations_resources(served, tenants):
+    """issue 20 item 3 with issue 18 item 7: GrantResourceRole, RevokeResourceRole and
+    ListResourceRoles on another organization's resource (or one that does not exist) are
+    PERMISSION_DENIED OUTSIDE_CALLER_SCOPE and change nothing; on its own, they work."""
+    _, address, _ = served
+    t = tenants
+    app = t.world.app
+    before = app.store.current_revision()
+    with MandateClient(address, SCOPED, retries=0) as scoped:
+        d = scoped.directory
+        for project in (t.their_project, "no-such-project"):
+            resource = ref("Project", project)
+            refused_outside(lambda r=resource: d.GrantResourceRole(directory_pb2.GrantResourceRoleRequest(
+                actor_id=t.their_owner, resource=r, user_id=t.both, role="editor")))
+            refused_outside(lambda r=resource: d.RevokeResourceRole(directory_pb2.RevokeResourceRoleRequest(
+                actor_id=t.their_owner, resource=r, user_id=t.both, role="editor")))
+            refused_outside(lambda r=resource: d.ListResourceRoles(directory_pb2.ListResourceRolesRequest(
+                actor_id=t.their_owner, resource=r)))
+        assert app.store.current_revision() == before
+        granted = d.GrantResourceRole(directory_pb2.GrantResourceRoleRequest(
+            actor_id=t.my_owner, resource=ref("Project", t.my_project), user_id=t.both, role="editor"))
+        assert granted.role == "editor"
