@@ -209,3 +209,60 @@ def test_invitation_ttl_setting():
     for bad in ("14", "0d", "1w", "-3d"):
         with pytest.raises(ValueError, match="MANDATE_INVITATION_TTL"):
             Config.from_env({"MANDATE_INVITATION_TTL": bad})
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of this test alone: it is stopped and started under a running app."""
+    from mandate.store.localpg import LocalPostgres
+    from mandate.store.migrate import upgrade
+
+    server = LocalPostgres()
+    try:
+        server.start()
+        url = server.create_database("sweeper")
+        upgrade(url)
+        yield server, url
+    finally:
+        server.close()
+
+
+def test_r6_the_sweeper_survives_a_postgresql_restart(own_postgres, clock, caplog):
+    """issue 18 item 14: after PostgreSQL restarts under a running replica that leads the sweeper,
+    an end due after the restart is still written within the sweep interval, and the log has one
+    line for the loss and one for the recovery, nothing else (no traceback every tick)."""
+    from mandate.store import models
+
+    from tests.factories import World
+
+    server, url = own_postgres
+    replica = App(url, POLICY_DIR, lifetimes=Lifetimes(clock=clock))
+    try:
+        world = World(replica)
+        organization = world.organization()
+        owner = world.owner_of(organization)
+        member = world.member(organization)
+        replica.memberships.set_member_role(owner, organization, member, "colleague", later(clock, minutes=5))
+        replica.start_polling()
+        replica.start_expiring()
+        assert wait_until(lambda: replica.expiries._leader._held, 10)  # this replica leads the sweeper
+        caplog.clear()
+        caplog.set_level("WARNING")
+
+        server.stop("immediate")  # every connection drops at once, the sweeper's lock with it
+        assert wait_until(lambda: not replica.store.available, 10)
+        server.start()
+        assert wait_until(lambda: replica.store.available, 10)
+        clock.advance(minutes=5)
+
+        def removed() -> bool:
+            with replica.store.read() as session:
+                return session.get(models.Membership, (organization, member)).status == models.MemberStatus.REMOVED
+
+        assert wait_until(removed, 3)  # a tick is 0.25 s; the promise is about a second
+        lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+        assert [level for level, _ in lines] == ["WARNING", "WARNING"], lines
+        assert "cannot be reached" in lines[0][1] and "reachable again" in lines[1][1], lines
+        assert not any(r.exc_info for r in caplog.records)
+    finally:
+        replica.close()

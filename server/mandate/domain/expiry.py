@@ -17,13 +17,14 @@ connection and the lock go with it, and another replica takes over on its next t
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import threading
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, exists, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 from mandate import errors
 from mandate.clock import SystemClock, as_text, parse
@@ -227,6 +228,8 @@ class Expiries:
         while not stop.wait(TICK_SECONDS):
             try:
                 self.sweep()
+            except errors.DatabaseUnavailable:
+                pass  # the store has said so, once; the next tick tries again
             except Exception:  # noqa: BLE001 - the sweeper never dies; the next tick tries again
                 log.exception("applying expiries failed; trying again")
         self._leader.release()
@@ -243,6 +246,9 @@ class Leadership:
         self._held = False
 
     def held(self) -> bool:
+        """Whether this replica is the sweeper now. Any failure of the database steps down
+        quietly (the store reports a lost database): a connection that failed, its transaction
+        dead, is dropped whole, and a later tick connects anew and asks for the lock again."""
         if self.store.engine.dialect.name != "postgresql":
             return True
         try:
@@ -256,8 +262,8 @@ class Leadership:
                     text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY}).scalar())
             self._connection.commit()
             return self._held
-        except DBAPIError:
-            self.release()
+        except SQLAlchemyError:
+            self._drop()
             return False
 
     def release(self) -> None:
@@ -267,7 +273,17 @@ class Leadership:
                     self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
                     self._connection.commit()
                 self._connection.close()
-            except DBAPIError:
-                self._connection.invalidate()  # a lost session holds no lock
+            except SQLAlchemyError:
+                self._drop()
         self._connection = None
         self._held = False
+
+    def _drop(self) -> None:
+        """Let go of the connection without asking the database anything: closing the session
+        at the driver gives up the lock, and a lost session holds none."""
+        connection, self._connection, self._held = self._connection, None, False
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+            with contextlib.suppress(Exception):
+                connection.close()
