@@ -23,7 +23,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, exists, select, text
+from sqlalchemy import delete, exists, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from mandate import errors
@@ -84,8 +84,23 @@ def normalize_end(field_name: str, value: str) -> str:
 
 def pending_invitation(now: str):
     """SQL conditions of an invitation that can still be accepted: pending, and not lapsed even
-    if the sweeper has not yet written it down."""
-    return (models.Invitation.status == models.InvitationStatus.PENDING, models.Invitation.expires_at > now)
+    if the sweeper has not yet written it down (see `lapses_at`)."""
+    invitation = models.Invitation
+    return (invitation.status == models.InvitationStatus.PENDING, invitation.expires_at > now,
+            or_(invitation.access_expires_at.is_(None), invitation.access_expires_at > now))
+
+
+def lapsed_invitations(now: str):
+    """SQL conditions of the pending invitations that lapsed (see `lapses_at`), one per reason:
+    each is a range of one index, where their disjunction would scan every pending invitation."""
+    invitation, pending = models.Invitation, models.Invitation.status == models.InvitationStatus.PENDING
+    return ((pending, invitation.expires_at <= now), (pending, invitation.access_expires_at <= now))
+
+
+def lapses_at(invitation: models.Invitation) -> str:
+    """An invitation lapses at its `expires_at`, or sooner when the access it gives ends before
+    (a member invitation's `access_expires_at`): an access whose end has passed is never given."""
+    return min(invitation.expires_at, invitation.access_expires_at or invitation.expires_at)
 
 
 class _NothingDue(Exception):
@@ -103,8 +118,7 @@ class Expiries:
 
     def _due(self, session, now: str) -> bool:
         checks = (
-            exists().where(models.Invitation.status == models.InvitationStatus.PENDING,
-                           models.Invitation.expires_at <= now),
+            *(exists().where(*lapsed) for lapsed in lapsed_invitations(now)),
             exists().where(models.Membership.access_expires_at <= now,
                            models.Membership.status != models.MemberStatus.REMOVED),
             exists().where(models.Connection.access_expires_at <= now,
@@ -163,10 +177,9 @@ class Expiries:
                     user_id=membership.user_id)
 
     def _lapse_invitations(self, tx: Transaction, now: str) -> None:
-        due = tx.session.execute(select(models.Invitation).where(
-            models.Invitation.status == models.InvitationStatus.PENDING,
-            models.Invitation.expires_at <= now)).scalars().all()
-        for invitation in due:
+        due = {invitation.id: invitation for lapsed in lapsed_invitations(now)
+               for invitation in tx.session.execute(select(models.Invitation).where(*lapsed)).scalars()}
+        for invitation in sorted(due.values(), key=lambda i: i.id):
             invitation.status = models.InvitationStatus.EXPIRED
             invitation.revision = tx.revision
             tx.emit("invitation.expired", cause=Cause.EXPIRED, organization_id=invitation.organization_id,
