@@ -367,6 +367,10 @@ class Plumbing:
         if draining.done():
             raise Unavailable("the server is draining; reconnect to another replica")
         step = asyncio.ensure_future(awaitable)
+        # A call the client cancels (a routine disconnect) may leave the step's outcome unread: it
+        # failed in the same moment, or it is still stopping. Read it whenever it comes, so that
+        # asyncio never reports it as an error ("exception was never retrieved").
+        step.add_done_callback(_outcome_read)
         try:
             await asyncio.wait((step, draining), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -377,6 +381,11 @@ class Plumbing:
         if step.cancelled():
             raise Unavailable("the server is draining; reconnect to another replica")
         return step.result()
+
+
+def _outcome_read(step: asyncio.Future) -> None:
+    if not step.cancelled():
+        step.exception()
 
 
 def _aborted_code(context) -> grpc.StatusCode:
