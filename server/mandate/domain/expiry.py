@@ -1,12 +1,13 @@
 """Things that end by themselves: invitations nobody accepted in time, and access given until a
 date (a membership, a client connection, a partner employee's assignment).
 
-Nothing reads the clock to decide a check. When its time comes, an ending is written as a
-change by the service, in one transaction with a revision and events whose cause is `expired`,
-leaving the same trace as the manual change: the membership is removed (R6, with the R18
-cascade), the connection is disconnected (R14), the assignment ends (R17), the invitation is
-`expired` (its seat is free again, R5). The facts the policy sees therefore stay free of time,
-and the memoized decisions stay exact.
+When its time comes, an ending is written as a change by the service, in one transaction with a
+revision and events whose cause is `expired`, leaving the same trace as the manual change: the
+membership is removed (R6, with the R18 cascade), the connection is disconnected (R14), the
+assignment ends (R17), the invitation is `expired` (its seat is free again, R5). The facts the
+policy sees therefore stay free of time. Until that change is written, an access whose end has
+passed is still never granted: decisions see the fact as the change will leave it
+(FactIndex.ended), and invitations count as lapsed (`pending_invitation`, `lapses_at`).
 
 Every replica runs a sweeper (`Expiries.run`), but one writer applies each ending: the sweep
 re-reads what is due inside its write transaction, which writers take one at a time (the
