@@ -4,7 +4,6 @@ each refuses to start, so none of them runs for long."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import subprocess

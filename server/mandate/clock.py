@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import re
 import threading
+import time
 
 UTC = datetime.UTC
 _DURATION = re.compile(r"^([0-9]{1,9})([smhd])$")
@@ -53,6 +54,10 @@ class SystemClock:
     def now_text(self) -> str:
         return as_text(self.now())
 
+    def seconds(self) -> float:
+        """The time as seconds since the epoch: cheap enough to ask on every decision."""
+        return time.time()
+
 
 class ManualClock(SystemClock):
     """A clock that moves only when told (tests, `mandate.testing`)."""
@@ -64,6 +69,9 @@ class ManualClock(SystemClock):
     def now(self) -> datetime.datetime:
         with self._lock:
             return self._now
+
+    def seconds(self) -> float:
+        return self.now().timestamp()
 
     def advance(self, **delta: float) -> datetime.datetime:
         with self._lock:

@@ -187,7 +187,8 @@ def duration(text: str, name: str, bounds: tuple[datetime.timedelta, datetime.ti
     try:
         value = parse_duration(text)
     except (ValueError, OverflowError):
-        raise ValueError(f"{name}: {text.strip()[:20]!r} is not a duration such as 30m, 12h or 14d{otherwise}") from None
+        raise ValueError(f"{name}: {text.strip()[:20]!r} is not a duration such as 30m, 12h or 14d"
+                         f"{otherwise}") from None
     if not shortest <= value <= longest:
         raise ValueError(f"{name}: {text.strip()} is out of bounds: from {_duration_text(shortest)} "
                          f"to {_duration_text(longest)}{otherwise}")

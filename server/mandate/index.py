@@ -13,8 +13,10 @@ sweeper will write it (`ended`): an access whose end has passed is never granted
 
 from __future__ import annotations
 
-import bisect
 import collections
+import datetime
+import heapq
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -71,10 +73,12 @@ class FactIndex:
         self.assignments: dict[tuple[str, str], dict[str, bool]] = {}  # (user, client) -> partner -> approved
         self.links: dict[str, set[str]] = {}  # organization -> linked organizations
         # When the live facts that end by themselves end: (MEMBERSHIP, user, organization),
-        # (CONNECTION, partner, client), (ASSIGNMENT, user, client, partner) -> time (clock.as_text).
-        self._ends: dict[tuple, str] = {}
-        self._by_end: tuple[list[str], list[tuple]] | None = None  # _ends in time order; None: to sort
-        self._passed: tuple[int, frozenset] = (0, NOTHING_ENDED)  # the last answer of `ended`
+        # (CONNECTION, partner, client), (ASSIGNMENT, user, client, partner) -> seconds since the epoch.
+        self._ends: dict[tuple, float] = {}
+        self._ends_version = 0  # counts the changes of _ends
+        self._soonest: list[tuple[float, tuple]] = []  # a heap of _ends' entries (and of replaced ones)
+        # The last answer of `ended`: the version of _ends it read, until when it holds, the keys.
+        self._passed: tuple[int, float, frozenset] = (-1, 0.0, NOTHING_ENDED)
 
     @classmethod
     def at(cls, store: Store, revision: int, around: tuple[str, str, str] | None = None) -> FactIndex:
@@ -234,33 +238,50 @@ class FactIndex:
                       row.access_expires_at if row.assigned else None)
 
     def _set_end(self, key: tuple, ends: str | None) -> None:
-        if self._ends.get(key) == ends:
+        moment = None if ends is None else datetime.datetime.fromisoformat(ends).timestamp()
+        if self._ends.get(key) == moment:
             return
-        if ends is None:
+        if moment is None:
             del self._ends[key]
         else:
-            self._ends[key] = ends
-        self._by_end = None
-        self._passed = (0, NOTHING_ENDED)
+            self._ends[key] = moment
+            heapq.heappush(self._soonest, (moment, key))
+        self._ends_version += 1
+        if len(self._soonest) > 2 * len(self._ends) + 64:  # mostly entries of moved or removed ends
+            self._soonest = [(moment, key) for key, moment in self._ends.items()]
+            heapq.heapify(self._soonest)
 
     def ended(self) -> frozenset[tuple]:
         """The keys of the live facts (see `_ends`) whose end has passed at the clock's time:
         the sweeper has not written their ending yet, and decisions treat them as ended. Cheap
-        when nothing ends (no clock read) and while the same ends have passed (no new set)."""
+        on every decision: one look at the soonest end while it lies ahead, and the same set
+        again while no other end has passed and no end has changed."""
         if self.clock is None or not self._ends:
             return NOTHING_ENDED
-        now = self.clock.now_text()
+        now = self.clock.seconds()
+        soonest = self._soonest
+        if soonest and now < soonest[0][0]:
+            return NOTHING_ENDED
+        version, until, passed = self._passed
+        if version == self._ends_version and now < until:
+            return passed
         with self._applying:
-            if self._by_end is None:
-                ordered = sorted((end, key) for key, end in self._ends.items())
-                self._by_end = ([end for end, _ in ordered], [key for _, key in ordered])
-            times, keys = self._by_end
-            count = bisect.bisect_right(times, now)
-            if count == 0:
-                return NOTHING_ENDED
-            if self._passed[0] != count:
-                self._passed = (count, frozenset(keys[:count]))
-            return self._passed[1]
+            # Walk the heap from its root: a node still ahead has only later ends below it.
+            found, until, nodes = set(), math.inf, [0]
+            while nodes:
+                node = nodes.pop()
+                if node >= len(soonest):
+                    continue
+                moment, key = soonest[node]
+                if moment > now:
+                    until = min(until, moment)
+                    continue
+                if self._ends.get(key) == moment:  # not an entry of an end since moved or removed
+                    found.add(key)
+                nodes += (2 * node + 1, 2 * node + 2)
+            passed = frozenset(found) if found else NOTHING_ENDED
+            self._passed = (self._ends_version, until, passed)
+            return passed
 
     def _apply_link(self, row: models.OrganizationLink) -> None:
         self.links.setdefault(row.organization_id, set()).add(row.other_organization_id)

@@ -124,7 +124,7 @@ class Authorizer:
         revision = self.index.revision
         ended = self.index.ended()  # facts whose end passed, not yet swept: decided as ended
         memo_policy, memo_revision, memo_ended, memo = self._memo
-        if memo_policy is not policy or memo_revision != revision or memo_ended != ended:
+        if memo_policy is not policy or memo_revision != revision or memo_ended is not ended:
             memo = {}
             self._memo = (policy, revision, ended, memo)
         key = (actor_id, organization_id, resource_type, action)
