@@ -363,3 +363,28 @@ def test_r6_r14_r17_an_access_whose_end_has_passed_is_never_granted_before_the_s
     assert not allowed(client, employee, "read", "Project", site)
     assert not allowed(client, owner, "read", "Project", other_site)
     assert allowed(client, employee, "view", "Organization", partner)
+
+
+def test_r6_a_moved_or_cleared_end_counts_from_its_new_time_before_any_sweep(world, app, clock):
+    """issue 18 item 15: decisions go by the end a fact has now: one moved later, or cleared,
+    grants on past its former time; one moved sooner ends at its new time."""
+    organization = world.organization()
+    owner = world.owner_of(organization)
+    moved, cleared, sooner = world.member(organization), world.member(organization), world.member(organization)
+    project = world.project(organization)
+    for member, hours in ((moved, 1), (cleared, 1), (sooner, 5)):
+        app.memberships.set_member_role(owner, organization, member, "colleague", later(clock, hours=hours))
+    app.memberships.set_member_role(owner, organization, moved, "colleague", later(clock, hours=3))
+    app.memberships.set_member_role(owner, organization, cleared, "colleague", "never")
+    app.memberships.set_member_role(owner, organization, sooner, "colleague", later(clock, hours=2))
+
+    def readers() -> set[str]:
+        return {m for m in (moved, cleared, sooner) if world.allowed(m, "read", "Project", project)}
+
+    assert readers() == {moved, cleared, sooner}
+    clock.advance(hours=2)
+    assert readers() == {moved, cleared}
+    clock.advance(hours=1)
+    assert readers() == {cleared}
+    app.expiries.sweep()
+    assert readers() == {cleared}

@@ -238,6 +238,8 @@ class FactIndex:
                       row.access_expires_at if row.assigned else None)
 
     def _set_end(self, key: tuple, ends: str | None) -> None:
+        if self.clock is None:  # nothing ever ends in an index of the past
+            return
         moment = None if ends is None else datetime.datetime.fromisoformat(ends).timestamp()
         if self._ends.get(key) == moment:
             return
@@ -266,6 +268,9 @@ class FactIndex:
         if version == self._ends_version and now < until:
             return passed
         with self._applying:
+            soonest = self._soonest
+            while soonest and self._ends.get(soonest[0][1]) != soonest[0][0]:  # moved or removed since
+                heapq.heappop(soonest)
             # Walk the heap from its root: a node still ahead has only later ends below it.
             found, until, nodes = set(), math.inf, [0]
             while nodes:
