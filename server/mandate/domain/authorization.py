@@ -258,9 +258,9 @@ class Authorizer:
             labels: dict[str, str] = {}
             subject = index.subject(actor_id, organization_id, labels)
             labels.setdefault(HOME, organization_id)
-            held = index.memberships.get(target.user_id, {})
             memberships = tuple(MembershipFact(label, m.role, m.status, m.partner_employee)
-                                for label, ident in sorted(labels.items()) if (m := held.get(ident)) is not None)
+                                for label, ident in sorted(labels.items())
+                                if (m := index.member(target.user_id, ident)) is not None)
             assigned = index.assignments.get((target.user_id, organization_id), {})
             assignments = tuple(AssignmentFact(label, assigned[ident]) for label, ident in sorted(labels.items())
                                 if label != HOME and ident in assigned)
