@@ -125,19 +125,20 @@ def _page(authorizer: Authorizer, policy: Policy, organization_id: str, page_siz
     for user_id in sorted(u for u in candidates if u >= after_user):
         labels: dict[str, str] = {}
         base = index.subject(user_id, organization_id, labels)
+        own: dict[tuple, tuple] = {}  # this person's situations, by the resource's shape
         for resource_type, ids in resources.items():
             for resource_id in ids:
                 if after is not None and (user_id, resource_type, resource_id) <= after:
                     continue
                 chain = chains.get((resource_type, resource_id), ())
-                subject = base
-                if chain:
-                    subject = replace(base, chain=tuple(t for t, _ in chain),
-                                      resource_roles=index.roles_on(user_id, chain))
-                situation = (subject, resource_type)
-                if situation not in grants:
-                    grants[situation] = grant_paths(policy, subject, resource_type)
-                actions, paths = grants[situation]
+                shape = (resource_type, tuple(t for t, _ in chain), index.roles_on(user_id, chain) if chain else ())
+                if shape not in own:
+                    subject = replace(base, chain=shape[1], resource_roles=shape[2]) if chain else base
+                    situation = (subject, resource_type)
+                    if situation not in grants:
+                        grants[situation] = grant_paths(policy, subject, resource_type)
+                    own[shape] = grants[situation]
+                actions, paths = own[shape]
                 if not actions:
                     continue
                 where = {**labels, **{f"r{n}": f"{t}:{i}" for n, (t, i) in enumerate(chain)}}
