@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from mandate import errors
+from mandate import errors, tracing
 from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
 from mandate.store import history, models
 from mandate.store.db import Store
@@ -64,7 +64,9 @@ class FactIndex:
         type, resource id), only the facts of one decision about them: a few look-ups instead of
         the whole store, enough for `Check`, `Explain` and `ListActions` of that user there."""
         index = cls(store)
-        with store.read(snapshot=True) as session:
+        with tracing.span("mandate.history.load_facts", **{"mandate.revision": str(revision),
+                                                           "mandate.whole": around is None}), \
+                store.read(snapshot=True) as session:
             if around is None:
                 for table, apply in index._tables():
                     for row in history.fact_rows(session, table, revision):
@@ -121,7 +123,8 @@ class FactIndex:
             started = time.perf_counter()
             since = self.revision
             changes = []
-            with self.store.read(snapshot=True) as session:
+            with tracing.span("mandate.index.catch_up", **{"mandate.from_revision": str(since)}), \
+                    self.store.read(snapshot=True) as session:
                 target = session.execute(select(models.RevisionCounter.value)).scalar_one()
                 # One statement finds which tables changed (each one's newest revision, from its
                 # revision index), so catching up after one write reads one or two tables, not all.
