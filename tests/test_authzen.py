@@ -9,17 +9,24 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
+import re
+import signal
 import ssl
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from mandate.client import MandateClient
 from mandate.config import Config
 from mandate.server import build_server
 from mandate.v1 import authorization_pb2, common_pb2
 from prometheus_client import REGISTRY
 
 from tests.conftest import POLICY_DIR, TOKEN
+from tests.support import free_port, wait_until
 from tests.test_list_consistency import list_actors, list_resources
 
 TLS = Path(__file__).resolve().parent / "tls"
@@ -283,8 +290,6 @@ def test_authzen_answers_equal_grpc_for_every_user_action_and_resource(app, serv
     """issue 23 item 1: every evaluation (one by one and as one batch), every resource, subject
     and action search equals gRPC's Check, ListResources, ListActors and ListActions."""
     server, port = served
-    from mandate.client import MandateClient
-
     people, resources = small_world
     actions = [*app.authorizer.policy.permissions["Project"], "view", "list_members", "invite_member", "fly"]
     asked = [(u, a, t, i) for u in people.values() for a in actions for t, i in resources]
@@ -471,3 +476,28 @@ def test_https_and_callers_known_by_their_client_certificate(app, tmp_path):
         without = ssl.create_default_context(cafile=str(TLS / "ca.pem"))
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             AuthZenClient(server.authzen_port, context=without).post(EVALUATION, {})
+
+
+def test_every_process_of_a_fleet_serves_authzen_on_the_same_port(tmp_path):
+    """issue 23 item 1: under --processes, each process listens on the AuthZEN port too."""
+    listen, authzen = f"127.0.0.1:{free_port()}", free_port()
+    env = {**os.environ, "MANDATE_API_TOKENS": TOKEN, "MANDATE_DATABASE_URL": f"sqlite:///{tmp_path}/mandate.db",
+           "MANDATE_AUTHZEN_LISTEN": f"127.0.0.1:{authzen}"}
+    log_path = tmp_path / "fleet.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "mandate.cli", "serve", "--listen", listen, "--processes",
+                                    "2", "--policy-dir", str(POLICY_DIR)], env=env, cwd=tmp_path, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    try:
+        def serving() -> set[str]:
+            return set(re.findall(r"AuthZEN at http://127\.0\.0\.1:\d+/access/v1/ \(pid (\d+)\)", log_path.read_text()))
+
+        assert wait_until(lambda: len(serving()) == 2 or process.poll() is not None, 90), log_path.read_text()
+        for _ in range(4):  # fresh connections: the kernel spreads them over the processes
+            client = AuthZenClient(authzen)
+            assert client.ok(EVALUATION, {"subject": user("u1"), "action": {"name": "read"},
+                                          "resource": project("p1")})["decision"] is False
+            client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log_path.read_text()
