@@ -30,11 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import grpc
-
 from mandate.api import validate as v
 from mandate.api.authorization import AuthorizationService
-from mandate.errors import DomainError, InvalidArgument
+from mandate.errors import DomainError, InvalidArgument, Status
 from mandate.facts import RESOURCE_TYPES
 from mandate.v1 import authorization_pb2 as pb
 from mandate.v1 import common_pb2
@@ -49,8 +47,7 @@ FIELDS = {"actor": "subject", "action": "action.name", "resource_type": "resourc
 NOWHERE = ("", "", "", "", "")  # a decision about nothing: the past is then read for nobody
 # Per-item errors under evaluations: the item's request is wrong; anything else (the store is
 # away, the server drains, an internal error) fails the whole call.
-ITEM_ERRORS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION,
-               grpc.StatusCode.NOT_FOUND)
+ITEM_ERRORS = (Status.INVALID_ARGUMENT, Status.FAILED_PRECONDITION, Status.NOT_FOUND)
 
 
 @dataclass

@@ -37,7 +37,7 @@ from mandate import callers, tracing
 from mandate.api.authzen import AuthZen
 from mandate.api.interceptors import Outcome, Plumbing, as_domain_error
 from mandate.callers import subject_rdns
-from mandate.errors import InvalidArgument, Unavailable
+from mandate.errors import InvalidArgument, Status, Unavailable
 
 log = logging.getLogger("mandate.authzen")
 
@@ -51,11 +51,10 @@ ENDPOINTS = {  # path -> (metadata parameter, method name for the line, metrics 
 }
 WELL_KNOWN = "/.well-known/authzen-configuration"
 HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400, grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    Status.INVALID_ARGUMENT: 400, Status.FAILED_PRECONDITION: 400, Status.UNAUTHENTICATED: 401,
+    Status.PERMISSION_DENIED: 403, Status.NOT_FOUND: 404, Status.ALREADY_EXISTS: 409,
+    Status.RESOURCE_EXHAUSTED: 429, Status.CANCELLED: 499, Status.UNAVAILABLE: 503, Status.DEADLINE_EXCEEDED: 504,
+    Status.INTERNAL: 500,
 }
 # HTTP errors aiohttp raises before a handler runs, as the status codes of the request line.
 FROM_HTTP = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED,

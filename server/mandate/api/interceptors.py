@@ -58,6 +58,7 @@ from mandate.errors import (
     DomainError,
     InvalidArgument,
     ReadOnlyCaller,
+    Status,
     TooManyRequests,
     TooManyStreams,
     Unauthenticated,
@@ -81,6 +82,10 @@ CHECK_PLANE = "/mandate.v1.AuthorizationService/"
 DECISIONS = (CHECK, "/mandate.v1.AuthorizationService/BatchCheck")
 AUTHZEN = "/authzen/"  # the AuthZEN calls' method names (mandate.api.http): the check plane too
 MAX_LOGGED = 200  # characters of a request's value on its log line
+
+
+# The one table from a domain error's status to the gRPC code that carries it.
+GRPC_CODES = {status: grpc.StatusCode[status.name] for status in Status}
 
 
 def error_status(code: grpc.StatusCode, reason: str, message: str, metadata: dict | None = None,
@@ -418,12 +423,12 @@ def _aborted_code(context) -> grpc.StatusCode:
 def failure(outcome: Outcome, error: Exception):
     """The status for `error`, noted on `outcome` (see `as_domain_error`)."""
     error = as_domain_error(outcome, error)
-    return error_status(error.code, error.reason, error.message, error.metadata,
+    return error_status(GRPC_CODES[error.code], error.reason, error.message, error.metadata,
                         getattr(error, "retry_seconds", None))
 
 
 class Internal(DomainError):
-    code = grpc.StatusCode.INTERNAL
+    code = Status.INTERNAL
     reason = "INTERNAL"
 
 
@@ -431,7 +436,7 @@ def as_domain_error(outcome: Outcome, error: Exception) -> DomainError:
     """What the caller is told of `error`, noted on `outcome`. Domain errors stay as they are;
     anything else is INTERNAL with an incident id, its details in the server log only."""
     if isinstance(error, DomainError):
-        outcome.code, outcome.reason = error.code, error.reason
+        outcome.code, outcome.reason = GRPC_CODES[error.code], error.reason
         if isinstance(error, DatabaseUnavailable):
             metrics.database_errors.inc()
         return error
