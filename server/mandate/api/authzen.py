@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from mandate.api import validate as v
 from mandate.api.authorization import AuthorizationService
 from mandate.errors import DomainError, InvalidArgument, Status
-from mandate.facts import RESOURCE_TYPES
 from mandate.v1 import authorization_pb2 as pb
 from mandate.v1 import common_pb2
 
@@ -74,7 +73,7 @@ class AuthZen:
         policy = self.service.authorizer.policy
         known_for, types = self._types
         if known_for is not policy:
-            names = {"User", *RESOURCE_TYPES, *policy.permissions}
+            names = {"User", *policy.permissions}  # every type the policy declares permissions on
             types = {name.lower(): name for name in names}
             self._types = (policy, types)
         return types
