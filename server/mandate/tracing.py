@@ -31,8 +31,6 @@ log = logging.getLogger("mandate.tracing")
 tracer = None  # an opentelemetry Tracer while tracing is on
 _provider = None
 _OFF = contextlib.nullcontext(None)
-# gRPC status codes that make a server span an error (OpenTelemetry's semantic conventions).
-ERROR_CODES = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 
 def wanted(env=None) -> bool:
@@ -116,14 +114,15 @@ def start_call(method: str, carrier, attributes: dict, *, current: bool = True):
     return started, context.attach(trace.set_span_in_context(started, parent)) if current else None
 
 
-def end_call(started, token, code: str, attributes: dict) -> None:
+def end_call(started, token, code: str, failed: bool, attributes: dict) -> None:
+    """End the span of `start_call`; `failed`: the server failed (not the caller's request)."""
     from opentelemetry import context
     from opentelemetry.trace import Status, StatusCode
 
     for key, value in attributes.items():
         if value not in (None, ""):
             started.set_attribute(key, value)
-    if code in ERROR_CODES:
+    if failed:
         started.set_status(Status(StatusCode.ERROR, code))
     started.end()
     if token is not None:

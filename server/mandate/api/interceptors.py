@@ -81,6 +81,9 @@ CHECK = "/mandate.v1.AuthorizationService/Check"
 CHECK_PLANE = "/mandate.v1.AuthorizationService/"
 DECISIONS = (CHECK, "/mandate.v1.AuthorizationService/BatchCheck")
 AUTHZEN = "/authzen/"  # the AuthZEN calls' method names (mandate.api.http): the check plane too
+# Codes that make a server span an error: the server failed, not the request (OpenTelemetry's rule).
+SERVER_FAILURES = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
+                             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
 MAX_LOGGED = 200  # characters of a request's value on its log line
 
 
@@ -488,7 +491,7 @@ class Observer:
         elif self.decisions is not None and outcome.reply is not None and method in DECISIONS:
             self._count_decisions(method, outcome)
         if outcome.span is not None:
-            tracing.end_call(outcome.span, outcome.span_token, code.name, {
+            tracing.end_call(outcome.span, outcome.span_token, code.name, code in SERVER_FAILURES, {
                 "rpc.grpc.status_code": code.value[0], "mandate.caller": outcome.caller,
                 "mandate.reason": outcome.reason, "mandate.incident": outcome.incident,
                 "mandate.revision": getattr(outcome.reply, "revision", "") if outcome.reply is not None else ""})
