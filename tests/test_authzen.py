@@ -223,6 +223,13 @@ def test_searches_page_as_in_the_specification_example(authzen, office):
         ["edit", "publish", "read"]
     assert every_page(RESOURCES, {"subject": user(people["dave"]), "action": {"name": "read"},
                                   "resource": {"type": "project"}}, "id") == []
+    # A token is good only for the request it was given for.
+    asked = {"subject": user(people["carol"]), "action": {"name": "read"}, "resource": {"type": "project"},
+             "page": {"limit": 2}}
+    token = authzen.ok(RESOURCES, asked)["page"]["next_token"]
+    for changed in ({**asked, "action": {"name": "edit"}}, {**asked, "page": {"limit": 1}}):
+        status, _, error = authzen.post(RESOURCES, {**changed, "page": {**changed["page"], "token": token}})
+        assert (status, error["field"]) == (400, "page.token"), error
 
 
 def test_types_are_matched_without_regard_to_case_and_unknown_ones_find_nothing(authzen, office):

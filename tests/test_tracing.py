@@ -127,6 +127,7 @@ def test_spans_arrive_at_an_otlp_receiver_with_the_callers_trace_id(receiver, da
     seen = attributes(call)
     assert seen["rpc.system"] == "http" and seen["mandate.caller"] == "env-0"
     assert seen["rpc.grpc.status_code"] == 0 and seen["mandate.revision"].isdigit()
+    assert seen["http.response.status_code"] == 200
     assert receiving.service_names == {"mandate-under-test"}
     everything = b"".join(receiving.raw)
     assert EMAIL.encode() not in everything and registered.id.encode() not in everything

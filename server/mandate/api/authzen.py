@@ -14,7 +14,8 @@ same servicer, in process: the same validation, freshness, history and decisions
   whole (not JSON, a malformed default or option, too many items) is refused with a 400.
 - search/subject: `ListActors`; search/resource: `ListResources`; search/action: `ListActions`
   (paged here: the policy's actions are few). `page.limit` (at most 1000; absent or 0: 1000)
-  and `page.token`; the answer's `page.next_token` is "" on the last page.
+  and `page.token`; the answer's `page.next_token` is "" on the last page, and a token is good
+  only for the request it was given for (the rest of the request unchanged).
 
 Entity types are the policy's type names, matched without regard to case (`user` is `User`).
 A type the policy does not know is a deny, and a search over one answers `results: []`; a search
@@ -28,6 +29,8 @@ name the AuthZEN field (`subject.id`, `context.as_of`, `evaluations[2].resource`
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from mandate.api import validate as v
@@ -180,7 +183,7 @@ class AuthZen:
             action = action_name(request)
             resource = entity(request, "resource")
             context = optional_object(request, "context") or {}
-            limit, token = page(request)
+            limit, token, fingerprint = page(request)
             types = self.types()
             resource_type = types.get(resource[0].lower())
             query = pb.ListActorsRequest(action=action, resource=common_pb2.ObjectRef(type=resource_type or "",
@@ -192,7 +195,7 @@ class AuthZen:
             if reply is None:
                 return self._nothing(query)
             results = [{"type": subject_type, "id": user_id} for user_id in reply.user_ids]
-            return searched(query, reply, results, reply.next_page_token)
+            return searched(query, reply, results, next_token(fingerprint, reply.next_page_token))
 
     def search_resource(self, body) -> Answer:
         with authzen_fields():
@@ -201,7 +204,7 @@ class AuthZen:
             action = action_name(request)
             resource_type = entity_type(request, "resource")
             context = optional_object(request, "context") or {}
-            limit, token = page(request)
+            limit, token, fingerprint = page(request)
             types = self.types()
             actor_type, known_type = types.get(subject[0].lower()), types.get(resource_type.lower())
             query = pb.ListResourcesRequest(actor=common_pb2.ObjectRef(type=actor_type or "", id=subject[1]),
@@ -213,14 +216,14 @@ class AuthZen:
             if reply is None:
                 return self._nothing(query)
             results = [{"type": resource_type, "id": resource_id} for resource_id in reply.resource_ids]
-            return searched(query, reply, results, reply.next_page_token)
+            return searched(query, reply, results, next_token(fingerprint, reply.next_page_token))
 
     def search_action(self, body) -> Answer:
         with authzen_fields():
             request = need_object(body, "request")
             subject, resource = entity(request, "subject"), entity(request, "resource")
             context = optional_object(request, "context") or {}
-            limit, token = page(request)
+            limit, token, fingerprint = page(request)
             after = v.page_token("page.token", token)
             types = self.types()
             actor_type, resource_type = types.get(subject[0].lower()), types.get(resource[0].lower())
@@ -233,7 +236,7 @@ class AuthZen:
             actions = [action for action in reply.actions if action > after]
             last = actions[limit - 1] if len(actions) > limit else ""
             results = [{"name": action} for action in actions[:limit]]
-            return searched(query, reply, results, v.encode_page_token(last))
+            return searched(query, reply, results, next_token(fingerprint, v.encode_page_token(last)))
 
     def _listing(self, method, query):
         """The list's reply, or None when the type is one the list does not cover."""
@@ -318,13 +321,16 @@ def revisions(context: dict) -> dict[str, str]:
     return found
 
 
-def page(body: dict) -> tuple[int, str]:
-    """(page size, page token) of a search."""
+def page(body: dict) -> tuple[int, str, str]:
+    """(page size, the list's own page token, the request's fingerprint) of a search.
+
+    A next_token is the list's page token behind the fingerprint of the request it answered
+    (everything but page.token): a token sent with a request changed in any other way is refused,
+    as the specification asks, instead of paging through another result set."""
     value = body.get("page")
-    if value is None:
-        return PAGE_LIMIT, ""
-    if not isinstance(value, dict):
+    if value is not None and not isinstance(value, dict):
         raise InvalidArgument("page", "must be an object")
+    value = value or {}
     limit, token = value.get("limit", 0), value.get("token", "")
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise InvalidArgument("page.limit", "must be a non-negative integer")
@@ -332,7 +338,20 @@ def page(body: dict) -> tuple[int, str]:
         token = ""
     if not isinstance(token, str):
         raise InvalidArgument("page.token", "must be a string (a next_token returned by Mandate)")
-    return min(limit, PAGE_LIMIT) or PAGE_LIMIT, token
+    unpaged = {**body, "page": {key: item for key, item in value.items() if key != "token"}}
+    fingerprint = hashlib.sha256(json.dumps(unpaged, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    if token:
+        given, dot, token = token.partition(".")
+        if not dot or len(given) != len(fingerprint):
+            raise InvalidArgument("page.token", "is not a next_token returned by Mandate")
+        if given != fingerprint:
+            raise InvalidArgument("page.token", "belongs to another request: send every other part of the request "
+                                                "as it was when the token was given")
+    return min(limit, PAGE_LIMIT) or PAGE_LIMIT, token, fingerprint
+
+
+def next_token(fingerprint: str, token: str) -> str:
+    return f"{fingerprint}.{token}" if token else ""
 
 
 class authzen_fields:  # noqa: N801 - used as a context manager, like contextlib's

@@ -114,7 +114,7 @@ class AuthZenServer:
             outcome.request_id = request.headers.get("X-Request-ID", "")
             if tracing.tracer is not None:
                 outcome.trace(request.headers)
-            caller = token = None
+            caller = token = response = None
             try:
                 authzen = self.authzen
                 if authzen is None:
@@ -135,18 +135,21 @@ class AuthZenServer:
                 finally:
                     plumbing.requests.leave(caller.name)
                 outcome.request, outcome.reply, outcome.decided = answer.request, answer.reply, answer.decided
-                return self._reply(request, 200, answer.body)
+                response = self._reply(request, 200, answer.body)
             except asyncio.CancelledError:
                 outcome.code = grpc.StatusCode.CANCELLED
                 raise
             except web.HTTPException as error:  # aiohttp's: the body was too large
-                return self._http_error(request, error, outcome)
+                response = self._http_error(request, error, outcome)
             except Exception as error:  # noqa: BLE001 - every error becomes an HTTP status here
-                return self._error(request, as_domain_error(outcome, error))
+                response = self._error(request, as_domain_error(outcome, error))
             finally:
                 if token is not None:
                     callers.current.reset(token)
+                if outcome.span is not None and response is not None:
+                    outcome.span.set_attribute("http.response.status_code", response.status)
                 plumbing.observer.finished(outcome)
+            return response
 
         return handle
 
