@@ -16,7 +16,6 @@ import ssl
 import subprocess
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from mandate.client import MandateClient
@@ -28,8 +27,8 @@ from prometheus_client import REGISTRY
 from tests.conftest import POLICY_DIR, TOKEN
 from tests.support import free_port, wait_until
 from tests.test_list_consistency import list_actors, list_resources
+from tests.test_operations import pki  # noqa: F401 - the certificates, made at test time
 
-TLS = Path(__file__).resolve().parent / "tls"
 EVALUATION, EVALUATIONS = "/access/v1/evaluation", "/access/v1/evaluations"
 SUBJECTS, RESOURCES, ACTIONS = "/access/v1/search/subject", "/access/v1/search/resource", "/access/v1/search/action"
 
@@ -465,22 +464,27 @@ def test_calls_share_the_logs_and_metrics_of_grpc(authzen, office, caplog):
     assert lines[0].fields["actor"] == f"User:{people['bob']}" and lines[0].levelno == logging.DEBUG
 
 
-def test_https_and_callers_known_by_their_client_certificate(app, tmp_path):
+def test_https_and_callers_known_by_their_client_certificate(app, pki, tmp_path, caplog):  # noqa: F811
     """issue 23 item 1: with --tls-cert and --tls-client-ca, AuthZEN is HTTPS with the same
-    certificates, and a caller named by its certificate subject needs no token."""
+    certificates, and a caller named by its certificate subject (CN=gateway,O=Acme, as gRPC
+    reads it) needs no token; a client without a certificate is refused at the handshake."""
     callers = tmp_path / "callers.toml"
-    callers.write_text('[callers.billing]\nclient_cert_subject = "CN=billing"\n')
-    with serving(app, tls_cert=TLS / "server.pem", tls_key=TLS / "server.key", tls_client_ca=TLS / "ca.pem",
+    callers.write_text('[callers.gateway]\nclient_cert_subject = "CN=gateway,O=Acme"\n')
+    with serving(app, tls_cert=pki["server"], tls_key=pki["server-key"], tls_client_ca=pki["ca"],
                  callers_file=callers) as (server, _):
-        context = ssl.create_default_context(cafile=str(TLS / "ca.pem"))
-        context.load_cert_chain(TLS / "client.pem", TLS / "client.key")
+        context = ssl.create_default_context(cafile=str(pki["ca"]))
+        context.load_cert_chain(pki["client"], pki["client-key"])
         by_certificate = AuthZenClient(server.authzen_port, token=None, context=context)
-        status, _, answer = by_certificate.post(EVALUATION, {"subject": user("u1"), "action": {"name": "read"},
-                                                             "resource": project("p1")})
+        with caplog.at_level(logging.DEBUG, logger="mandate.request"):
+            status, _, answer = by_certificate.post(EVALUATION, {"subject": user("u1"), "action": {"name": "read"},
+                                                                 "resource": project("p1")})
         assert (status, answer["decision"]) == (200, False)
+        assert [r.fields["caller"] for r in caplog.records if r.name == "mandate.request"
+                and r.fields["method"] == "/authzen/evaluation"] == ["gateway"]
         document = by_certificate.get("/.well-known/authzen-configuration")[2]
         assert document["policy_decision_point"] == f"https://localhost:{server.authzen_port}"
-        without = ssl.create_default_context(cafile=str(TLS / "ca.pem"))
+        by_certificate.close()
+        without = ssl.create_default_context(cafile=str(pki["ca"]))
         with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
             AuthZenClient(server.authzen_port, context=without).post(EVALUATION, {})
 
