@@ -512,3 +512,14 @@ def test_every_process_of_a_fleet_serves_authzen_on_the_same_port(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, log_path.read_text()
+
+
+def test_the_authzen_address_follows_the_transport_rules():
+    """issue 23 item 1: MANDATE_AUTHZEN_LISTEN, off by default; plaintext only on loopback."""
+    assert Config.from_env({}).authzen_listen == ""
+    assert Config.from_env({"MANDATE_AUTHZEN_LISTEN": "127.0.0.1:8080"}).authzen_listen == "127.0.0.1:8080"
+    with pytest.raises(ValueError, match="--insecure"):
+        Config(authzen_listen="0.0.0.0:8080").check_transport()
+    Config(authzen_listen="0.0.0.0:8080", insecure=True).check_transport()
+    with pytest.raises(ValueError, match="host:port"):
+        Config(authzen_listen="8080").check_transport()
