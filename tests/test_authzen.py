@@ -522,4 +522,4 @@ def test_the_authzen_address_follows_the_transport_rules():
         Config(authzen_listen="0.0.0.0:8080").check_transport()
     Config(authzen_listen="0.0.0.0:8080", insecure=True).check_transport()
     with pytest.raises(ValueError, match="host:port"):
-        Config(authzen_listen="8080").check_transport()
+        Config(authzen_listen="8080", insecure=True).check_transport()
