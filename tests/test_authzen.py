@@ -382,6 +382,9 @@ def test_errors_name_the_field_and_follow_the_specification(authzen, office):
         status, headers, error = authzen.post(EVALUATION, body, headers={"X-Request-ID": "req-1"})
         assert (status, error["field"], error["reason"]) == (400, field, "INVALID_ARGUMENT"), error
         assert headers["x-request-id"] == "req-1"
+    status, _, error = authzen.post(EVALUATION, raw=b'{"subject": {"type": "user", "id": "\\ud800"}, '
+                                    b'"action": {"name": "read"}, "resource": {"type": "project", "id": "p"}}')
+    assert (status, error["field"]) == (400, "subject.id"), error
     status, _, error = authzen.post(EVALUATION, raw=b"{not json")
     assert (status, error["field"]) == (400, "request")
     status, _, error = authzen.post(EVALUATION, raw=b"[1, 2]")

@@ -279,8 +279,17 @@ def string(entity_value: dict, field: str, key: str) -> str:
     value = entity_value.get(key)
     if value is None or value == "":
         raise InvalidArgument(f"{field}.{key}", "is required")
+    return text(f"{field}.{key}", value)
+
+
+def text(field: str, value) -> str:
+    """A JSON string that is Unicode text (JSON escapes may spell lone surrogates, which are not)."""
     if not isinstance(value, str):
-        raise InvalidArgument(f"{field}.{key}", "must be a string")
+        raise InvalidArgument(field, "must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(field, "must be Unicode text (a lone surrogate is not)") from None
     return value
 
 
@@ -317,7 +326,7 @@ def revisions(context: dict) -> dict[str, str]:
         if not isinstance(value, str):
             raise InvalidArgument(key, "must be a string" if key == "as_of" else "must be a revision returned by "
                                                                                   "Mandate (a string or a number)")
-        found[key] = value
+        found[key] = text(key, value)
     return found
 
 
@@ -338,6 +347,7 @@ def page(body: dict) -> tuple[int, str, str]:
         token = ""
     if not isinstance(token, str):
         raise InvalidArgument("page.token", "must be a string (a next_token returned by Mandate)")
+    text("page.token", token)
     unpaged = {**body, "page": {key: item for key, item in value.items() if key != "token"}}
     fingerprint = hashlib.sha256(json.dumps(unpaged, sort_keys=True, default=str).encode()).hexdigest()[:12]
     if token:
