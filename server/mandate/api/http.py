@@ -93,8 +93,8 @@ class AuthZenServer:
         site = web.TCPSite(self._runner, host.strip("[]") or None, int(port), ssl_context=self.ssl_context,
                            reuse_port=reuse_port or None)
         await site.start()
-        sockets = [s for s in self._runner.addresses]
-        self.port = sockets[0][1] if sockets else int(port)
+        addresses = self._runner.addresses
+        self.port = addresses[0][1] if addresses else int(port)
         return self.port
 
     async def stop(self) -> None:
