@@ -526,3 +526,40 @@ def test_the_authzen_address_follows_the_transport_rules():
     Config(authzen_listen="0.0.0.0:8080", insecure=True).check_transport()
     with pytest.raises(ValueError, match="host:port"):
         Config(authzen_listen="8080", insecure=True).check_transport()
+
+
+SCOPED = "scoped-caller-token-not-secret"
+
+
+def test_a_caller_limited_to_some_organizations_asks_only_about_them(app, world, office, tmp_path):
+    """issue 23 item 1: the caller scope of the callers file (`organizations`) holds for AuthZEN as
+    for gRPC: another organization's resource is a 403 OUTSIDE_CALLER_SCOPE, a resource search
+    finds only the caller's organizations' resources."""
+    import hashlib
+
+    people, acme = office
+    other = world.organization(world.user("erin"), name="Elsewhere")
+    world.project(other, "elsewhere-1")
+    world.member(other, "colleague", people["bob"])
+    callers = tmp_path / "callers.toml"
+    callers.write_text(f'[callers.scoped]\ntoken_sha256 = "{hashlib.sha256(SCOPED.encode()).hexdigest()}"\n'
+                       f'organizations = ["{acme}"]\n')
+    with serving(app, callers_file=callers) as (server, _):
+        scoped = AuthZenClient(server.authzen_port, token=SCOPED)
+        ask = {"subject": user(people["bob"]), "action": {"name": "read"}}
+        assert scoped.ok(EVALUATION, {**ask, "resource": project("doc-1")})["decision"] is True
+        for body in ({**ask, "resource": project("elsewhere-1")}, {**ask, "resource": project("no-such-project")},
+                     {**ask, "resource": {"type": "todo", "id": "1"}}):
+            status, _, error = scoped.post(EVALUATION, body)
+            assert (status, error.get("reason")) == (403, "OUTSIDE_CALLER_SCOPE"), (body, error)
+        status, _, error = scoped.post(EVALUATIONS, {**ask, "evaluations": [
+            {"resource": project("doc-1")}, {"resource": project("elsewhere-1")}]})
+        assert (status, error["reason"]) == (403, "OUTSIDE_CALLER_SCOPE")
+        found = scoped.ok(RESOURCES, {**ask, "resource": {"type": "project"}})["results"]
+        assert [r["id"] for r in found] == ["doc-1", "doc-2", "doc-3"]
+        for path, body in ((SUBJECTS, {"subject": {"type": "user"}, "action": {"name": "read"},
+                                       "resource": project("elsewhere-1")}),
+                           (ACTIONS, {"subject": user(people["bob"]), "resource": project("elsewhere-1")})):
+            status, _, error = scoped.post(path, body)
+            assert (status, error["reason"]) == (403, "OUTSIDE_CALLER_SCOPE"), (path, error)
+        scoped.close()

@@ -34,7 +34,7 @@ import json
 from dataclasses import dataclass, field
 
 from mandate.api import validate as v
-from mandate.api.authorization import AuthorizationService
+from mandate.api.authorization import AuthorizationService, within_scope
 from mandate.errors import DomainError, InvalidArgument, Status
 from mandate.v1 import authorization_pb2 as pb
 from mandate.v1 import common_pb2
@@ -161,6 +161,7 @@ class AuthZen:
             actor=common_pb2.ObjectRef(type=actor_type or "", id=subject[1]), action=action,
             resource=common_pb2.ObjectRef(type=resource_type or "", id=resource[1]), **revisions(context))
         if actor_type is None or resource_type is None:  # a type the policy does not know: a deny
+            within_scope(self.service.authorizer, resource_type or "", resource[1])  # as Check holds it
             _, revision = self.service.view(request, decision=NOWHERE)
             return Answer({"decision": False, "context": {"revision": str(revision)}}, request)
         if explain:
@@ -190,6 +191,7 @@ class AuthZen:
                                                                                       id=resource[1]),
                                          page_size=limit, page_token=token, **revisions(context))
             if types.get(subject_type.lower()) != "User" or resource_type is None:
+                within_scope(self.service.authorizer, resource_type or "", resource[1])  # as ListActors holds it
                 return self._nothing(query)
             reply = self._listing(self.service.ListActors, query)
             if reply is None:
@@ -231,6 +233,7 @@ class AuthZen:
                                           resource=common_pb2.ObjectRef(type=resource_type or "", id=resource[1]),
                                           **revisions(context))
             if actor_type is None or resource_type is None:
+                within_scope(self.service.authorizer, resource_type or "", resource[1])  # as ListActions holds it
                 return self._nothing(query)
             reply = self.service.ListActions(query, None)
             actions = [action for action in reply.actions if action > after]

@@ -36,6 +36,7 @@ from aiohttp import web
 from mandate import callers, tracing
 from mandate.api.authzen import AuthZen
 from mandate.api.interceptors import Outcome, Plumbing, as_domain_error
+from mandate.api.scope import check_request
 from mandate.callers import subject_rdns
 from mandate.errors import InvalidArgument, Status, Unavailable
 
@@ -49,6 +50,13 @@ ENDPOINTS = {  # path -> (metadata parameter, method name for the line, metrics 
     f"{BASE}/search/resource": ("search_resource_endpoint", "/authzen/search/resource", "search_resource"),
     f"{BASE}/search/action": ("search_action_endpoint", "/authzen/search/action", "search_action"),
 }
+# The gRPC method each AuthZEN call is answered by: a caller limited to some organizations is held
+# to them as for that method (api/scope.py), then by the method itself (the resource's organization).
+GRPC_METHODS = {"evaluation": "/mandate.v1.AuthorizationService/Check",
+                "evaluations": "/mandate.v1.AuthorizationService/Check",
+                "search_subject": "/mandate.v1.AuthorizationService/ListActors",
+                "search_resource": "/mandate.v1.AuthorizationService/ListResources",
+                "search_action": "/mandate.v1.AuthorizationService/ListActions"}
 WELL_KNOWN = "/.well-known/authzen-configuration"
 HTTP_STATUS = {
     Status.INVALID_ARGUMENT: 400, Status.FAILED_PRECONDITION: 400, Status.UNAUTHENTICATED: 401,
@@ -126,6 +134,7 @@ class AuthZenServer:
                 token = callers.current.set(caller)
                 plumbing.admit(caller, writes=False)
                 try:
+                    check_request(GRPC_METHODS[name], None, caller)
                     body = await read_json(request)
                     work = getattr(authzen, name)
                     if name == "evaluation" and authzen.answered_from_memory(body):
