@@ -563,3 +563,18 @@ def test_a_caller_limited_to_some_organizations_asks_only_about_them(app, world,
             status, _, error = scoped.post(path, body)
             assert (status, error["reason"]) == (403, "OUTSIDE_CALLER_SCOPE"), (path, error)
         scoped.close()
+
+
+def test_an_authzen_address_in_use_stops_the_start_naming_the_flag():
+    """issue 23 item 1: like --listen, a taken AuthZEN address is refused before serving."""
+    import socket
+
+    from mandate.server import BackgroundServer, CannotListen
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = Config(listen="127.0.0.1:0", policy_dir=POLICY_DIR, api_tokens=[TOKEN],
+                        authzen_listen=f"127.0.0.1:{taken.getsockname()[1]}")
+        with pytest.raises(CannotListen, match="--authzen-listen"):
+            BackgroundServer(None, config)
