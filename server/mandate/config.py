@@ -20,6 +20,7 @@ DEFAULT_INVITATION_TTL = datetime.timedelta(days=14)
 DEFAULT_REQUESTS_PER_CALLER = 200
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_HISTORY_MEMORY_MIB = 256
 LOG_FORMATS = ("text", "json")
 
 
@@ -73,6 +74,7 @@ class Config:
     processes: int = 1  # server processes sharing the port (SO_REUSEPORT)
     invitation_ttl: datetime.timedelta = DEFAULT_INVITATION_TTL  # how long an invitation stays acceptable
     history_retention: datetime.timedelta | None = None  # how long the access history is kept; None: forever
+    history_memory_mib: int = DEFAULT_HISTORY_MEMORY_MIB  # fact indexes of past revisions kept, at most
     callers_file: Path | None = None  # named callers (TOML), reloaded on SIGHUP
     tls_cert: Path | None = None  # serve TLS with this certificate chain and key (reloaded on SIGHUP)
     tls_key: Path | None = None
@@ -102,6 +104,7 @@ class Config:
             processes=number(env, "MANDATE_PROCESSES", 1),
             invitation_ttl=duration(env, "MANDATE_INVITATION_TTL", DEFAULT_INVITATION_TTL),
             history_retention=retention(env, "MANDATE_HISTORY_RETENTION"),
+            history_memory_mib=number(env, "MANDATE_HISTORY_MEMORY", DEFAULT_HISTORY_MEMORY_MIB, minimum=0),
             callers_file=path(env, "MANDATE_CALLERS_FILE"),
             tls_cert=path(env, "MANDATE_TLS_CERT"),
             tls_key=path(env, "MANDATE_TLS_KEY"),

@@ -32,8 +32,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -213,8 +215,14 @@ class Plumbing:
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
             work = contextvars.copy_context()
-            return await asyncio.get_running_loop().run_in_executor(
-                self.workers, work.run, deadlines.run_within, deadline, function, *args)
+            cancelled = threading.Event()  # the caller went away: the work stops at its next look
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self.workers, functools.partial(work.run, deadlines.run_within, deadline, function, *args,
+                                                    cancelled=cancelled))
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
 
     def identify(self, context) -> Caller:
         subject = peer_subject(context.auth_context()) if self.callers.wants_subject else None
