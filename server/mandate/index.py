@@ -72,6 +72,7 @@ class FactIndex:
         with store.read(snapshot=True) as session:
             if around is None:
                 for table, apply in index._tables():
+                    deadlines.check("the facts of the past were not built")
                     for row in history.fact_rows(session, table, revision):
                         apply(row)
                         index.rows += 1
