@@ -231,7 +231,7 @@ def test_access_review_pages_are_bounded_in_bytes(client, world, monkeypatch):
         partner = world.organization(name=f"Partner {number} " + "with a long name " * 11)
         world.member(partner, "legal_representative")
         world.connect(partner, client_organization)
-    for number in range(30):
+    for number in range(12):
         world.project(client_organization, f"project-{number:03d}")
 
     def pages(size: int):
