@@ -101,10 +101,8 @@ class History:
 
         With `around` (user id, resource type, resource id), the request is one decision about
         them: unless the whole index of that revision is at hand, only its facts are read."""
-        if as_of is not None and as_of > utc_now():
-            raise errors.RevisionUnavailable("as_of: lies in the future; the history answers about the past")
+        revision = at_revision if as_of is None else self.revision_as_of(as_of)
         with self.store.read() as session:
-            revision = at_revision if as_of is None else history.revision_at(session, as_of)
             kept_from = history.horizon(session)
             newest = self.store.current_revision()
             field = "as_of" if as_of is not None else "at_revision"
@@ -118,6 +116,22 @@ class History:
         if served is None:
             raise errors.RevisionUnavailable(f"{field}: no policy was recorded as serving at revision {revision}")
         return Authorizer(self.store, self._index_at(revision, around), self._policy(served))
+
+    def revision_as_of(self, moment: str) -> int:
+        """The last revision committed at or before `moment`; the same answer whenever and on
+        whichever replica it is asked. Revisions are stamped under the revision lock with the
+        store's clock, each later than the one before (Store.write): so a moment before the
+        newest stamp is settled, and for a later one the write in flight, if any, is waited
+        for first (every write after it is stamped later than now). A moment later than the
+        store's clock is refused: it would be answered differently later."""
+        with self.store.read() as session:
+            newest = history.newest_time(session)
+            if newest is not None and moment < newest:
+                return history.revision_at(session, moment)
+        with self.store.settled() as session:
+            if moment > self.store.now(session):
+                raise errors.RevisionUnavailable("as_of: lies in the future; the history answers about the past")
+            return history.revision_at(session, moment)
 
     def _index_at(self, revision: int, around: tuple[str, str, str] | None) -> FactIndex:
         with self._lock:
