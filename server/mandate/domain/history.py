@@ -14,6 +14,8 @@ index is built outside it, one build at a time, each waited for within the calle
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
@@ -36,8 +38,24 @@ BYTES_PER_ROW = 600
 # Distinct past revisions or times one request may ask about (a BatchCheck's items each may name
 # their own): past it, RESOURCE_EXHAUSTED, reason TOO_MANY_REVISIONS.
 MAX_PAST_TIMES = 8
+# How often the interpreter switches threads while a build of the past runs (see _handing_over).
+BUILD_SWITCH_SECONDS = 0.0005
 # How often a wait for another call's build looks at the caller's deadline and cancellation.
 WAIT_SECONDS = 0.05
+
+
+@contextlib.contextmanager
+def _handing_over():
+    """While a build of the past runs (pure Python for seconds on a large store), the interpreter
+    hands its lock to another thread every BUILD_SWITCH_SECONDS instead of every 5 ms: the event
+    loop that answers present checks then waits that long for it at most. Builds run one at a
+    time (History._building), so the setting is restored by the one that changed it."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, BUILD_SWITCH_SECONDS))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 class _AlreadyServing(Exception):
@@ -146,7 +164,8 @@ class History:
             with self._lock:  # built while this call waited
                 whole = self._indexes.get(revision)
             if whole is None:
-                whole = FactIndex.at(self.store, revision)
+                with _handing_over():
+                    whole = FactIndex.at(self.store, revision)
                 self._keep(whole)
             return whole
         finally:
