@@ -56,6 +56,7 @@ from mandate.errors import (
     DomainError,
     InvalidArgument,
     ReadOnlyCaller,
+    Status,
     TooManyRequests,
     TooManyStreams,
     Unauthenticated,
@@ -78,6 +79,10 @@ CHECK = "/mandate.v1.AuthorizationService/Check"
 CHECK_PLANE = "/mandate.v1.AuthorizationService/"
 DECISIONS = (CHECK, "/mandate.v1.AuthorizationService/BatchCheck")
 MAX_LOGGED = 200  # characters of a request's value on its log line
+
+
+# The one table from a domain error's status to the gRPC code that carries it.
+GRPC_CODES = {status: grpc.StatusCode[status.name] for status in Status}
 
 
 def error_status(code: grpc.StatusCode, reason: str, message: str, metadata: dict | None = None,
@@ -398,10 +403,10 @@ def failure(outcome: Outcome, error: Exception):
     """The status for `error`, noted on `outcome`. Domain errors become their code and reason;
     anything else is INTERNAL with an incident id, its details in the server log only."""
     if isinstance(error, DomainError):
-        outcome.code, outcome.reason = error.code, error.reason
+        outcome.code, outcome.reason = GRPC_CODES[error.code], error.reason
         if isinstance(error, DatabaseUnavailable):
             metrics.database_errors.inc()
-        return error_status(error.code, error.reason, error.message, error.metadata,
+        return error_status(outcome.code, error.reason, error.message, error.metadata,
                             getattr(error, "retry_seconds", None))
     if isinstance(error, DBAPIError):
         metrics.database_errors.inc()
