@@ -152,7 +152,7 @@ class TooManyRequests(DomainError):
 class TooManyRevisions(DomainError):
     """One request names more distinct past revisions or times than the server answers at once."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Status.RESOURCE_EXHAUSTED
     reason = Reason.TOO_MANY_REVISIONS
 
     def __init__(self, field: str, limit: int):
