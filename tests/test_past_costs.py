@@ -252,3 +252,16 @@ def test_access_review_pages_are_bounded_in_bytes(client, world, monkeypatch):
     assert len(bounded) > 2
     assert all(reply.ByteSize() <= 4096 + 200 for reply in bounded)  # the entries, plus token and revision
     assert [e for reply in bounded for e in reply.entries] == entries
+
+
+def test_the_memory_for_the_past_is_a_setting():
+    """issue 18 item 2: the budget of the past indexes kept is MANDATE_HISTORY_MEMORY (MiB),
+    or --history-memory; a bad value stops the server with the setting's name."""
+    from mandate.config import Config
+
+    assert Config.from_env({}).history_memory_mib == 256
+    assert Config.from_env({"MANDATE_HISTORY_MEMORY": "64"}).history_memory_mib == 64
+    assert Config.from_env({"MANDATE_HISTORY_MEMORY": "0"}).history_memory_mib == 0  # keep none
+    for bad in ("-1", "lots"):
+        with pytest.raises(ValueError, match="MANDATE_HISTORY_MEMORY"):
+            Config.from_env({"MANDATE_HISTORY_MEMORY": bad})
