@@ -101,11 +101,12 @@ def test_answers_as_of_now_never_change_while_writers_race_them(client, app, pau
     here and on another replica of the same store, is the same."""
     flip, request = paused_and_resumed
     writes = 40
-    done = threading.Event()
+    asking, done = threading.Event(), threading.Event()
     failures = []
 
     def write():
         try:
+            asking.wait(WAIT)  # the first answer comes before any of these writes
             for _ in range(writes):
                 flip()
         except Exception as error:  # noqa: BLE001 - asserted below
@@ -119,6 +120,7 @@ def test_answers_as_of_now_never_change_while_writers_race_them(client, app, pau
     while not done.is_set() or len(answers) < 10:
         moment = utc_now()
         answers.append((moment, as_of(client, request, moment)))
+        asking.set()
     writer.join(WAIT)
     assert failures == [] and len(answers) >= 10
     later = [(moment, given, as_of(client, request, moment)) for moment, given in answers]
@@ -129,4 +131,4 @@ def test_answers_as_of_now_never_change_while_writers_race_them(client, app, pau
     finally:
         replica.close()
     assert [(moment, given, there) for moment, given, there in elsewhere if there != given] == []
-    assert len({revision for _, (revision, _) in answers}) > 1  # the questions did race the writes
+    assert len({revision for _, (revision, _) in answers}) > 1  # asked before, during and after the writes
