@@ -20,7 +20,6 @@ from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, 
 from mandate.store import history, models
 from mandate.store.db import Store
 
-
 # A build of the past looks at its caller's deadline this often (in rows applied).
 DEADLINE_ROWS = 10_000
 

@@ -7,8 +7,8 @@ from mandate.api import convert
 from mandate.api import validate as v
 from mandate.app import App
 from mandate.domain.authorization import Authorizer
-from mandate.domain.history import MAX_PAST_TIMES
 from mandate.domain.explain import explain
+from mandate.domain.history import MAX_PAST_TIMES
 from mandate.domain.review import access_review
 from mandate.errors import InvalidArgument, TooManyRevisions
 from mandate.facts import RESOURCE_TYPES
