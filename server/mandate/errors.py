@@ -165,3 +165,10 @@ class ReadOnlyCaller(PermissionDenied):
     """A read-only caller (callers file) asked for a change."""
 
     reason = Reason.READ_ONLY_CALLER
+
+
+class OutsideCallerScope(PermissionDenied):
+    """A caller limited to some organizations (callers file: organizations) named another one,
+    or something that belongs to none of them."""
+
+    reason = Reason.OUTSIDE_CALLER_SCOPE

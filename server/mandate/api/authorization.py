@@ -53,7 +53,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
 
     def Check(self, request, context):
         fields = check_fields(request)
+        within_scope(self.authorizer, *fields[3:], known_only=True)
         authorizer, revision = self.view(request, decision=fields)
+        within_scope(authorizer, *fields[3:])
         policy = authorizer.policy
         return pb.CheckResponse(allowed=authorizer.check(*fields, policy), revision=str(revision),
                                 policy_version=policy.version)
@@ -68,6 +70,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
                     for i, c in enumerate(request.checks)]
         wanted = max((r for _, r in requests if r is not None), default=None)
         revision = str(self.authorizer.at_least(wanted))
+        if callers.current_organizations() is not None:
+            for fields, _ in requests:
+                within_scope(self.authorizer, *fields[3:])
         check, policy = self.authorizer.check, self.authorizer.policy
         return pb.BatchCheckResponse(results=[
             pb.CheckResponse(allowed=check(*fields, policy), revision=revision, policy_version=policy.version)
@@ -78,6 +83,8 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         MAX_PAST_TIMES distinct past times per request (TOO_MANY_REVISIONS), and the facts of
         one time are let go before the next one's are read."""
         fields = [check_fields(c, f"checks[{i}].") for i, c in enumerate(checks)]
+        for check in fields:  # a caller's scope, before anything of the past is read
+            within_scope(self.authorizer, *check[3:], known_only=True)
         times: dict[tuple[str, str, str], list[int]] = {}
         past = 0
         for number, c in enumerate(checks):
@@ -94,6 +101,7 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
             policy = authorizer.policy
             for number in numbers:
                 deadlines.check("the batch was not answered")
+                within_scope(authorizer, *fields[number][3:])
                 results[number] = pb.CheckResponse(allowed=authorizer.check(*fields[number], policy),
                                                    revision=str(revision), policy_version=policy.version)
             del authorizer  # its facts go before the next time's are built
@@ -102,7 +110,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
     def ListActions(self, request, context):
         actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
         resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
+        within_scope(self.authorizer, resource_type, resource_id, known_only=True)
         authorizer, revision = self.view(request, decision=(actor_type, actor_id, "", resource_type, resource_id))
+        within_scope(authorizer, resource_type, resource_id)
         policy = authorizer.policy
         actions = authorizer.list_actions(actor_type, actor_id, resource_type, resource_id, policy)
         return pb.ListActionsResponse(actions=actions, revision=str(revision), policy_version=policy.version)
@@ -115,8 +125,8 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         after = v.page_token("page_token", request.page_token)
         authorizer, revision = self.view(request)
         policy = authorizer.policy
-        ids, last = ([], "") if actor_type != "User" else \
-            authorizer.list_resources(actor_id, action, resource_type, size, after, policy)
+        ids, last = ([], "") if actor_type != "User" else authorizer.list_resources(
+            actor_id, action, resource_type, size, after, policy, callers.current_organizations())
         return pb.ListResourcesResponse(resource_ids=ids, next_page_token=v.encode_page_token(last),
                                         revision=str(revision), policy_version=policy.version)
 
@@ -126,7 +136,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         known_type("resource.type", resource_type)
         size = v.page_size("page_size", request.page_size)
         after = v.page_token("page_token", request.page_token)
+        within_scope(self.authorizer, resource_type, resource_id, known_only=True)
         authorizer, revision = self.view(request)
+        within_scope(authorizer, resource_type, resource_id)
         policy = authorizer.policy
         ids, last = authorizer.list_actors(action, resource_type, resource_id, size, after, policy)
         return pb.ListActorsResponse(user_ids=ids, next_page_token=v.encode_page_token(last),
@@ -134,7 +146,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
 
     def Explain(self, request, context):
         fields = check_fields(request)
+        within_scope(self.authorizer, *fields[3:], known_only=True)
         authorizer, revision = self.view(request, decision=fields)
+        within_scope(authorizer, *fields[3:])
         policy = authorizer.policy
         allowed, reasons = explain(authorizer, *fields, policy)
         actor_type, actor_id, _, resource_type, resource_id = fields
@@ -171,6 +185,18 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         return pb.AccessReviewResponse(
             entries=entries, next_page_token=v.encode_review_page_token(last), revision=str(review.revision),
             policy_version=review.policy_version)
+
+
+def within_scope(authorizer: Authorizer, resource_type: str, resource_id: str, known_only: bool = False) -> None:
+    """A caller limited to some organizations asks only about their resources (api/scope.py): the
+    organization the resource belongs to in the view that answers; one it belongs to in none is
+    outside. Before a view of the past is read, `known_only` refuses a resource of another
+    organization now."""
+    if callers.current_organizations() is None:
+        return
+    organization_id = authorizer.index.organization_of(resource_type, resource_id)
+    if organization_id is not None or not known_only:
+        callers.within_scope(organization_id)
 
 
 def decision_about(fields: tuple[str, str, str, str, str]) -> tuple[str, str, str]:
