@@ -44,18 +44,28 @@ BUILD_SWITCH_SECONDS = 0.0005
 WAIT_SECONDS = 0.05
 
 
+_builds = [0, 0.0]  # builds of the past running in this process, and the switch interval before them
+_builds_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def _handing_over():
     """While a build of the past runs (pure Python for seconds on a large store), the interpreter
     hands its lock to another thread every BUILD_SWITCH_SECONDS instead of every 5 ms: the event
-    loop that answers present checks then waits that long for it at most. Builds run one at a
-    time (History._building), so the setting is restored by the one that changed it."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, BUILD_SWITCH_SECONDS))
+    loop that answers present checks then waits that long for it at most. The last build to end
+    (several applications may share a process) puts the interval back."""
+    with _builds_lock:
+        if _builds[0] == 0:
+            _builds[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_builds[1], BUILD_SWITCH_SECONDS))
+        _builds[0] += 1
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        with _builds_lock:
+            _builds[0] -= 1
+            if _builds[0] == 0:
+                sys.setswitchinterval(_builds[1])
 
 
 class _AlreadyServing(Exception):
