@@ -182,6 +182,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history-retention", metavar="D",
                         help="how long the access history is kept: `forever`, or a number with s, m, h or d, from 1h "
                              "to 36500d (overrides MANDATE_HISTORY_RETENTION; default forever)")
+    parser.add_argument("--history-memory", type=non_negative, metavar="MIB",
+                        help="memory for the facts of past revisions kept between questions, in MiB "
+                             "(overrides MANDATE_HISTORY_MEMORY; default 256)")
     parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
@@ -210,6 +213,13 @@ def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
     return value
 
 
@@ -260,6 +270,8 @@ def run_serve(config: Config, args) -> int:
     except ValueError as error:
         print(f"mandate: {error}", file=sys.stderr)
         return 2
+    if args.history_memory is not None:
+        config.history_memory_mib = args.history_memory
     config.watch_policy = args.watch_policy
     config.callers_file = Path(args.callers) if args.callers else config.callers_file
     config.tls_cert = Path(args.tls_cert) if args.tls_cert else config.tls_cert
