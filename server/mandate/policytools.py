@@ -428,9 +428,11 @@ def read_equivalents(path: Path) -> dict[tuple[str, str, str], str]:
 
 
 def mutation_run(policy_dir: Path, test_paths: list[str] | None, kinds=KINDS,
-                 equivalents: dict[tuple[str, str, str], str] | None = None, every: int = 1) -> list[Mutant]:
+                 equivalents: dict[tuple[str, str, str], str] | None = None, every: int = 1,
+                 select=None) -> list[Mutant]:
     """Make every mutant of the kinds asked (with `every` > 1, only each every-th one: a
-    deterministic subset) and run the policy tests against each. Each test world is loaded once
+    deterministic subset; with `select`, only those it returns True for) and run the policy
+    tests against each. Each test world is loaded once
     and every mutant swapped into it (the facts do not depend on the policy); a mutant is killed
     by its first failing expectation, and the expectation that killed the last mutants is tried
     first. A mutant the tests miss is still killed if it breaks the contract; else it is
@@ -438,7 +440,7 @@ def mutation_run(policy_dir: Path, test_paths: list[str] | None, kinds=KINDS,
     policy_dir = Path(policy_dir)
     original = Policy(policy_dir)
     mutants = [m for path in sorted(policy_dir.glob("*.polar")) for m in mutants_of(path, original, kinds)]
-    mutants = mutants[::every]
+    mutants = [m for m in mutants[::every] if select is None or select(m)]
     loaded = []
     try:
         for path in policytest.find_files(test_paths):
