@@ -157,9 +157,10 @@ def test_issue18_item19_the_equivalents_list_is_current():
     assert [key for key in listed if mutants[key].equivalent] == []
 
 
-# Running every mutant takes about a minute of one core; the suite runs a fixed subset of them
-# (every MUTANT_STRIDE-th, all kinds mixed), and `mandate policy mutate` runs them all.
-MUTANT_STRIDE = 4
+# Every mutant of today's policy (1,108: 520 killed, 532 equivalent by construction, 56 listed)
+# takes about 63 s of one core, over the minute a test may take; the suite runs a fixed subset
+# (every MUTANT_STRIDE-th, all kinds mixed: about 12 s), and `mandate policy mutate` runs them all.
+MUTANT_STRIDE = 8
 
 
 def test_issue18_item19_every_mutant_is_caught_or_listed_equivalent():

@@ -299,7 +299,8 @@ def _group(subject: Subject, resource_type: str, action: str, before: frozenset[
     count = sum(cell.count() for found in cells.values() for cell in found)
     if not count:
         return []  # the decision flips, but on nothing there is
-    example = min(next(cell.triples(action)) for found in cells.values() for cell in found)
+    first = next(cell for organization_id in sorted(cells) for cell in cells[organization_id])
+    example = next(first.triples(action))  # the first of the triples, as `Diff.triples` lists them
     return [Group(subject, resource_type, action, ALLOW if action in before else DENY,
                   ALLOW if action in after else DENY, cells, count, example)]
 
