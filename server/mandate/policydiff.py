@@ -15,6 +15,7 @@ a world file, loaded into a `FactIndex` as the server loads them.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from collections import defaultdict
@@ -36,7 +37,7 @@ from mandate.facts import (
     Subject,
 )
 from mandate.index import FactIndex
-from mandate.policy import Policy, PolicyError
+from mandate.policy import Policy, PolicyError, rules
 from mandate.store import models
 
 # The resources of the check plane: what a (user, action, resource) triple is about.
@@ -269,7 +270,9 @@ def diff(index: FactIndex, store, base: PolicySide, new: PolicySide, facts_sourc
             for action in sorted(before ^ after):
                 groups += _group(subject, resource_type, action, before, after, cells)
     if not same:
-        for subject, resource_type, actions, cells in target_situations(index, by_subject):
+        # A target type none of whose rules the change can reach is not decided at all.
+        types = [target for target in TARGET_TYPES if _reaches(base.policy, new.policy, target)]
+        for subject, resource_type, actions, cells in target_situations(index, by_subject, types):
             before = _asked(base.policy, subject, resource_type, actions)
             after = _asked(new.policy, subject, resource_type, actions)
             for action in sorted(before ^ after):
@@ -328,7 +331,7 @@ ROLES = tuple(role.value for role in models.Role)
 WITH_A_NEW_ROLE = {"invite", "set_role"}  # the Member actions asked with the role given
 
 
-def target_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[str]]]):
+def target_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[str]]], types=TARGET_TYPES):
     """(Subject with a target, target type, the actions asked about it, a function giving its
     cells) for every target decision the facts hold: each (user, organization) pair with a fact
     (by its Subject) with every membership of the organization, every connection, a client
@@ -354,13 +357,13 @@ def target_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list
             home = next((m for m in subject.memberships if m.organization_id == HOME), None)
             for organization_id, users in where.items():
                 shape = f"Member:{organization_id}/{{target}}"
-                for kind in kinds_of.get(organization_id, ()):
+                for kind in kinds_of.get(organization_id, ()) if "Member" in types else ():
                     member_cells[MemberTarget(*kind, False)][subject][organization_id] = [
                         Cell(users, members_by_kind[kind][organization_id], shape, own=True)]
-                if home is not None:
+                if home is not None and "Member" in types:
                     own = MemberTarget(home.role, home.status, home.partner_employee, True)
                     member_cells[own][subject][organization_id] = [Cell(users, None, shape)]
-                for partner_id, link in index.partners.get(organization_id, {}).items():
+                for partner_id, link in index.partners.get(organization_id, {}).items() if "Connection" in types else ():
                     by_label = _connection_labels(index, subject, organization_id, partner_id, users)
                     for label, labelled in by_label.items():
                         target = ConnectionFact(label, link.status, link.granted_scopes, link.employee_approval)
@@ -377,14 +380,14 @@ def target_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list
             for role in ROLES:
                 yield replace(situation, target=replace(target, new_role=role)), "Member", {"set_role"}, \
                     with_role(cells, role)
-    for subject, where in by_subject.items():
+    for subject, where in by_subject.items() if {"Member", "ClientInvitation"} & set(types) else ():
         invitee = {organization_id: [Cell(users, ["(someone not a member)"], f"Member:{organization_id}/{{target}}")]
                    for organization_id, users in where.items()}
-        for role in ROLES:
+        for role in ROLES if "Member" in types else ():
             yield replace(subject, target=MemberTarget("", "", False, False, role)), "Member", {"invite"}, \
                 with_role(invitee, role)
         for by_link, to_actor, name in ((True, False, ["link"]), (False, True, None),
-                                        (False, False, ["(someone else)"])):
+                                        (False, False, ["(someone else)"])) if "ClientInvitation" in types else ():
             yield replace(subject, target=InvitationTarget(by_link, to_actor)), "ClientInvitation", None, (
                 lambda n=name, w=where: {o: [Cell(users, n, f"ClientInvitation:{o}/{{target}}")]
                                          for o, users in w.items()})
@@ -419,11 +422,63 @@ def _actions(policy: Policy, subject: Subject, resource_type: str) -> frozenset[
 
 def _asked(policy: Policy, subject: Subject, resource_type: str, actions: set[str] | None) -> frozenset[str]:
     """The actions allowed of those the services ask about this target (None: every action
-    asked without a new role)."""
-    allowed = _actions(policy, subject, resource_type)
-    if actions is None:
-        return allowed - WITH_A_NEW_ROLE if resource_type == "Member" else allowed
-    return allowed & actions
+    asked without a new role). One action at a time when few are asked: cheaper than all."""
+    if resource_type not in policy.permissions:
+        return frozenset()
+    declared = policy.permissions[resource_type]
+    asked = [a for a in declared if a not in WITH_A_NEW_ROLE] if actions is None and resource_type == "Member" else \
+        declared if actions is None else [a for a in declared if a in actions]
+    if len(asked) > 3:
+        return policy.actions(subject, resource_type) & frozenset(asked)
+    return frozenset(action for action in asked if policy.is_allowed(subject, resource_type, action))
+
+
+def _reaches(base: Policy, new: Policy, target_type: str) -> bool:
+    """Whether a rule the change adds or deletes can take part in a decision about the target
+    type (if not, no such decision can change, and none is asked): a rule of its resource block
+    or naming it; a role's rule; a rule granting a permission its rules name; a rule of a
+    predicate its rules call (transitively); the allow rule. Rules about other resource types
+    only (a Project's) cannot."""
+    sides = [_rule_texts(policy) for policy in (base, new)]
+    changed = set(sides[0]) ^ set(sides[1])
+    every = {**sides[0], **sides[1]}
+    named = re.compile(rf"\b{target_type}\b")
+    own = [text for text, block in every.items() if block == target_type or (not block and named.search(text))]
+    literals = {literal for text in own for literal in re.findall(r'"(\w+)"', text)}
+    roles = {role for policy in (base, new) for roles in policy.roles.values() for role in roles}
+    called, todo = set(), [text for text in own]
+    while todo:
+        for name in re.findall(r"\b(\w+)\s*\(", todo.pop().split(" if ", 1)[-1]):
+            if name not in called:
+                called.add(name)
+                if name in ("has_permission", "allow"):
+                    continue  # its rules count by the permission they grant, below
+                todo += [text for text, block in every.items() if not block and text.startswith(name + "(")]
+    for text in changed:
+        block, head = every[text], text.split("(", 1)[0]
+        if block:
+            action = re.match(r'\s*"(\w+)"', text)
+            if block == target_type or (action and (action.group(1) in literals or action.group(1) in roles)):
+                return True
+        elif named.search(text) or head in ("allow", "has_role") or (head in called and head != "has_permission"):
+            return True
+        elif head == "has_permission":
+            match = re.match(r'has_permission\([^,]*,\s*(?:"(\w+)"|[^,]*),\s*\w+\s*:\s*(\w+)\)', text)
+            if match is None or (match.group(2) == "Organization" and (match.group(1) in literals or not match.group(1))):
+                return True
+    return False
+
+
+def _rule_texts(policy: Policy) -> dict[str, str]:
+    """Every rule of the policy, by its text (spacing normalized), with the resource block it
+    is in ("" at the top level)."""
+    found = {}
+    for source in policy.sources:
+        blocks = [(m.start(), m.end(), m.group(1)) for m in re.finditer(
+            r"^\s*resource\s+(\w+)\s*\{.*?^\}", source.text, re.S | re.M)]
+        for rule in rules(source.path, source.text):
+            found[rule.text] = next((name for start, end, name in blocks if start <= rule.start < end), "")
+    return found
 
 
 # -- the facts ---------------------------------------------------------------------------------
