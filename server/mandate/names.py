@@ -102,6 +102,7 @@ class Reason(StrEnum):
     # PERMISSION_DENIED: the policy refused the acting user (R23)
     NOT_ALLOWED = "NOT_ALLOWED"
     READ_ONLY_CALLER = "READ_ONLY_CALLER"  # a read-only caller (callers file) asked for a change
+    OUTSIDE_CALLER_SCOPE = "OUTSIDE_CALLER_SCOPE"  # an organization the caller is not limited to (callers file)
     # NOT_FOUND
     NOT_FOUND = "NOT_FOUND"
     USER_NOT_FOUND = "USER_NOT_FOUND"
