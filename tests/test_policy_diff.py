@@ -392,10 +392,12 @@ def target_world(tmp_path) -> Path:
     # An invitation emailed to someone else is accepted by whoever may accept for the client:
     # the owners (ann, olga) and the legal representatives (lars, lena) of each organization.
     pytest.param(SENT_TO_ACTOR, "", [
-        ("ClientInvitation", "accept", "deny", "allow", 2, [("ann", "accept", "ClientInvitation:agency/(someone else)"),
-                                                            ("olga", "accept", "ClientInvitation:shop/(someone else)")]),
-        ("ClientInvitation", "accept", "deny", "allow", 2, [("lars", "accept", "ClientInvitation:shop/(someone else)"),
-                                                            ("lena", "accept", "ClientInvitation:agency/(someone else)")]),
+        ("ClientInvitation", "accept", "deny", "allow", 2, [
+            ("ann", "accept", "ClientInvitation:agency/(someone else)"),
+            ("olga", "accept", "ClientInvitation:shop/(someone else)")]),
+        ("ClientInvitation", "accept", "deny", "allow", 2, [
+            ("lars", "accept", "ClientInvitation:shop/(someone else)"),
+            ("lena", "accept", "ClientInvitation:agency/(someone else)")]),
     ], id="invitation-to-someone-else"),
     # The client's managers unassign the partner's people: olga and lars, on the one connection.
     pytest.param(UNASSIGN_RULE, UNASSIGN_RULE + '  "unassign" if "revoke_partner" on "client";\n', [
@@ -465,3 +467,36 @@ def test_issue18_item18_the_target_situations_are_the_servers(tmp_path):
                        for partner_id in index.partners.get(organization_id, {})}
         assert {(u, r) for *_, u, r in seen["Connection"]} == connections
         assert len(connections) > 10 and len(members) > 30
+
+
+REACH_CHANGES = {
+    "project-only": (PUBLISH_RULE, ""),
+    "partner-consent": (APPROVAL_RULE, ""),
+    "owner-link": ('  "link" if "owner";\n', '  "link" if "legal_representative";\n'),
+    "organization-permission": ('  "pause_member" if "legal_representative";\n', '  "pause_member" if "colleague";\n'),
+}
+
+
+@pytest.mark.parametrize("change", sorted(REACH_CHANGES))
+def test_issue18_item18_skipping_the_targets_a_change_cannot_reach_changes_nothing(tmp_path, monkeypatch, change):
+    """The diff does not decide a target type that no changed rule can reach (a Project's rule
+    cannot change who pauses whom); deciding every type anyway gives the same groups."""
+    old, new = REACH_CHANGES[change]
+    changed = policy_with(tmp_path, old, new)
+    world = tmp_path / "world.yaml"
+    paused = "    - {organization: client, user: lia, role: legal_representative, paused: true}\n"
+    world.write_text(RICH_WORLD.replace("  users: [", "  users: [lia, ")
+                     .replace("  members:\n", "  members:\n" + paused))
+
+    def groups() -> list[tuple]:
+        result = policydiff.run(str(POLICY_DIR), changed, None, str(world))
+        return [(g.resource_type, g.action, g.before, g.after, g.count, sorted(result.triples(g)))
+                for g in result.groups]
+
+    skipping = groups()
+    monkeypatch.setattr(policydiff, "_reaches", lambda base, new, target_type: True)
+    assert groups() == skipping
+    if change == "project-only":
+        assert {g[0] for g in skipping} == {"Project"}
+    if change == "organization-permission":
+        assert {g[0] for g in skipping} & set(policydiff.TARGET_TYPES)

@@ -363,7 +363,8 @@ def target_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list
                 if home is not None and "Member" in types:
                     own = MemberTarget(home.role, home.status, home.partner_employee, True)
                     member_cells[own][subject][organization_id] = [Cell(users, None, shape)]
-                for partner_id, link in index.partners.get(organization_id, {}).items() if "Connection" in types else ():
+                partners = index.partners.get(organization_id, {}) if "Connection" in types else {}
+                for partner_id, link in partners.items():
                     by_label = _connection_labels(index, subject, organization_id, partner_id, users)
                     for label, labelled in by_label.items():
                         target = ConnectionFact(label, link.status, link.granted_scopes, link.employee_approval)
@@ -445,6 +446,14 @@ def _reaches(base: Policy, new: Policy, target_type: str) -> bool:
     named = re.compile(rf"\b{target_type}\b")
     own = [text for text, block in every.items() if block == target_type or (not block and named.search(text))]
     literals = {literal for text in own for literal in re.findall(r'"(\w+)"', text)}
+    grown = True
+    while grown:  # a permission granted through another ("move" if "delete_resource" on ...)
+        grown = False
+        for text, block in every.items():
+            found = re.findall(r'"(\w+)"', text) if block else []
+            if found and found[0] in literals and not set(found[1:]) <= literals:
+                literals |= set(found[1:])
+                grown = True
     roles = {role for policy in (base, new) for roles in policy.roles.values() for role in roles}
     called, todo = set(), [text for text in own]
     while todo:
@@ -464,7 +473,8 @@ def _reaches(base: Policy, new: Policy, target_type: str) -> bool:
             return True
         elif head == "has_permission":
             match = re.match(r'has_permission\([^,]*,\s*(?:"(\w+)"|[^,]*),\s*\w+\s*:\s*(\w+)\)', text)
-            if match is None or (match.group(2) == "Organization" and (match.group(1) in literals or not match.group(1))):
+            granted = match.group(1) if match else None
+            if match is None or (match.group(2) == "Organization" and (not granted or granted in literals)):
                 return True
     return False
 

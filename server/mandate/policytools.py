@@ -389,7 +389,8 @@ class _Grants:
             if other == action:
                 continue
             copy = raw[:start] + f'"{other}"' + raw[end:]
-            mutant = Mutant(COPIED, rule, f'copy to "{other}"', self.text[:rule.end] + "\n" + copy + self.text[rule.end:])
+            mutated = self.text[:rule.end] + "\n" + copy + self.text[rule.end:]
+            mutant = Mutant(COPIED, rule, f'copy to "{other}"', mutated)
             if _words(copy) in self.by_text:
                 mutant.equivalent = "the policy has this rule already"
             elif condition:
