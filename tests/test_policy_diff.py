@@ -472,7 +472,6 @@ def test_issue18_item18_the_target_situations_are_the_servers(tmp_path):
 REACH_CHANGES = {
     "project-only": (PUBLISH_RULE, ""),
     "partner-consent": (APPROVAL_RULE, ""),
-    "owner-link": ('  "link" if "owner";\n', '  "link" if "legal_representative";\n'),
     "organization-permission": ('  "pause_member" if "legal_representative";\n', '  "pause_member" if "colleague";\n'),
 }
 
