@@ -18,11 +18,13 @@ Life of a server process:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -174,6 +176,7 @@ class MandateServer:
     """One gRPC server on one event loop. Create it on the loop that will run it."""
 
     def __init__(self, config: Config, app: App | None = None, *, reuse_port: bool = False):
+        check_listen(config.listen, "--listen", reuse_port)
         self.config = config
         self.app = app
         config.check_transport()
@@ -197,12 +200,15 @@ class MandateServer:
             ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes)])
-        if self.certificates is not None:
-            self.port = self.server.add_secure_port(config.listen, self.certificates.credentials())
-        else:
-            self.port = self.server.add_insecure_port(config.listen)
+        try:
+            if self.certificates is not None:
+                self.port = self.server.add_secure_port(config.listen, self.certificates.credentials())
+            else:
+                self.port = self.server.add_insecure_port(config.listen)
+        except RuntimeError:  # taken since check_listen looked
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {config.listen}")
+            raise CannotListen(f"cannot listen on {config.listen} (--listen)")
 
     async def start(self) -> None:
         """Listen at once (health NOT_SERVING), load the application, then serve."""
@@ -394,6 +400,45 @@ async def cancel_the_rest() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class CannotListen(OSError):
+    """An address to serve on cannot be bound: in use, not on this host, or not allowed."""
+
+
+def check_listen(address: str, setting: str, reuse_port: bool = False) -> None:
+    """Bind `address` (host:port) once, as the server is about to, so that an address in use
+    stops the start with one line naming it (the gRPC core would print its own error and a
+    traceback). Port 0 (any free port) always binds."""
+    host, _, port = address.rpartition(":")
+    try:
+        found = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (OSError, ValueError) as error:
+        raise CannotListen(f"cannot listen on {address} ({setting}): {error}") from None
+    failures = []
+    for family, kind, protocol, _, where in found:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind(where)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise CannotListen(f"cannot listen on {address} ({setting}): the address is already in use") \
+                        from None
+                failures.append(error)
+    if failures and len(failures) == len(found):  # the gRPC core binds when any one of them does
+        raise CannotListen(f"cannot listen on {address} ({setting}): {failures[0].strerror}")
+
+
+def serve_metrics(address: str) -> None:
+    try:
+        metrics.serve(address)
+    except OSError as error:
+        reason = "the address is already in use" if error.errno == errno.EADDRINUSE else error.strerror or error
+        raise CannotListen(f"cannot listen on {address} (--metrics-listen): {reason}") from None
+
+
 def build_server(app: App, config: Config) -> tuple[BackgroundServer, int]:
     """A server for `app`, listening (call `start()` to serve) on its own thread."""
     server = BackgroundServer(app, config)
@@ -418,7 +463,7 @@ async def _serve(config: Config, app: App | None, reuse_port: bool, report) -> N
     if reuse_port:  # one of several processes: drain when the parent is gone
         loop.create_task(stop_when_orphaned(stop))
     if config.metrics_listen and not reuse_port:  # under --processes, the parent serves the sum
-        metrics.serve(config.metrics_listen)
+        serve_metrics(config.metrics_listen)
         logs.event(log, "metrics", "metrics at http://%s/metrics", config.metrics_listen)
     await server.start()
     report("serving")
@@ -470,6 +515,7 @@ def serve_processes(config: Config) -> int:
     policy, a bad setting) stops the fleet, with exit status 1."""
     if config.listen.rsplit(":", 1)[-1] == "0":
         raise ValueError("--processes needs a fixed port: every process listens on the same one")
+    check_listen(config.listen, "--listen", reuse_port=True)  # every process will listen there
     config.api_tokens = config.resolved_tokens()  # read (or create) the token file once, here
     config.check_transport()  # a bad setting stops here, before any process starts
     Callers(config.api_tokens, config.callers_file)
@@ -478,7 +524,7 @@ def serve_processes(config: Config) -> int:
     if config.metrics_listen:  # each process writes its values here; this one serves their sum
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mandate-metrics-")
-        metrics.serve(config.metrics_listen)
+        serve_metrics(config.metrics_listen)
         logs.event(log, "metrics", "metrics of every process at http://%s/metrics", config.metrics_listen)
     context = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
     children: dict[int, Child] = {}

@@ -429,6 +429,10 @@ class Plumbing:
         if draining is not None and draining.done():
             raise Unavailable("the server is draining; reconnect to another replica")
         step = asyncio.ensure_future(awaitable)
+        # A call the client cancels (a routine disconnect) may leave the step's outcome unread: it
+        # failed in the same moment, or it is still stopping. Read it whenever it comes, so that
+        # asyncio never reports it as an error ("exception was never retrieved").
+        step.add_done_callback(_outcome_read)
         try:
             await asyncio.wait((step, *stops), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -441,6 +445,11 @@ class Plumbing:
         if step.cancelled():
             raise Unavailable("the server is draining; reconnect to another replica")
         return step.result()
+
+
+def _outcome_read(step: asyncio.Future) -> None:
+    if not step.cancelled():
+        step.exception()
 
 
 class OpenStream:
