@@ -204,6 +204,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
                         help="allow plaintext on an address other than loopback (MANDATE_INSECURE=1)")
     parser.add_argument("--metrics-listen", metavar="ADDR",
                         help="serve Prometheus metrics at http://ADDR/metrics (MANDATE_METRICS_LISTEN; default off)")
+    parser.add_argument("--authzen-listen", metavar="ADDR",
+                        help="serve the OpenID AuthZEN API (HTTP, JSON) on host:port (MANDATE_AUTHZEN_LISTEN; "
+                             "default off)")
     parser.add_argument("--log-format", help="text (default) or json: one object per line (MANDATE_LOG_FORMAT)")
     parser.add_argument("--max-requests-per-caller", type=positive,
                         help="requests in flight per caller (MANDATE_MAX_REQUESTS_PER_CALLER; default 200)")
@@ -273,6 +276,7 @@ def run_serve(config: Config, args) -> int:
     config.tls_client_ca = Path(args.tls_client_ca) if args.tls_client_ca else config.tls_client_ca
     config.insecure = args.insecure or config.insecure
     config.metrics_listen = args.metrics_listen or config.metrics_listen
+    config.authzen_listen = args.authzen_listen or config.authzen_listen
     config.max_requests_per_caller = args.max_requests_per_caller or config.max_requests_per_caller
     config.max_batch = args.max_batch or config.max_batch
     config.max_message_bytes = args.max_message_bytes or config.max_message_bytes

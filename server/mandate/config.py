@@ -90,6 +90,7 @@ class Config:
     max_requests_per_caller: int = DEFAULT_REQUESTS_PER_CALLER  # unary requests in flight per caller
     max_batch: int = DEFAULT_MAX_BATCH  # checks in one BatchCheck
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # largest request or reply
+    authzen_listen: str = ""  # host:port of the AuthZEN endpoints (HTTP, JSON); empty: off
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -121,6 +122,7 @@ class Config:
             max_requests_per_caller=number(env, "MANDATE_MAX_REQUESTS_PER_CALLER", DEFAULT_REQUESTS_PER_CALLER),
             max_batch=number(env, "MANDATE_MAX_BATCH", DEFAULT_MAX_BATCH),
             max_message_bytes=number(env, "MANDATE_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024),
+            authzen_listen=env.get("MANDATE_AUTHZEN_LISTEN", "").strip(),
         )
 
     @property
@@ -138,9 +140,12 @@ class Config:
             raise ValueError("--tls-cert and --tls-key (MANDATE_TLS_CERT, MANDATE_TLS_KEY) go together")
         if self.tls_client_ca is not None and not self.tls:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
-        if not self.tls and not self.insecure and not is_loopback(self.listen):
-            raise ValueError(f"plaintext on {self.listen}, which is not a loopback address: serve TLS "
-                             "(--tls-cert, --tls-key) or allow plaintext with --insecure (MANDATE_INSECURE=1)")
+        for address in (self.listen, self.authzen_listen):
+            if address and not self.tls and not self.insecure and not is_loopback(address):
+                raise ValueError(f"plaintext on {address}, which is not a loopback address: serve TLS "
+                                 "(--tls-cert, --tls-key) or allow plaintext with --insecure (MANDATE_INSECURE=1)")
+        if self.authzen_listen and ":" not in self.authzen_listen:
+            raise ValueError(f"--authzen-listen: {self.authzen_listen[:40]!r} is not host:port")
 
     def resolved_tokens(self) -> list[str]:
         """The configured tokens; without any, a random one kept in the token file (created

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import func, select
 
-from mandate import errors
+from mandate import errors, tracing
 from mandate.clock import SystemClock
 from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
 from mandate.store import history, models
@@ -87,7 +87,9 @@ class FactIndex:
         type, resource id), only the facts of one decision about them: a few look-ups instead of
         the whole store, enough for `Check`, `Explain` and `ListActions` of that user there."""
         index = cls(store)
-        with store.read(snapshot=True) as session:
+        with tracing.span("mandate.history.load_facts", **{"mandate.revision": str(revision),
+                                                           "mandate.whole": around is None}), \
+                store.read(snapshot=True) as session:
             if around is None:
                 for table, apply in index._tables():
                     for row in history.fact_rows(session, table, revision):
@@ -144,7 +146,8 @@ class FactIndex:
             started = time.perf_counter()
             since = self.revision
             changes = []
-            with self.store.read(snapshot=True) as session:
+            with tracing.span("mandate.index.catch_up", **{"mandate.from_revision": str(since)}), \
+                    self.store.read(snapshot=True) as session:
                 target = session.execute(select(models.RevisionCounter.value)).scalar_one()
                 # One statement finds which tables changed (each one's newest revision, from its
                 # revision index), so catching up after one write reads one or two tables, not all.
