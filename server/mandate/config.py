@@ -20,6 +20,7 @@ DEFAULT_INVITATION_TTL = datetime.timedelta(days=14)
 DEFAULT_REQUESTS_PER_CALLER = 200
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_HISTORY_MEMORY_MIB = 256
 LOG_FORMATS = ("text", "json")
 # Bounds of the duration settings (shortest, longest), checked at start. Beyond them a setting is a
 # mistake, and a later date would overflow the calendar: an invitation lapses at now + its TTL.
@@ -80,6 +81,7 @@ class Config:
     processes: int = 1  # server processes sharing the port (SO_REUSEPORT)
     invitation_ttl: datetime.timedelta = DEFAULT_INVITATION_TTL  # how long an invitation stays acceptable
     history_retention: datetime.timedelta | None = None  # how long the access history is kept; None: forever
+    history_memory_mib: int = DEFAULT_HISTORY_MEMORY_MIB  # fact indexes of past revisions kept, at most
     callers_file: Path | None = None  # named callers (TOML), reloaded on SIGHUP
     tls_cert: Path | None = None  # serve TLS with this certificate chain and key (reloaded on SIGHUP)
     tls_key: Path | None = None
@@ -90,6 +92,7 @@ class Config:
     max_requests_per_caller: int = DEFAULT_REQUESTS_PER_CALLER  # unary requests in flight per caller
     max_batch: int = DEFAULT_MAX_BATCH  # checks in one BatchCheck
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # largest request or reply
+    authzen_listen: str = ""  # host:port of the AuthZEN endpoints (HTTP, JSON); empty: off
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -111,6 +114,7 @@ class Config:
             invitation_ttl=invitation_ttl(env.get("MANDATE_INVITATION_TTL", ""), "MANDATE_INVITATION_TTL"),
             history_retention=history_retention(env.get("MANDATE_HISTORY_RETENTION", ""),
                                                 "MANDATE_HISTORY_RETENTION"),
+            history_memory_mib=number(env, "MANDATE_HISTORY_MEMORY", DEFAULT_HISTORY_MEMORY_MIB, minimum=0),
             callers_file=path(env, "MANDATE_CALLERS_FILE"),
             tls_cert=path(env, "MANDATE_TLS_CERT"),
             tls_key=path(env, "MANDATE_TLS_KEY"),
@@ -121,6 +125,7 @@ class Config:
             max_requests_per_caller=number(env, "MANDATE_MAX_REQUESTS_PER_CALLER", DEFAULT_REQUESTS_PER_CALLER),
             max_batch=number(env, "MANDATE_MAX_BATCH", DEFAULT_MAX_BATCH),
             max_message_bytes=number(env, "MANDATE_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024),
+            authzen_listen=env.get("MANDATE_AUTHZEN_LISTEN", "").strip(),
         )
 
     @property
@@ -138,9 +143,12 @@ class Config:
             raise ValueError("--tls-cert and --tls-key (MANDATE_TLS_CERT, MANDATE_TLS_KEY) go together")
         if self.tls_client_ca is not None and not self.tls:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
-        if not self.tls and not self.insecure and not is_loopback(self.listen):
-            raise ValueError(f"plaintext on {self.listen}, which is not a loopback address: serve TLS "
-                             "(--tls-cert, --tls-key) or allow plaintext with --insecure (MANDATE_INSECURE=1)")
+        for address in (self.listen, self.authzen_listen):
+            if address and not self.tls and not self.insecure and not is_loopback(address):
+                raise ValueError(f"plaintext on {address}, which is not a loopback address: serve TLS "
+                                 "(--tls-cert, --tls-key) or allow plaintext with --insecure (MANDATE_INSECURE=1)")
+        if self.authzen_listen and ":" not in self.authzen_listen:
+            raise ValueError(f"--authzen-listen: {self.authzen_listen[:40]!r} is not host:port")
 
     def resolved_tokens(self) -> list[str]:
         """The configured tokens; without any, a random one kept in the token file (created

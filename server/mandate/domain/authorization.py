@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mandate import errors
+from mandate import deadlines, errors
 from mandate.facts import (
     HOME,
     UNKNOWN_PARTNER,
@@ -309,6 +309,7 @@ class Authorizer:
             held = index.resource_roles.get(actor_id, {})
             held_in = {index.resources.get(key) for key in held}
             for organization_id in index.reachable_organizations(actor_id):
+                deadlines.check("the list was not finished")
                 if organizations is not None and organization_id not in organizations:
                     continue
                 if resource_type == "Organization":
@@ -355,6 +356,7 @@ class Authorizer:
                 return [], ""
             chain = index.chain(resource_type, resource_id) if where.chain else ()
             for user_id in sorted(u for u in index.candidate_users(where.organization_id, chain) if u > after):
+                deadlines.check("the list was not finished")
                 if self.decide(user_id, where.organization_id, resource_type, action, policy, where.chain,
                                index.roles_on(user_id, chain)):
                     found.append(user_id)

@@ -32,14 +32,14 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 
-from mandate import errors
+from mandate import deadlines, errors
 from mandate.domain.authorization import Authorizer
 from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
 from mandate.names import Reason
 from mandate.policy import Policy
 from mandate.store import models
 from mandate.store.db import Store
-from mandate.store.history import fact_rows
+from mandate.store.history import fact_rows, horizon
 
 # Pairs of groups are tried only for actions no single group allows (R13: switching takes the
 # ownership of both accounts), and only up to this many groups; past it, one smallest pair or
@@ -123,6 +123,7 @@ def _page(authorizer: Authorizer, policy: Policy, organization_id: str, page_siz
     found = []
     candidates = index.candidate_users(organization_id) | index.role_holders_in(organization_id)
     for user_id in sorted(u for u in candidates if u >= after_user):
+        deadlines.check("the review was not finished")
         labels: dict[str, str] = {}
         base = index.subject(user_id, organization_id, labels)
         own: dict[tuple, tuple] = {}  # this person's situations, by the resource's shape
@@ -203,6 +204,7 @@ def grant_paths(policy: Policy, subject: Subject, resource_type: str) -> tuple[t
     covered = frozenset().union(*alone)
     if covered != everything and len(groups) <= MAX_GROUPS_FOR_PAIRS:
         for i, j in itertools.combinations(range(len(groups)), 2):
+            deadlines.check("the review was not finished")
             more = policy.actions(subject_of(groups[i] + groups[j], chain), resource_type) - alone[i] - alone[j]
             if more:
                 paths.append((groups[i] + groups[j], more))
@@ -256,6 +258,10 @@ def _with_rows(store: Store, organization_id: str, pending, revision: int, at_re
     others = {other for *_, grant in pending for path in grant.paths for _, other in path}
     organizations = sorted(others | {organization_id})
     with store.read(snapshot=True) as session:
+        if at_revision is not None and at_revision < (kept_from := horizon(session)):
+            # The retention let go of versions of this revision since the question was accepted.
+            raise errors.RevisionUnavailable(f"at_revision: the history now starts at revision {kept_from} "
+                                             "(the history retention let go of older ones)")
         rows: dict[tuple, int] = {}
         for row in fact_rows(session, models.Membership, at_revision, models.Membership.user_id.in_(users),
                              models.Membership.organization_id.in_(organizations)):
