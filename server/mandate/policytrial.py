@@ -16,7 +16,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from mandate import facts, policytest
+from mandate import policytest
 from mandate.domain.authorization import Authorizer, ConnectionRef, InvitationRef, MemberRef, target_type
 from mandate.facts import Subject
 from mandate.index import FactIndex
