@@ -12,7 +12,7 @@ from mandate.app import App
 from mandate.client import MandateClient
 from mandate.config import Config
 from mandate.server import build_server
-from mandate.v1 import authorization_pb2, common_pb2, directory_pb2
+from mandate.v1 import authorization_pb2, common_pb2, directory_pb2, partner_pb2
 
 from tests.conftest import POLICY_DIR, ROOT, TOKEN
 from tests.factories import World
@@ -298,3 +298,20 @@ def test_issue20_the_platform_example_is_tested_and_every_rule_of_it_is_needed(t
     mutants = [m for m in mutation_run(policy_dir, tests) if m.rule.file.name == "platform.polar"]
     assert len(mutants) == 12 and all(m.killed for m in mutants), [
         f"{m.rule.line}: {m.rule.text}" for m in mutants if not m.killed]
+
+
+def test_issue20_the_scopes_a_client_grants_are_the_policys(platform):
+    """issue 20 item 4: the scopes are declared once in the policy (client_scopes): a policy that
+    declares fewer makes UNKNOWN_SCOPE name the others, after a reload, with no Python changed (R12)."""
+    app, client, policy_dir = platform
+    world = World(app)
+    partner = world.organization(name="Agency")
+    owner = world.owner_of(partner)
+    link = partner_pb2.CreateInviteLinkRequest(actor_id=owner, partner_id=partner, customer_name="Shop",
+                                               currency="EUR", requested_scopes=["read", "delete"])
+    assert client.partner.CreateInviteLink(link).requested_scopes == ["delete", "read"]
+    text = (policy_dir / "mandate.polar").read_text()
+    (policy_dir / "mandate.polar").write_text(text.replace(
+        'client_scopes(["read", "edit", "publish", "approve", "delete"]);', 'client_scopes(["read", "edit"]);'))
+    app.reload_policy()
+    assert refused(client.partner.CreateInviteLink, link) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_SCOPE")

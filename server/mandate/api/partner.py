@@ -20,16 +20,18 @@ def pair(request) -> tuple[str, str, str]:
             v.identifier("client_id", request.client_id))
 
 
-def customer(request) -> tuple[str, str, str, list[str]]:
+def customer(request, scopes: tuple[str, ...]) -> tuple[str, str, str, list[str]]:
+    """`scopes`: the ones the policy declares a client can grant (UNKNOWN_SCOPE names any other)."""
     return (v.text("customer_name", request.customer_name),
             v.text("customer_number", request.customer_number, required=False, max_length=100),
             v.currency("currency", request.currency),
-            v.scopes("requested_scopes", request.requested_scopes))
+            v.scopes("requested_scopes", request.requested_scopes, scopes))
 
 
 class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
     def __init__(self, app: App):
         self.partners = app.partners
+        self.authorizer = app.authorizer  # its policy declares the scopes
         self.requests = app.requests
 
     @idempotent(common_pb2.Invitation)
@@ -37,13 +39,16 @@ class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
         actor_id = v.identifier("actor_id", request.actor_id)
         partner_id = v.identifier("partner_id", request.partner_id)
         email = v.email("email", request.email)
-        return convert.invitation(self.partners.invite_client(actor_id, partner_id, email, *customer(request)))
+        scopes = self.authorizer.policy.scopes
+        return convert.invitation(self.partners.invite_client(actor_id, partner_id, email,
+                                                              *customer(request, scopes)))
 
     @idempotent(common_pb2.Invitation, forget=("token",))
     def CreateInviteLink(self, request, context):
         actor_id = v.identifier("actor_id", request.actor_id)
         partner_id = v.identifier("partner_id", request.partner_id)
-        created = self.partners.create_invite_link(actor_id, partner_id, *customer(request))
+        created = self.partners.create_invite_link(actor_id, partner_id,
+                                                   *customer(request, self.authorizer.policy.scopes))
         return convert.invitation(created.invitation, token=created.token)
 
     @idempotent(common_pb2.Connection)
@@ -55,7 +60,7 @@ class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
         token = v.text("token", request.token, required=False, max_length=200)
         client_id = v.identifier("client_id", request.client_id)
         # The client grants exactly what it lists (R12); an empty list grants nothing (fail closed).
-        granted = v.scopes("granted_scopes", request.granted_scopes)
+        granted = v.scopes("granted_scopes", request.granted_scopes, self.authorizer.policy.scopes)
         approval = v.choice("employee_approval", request.employee_approval, APPROVALS,
                             default=models.EmployeeApproval.CLIENT.value)
         ends = v.access_expires_at("access_expires_at", request.access_expires_at)
@@ -85,7 +90,7 @@ class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
 
     @idempotent(common_pb2.Connection)
     def UpdateGrantedScopes(self, request, context):
-        scopes = v.scopes("granted_scopes", request.granted_scopes)
+        scopes = v.scopes("granted_scopes", request.granted_scopes, self.authorizer.policy.scopes)
         ends = v.access_expires_at("access_expires_at", request.access_expires_at)
         return convert.connection(self.partners.update_granted_scopes(*pair(request), scopes, ends))
 

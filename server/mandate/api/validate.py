@@ -100,12 +100,13 @@ def optional_choice(field: str, value: str, allowed: list[str]) -> str:
     return choice(field, value, allowed) if value else ""
 
 
-def scopes(field: str, values) -> list[str]:
+def scopes(field: str, values, allowed: tuple[str, ...] = models.SCOPES) -> list[str]:
+    """Scopes among `allowed`: the ones the policy declares a client can grant (Policy.scopes)."""
     result = []
     for position, scope in enumerate(values):
-        if scope not in models.SCOPES:
+        if scope not in allowed:
             raise UnknownScope(f"{field}[{position}]", f"unknown scope {echo(scope)}; scopes are: "
-                               f"{', '.join(models.SCOPES)}")
+                               f"{', '.join(allowed)}")
         result.append(scope)
     return sorted(set(result))
 
