@@ -5,7 +5,8 @@ A caller is known by the SHA-256 of its bearer token, by the subject of its clie
 both. Callers come from the callers file (TOML, `--callers FILE`, reloaded on SIGHUP) and from
 `MANDATE_API_TOKENS`, whose tokens are named env-0, env-1, ... A read-only caller may call
 every RPC that changes nothing, and sees no emails in events. A caller with
-`event_organizations` sees only the events of those organizations (ListEvents, Watch).
+`event_organizations` sees only the events of those organizations (ListEvents, Watch). Only a
+caller with `admin = true` may call AdminService (import, export, erasure).
 
 The plumbing sets the caller of the request being served in `current` (a context variable, so
 it is carried into the worker thread that does the request's work): the store records its name
@@ -30,7 +31,7 @@ log = logging.getLogger("mandate.callers")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
-KEYS = {"token_sha256", "client_cert_subject", "read_only", "event_organizations"}
+KEYS = {"token_sha256", "client_cert_subject", "read_only", "event_organizations", "admin"}
 ORGANIZATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
 
 
@@ -42,6 +43,7 @@ class Caller:
     subject: tuple[str, ...] | None = None  # normalized RDNs, most specific first (RFC 4514 order)
     # The organizations whose events the caller may see; None: every organization's.
     event_organizations: frozenset[str] | None = None
+    admin: bool = False  # may call AdminService (import, export, erasure)
 
 
 current: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("mandate_caller", default=None)
@@ -126,6 +128,9 @@ def read_callers_file(path: Path) -> list[Caller]:
             raise CallersError(f"{where}: client_cert_subject must be a string")
         if not isinstance(read_only, bool):
             raise CallersError(f"{where}: read_only must be true or false")
+        admin = entry.get("admin", False)
+        if not isinstance(admin, bool):
+            raise CallersError(f"{where}: admin must be true or false")
         organizations = entry.get("event_organizations")
         if organizations is not None and not (
                 isinstance(organizations, list) and organizations
@@ -136,7 +141,7 @@ def read_callers_file(path: Path) -> list[Caller]:
         except CallersError as error:
             raise CallersError(f"{where}: client_cert_subject {error}") from None
         callers.append(Caller(name, read_only, bytes.fromhex(digest) if digest else None, rdns,
-                              frozenset(organizations) if organizations is not None else None))
+                              frozenset(organizations) if organizations is not None else None, admin))
     digests = [c.token_sha256 for c in callers if c.token_sha256]
     if len(digests) != len(set(digests)):
         raise CallersError(f"callers file {path}: two callers have the same token_sha256")

@@ -133,3 +133,9 @@ class ReadOnlyCaller(PermissionDenied):
     """A read-only caller (callers file) asked for a change."""
 
     reason = Reason.READ_ONLY_CALLER
+
+
+class AdminOnly(PermissionDenied):
+    """AdminService, called by a caller without `admin = true` in the callers file."""
+
+    reason = Reason.ADMIN_ONLY

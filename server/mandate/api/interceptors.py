@@ -50,6 +50,7 @@ from sqlalchemy.exc import DBAPIError
 from mandate import callers, deadlines, metrics
 from mandate.callers import Caller, Callers, peer_subject
 from mandate.errors import (
+    AdminOnly,
     DatabaseUnavailable,
     DomainError,
     InvalidArgument,
@@ -73,6 +74,7 @@ DEFAULT_REQUESTS_PER_CALLER = 200
 READ_SERVICES = ("mandate.v1.AuthorizationService", "mandate.v1.EventService")
 READ_PREFIXES = ("Get", "List", "Export")
 CHECK = "/mandate.v1.AuthorizationService/Check"
+ADMIN = "/mandate.v1.AdminService/"  # only callers with `admin = true` (callers file)
 CHECK_PLANE = "/mandate.v1.AuthorizationService/"
 DECISIONS = (CHECK, "/mandate.v1.AuthorizationService/BatchCheck")
 MAX_LOGGED = 200  # characters of a request's value on its log line
@@ -90,6 +92,12 @@ def error_status(code: grpc.StatusCode, reason: str, message: str, metadata: dic
         details[1].Pack(retry)
     return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=f"{reason}: {message}",
                                                   details=details))
+
+
+def require_admin(method: str, caller: Caller) -> None:
+    """AdminService (import, export, erasure) answers only callers with `admin = true`."""
+    if method.startswith(ADMIN) and not caller.admin:
+        raise AdminOnly(f"caller {caller.name} may not call AdminService (callers file: admin = true)")
 
 
 def changes_nothing(method: str) -> bool:
@@ -230,6 +238,9 @@ class Plumbing:
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(method, handler, handler.unary_stream, parse=handler.request_deserializer),
                 response_serializer=handler.response_serializer)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._client_stream(method, handler), response_serializer=handler.response_serializer)
         if handler.stream_stream and method.startswith(OPEN_PREFIXES):  # reflection
             return grpc.stream_stream_rpc_method_handler(
                 self._stream(method, handler, handler.stream_stream, parse=None),
@@ -254,6 +265,7 @@ class Plumbing:
                     token = callers.current.set(caller)
                     if writes and caller.read_only:
                         raise ReadOnlyCaller(f"caller {caller.name} is read-only; it may not change anything")
+                    require_admin(method, caller)
                     requests.enter(caller.name)
                 try:
                     request = outcome.request = parse_request(method, parse, raw)
@@ -330,6 +342,7 @@ class Plumbing:
                 outcome.caller, caller = caller_of(context)
                 if caller is not None:
                     token = callers.current.set(caller)
+                    require_admin(method, caller)
                 with plumbing.limits.hold(outcome.caller):
                     if parse is not None:
                         request = outcome.request = parse_request(method, parse, request)
@@ -358,6 +371,49 @@ class Plumbing:
                 observer.finished(outcome)
 
         return relayed
+
+    def _client_stream(self, method: str, handler):
+        """A client stream (AdminService.Import): `inner` is a coroutine that reads the parsed
+        requests as an async iterator; it holds no thread while the requests arrive."""
+        inner, parse = handler.stream_unary, handler.request_deserializer
+        if not inspect.iscoroutinefunction(inner):
+            raise RuntimeError(f"{method}: a client-streaming handler must be async so that it holds no thread")
+        plumbing, observer = self, self.observer
+        writes = not changes_nothing(method)
+
+        async def call(raw_requests, context):
+            outcome = Outcome("client_stream", method)
+            token = None
+            try:
+                caller = plumbing.identify(context)
+                outcome.caller = caller.name
+                token = callers.current.set(caller)
+                if writes and caller.read_only:
+                    raise ReadOnlyCaller(f"caller {caller.name} is read-only; it may not change anything")
+                require_admin(method, caller)
+
+                async def parsed():
+                    async for raw in raw_requests:
+                        yield parse_request(method, parse, raw)
+
+                with plumbing.limits.hold(outcome.caller):
+                    reply = await plumbing._until_drained(inner(parsed(), context))
+                outcome.reply = reply
+                return reply
+            except AbortError:
+                outcome.code = _aborted_code(context)
+                raise
+            except asyncio.CancelledError:
+                outcome.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:  # noqa: BLE001
+                await context.abort_with_status(failure(outcome, error))
+            finally:
+                if token is not None:
+                    callers.current.reset(token)
+                observer.finished(outcome)
+
+        return call
 
     async def _until_drained(self, awaitable):
         """Await `awaitable`, unless the server starts draining first."""

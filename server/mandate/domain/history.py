@@ -86,21 +86,11 @@ class History:
 
         With `around` (user id, resource type, resource id), the request is one decision about
         them: unless the whole index of that revision is at hand, only its facts are read."""
-        if as_of is not None and as_of > utc_now():
-            raise errors.RevisionUnavailable("as_of: lies in the future; the history answers about the past")
         with self.store.read() as session:
-            revision = at_revision if as_of is None else history.revision_at(session, as_of)
-            kept_from = history.horizon(session)
-            newest = self.store.current_revision()
-            field = "as_of" if as_of is not None else "at_revision"
-            if revision > newest:
-                raise errors.RevisionUnavailable(f"{field}: revision {revision} is newer than the store's ({newest})")
-            if revision < kept_from:
-                raise errors.RevisionUnavailable(
-                    f"{field}: the history starts at revision {kept_from} (older revisions were never recorded, "
-                    "or passed the history retention)")
+            revision = past_revision(self.store, session, at_revision, as_of)
             served = history.policy_at(session, revision)
         if served is None:
+            field = "as_of" if as_of is not None else "at_revision"
             raise errors.RevisionUnavailable(f"{field}: no policy was recorded as serving at revision {revision}")
         return Authorizer(self.store, self._index_at(revision, around), self._policy(served))
 
@@ -129,3 +119,22 @@ class History:
                 policy = Policy(directory)
             self._policies[served.version] = policy
         return policy
+
+
+def past_revision(store: Store, session, at_revision: int | None, as_of: str | None) -> int:
+    """The revision `at_revision` names, or the last one committed at or before `as_of`
+    (normalized RFC 3339), read in `session`. FAILED_PRECONDITION REVISION_UNAVAILABLE when it
+    is older than the history keeps, or newer than the store."""
+    if as_of is not None and as_of > utc_now():
+        raise errors.RevisionUnavailable("as_of: lies in the future; the history answers about the past")
+    revision = at_revision if as_of is None else history.revision_at(session, as_of)
+    kept_from = history.horizon(session)
+    newest = store.current_revision()
+    field = "as_of" if as_of is not None else "at_revision"
+    if revision > newest:
+        raise errors.RevisionUnavailable(f"{field}: revision {revision} is newer than the store's ({newest})")
+    if revision < kept_from:
+        raise errors.RevisionUnavailable(
+            f"{field}: the history starts at revision {kept_from} (older revisions were never recorded, "
+            "or passed the history retention)")
+    return revision
