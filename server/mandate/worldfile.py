@@ -498,8 +498,8 @@ def _json_list(value) -> list:
     return json.loads(value) if isinstance(value, str) else (value or [])
 
 
-def to_json(record: dict) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+def to_json(record: dict, default=None) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=default)
 
 
 class YamlWriter:

@@ -30,7 +30,7 @@ from mandate.domain.common import get_user
 from mandate.domain.expiry import Lifetimes
 from mandate.domain.membership import end_membership
 from mandate.names import Reason
-from mandate.store import bulk, history, models
+from mandate.store import bulk, models
 from mandate.store.db import Store, Transaction
 from mandate.worldfile import KINDS, Record, normalize, record_of, to_json
 
@@ -185,8 +185,8 @@ class Admin:
             _erase_from_events(session, [v for v in (email, name) if v])
             _erase_request_records(session, [v for v in (email, name) if len(v) >= 3])
             tx.emit("person.erased", user_id=user_id)
-        if not self.store.postgres:
-            checkpoint(self.store)
+            if not self.store.postgres:
+                tx.after_commit.append(lambda: checkpoint(self.store))
         return tx.revision
 
     @staticmethod
@@ -233,11 +233,13 @@ def checkpoint(store: Store, attempts: int = 50) -> None:
     older page (an erased person's bytes) stays in the log. Readers in the middle of a read
     delay it; a few tries, a few milliseconds apart."""
     with store.engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA busy_timeout=100")
         for _ in range(attempts):
             busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()[0]
             if not busy:
                 return
             time.sleep(0.01)
+        connection.exec_driver_sql("PRAGMA busy_timeout=30000")
 
 
 # -- export -------------------------------------------------------------------------------
@@ -501,12 +503,12 @@ class _Writer:
         owned = set(session.execute(select(M.Membership.organization_id).where(
             M.Membership.role == M.Role.OWNER, M.Membership.status == M.MemberStatus.ACTIVE)
             .group_by(M.Membership.organization_id)).scalars())
-        for org_id in sorted(touched - owned, key=lambda o: self._org_line(o)):
-            raise errors.LastOwner(f"line {self._org_line(org_id)}: organization {org_id} would have no active "
+        for org_id in sorted(touched - owned, key=lambda o: self._member_line(o)):
+            raise errors.LastOwner(f"line {self._member_line(org_id)}: organization {org_id} would have no active "
                                    "owner (R6)")
         # R5: members (not removed) and pending member invitations within the seat limit.
-        limited = {row.id: row.seat_limit for row in session.execute(select(M.Organization.id, M.Organization.seat_limit)
-                                                                    .where(M.Organization.seat_limit > 0))}
+        limited = dict(session.execute(select(M.Organization.id, M.Organization.seat_limit)
+                                       .where(M.Organization.seat_limit > 0)).all())
         if limited and touched & set(limited):
             taken = defaultdict(int)
             for org_id, count in session.execute(
@@ -533,7 +535,8 @@ class _Writer:
             for key in assignments:
                 if key[1] == client_id and key[2] == user_id and assignments[key][1]["assigned"]:
                     self._fail("assignment", key, errors.PartnerRecordConflict,
-                               f"user {user_id} is already associated with another partner record for this client (R19)")
+                               f"user {user_id} is already associated with another partner record for this "
+                               "client (R19)")
         # R15: an assignment needs a tagged colleague of the partner and a live connection.
         wrong = session.execute(
             select(A.partner_id, A.client_id, A.user_id, Mem.status, Mem.partner_employee, C.status)
@@ -558,12 +561,18 @@ class _Writer:
                        f"user {user_id} is not a tagged partner employee of {partner_id} (R15), and is assigned to "
                        f"client {client_id}")
 
+    def _member_line(self, org_id: str) -> int:
+        """The last member record of the organization in the file (else its own record's line)."""
+        lines = [line for key, (line, c) in self.staged["member"].rows.items()
+                 if key[0] == org_id and not c.get("implied")]
+        return max(lines) if lines else self._org_line(org_id)
+
     def _org_line(self, org_id: str) -> int:
         found = self.staged["organization"].rows.get((org_id,))
         if found:
             return found[0]
         lines = [line for key, (line, _) in self.staged["member"].rows.items() if key[0] == org_id]
-        lines += [line for _, (line, c) in self.staged["member_invitation"].rows.items() if c["organization_id"] == org_id]
+        lines += [line for line, c in self.staged["member_invitation"].rows.values() if c["organization_id"] == org_id]
         return max(lines) if lines else 0
 
 

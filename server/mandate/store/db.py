@@ -147,6 +147,8 @@ class Transaction:
     # A bulk write (an import): its history is recorded by set-based statements, and readers
     # read its rows back from the store instead of being handed them.
     bulk: bool = False
+    # Called once the transaction committed (the outermost one, when writes joined it).
+    after_commit: list = field(default_factory=list)
 
     def emit(self, type: str, *, cause: str = "", **attributes: object) -> None:
         """Record an event of this change (R22); values are stored as strings. `cause` says why
@@ -299,6 +301,8 @@ class Store:
                 _open.reset(token)
         self.mark_available()
         self.announce(revision)
+        for callback in tx.after_commit:
+            callback()
 
     def written_at(self, revision: int) -> list | None:
         """The fact rows the local commit of `revision` wrote, per fact model, while they are the

@@ -24,8 +24,8 @@ from sqlalchemy.sql.visitors import replacement_traverse
 from mandate.store import models
 from mandate.store.models import FACT_MODELS, HISTORY
 
-__all__ = ["FACT_MODELS", "fact_rows", "record", "record_bulk", "horizon", "revision_at", "last_policy", "record_policy", "policy_at",
-           "forget_before"]
+__all__ = ["FACT_MODELS", "fact_rows", "record", "record_bulk", "horizon", "revision_at", "last_policy",
+           "record_policy", "policy_at", "forget_before"]
 
 
 def fact_rows(session: Session, model, at_revision: int | None = None, *where):
