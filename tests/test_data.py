@@ -127,7 +127,8 @@ def rich_world(world, app) -> dict:
     site = world.project(shop, "shop-site")
     old = world.project(agency, "old-site")
     app.directory.delete_resource(owner, "Project", old)
-    app.memberships.invite_member(owner, agency, "pending-person@example.com", "colleague", "2099-06-01T00:00:00.000000Z")
+    app.memberships.invite_member(owner, agency, "pending-person@example.com", "colleague",
+                                  "2099-06-01T00:00:00.000000Z")
     app.partners.invite_client(owner, agency, "client-to-be@example.com", "Client To Be", "C-7", "EUR", ["read"])
     app.partners.create_invite_link(owner, agency, "Link Customer", "C-8", "EUR", ["read", "edit"])
     return {"agency": agency, "shop": shop, "shop_usd": shop_usd, "bakery": bakery, "emma": emma, "eric": eric,

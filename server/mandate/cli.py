@@ -144,7 +144,7 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
-    parser.add_argument("--world", help="with --ephemeral: fill the database from this world file (YAML)")
+    parser.add_argument("--world", help="with --ephemeral: fill the database from this world file (YAML or JSON Lines)")
     parser.add_argument("--callers", metavar="FILE", help="named callers, TOML (overrides MANDATE_CALLERS_FILE)")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (MANDATE_TLS_CERT)")
     parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (MANDATE_TLS_KEY)")
@@ -224,10 +224,10 @@ def run_serve(config: Config, args) -> int:
         return 2
     try:
         if args.ephemeral:
-            from mandate.world import EphemeralApp, WorldError, read_yaml
+            from mandate.world import EphemeralApp, WorldError, read_world
 
             try:
-                world = read_yaml(args.world).get("world") if args.world else None
+                world = read_world(args.world) if args.world else None
                 ephemeral = EphemeralApp(config.policy_dir, world)
                 ephemeral.app.lifetimes.invitation_ttl = config.invitation_ttl
             except (WorldError, OSError) as error:

@@ -28,9 +28,9 @@ import yaml
 
 from mandate import errors
 from mandate.store.db import Store
-from mandate.worldfile import Record, WorldError, world_records
+from mandate.worldfile import Record, WorldError, read_records, world_records
 
-__all__ = ["WorldError", "read_yaml", "load_world", "EphemeralApp"]
+__all__ = ["WorldError", "read_yaml", "read_world", "load_world", "EphemeralApp"]
 
 
 def read_yaml(path: Path | str) -> dict[str, Any]:
@@ -44,13 +44,22 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def load_world(store: Store, world: dict[str, Any] | None) -> int:
-    """Write the world into the store in one transaction; returns its revision. A test world
-    may hold what the service would refuse (docs/policy-tests.md): only its references are
-    checked. Owners that are not among the users are added."""
+def read_world(path: Path | str) -> list[Record]:
+    """The records of a world file, YAML or JSON Lines (docs/world-format.md)."""
+    try:
+        return list(read_records(path))
+    except errors.DomainError as error:
+        raise WorldError(f"{path}: {error.message}") from None
+
+
+def load_world(store: Store, world: dict[str, Any] | list[Record] | None) -> int:
+    """Write the world (a `world:` mapping, or the records of a world file) into the store in one
+    transaction; returns its revision. A test world may hold what the service would refuse
+    (docs/policy-tests.md): only its references are checked. Owners that are not among the
+    users are added."""
     from mandate.domain.admin import Admin
 
-    records = list(world_records(world))
+    records = list(world) if isinstance(world, list) else list(world_records(world))
     users = {str(r.fields.get("id")) for r in records if r.kind == "user"}
     for record in [r for r in records if r.kind == "organization"]:
         owner = record.fields.get("owner")
@@ -81,7 +90,7 @@ def _remember_template(path: Path) -> None:
 class EphemeralApp:
     """An App on a throwaway SQLite database (deleted on close), optionally filled with a world."""
 
-    def __init__(self, policy_dir: Path | str, world: dict[str, Any] | None = None, policy=None):
+    def __init__(self, policy_dir: Path | str, world: dict[str, Any] | list[Record] | None = None, policy=None):
         import shutil
         import tempfile
 

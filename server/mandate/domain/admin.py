@@ -47,9 +47,11 @@ TABLES = {"user": M.User, "organization": M.Organization, "member": M.Membership
           "assignment": M.Assignment, "link": M.OrganizationLink, "resource": M.Resource}
 
 
+KEYS = {kind: tuple(c.name for c in model.__table__.primary_key) for kind, model in TABLES.items()}
+
+
 def key_of(kind: str, columns: dict) -> tuple:
-    model = TABLES[kind]
-    return tuple(columns[c.name] for c in model.__table__.primary_key)
+    return tuple([columns[name] for name in KEYS[kind]])
 
 
 class ImportConflict(errors.AlreadyExists):
@@ -476,7 +478,8 @@ class _Writer:
             stubs.append((invitation_id, connection))
         if not stubs:
             return
-        present = self._present(M.Invitation.id, [i for i, _ in stubs])
+        empty = self.session.execute(select(1).select_from(M.Invitation).limit(1)).first() is None
+        present = set() if empty else self._present(M.Invitation.id, [i for i, _ in stubs])
         rows = []
         for invitation_id, c in stubs:
             if invitation_id in present:
