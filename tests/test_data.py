@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import shutil
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -379,3 +380,50 @@ def test_only_admin_callers_may_call_the_admin_service(app, world, callers_file)
         assert session.get(models.User, "x") is None
         assert session.get(models.User, user).email.endswith("@example.com")
 
+
+
+def test_the_commands_import_export_and_erase(app, world, callers_file, other_app, tmp_path, monkeypatch, capsys):
+    """issue 21 items 1 to 5 from the shell: `mandate import` (JSON Lines, with its rate),
+    `mandate export` as YAML that imports into an empty store to the same export,
+    `--on-conflict`, and `mandate erase-person`."""
+    from mandate.cli import main
+
+    def mandate(*args: str, token: str, **_) -> subprocess.CompletedProcess:
+        """The command in process (a subprocess per command costs seconds here)."""
+        monkeypatch.setenv("MANDATE_TOKEN", token)
+        monkeypatch.setenv("MANDATE_LOG_LEVEL", "WARNING")
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    facts = rich_world(world, app)
+    source = tmp_path / "more.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in [
+        {"kind": "user", "id": "imp-ann", "email": "imp-ann@example.com", "display_name": "Imported Ann"},
+        {"kind": "organization", "id": "imp-org", "owner": "imp-ann", "currency": "EUR", "seat_limit": 3},
+        {"kind": "resource", "type": "Project", "id": "imp-site", "organization": "imp-org"}]) + "\n")
+    with serving(app, callers_file) as (_, address), serving(other_app, callers_file) as (_, other_address):
+        done = mandate("import", str(source), "--server", address, cwd=tmp_path, token=ADMIN)
+        assert done.returncode == 0, done.stderr
+        assert "imported 3 records at revision" in done.stderr and "records/s" in done.stderr
+        again = mandate("import", str(source), "--server", address, cwd=tmp_path, token=ADMIN)
+        assert again.returncode == 1 and "IMPORT_CONFLICT" in again.stderr and "line 1" in again.stderr
+        skipped = mandate("import", str(source), "--on-conflict", "skip", "--server", address, cwd=tmp_path,
+                          token=ADMIN)
+        assert skipped.returncode == 0 and "3 existed already" in skipped.stderr, skipped.stderr
+        exported = mandate("export", "-o", str(tmp_path / "world.yaml"), "--server", address, cwd=tmp_path,
+                           token=ADMIN)
+        assert exported.returncode == 0, exported.stderr
+        jsonl = mandate("export", "--format", "jsonl", "--server", address, cwd=tmp_path, token=ADMIN).stdout
+        restored = mandate("import", str(tmp_path / "world.yaml"), "--server", other_address, cwd=tmp_path,
+                           token=ADMIN)
+        assert restored.returncode == 0, restored.stderr
+        assert mandate("export", "--format", "jsonl", "--server", other_address, cwd=tmp_path,
+                       token=ADMIN).stdout == jsonl
+        refused = mandate("erase-person", facts["owner"], "--server", address, cwd=tmp_path, token=ADMIN)
+        assert refused.returncode == 1 and "LAST_OWNER" in refused.stderr and facts["agency"] in refused.stderr
+        erased = mandate("erase-person", facts["emma"], "--server", address, cwd=tmp_path, token=ADMIN)
+        assert erased.returncode == 0 and erased.stdout.startswith(f"erased {facts['emma']} at revision")
+        denied = mandate("export", "--server", address, cwd=tmp_path, token=OTHER)
+        assert denied.returncode == 1 and "ADMIN_ONLY" in denied.stderr

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Text, cast, func, or_, select, text, tuple_, update
 
 from mandate import errors
-from mandate.domain.common import get_user
+from mandate.domain.common import get_user, reports_unchanged, unchanged
 from mandate.domain.expiry import Lifetimes
 from mandate.domain.membership import end_membership
 from mandate.names import Reason
@@ -84,6 +84,7 @@ class Admin:
 
     # -- import ----------------------------------------------------------------------------
 
+    @reports_unchanged
     def import_records(self, records: Iterable[Record], on_conflict: str = "fail", *,
                        checked: bool = True) -> ImportResult:
         """Write every record in one transaction. `checked=False` (test worlds: `mandate serve
@@ -96,6 +97,8 @@ class Admin:
             tx.bulk = True
             writer = _Writer(tx, staged, on_conflict, checked, self.lifetimes.now())
             counts, skipped = writer.run()
+            if not any(counts.values()):  # everything existed already: no revision, no event
+                unchanged(tx, ImportResult(tx.revision - 1, counts, skipped))
             tx.emit("world.imported", records=sum(counts.values()), skipped=skipped,
                     **{kind: count for kind, count in counts.items() if count})
         return ImportResult(tx.revision, counts, skipped)
@@ -337,8 +340,8 @@ class _Writer:
                                  line=str(line), kind=kind)
         if self.on_conflict == "skip":
             for _, kind, key in conflicts:
-                del self.staged[kind].rows[key]
-                self.skipped += 1
+                _, columns = self.staged[kind].rows.pop(key)
+                self.skipped += not columns.get("implied")
             for staged in self.staged.values():
                 staged.existing.clear()
         # touch: existing rows are replaced (upserted), implied owner memberships excepted
