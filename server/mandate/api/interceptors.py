@@ -7,7 +7,8 @@ Every method handler is wrapped once, when the services are registered (`Plumbin
   both; the caller of the request is in `callers.current` while it is served, in the worker
   thread too. Health checking and reflection are open to anyone. A read-only caller gets
   PERMISSION_DENIED, reason READ_ONLY_CALLER, for every method that is not known to change
-  nothing (`changes_nothing`).
+  nothing (`changes_nothing`). AdminService answers only callers with `admin = true`
+  (others: PERMISSION_DENIED, reason ADMIN_ONLY).
 - Each caller has a limit of requests in flight (past it: RESOURCE_EXHAUSTED, reason
   TOO_MANY_REQUESTS, with a google.rpc.RetryInfo) and a share of the worker threads, so one
   busy caller does not slow the others.
@@ -17,7 +18,8 @@ Every method handler is wrapped once, when the services are registered (`Plumbin
   event loop is never held by a call. A call whose deadline passed while it waited for a worker
   is not started, and the store commits nothing once the deadline has passed (`deadlines`).
   Methods listed as inline (a `Check` answered from memory) run on the event loop itself.
-- Streams (ours, health `Watch`, reflection) are counted per caller and in total; past either
+- Streams (ours, health `Watch`, reflection, and the client stream of AdminService.Import)
+  are counted per caller and in total; past either
   limit a new stream is RESOURCE_EXHAUSTED, reason TOO_MANY_STREAMS. While the server drains,
   open streams end with UNAVAILABLE, so their callers reconnect to another replica.
 - Domain errors become their status code with a google.rpc.ErrorInfo carrying the reason.
