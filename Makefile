@@ -9,10 +9,11 @@ STUBS := server/mandate/v1/.generated
 .PHONY: serve test test-package proto lint bench bench-large bench-import migrate policy-test clean
 
 # The editable install runs the build hook of setup.py, which generates the stubs as below.
-$(STAMP): pyproject.toml setup.py
+# constraints.txt pins the versions the service is tested with; pyproject.toml gives ranges.
+$(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 $(STUBS): $(STAMP) $(PROTOS)

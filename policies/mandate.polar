@@ -1,6 +1,6 @@
 # Mandate's access policy: who may do what inside an organization, and how a partner's
-# people reach a client's projects. Every rule block names the domain rule (R1..R24 in
-# shared/spec/domain-rules.md) it carries. Mandate computes facts (memberships,
+# people reach a client's projects. Every rule block names the domain rule it carries
+# (docs/rules.md lists them, with where each one lives). Mandate computes facts (memberships,
 # connections, assignments); only this policy turns them into access. Every mutation asks
 # this policy, about the organization it acts in or about the target it changes (a Member,
 # a ClientInvitation, a Connection, a Project being moved).
@@ -261,14 +261,20 @@ resource Connection {
                  "revoke", "assign", "unassign", "approve_employee", "revoke_employee"];
   relations = { partner: Organization, client: Organization };
 
+  # R14: the partner asks to end the relationship; it cannot end it alone.
   "request_disconnect" if "request_disconnect" on "partner";
+  # R15, R17: the partner assigns its tagged employees to this client, and withdraws them.
   "assign" if "assign_client" on "partner";
   "unassign" if "assign_client" on "partner";
 
+  # R12: the client changes the scopes it granted, at any time.
   "update_granted_scopes" if "update_granted_scopes" on "client";
+  # R14: the client answers the partner's request to disconnect, accepting or declining it.
   "accept_disconnect" if "respond_disconnect" on "client";
   "decline_disconnect" if "respond_disconnect" on "client";
+  # R14: the client, who owns its data, revokes the partner at once.
   "revoke" if "revoke_partner" on "client";
+  # R16, R17: the client approves a partner's employee, and withdraws its approval.
   "approve_employee" if "approve_partner_employee" on "client";
   "revoke_employee" if "approve_partner_employee" on "client";
 }

@@ -45,7 +45,8 @@ read_only = true
 
 @contextmanager
 def running(app, callers_file, **settings):
-    config = Config(listen="127.0.0.1:0", database_url=app.store.url, policy_dir=POLICY_DIR, api_tokens=[TOKEN],
+    settings.setdefault("api_tokens", [TOKEN])
+    config = Config(listen="127.0.0.1:0", database_url=app.store.url, policy_dir=POLICY_DIR,
                     callers_file=callers_file, **settings)
     server, port = build_server(app, config)
     server.start()
@@ -136,6 +137,10 @@ def test_unknown_tokens_are_refused_and_sighup_reloads_the_callers_file(served):
     ("[other]\n", "unknown table"),
     (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\nevent_organizations = []\n', "event_organizations"),
     (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\nevent_organizations = "org_a"\n', "event_organizations"),
+    (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\norganizations = []\n', "organizations must be"),
+    (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\norganizations = ["org a"]\n', "organizations must be"),
+    (f'[callers.a]\ntoken_sha256 = "{"0" * 64}"\norganizations = ["org_a"]\nevent_organizations = ["org_b"]\n',
+     "within organizations"),
     ("[callers.a\n", "not valid TOML"),
 ])
 def test_a_callers_file_that_cannot_be_used_is_refused_with_its_reason(tmp_path, text, problem):
@@ -182,3 +187,46 @@ def test_a_caller_limited_to_some_organizations_sees_only_their_events(app, worl
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         with MandateClient(address, TOKEN) as everyone:  # callers without the key see every organization's
             assert len(events(everyone)) > len(seen)
+
+
+BOUND = "bound-to-a-certificate-token"
+
+
+def test_every_bad_credential_gets_one_message(app, tmp_path):
+    """issue 18 item 10: a valid token bound to a client certificate, presented without it, is
+    refused exactly as a random token, a malformed header or no credential at all."""
+    path = tmp_path / "callers.toml"
+    path.write_text(CALLERS + f'\n[callers.gateway]\ntoken_sha256 = "{digest(BOUND)}"\n'
+                              'client_cert_subject = "CN=gateway,O=Acme"\n')
+    with running(app, path) as (_, address):
+        answers = set()
+        for metadata in ((("authorization", f"Bearer {BOUND}"),), (("authorization", "Bearer not-a-known-token"),),
+                         (("authorization", f"Basic {BOUND}"),), (("authorization", "Bearer "),), ()):
+            with grpc.insecure_channel(address) as channel:
+                check = channel.unary_unary("/mandate.v1.AuthorizationService/Check")
+                with pytest.raises(grpc.RpcError) as refused:
+                    check(b"", metadata=metadata, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert reason_of(refused.value) == "UNAUTHENTICATED"
+            answers.add(refused.value.details())
+        assert len(answers) == 1, answers
+
+
+def test_with_a_callers_file_only_its_callers_get_in_and_no_token_is_written(app, tmp_path):
+    """issue 18 item 11: with a callers file and no MANDATE_API_TOKENS, the server makes up no
+    token: the token file is neither written nor read (one left by an earlier run is refused)."""
+    path = tmp_path / "callers.toml"
+    path.write_text(CALLERS)
+    fresh, earlier = tmp_path / "fresh" / "api-token", tmp_path / "earlier" / "api-token"
+    earlier.parent.mkdir()
+    earlier.write_text("left-by-an-earlier-run-token\n")
+    for token_file in (fresh, earlier):
+        with running(app, path, api_tokens=[], token_file=token_file) as (_, address):
+            with MandateClient(address, BILLING) as billing:
+                assert not billing.check("u1", "read", "Project:p1").allowed
+            with MandateClient(address, "left-by-an-earlier-run-token", retries=0) as env:
+                with pytest.raises(grpc.RpcError) as refused:
+                    env.check("u1", "read", "Project:p1")
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert not fresh.exists() and not fresh.parent.exists()
+    assert Config(callers_file=path, token_file=fresh).resolved_tokens() == []

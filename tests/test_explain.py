@@ -65,6 +65,15 @@ def test_r16_an_allow_through_assignment_cites_the_consent_rule(client, program)
     assert any("R16" in r for r in reasons if r.startswith("by the rule "))
 
 
+def test_r15_r18_a_rule_range_in_a_comment_names_every_rule_of_the_range(client, program):
+    """Issue 19: the partner-employee rule's comment says "R15 to R18"; Explain names R15, R16,
+    R17 and R18, not just the ends of the range."""
+    allowed, reasons = reasons_of(client, program["employee"], "edit", program["project"])
+    rules = [r for r in reasons if r.startswith("by the rule ") and "R15" in r]
+    assert allowed and rules
+    assert all(f"R{number}" in rules[0] for number in (15, 16, 17, 18))
+
+
 def test_r16_a_deny_names_the_single_changes_that_would_allow(client, program):
     allowed, reasons = reasons_of(client, program["unapproved"], "edit", program["project"])
     assert not allowed

@@ -4,8 +4,6 @@ INTERNAL without internals, and the contract checker run against the live server
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,7 +26,6 @@ from tests.conftest import TOKEN
 from tests.support import error_info
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTRACT_CHECK = ROOT.parent / "shared" / "tools" / "contract_check.py"
 
 
 def ref(kind: str, ident: str) -> common_pb2.ObjectRef:
@@ -342,14 +339,3 @@ def test_unexpected_error_is_internal_without_internals(client, ids, world, monk
     assert "Traceback" not in details
     assert error_info(error).reason == "INTERNAL"
     assert "incident" in details
-
-
-# -- the contract --------------------------------------------------------------------------------
-
-
-def test_contract_checker_finds_every_name(server_address):
-    if not CONTRACT_CHECK.exists():
-        pytest.skip(f"the contract checker {CONTRACT_CHECK} is not present in this checkout")
-    result = subprocess.run([sys.executable, str(CONTRACT_CHECK), server_address], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr

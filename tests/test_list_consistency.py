@@ -1,7 +1,7 @@
 """Lists agree with Check, on every actor, action and resource of a fixture world.
 
-The oso notes (shared/notes/oso-0.27.md) found that data filtering can silently return wrong
-rows; whatever ListResources and ListActors use, the only proof that they are right is to compare
+oso 0.27's data filtering is known to return wrong rows silently in some
+policies; whatever ListResources and ListActors use, the only proof that they are right is to compare
 them with Check everywhere. The world below covers every way to reach (or lose) a resource: each
 role, paused and removed members, partner managers and employees (assigned or not, approved or
 not, under client approval or partner delegation, untagged, removed), connections active,

@@ -154,6 +154,27 @@ def test_mtls_needs_a_client_certificate_and_names_the_caller_by_its_subject(app
         assert {e.caller for e in log if e.type != "policy.served"} == {"gateway"}
 
 
+@pytest.mark.parametrize("subject_callers", [True, False])
+def test_a_certificate_subject_of_no_caller_is_refused_and_logged(app, pki, tmp_path, caplog, subject_callers):
+    """issue 18 item 22: a verified client certificate whose subject names no caller is refused
+    (UNAUTHENTICATED, the one message of every bad credential), and the server log names the
+    subject presented (a subject is no secret), whether or not any caller is known by one."""
+    callers = tmp_path / "callers.toml"
+    callers.write_text('[callers.other]\nclient_cert_subject = "CN=other,O=Acme"\n' if subject_callers else
+                       f'[callers.other]\ntoken_sha256 = "{hashlib.sha256(b"other-token-value").hexdigest()}"\n')
+    caplog.set_level("INFO")
+    with running(app, tls_cert=pki["server"], tls_key=pki["server-key"], tls_client_ca=pki["ca"],
+                 callers_file=callers) as (_, port):
+        with MandateClient(f"localhost:{port}", None, tls_ca=pki["ca"], tls_cert=pki["client"],
+                           tls_key=pki["client-key"], retries=0) as gateway:
+            with pytest.raises(grpc.RpcError) as refused:
+                gateway.check("u1", "read", "Project:p1")
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "CN=gateway" not in refused.value.details()
+    logged = [r.getMessage() for r in caplog.records if r.name == "mandate.rpc"]
+    assert any("CN=gateway" in line and "O=Acme" in line for line in logged), logged
+
+
 def test_plaintext_off_loopback_needs_insecure():
     with pytest.raises(ValueError, match="--insecure"):
         Config(listen="0.0.0.0:50051").check_transport()

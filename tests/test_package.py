@@ -3,6 +3,8 @@ a fresh virtualenv that never saw the checkout (no editable install, no `make`).
 the CLI serves the packaged policy, an outside pytest project uses the plugin with a world
 file, `mandate serve --ephemeral --world` answers a client that knows only reflection, and a
 test that does not use Mandate runs in the same environment, even when the install is broken.
+The wheel declares ranges, not pins: installed with the lowest version of every range (grpcio
+and protobuf below the pins of constraints.txt), the outside project passes too.
 
 The wheel and the virtualenv are built once for the module (`make test-package` runs only these).
 """
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from importlib.metadata import version
 from pathlib import Path
@@ -22,6 +26,8 @@ from xml.etree import ElementTree
 
 import pytest
 from mandate.policy import Policy
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from tests.support import free_port, wait_until
 
@@ -226,3 +232,92 @@ def test_a_missing_policy_is_reported_not_guessed(tmp_path):
     assert shown.returncode == 1
     assert shown.stdout.startswith(f"mandate {version('mandate')}")
     assert shown.stderr.strip() == f"mandate: no policy version: no .polar files in {missing}"
+
+
+# -- a wheel that fits beside other packages (issue 23 item 3) ------------------------------------
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def floor(requirement: Requirement) -> str:
+    (version,) = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+    return version
+
+
+def pinned() -> dict[str, str]:
+    """constraints.txt: the exact versions make and CI install."""
+    lines = (line.split("#")[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines())
+    pins = [Requirement(line) for line in lines if line]
+    assert all(str(pin.specifier).startswith("==") for pin in pins)
+    return {pin.name.lower().replace("_", "-"): str(pin.specifier)[2:] for pin in pins}
+
+
+def test_dependencies_are_ranges_whose_tested_versions_are_pinned_in_constraints():
+    """Issue 23 item 3: every dependency a range with a floor, never a pin; each pinned in
+    constraints.txt at a version inside its range."""
+    pins = pinned()
+    for line in PYPROJECT["project"]["dependencies"]:
+        requirement = Requirement(line)
+        assert floor(requirement) and not any(s.operator in ("==", "===") for s in requirement.specifier), line
+        tested = pins.get(requirement.name.lower().replace("_", "-"))
+        assert tested and requirement.specifier.contains(tested), f"{line}: constraints.txt pins {tested}"
+    for line in PYPROJECT["project"]["optional-dependencies"]["dev"]:
+        requirement = Requirement(line)
+        assert pins.get(requirement.name.lower()) and requirement.specifier.contains(pins[requirement.name.lower()])
+
+
+def test_the_stubs_are_generated_for_the_floors_of_grpcio_and_protobuf():
+    """Issue 23 item 3: stubs refuse an older runtime than the tools that wrote them, so the
+    build's grpcio-tools writes for the lowest grpcio and protobuf the ranges allow."""
+    requirements = {Requirement(line).name: Requirement(line) for line in PYPROJECT["project"]["dependencies"]}
+    tools = {Requirement(line).name: Requirement(line) for line in PYPROJECT["build-system"]["requires"]}
+    dev = {Requirement(line).name: Requirement(line) for line in PYPROJECT["project"]["optional-dependencies"]["dev"]}
+    assert str(tools["grpcio-tools"].specifier) == str(dev["grpcio-tools"].specifier)  # make proto == the wheel's
+    stubs = ROOT / "server" / "mandate" / "v1"
+    grpc_version = re.search(r"GRPC_GENERATED_VERSION = '([\d.]+)'", (stubs / "events_pb2_grpc.py").read_text())[1]
+    protobuf_version = re.search(r"Protobuf Python Version: ([\d.]+)", (stubs / "common_pb2.py").read_text())[1]
+    for name in ("grpcio", "grpcio-health-checking", "grpcio-reflection", "grpcio-status"):
+        assert Version(floor(requirements[name])) == Version(grpc_version), name
+    assert Version(floor(requirements["protobuf"])) == Version(protobuf_version)
+
+
+def test_the_protos_name_their_packages_in_other_languages():
+    """Issue 23 item 3: go_package, java_package and csharp_namespace, compiled into the descriptors."""
+    import importlib
+
+    for proto in sorted((ROOT / "protos" / "mandate" / "v1").glob("*.proto")):
+        options = importlib.import_module(f"mandate.v1.{proto.stem}_pb2").DESCRIPTOR.GetOptions()
+        assert options.go_package.endswith("/mandate/v1;mandatev1"), proto.name
+        assert (options.java_package, options.java_multiple_files, options.csharp_namespace) == (
+            "com.example.mandate.v1", True, "Mandate.V1"), proto.name
+
+
+def test_the_wheel_works_with_the_lowest_versions_its_ranges_allow(installed, tmp_path):
+    """Issue 23 item 3: the wheel installed beside the lowest version of every range (grpcio and
+    protobuf a minor version below the pins of constraints.txt) resolves, imports and passes
+    the outside project."""
+    wheel, _, env = installed
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        requires = [line.split(":", 1)[1].strip() for line in archive.read(metadata).decode().splitlines()
+                    if line.startswith("Requires-Dist:")]
+    lowest = {Requirement(line).name: floor(Requirement(line)) for line in requires
+              if "extra ==" not in line}
+    pins = pinned()
+    assert Version(lowest["grpcio"]) < Version(pins["grpcio"]) and Version(lowest["protobuf"]) < Version(
+        pins["protobuf"])
+    (tmp_path / "lowest.txt").write_text("".join(f"{name}=={version}\n" for name, version in lowest.items()))
+    venv = tmp_path / "lowest-venv"
+    run([sys.executable, "-m", "venv", "--without-pip", venv])
+    bin_dir = venv / "bin"
+    run([sys.executable, "-m", "pip", "--python", bin_dir / "python", "install", "--quiet", "-c",
+         tmp_path / "lowest.txt", wheel, f"pytest=={version('pytest')}"])
+    shown = run([bin_dir / "python", "-c", "import json, importlib.metadata as m; "
+                 f"print(json.dumps({{n: m.version(n) for n in {sorted(lowest)!r}}}))"], env=env)
+    assert {name: Version(v) for name, v in json.loads(shown.stdout).items()} == {
+        name: Version(v) for name, v in lowest.items()}
+    env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"}
+    outcomes, output = pytest_outcomes(bin_dir, outside_project(tmp_path), env)
+    assert outcomes == {"test_assigned_partner_employee_edits_until_the_client_revokes": "passed",
+                        "test_lists_and_explains": "passed",
+                        "test_that_never_touches_mandate": "passed"}, output

@@ -1,4 +1,4 @@
-"""A reference model of the domain rules, written from shared/spec/domain-rules.md alone (no
+"""A reference model of the domain rules, written from docs/rules.md alone (no
 Authorizer, no fact index, no policy), compared through gRPC with Check, BatchCheck,
 ListActions, ListResources, ListActors and Explain's verdict on hypothesis-generated worlds.
 

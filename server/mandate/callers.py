@@ -4,9 +4,11 @@ A caller is known by the SHA-256 of its bearer token, by the subject of its clie
 (RFC 4514, e.g. `CN=gateway,O=Acme`; needs mTLS), or by both, in which case it must present
 both. Callers come from the callers file (TOML, `--callers FILE`, reloaded on SIGHUP) and from
 `MANDATE_API_TOKENS`, whose tokens are named env-0, env-1, ... A read-only caller may call
-every RPC that changes nothing, and sees no emails in events. A caller with
-`event_organizations` sees only the events of those organizations (ListEvents, Watch). Only a
-caller with `admin = true` may call AdminService (import, export, erasure).
+every RPC that changes nothing, and sees no email address in any reply. A caller with
+`organizations` sees and changes only those organizations (`require_organization`: the one
+rule, for every way in). A caller with `event_organizations` sees only the events of those
+organizations (ListEvents, Watch). Only a caller with `admin = true` may call AdminService
+(import, export, erasure); an admin caller is never limited to some organizations.
 
 The plumbing sets the caller of the request being served in `current` (a context variable, so
 it is carried into the worker thread that does the request's work): the store records its name
@@ -25,14 +27,17 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mandate.errors import Unauthenticated
+from mandate.errors import OutsideCallerScope, Unauthenticated
 
 log = logging.getLogger("mandate.callers")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
-KEYS = {"token_sha256", "client_cert_subject", "read_only", "event_organizations", "admin"}
+KEYS = {"token_sha256", "client_cert_subject", "read_only", "organizations", "event_organizations", "admin"}
 ORGANIZATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
+# The one answer to every credential that names no caller: a refusal tells nothing about why
+# (a token valid only with its certificate is refused as a random one is).
+NOT_A_CALLER = "no known caller: send 'authorization: Bearer <token>' or the client certificate of a known caller"
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class Caller:
     subject: tuple[str, ...] | None = None  # normalized RDNs, most specific first (RFC 4514 order)
     # The organizations whose events the caller may see; None: every organization's.
     event_organizations: frozenset[str] | None = None
+    # The organizations the caller may see and change at all; None: every organization.
+    organizations: frozenset[str] | None = None
     admin: bool = False  # may call AdminService (import, export, erasure)
 
 
@@ -60,10 +67,53 @@ def current_read_only() -> bool:
     return caller is not None and caller.read_only
 
 
+def event_scope(caller: Caller | None) -> frozenset[str] | None:
+    """The organizations whose events a caller may see (None: all of them): its
+    `event_organizations`, else its `organizations` (the file keeps the first within the second)."""
+    if caller is None:
+        return None
+    return caller.event_organizations if caller.event_organizations is not None else caller.organizations
+
+
 def current_event_organizations() -> frozenset[str] | None:
     """The organizations whose events the calling service may see (None: all of them)."""
+    return event_scope(current.get())
+
+
+def narrowed(before: Caller, after: Caller) -> bool:
+    """Whether `after` (the same credentials, after a reload) may see less than `before`."""
+    def within(wider: frozenset[str] | None, narrower: frozenset[str] | None) -> bool:
+        return wider is None or (narrower is not None and narrower <= wider)
+
+    return ((after.read_only and not before.read_only) or (before.admin and not after.admin)
+            or not within(after.organizations, before.organizations)
+            or not within(event_scope(after), event_scope(before)))
+
+
+def current_organizations() -> frozenset[str] | None:
+    """The organizations the calling service may see and change (None: all of them)."""
     caller = current.get()
-    return caller.event_organizations if caller is not None else None
+    return caller.organizations if caller is not None else None
+
+
+def require_organization(caller: Caller | None, organization_id: str | None) -> None:
+    """The rule of a caller's scope (callers file: `organizations`), wherever a request comes in:
+    a caller limited to some organizations sees and changes only those. `organization_id` None
+    stands for what belongs to no organization, or does not exist: outside every limited scope,
+    so that a refusal never tells an unknown thing from another organization's. Decided from the
+    caller alone, before anything about the organization is read; the message names neither."""
+    if caller is None or caller.organizations is None:
+        return
+    if organization_id is None or organization_id not in caller.organizations:
+        raise OutsideCallerScope(f"caller {caller.name} may see and change only its {len(caller.organizations)} "
+                                 "organization(s) (callers file: organizations)")
+
+
+def within_scope(*organization_ids: str | None) -> None:
+    """`require_organization` for the caller of the request being served, for each of these."""
+    caller = current.get()
+    for organization_id in organization_ids:
+        require_organization(caller, organization_id)
 
 
 class CallersError(ValueError):
@@ -131,21 +181,33 @@ def read_callers_file(path: Path) -> list[Caller]:
         admin = entry.get("admin", False)
         if not isinstance(admin, bool):
             raise CallersError(f"{where}: admin must be true or false")
-        organizations = entry.get("event_organizations")
-        if organizations is not None and not (
-                isinstance(organizations, list) and organizations
-                and all(isinstance(o, str) and ORGANIZATION_ID.fullmatch(o) for o in organizations)):
-            raise CallersError(f"{where}: event_organizations must be a non-empty list of organization ids")
+        organizations = organization_ids(entry, "organizations", where)
+        events = organization_ids(entry, "event_organizations", where)
+        if organizations is not None and events is not None and not events <= organizations:
+            raise CallersError(f"{where}: event_organizations must be within organizations")
         try:
             rdns = subject_rdns(subject) if subject is not None else None
         except CallersError as error:
             raise CallersError(f"{where}: client_cert_subject {error}") from None
-        callers.append(Caller(name, read_only, bytes.fromhex(digest) if digest else None, rdns,
-                              frozenset(organizations) if organizations is not None else None, admin))
+        if admin and organizations is not None:
+            raise CallersError(f"{where}: an admin caller reads and writes every organization; admin = true and "
+                               "organizations do not go together")
+        callers.append(Caller(name, read_only, bytes.fromhex(digest) if digest else None, rdns, events,
+                              organizations, admin))
     digests = [c.token_sha256 for c in callers if c.token_sha256]
     if len(digests) != len(set(digests)):
         raise CallersError(f"callers file {path}: two callers have the same token_sha256")
     return callers
+
+
+def organization_ids(entry: dict, key: str, where: str) -> frozenset[str] | None:
+    values = entry.get(key)
+    if values is None:
+        return None
+    if not (isinstance(values, list) and values
+            and all(isinstance(o, str) and ORGANIZATION_ID.fullmatch(o) for o in values)):
+        raise CallersError(f"{where}: {key} must be a non-empty list of organization ids")
+    return frozenset(values)
 
 
 class Callers:
@@ -180,7 +242,8 @@ class Callers:
 
     def identify(self, metadata, subject: tuple[str, ...] | None = None) -> Caller:
         """The caller that presented this bearer token and/or this verified client-certificate
-        subject, or Unauthenticated. A caller known by both must present both."""
+        subject, or Unauthenticated. A caller known by both must present both. Every refusal has
+        one message (NOT_A_CALLER), whatever was presented."""
         presented = None
         for key, value in metadata or ():
             if key == "authorization":
@@ -188,21 +251,17 @@ class Callers:
         if presented is None:
             caller = self._by_subject.get(subject) if subject is not None else None
             if caller is None:
-                raise Unauthenticated("missing 'authorization: Bearer <token>' metadata"
-                                      + ("" if subject is None else ", and the client certificate names no caller"))
+                raise Unauthenticated(NOT_A_CALLER)
             return caller
         scheme, _, token = presented.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("missing 'authorization: Bearer <token>' metadata")
         digest = hashlib.sha256(token.strip().encode()).digest()
         found = None
         for caller in self._by_token:  # no early exit: the time taken says nothing
             if hmac.compare_digest(digest, caller.token_sha256):
                 found = caller
-        if found is None:
-            raise Unauthenticated("the bearer token is not valid")
-        if found.subject is not None and found.subject != subject:
-            raise Unauthenticated("this token is valid only with its caller's client certificate")
+        if found is None or scheme.lower() != "bearer" or not token.strip() or \
+                (found.subject is not None and found.subject != subject):
+            raise Unauthenticated(NOT_A_CALLER)
         return found
 
 

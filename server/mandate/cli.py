@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
+import secrets
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from mandate import logs
-from mandate.config import Config, client_token, log_format
+from mandate.config import DEFAULT_LISTEN, DEFAULT_TOKEN_FILE, Config, log_format
+from mandate.contexts import ContextError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,13 +63,26 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("actor", help="a user id (or User:ID)")
         sub.add_argument("action", help="e.g. read")
         sub.add_argument("resource", help="TYPE:ID, e.g. Project:p1 or Organization:org_...")
-        sub.add_argument("--as-of", default="", metavar="TIME",
-                         help="answer as at this past time (RFC 3339, e.g. 2026-10-01T00:00:00Z), from the history")
         add_client_flags(sub)
 
+    actions = commands.add_parser("list-actions", help="every action ACTOR may take on RESOURCE")
+    actions.add_argument("actor", help="a user id (or User:ID)")
+    actions.add_argument("resource", help="TYPE:ID, e.g. Project:p1")
+    add_client_flags(actions)
+    resources = commands.add_parser("list-resources", help="the ids of the resources of TYPE ACTOR may take ACTION on")
+    resources.add_argument("actor", help="a user id (or User:ID)")
+    resources.add_argument("action", help="e.g. read")
+    resources.add_argument("resource_type", metavar="type", help="a resource type, e.g. Project")
+    add_client_flags(resources)
+    actors = commands.add_parser("list-actors", help="the ids of the users who may take ACTION on RESOURCE")
+    actors.add_argument("action", help="e.g. edit")
+    actors.add_argument("resource", help="TYPE:ID, e.g. Project:p1")
+    add_client_flags(actors)
+
     call = commands.add_parser("call", help="call any RPC with a JSON request, print the JSON reply")
-    call.add_argument("method", help="Service.Method, e.g. DirectoryService.RegisterUser")
+    call.add_argument("method", nargs="?", help="Service.Method, e.g. DirectoryService.RegisterUser")
     call.add_argument("request", nargs="?", default="{}", help="the request as JSON (default {})")
+    call.add_argument("--list", action="store_true", help="list every RPC, with its request and reply, and exit")
     call.add_argument("--field", help="print only this field of the reply (e.g. id)")
     call.add_argument("--no-request-id", action="store_true",
                       help="send a mutation without a request_id (by default each call gets a fresh one, "
@@ -80,9 +98,22 @@ def main(argv: list[str] | None = None) -> int:
     review = commands.add_parser("access-review",
                                  help="every person who can do anything in ORG, the path and when it was granted")
     review.add_argument("organization", help="the organization's id")
-    review.add_argument("--as-of", default="", metavar="T", help="the review at this past time (RFC 3339)")
     review.add_argument("--format", choices=("csv", "json", "md"), default="md")
     add_client_flags(review)
+
+    context = commands.add_parser("context", help="saved servers for the client commands: set, use, list, remove")
+    context_commands = context.add_subparsers(dest="context_command", required=True)
+    saved = context_commands.add_parser("set", help="save the context NAME (replacing one of that name)")
+    saved.add_argument("name")
+    saved.add_argument("--address", required=True, help="host:port of the server")
+    saved.add_argument("--token-file", help="the file holding this caller's token")
+    saved.add_argument("--tls-ca", help="speak TLS, trusting this CA for the server's certificate")
+    saved.add_argument("--tls-cert", help="client certificate, for mTLS")
+    saved.add_argument("--tls-key", help="the client certificate's private key")
+    context_commands.add_parser("use", help="make NAME the context of every client command").add_argument("name")
+    context_commands.add_parser("remove", help="forget the context NAME").add_argument("name")
+    listed = context_commands.add_parser("list", help="the saved contexts; the current one is marked *")
+    listed.add_argument("--json", action="store_true", help="print JSON")
 
     add_data_commands(commands)
 
@@ -106,16 +137,16 @@ def main(argv: list[str] | None = None) -> int:
 
         upgrade(args.database_url or config.database_url)
         return 0
-    if args.command in ("check", "explain"):
-        return run_check(args)
-    if args.command == "export-clients":
-        return run_export(args)
-    if args.command == "call":
-        return run_call(args)
-    if args.command == "access-review":
-        return run_access_review(args)
-    if args.command in DATA_COMMANDS:
-        return DATA_COMMANDS[args.command](args)
+    client_commands = {"check": run_check, "explain": run_check, "list-actions": run_list_actions,
+                       "list-resources": run_list, "list-actors": run_list, "export-clients": run_export,
+                       "call": run_call, "access-review": run_access_review, "context": run_context,
+                       **DATA_COMMANDS}
+    if args.command in client_commands:
+        try:
+            return client_commands[args.command](args)
+        except (ClientError, ContextError) as error:
+            print(f"mandate: {error}", file=sys.stderr)
+            return 2
     if args.command == "policy":
         return run_policy(args, Path(args.policy_dir) if args.policy_dir else config.policy_dir)
     return 2
@@ -182,11 +213,29 @@ def duration(text: str):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+CLIENT_FLAGS = (
+    (("--server", "--address"), dict(dest="server", metavar="HOST:PORT",
+                                     help="the server (default: the context's, else MANDATE_LISTEN)")),
+    (("--context",), dict(metavar="NAME", help="use this saved context (MANDATE_CONTEXT; default: the current one)")),
+    (("--token-file",), dict(metavar="FILE", help="the file holding the caller's token (MANDATE_TOKEN_FILE; or the "
+                                                  "token itself in MANDATE_TOKEN)")),
+    (("--ca",), dict(metavar="FILE", help="speak TLS, trusting this CA for the server's certificate (MANDATE_CA)")),
+    (("--cert",), dict(metavar="FILE", help="client certificate, for mTLS (MANDATE_CERT)")),
+    (("--key",), dict(metavar="FILE", help="the client certificate's private key (MANDATE_KEY)")),
+    (("--at-least-revision",), dict(default="", metavar="R",
+                                    help="answer from data at least this new (a revision a write returned)")),
+    (("--at-revision",), dict(default="", metavar="R", help="answer as at this past revision, from the history")),
+    (("--as-of",), dict(default="", metavar="TIME",
+                        help="answer as at this past time (RFC 3339, e.g. 2026-10-01T00:00:00Z), from the history")),
+    (("--json",), dict(action="store_true", help="print the answer as JSON")),
+)
+
+
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", help="host:port of a running server (default: MANDATE_LISTEN)")
-    parser.add_argument("--ca", help="speak TLS, trusting this CA for the server's certificate (MANDATE_CA)")
-    parser.add_argument("--cert", help="client certificate, for mTLS (MANDATE_CERT)")
-    parser.add_argument("--key", help="the client certificate's private key (MANDATE_KEY)")
+    """The flags every client command takes. A command that defines one of them itself keeps its own."""
+    for names, options in CLIENT_FLAGS:
+        if not any(name in parser._option_string_actions for name in names):
+            parser.add_argument(*names, **options)
 
 
 def run_serve(config: Config, args) -> int:
@@ -233,9 +282,19 @@ def run_serve(config: Config, args) -> int:
             except (WorldError, OSError) as error:
                 print(f"mandate: cannot load the world: {error}", file=sys.stderr)
                 return 1
+            token = None
+            if not config.api_tokens and config.callers_file is None:
+                # A throwaway server writes nothing: its token lives in memory and is printed once.
+                token = secrets.token_urlsafe(32)
+                config.api_tokens = [token]
+
+            def report(state: str) -> None:
+                if state == "serving" and token:
+                    print(f"MANDATE_TOKEN={token}", flush=True)
+
             try:
                 ephemeral.app.start_expiring()
-                serve(config, app=ephemeral.app)
+                serve(config, app=ephemeral.app, report=report)
             finally:
                 ephemeral.close()
         elif config.processes > 1:
@@ -344,26 +403,116 @@ def run_policy_diff(args, policy_dir: Path) -> int:
     return 1 if result.groups else 0
 
 
-def channel(args) -> grpc.Channel:
-    """Plaintext, or TLS with --ca (and mTLS with --cert and --key), or their MANDATE_ variables."""
-    import os
+# -- client commands ---------------------------------------------------------------------------
+#
+# Where the server is and who the caller is: a flag, then the client's environment variables
+# (MANDATE_TOKEN, MANDATE_TOKEN_FILE, MANDATE_CA, MANDATE_CERT, MANDATE_KEY), then the context
+# (--context, MANDATE_CONTEXT, else the current one), then the defaults (MANDATE_LISTEN, and the
+# token `mandate serve` keeps in var/api-token of a checkout). A client never writes a token.
 
-    target = args.server or Config.from_env().listen
-    ca, cert, key = (getattr(args, name, None) or os.environ.get(f"MANDATE_{name.upper()}") for name in
-                     ("ca", "cert", "key"))
-    if not (ca or cert or key):
-        return grpc.insecure_channel(target)
+
+class ClientError(Exception):
+    """A client command that cannot run as asked: exit status 2, nothing sent."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    address: str
+    token: str | None  # None: the caller is known by its client certificate alone
+    ca: str | None
+    cert: str | None
+    key: str | None
+
+
+def connection(args) -> Connection:
+    from mandate.contexts import Contexts
+
+    env = os.environ
+    name = getattr(args, "context", None) or env.get("MANDATE_CONTEXT", "").strip()
+    contexts = Contexts.load()
+    name = name or contexts.current
+    context = contexts.get(name) if name else None
+
+    def setting(flag: str, variable: str, saved: str) -> str | None:
+        return (getattr(args, flag, None) or env.get(variable, "").strip()
+                or (getattr(context, saved) if context else "") or None)
+
+    ca, cert, key = (setting("ca", "MANDATE_CA", "tls_ca"), setting("cert", "MANDATE_CERT", "tls_cert"),
+                     setting("key", "MANDATE_KEY", "tls_key"))
     if bool(cert) != bool(key):
-        raise SystemExit("mandate: --cert and --key go together")
+        raise ClientError("--cert and --key (MANDATE_CERT, MANDATE_KEY) go together")
+    for path in (ca, cert, key):
+        if path and not Path(path).is_file():
+            raise ClientError(f"no such file: {path}")
+    address = (getattr(args, "server", None) or (context.address if context else "")
+               or env.get("MANDATE_LISTEN", "").strip() or DEFAULT_LISTEN)
+    return Connection(address, caller_token(args, env, name, context, bool(cert)), ca, cert, key)
+
+
+def caller_token(args, env, context_name: str, context, certificate: bool) -> str | None:
+    if getattr(args, "token_file", None):
+        return read_token(args.token_file, "--token-file")
+    if env.get("MANDATE_TOKEN", "").strip():
+        return env["MANDATE_TOKEN"].strip()
+    if env.get("MANDATE_TOKEN_FILE", "").strip():
+        return read_token(env["MANDATE_TOKEN_FILE"].strip(), "MANDATE_TOKEN_FILE")
+    if context is not None and context.token_file:
+        return read_token(context.token_file, f"context {context_name}")
+    if context is None and Path(DEFAULT_TOKEN_FILE).is_file():  # `mandate serve` in this checkout
+        return read_token(DEFAULT_TOKEN_FILE, "the server's token file")
+    if certificate:
+        return None
+    raise ClientError("no token: set MANDATE_TOKEN, or give --token-file FILE (or MANDATE_TOKEN_FILE); a caller "
+                      "known by its client certificate gives --cert and --key instead")
+
+
+def read_token(path: str, source: str) -> str:
+    """The token in the file; a missing or empty file is an error (never created here)."""
+    try:
+        token = Path(path).read_text().strip()
+    except FileNotFoundError:
+        raise ClientError(f"{source}: no token file at {path}") from None
+    except OSError as error:
+        raise ClientError(f"{source}: cannot read {path}: {error.strerror}") from None
+    if not token or any(c.isspace() for c in token):
+        raise ClientError(f"{source}: {path} does not hold a token (one line, no spaces)")
+    return token
+
+
+def channel(args) -> grpc.Channel:
+    """Plaintext, or TLS with --ca (and mTLS with --cert and --key). The token goes on each call
+    with `metadata=call_metadata(args)`."""
+    target = connection(args)
+    if not (target.ca or target.cert):
+        return grpc.insecure_channel(target.address)
 
     def read(path):
         return Path(path).read_bytes() if path else None
 
-    return grpc.secure_channel(target, grpc.ssl_channel_credentials(read(ca), read(key), read(cert)))
+    credentials = grpc.ssl_channel_credentials(read(target.ca), read(target.key), read(target.cert))
+    return grpc.secure_channel(target.address, credentials)
 
 
-def call_metadata() -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {client_token()}"),)
+def call_metadata(args=None) -> tuple[tuple[str, str], ...]:
+    token = connection(args or argparse.Namespace()).token
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+HISTORY_FLAGS = {"at_least_revision": "--at-least-revision", "at_revision": "--at-revision", "as_of": "--as-of"}
+
+
+def history(args, message) -> dict[str, str]:
+    """The history fields given on the command line, for a request of this message type; a flag
+    the request has no field for is refused rather than ignored."""
+    given = {name: getattr(args, name, "") for name in HISTORY_FLAGS if getattr(args, name, "")}
+    for name in given:
+        if name not in message.DESCRIPTOR.fields_by_name:
+            raise ClientError(f"{HISTORY_FLAGS[name]}: {message.DESCRIPTOR.name} has no field {name}")
+    return given
+
+
+def print_json(value) -> None:
+    print(json.dumps(value, ensure_ascii=False))
 
 
 def object_ref(text: str, default_type: str):
@@ -384,39 +533,129 @@ def rpc_error_text(error: grpc.RpcError) -> str:
 
 
 def run_check(args) -> int:
+    """`check` and `explain`: exit 0 allowed, 1 denied, 2 an error."""
     from mandate.v1 import authorization_pb2, authorization_pb2_grpc
 
-    stub = authorization_pb2_grpc.AuthorizationServiceStub(channel(args))
     request = authorization_pb2.CheckRequest(actor=object_ref(args.actor, "User"), action=args.action,
-                                             resource=object_ref(args.resource, "Project"), as_of=args.as_of)
+                                             resource=object_ref(args.resource, "Project"),
+                                             **history(args, authorization_pb2.CheckRequest))
+    stub = authorization_pb2_grpc.AuthorizationServiceStub(channel(args))
     try:
-        if args.command == "check":
-            reply = stub.Check(request, metadata=call_metadata())
-            print("allowed" if reply.allowed else "denied")
-            return 0 if reply.allowed else 1
-        reply = stub.Explain(request, metadata=call_metadata())
+        reply = (stub.Check if args.command == "check" else stub.Explain)(request, metadata=call_metadata(args))
     except grpc.RpcError as error:
         print(rpc_error_text(error), file=sys.stderr)
         return 2
-    print("allowed" if reply.allowed else "denied")
-    for reason in reply.reasons:
-        print(f"  - {reason}")
+    reasons = list(reply.reasons) if args.command == "explain" else None
+    if args.json:
+        answer = {"allowed": reply.allowed, "revision": reply.revision, "policy_version": reply.policy_version}
+        print_json(answer if reasons is None else {**answer, "reasons": reasons})
+    else:
+        print("allowed" if reply.allowed else "denied")
+        for reason in reasons or ():
+            print(f"  - {reason}")
     return 0 if reply.allowed else 1
+
+
+def run_list_actions(args) -> int:
+    from mandate.v1 import authorization_pb2, authorization_pb2_grpc
+
+    request = authorization_pb2.ListActionsRequest(actor=object_ref(args.actor, "User"),
+                                                   resource=object_ref(args.resource, "Project"),
+                                                   **history(args, authorization_pb2.ListActionsRequest))
+    stub = authorization_pb2_grpc.AuthorizationServiceStub(channel(args))
+    try:
+        reply = stub.ListActions(request, metadata=call_metadata(args))
+    except grpc.RpcError as error:
+        print(rpc_error_text(error), file=sys.stderr)
+        return 2
+    if args.json:
+        print_json({"actions": list(reply.actions), "revision": reply.revision,
+                    "policy_version": reply.policy_version})
+    else:
+        for action in reply.actions:
+            print(action)
+    return 0
+
+
+def run_list(args) -> int:
+    """`list-resources` and `list-actors`: every page, one id a line (or JSON)."""
+    from mandate.v1 import authorization_pb2, authorization_pb2_grpc
+
+    stub = authorization_pb2_grpc.AuthorizationServiceStub(channel(args))
+    if args.command == "list-resources":
+        message, call, field = authorization_pb2.ListResourcesRequest, stub.ListResources, "resource_ids"
+        request = message(actor=object_ref(args.actor, "User"), action=args.action, resource_type=args.resource_type,
+                          page_size=1000, **history(args, message))
+    else:
+        message, call, field = authorization_pb2.ListActorsRequest, stub.ListActors, "user_ids"
+        request = message(action=args.action, resource=object_ref(args.resource, "Project"), page_size=1000,
+                          **history(args, message))
+    ids: list[str] = []
+    metadata = call_metadata(args)
+    try:
+        while True:
+            reply = call(request, metadata=metadata)
+            ids += getattr(reply, field)
+            if not reply.next_page_token:
+                break
+            request.page_token = reply.next_page_token
+    except grpc.RpcError as error:
+        print(rpc_error_text(error), file=sys.stderr)
+        return 2
+    if args.json:
+        print_json({field: ids, "revision": reply.revision, "policy_version": reply.policy_version})
+    else:
+        for ident in ids:
+            print(ident)
+    return 0
+
+
+def rpc_methods() -> list:
+    """Every RPC of the contract (method descriptors), from the generated modules of mandate.v1:
+    a new .proto file is listed without a list to keep up to date."""
+    import importlib
+    import pkgutil
+
+    import mandate.v1
+
+    methods = []
+    for module in sorted(m.name for m in pkgutil.iter_modules(mandate.v1.__path__) if m.name.endswith("_pb2")):
+        descriptor = importlib.import_module(f"mandate.v1.{module}").DESCRIPTOR
+        for service in descriptor.services_by_name.values():
+            methods += service.methods
+    return methods
+
+
+def run_call_list(args) -> int:
+    """`mandate call --list`: Service.Method, request and reply of every RPC."""
+    rows = [{"method": f"{m.containing_service.name}.{m.name}", "request": m.input_type.name,
+             "reply": m.output_type.name, "client_streaming": m.client_streaming,
+             "server_streaming": m.server_streaming} for m in rpc_methods()]
+    if args.json:
+        print_json(rows)
+        return 0
+    for row in rows:
+        request = ("stream " if row["client_streaming"] else "") + row["request"]
+        reply = ("stream " if row["server_streaming"] else "") + row["reply"]
+        print(f"{row['method']}({request}) returns {reply}")
+    return 0
 
 
 def run_call(args) -> int:
     """A small grpcurl: any Mandate RPC, JSON in and JSON out, token attached."""
-    from google.protobuf import descriptor_pool, json_format, message_factory
+    from google.protobuf import json_format, message_factory
 
-    import mandate.server  # noqa: F401 - imports every generated module into the default pool
-
-    service_name, _, method_name = args.method.partition(".")
-    try:
-        service = descriptor_pool.Default().FindServiceByName(f"mandate.v1.{service_name}")
-        method = service.methods_by_name[method_name]
-    except KeyError:
-        print(f"mandate: no RPC {args.method}", file=sys.stderr)
+    if args.list:
+        return run_call_list(args)
+    if not args.method:
+        raise ClientError("call: name the RPC as Service.Method (mandate call --list lists them)")
+    methods = {f"{m.containing_service.name}.{m.name}": m for m in rpc_methods()}
+    method = methods.get(args.method)
+    if method is None:
+        print(f"mandate: no RPC {args.method} (mandate call --list lists them)", file=sys.stderr)
         return 2
+    if method.client_streaming:
+        raise ClientError(f"call: {args.method} takes a stream of requests; `mandate call` sends one")
     request_class = message_factory.GetMessageClass(method.input_type)
     reply_class = message_factory.GetMessageClass(method.output_type)
     try:
@@ -424,20 +663,22 @@ def run_call(args) -> int:
     except json_format.ParseError as error:
         print(f"mandate: the request is not a valid {method.input_type.name}: {error}", file=sys.stderr)
         return 2
+    for name, value in history(args, request_class).items():
+        setattr(request, name, value)
     retries = 0
     if "request_id" in method.input_type.fields_by_name and not request.request_id and not args.no_request_id:
         request.request_id = uuid.uuid4().hex  # the same key on every attempt: a retry changes nothing twice
         retries = CALL_RETRIES
-    path = f"/{service.full_name}/{method_name}"
-    kind = channel(args).unary_stream if method.server_streaming else channel(args).unary_unary
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    rpc_channel = channel(args)
+    kind = rpc_channel.unary_stream if method.server_streaming else rpc_channel.unary_unary
     call = kind(path, request_serializer=request_class.SerializeToString,
                 response_deserializer=reply_class.FromString)
     try:
-        replies = call_with_retries(call, request, retries)
+        replies = call_with_retries(call, request, retries, call_metadata(args))
         for reply in (replies if method.server_streaming else [replies]):
             if args.field:
-                value = getattr(reply, args.field)
-                print(value if isinstance(value, str | int | bool) else list(value))
+                print_field(reply, args.field, args.json)
             else:
                 print(json_format.MessageToJson(reply, preserving_proto_field_name=True, indent=None))
     except grpc.RpcError as error:
@@ -446,14 +687,26 @@ def run_call(args) -> int:
     return 0
 
 
+def print_field(reply, name: str, as_json: bool) -> None:
+    from google.protobuf import json_format
+
+    if name not in reply.DESCRIPTOR.fields_by_name:
+        raise ClientError(f"--field: {reply.DESCRIPTOR.name} has no field {name}")
+    value = getattr(reply, name)
+    if as_json:
+        print_json(json_format.MessageToDict(reply, preserving_proto_field_name=True).get(name))
+    else:
+        print(value if isinstance(value, str | int | bool) else list(value))
+
+
 CALL_RETRIES = 3
 
 
-def call_with_retries(call, request, retries: int):
+def call_with_retries(call, request, retries: int, metadata):
     """Retry a mutation whose reply may have been lost (UNAVAILABLE): safe with its request_id."""
     for attempt in range(retries + 1):
         try:
-            return call(request, metadata=call_metadata())
+            return call(request, metadata=metadata)
         except grpc.RpcError as error:
             if attempt == retries or error.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
@@ -467,19 +720,18 @@ def run_export(args) -> int:
     """R21, through the same authorization as ListClients (ExportClients permission)."""
     from mandate.v1 import partner_pb2, partner_pb2_grpc
 
+    request = partner_pb2.ListClientsRequest(actor_id=args.actor, partner_id=args.partner, page_size=1000,
+                                             **history(args, partner_pb2.ListClientsRequest))
     stub = partner_pb2_grpc.PartnerServiceStub(channel(args))
+    metadata = call_metadata(args)
     rows = []
-    token = ""
     try:
         while True:
-            reply = stub.ExportClients(
-                partner_pb2.ListClientsRequest(actor_id=args.actor, partner_id=args.partner, page_size=1000,
-                                               page_token=token),
-                metadata=call_metadata())
+            reply = stub.ExportClients(request, metadata=metadata)
             rows += [(c.customer_name, c.customer_number, c.currency, c.status, " ".join(c.granted_scopes),
                       c.connected_at) for c in reply.connections]
-            token = reply.next_page_token
-            if not token:
+            request.page_token = reply.next_page_token
+            if not request.page_token:
                 break
     except grpc.RpcError as error:
         print(rpc_error_text(error), file=sys.stderr)
@@ -487,9 +739,13 @@ def run_export(args) -> int:
     # Written only once the whole list was read: a refusal leaves no file behind.
     output = open(args.output, "w", newline="") if args.output else sys.stdout
     try:
-        writer = csv.writer(output)
-        writer.writerow(EXPORT_COLUMNS)
-        writer.writerows(rows)
+        if args.json:
+            json.dump([dict(zip(EXPORT_COLUMNS, row, strict=True)) for row in rows], output, ensure_ascii=False)
+            output.write("\n")
+        else:
+            writer = csv.writer(output)
+            writer.writerow(EXPORT_COLUMNS)
+            writer.writerows(rows)
     finally:
         if output is not sys.stdout:
             output.close()
@@ -500,29 +756,32 @@ REVIEW_COLUMNS = ("user_id", "email", "resource", "actions", "path", "granted_at
 
 
 def run_access_review(args) -> int:
-    """Every page of AccessReview, through mandate.client, printed once the whole review was read."""
-    import json
-    import os
-
+    """Every page of AccessReview, through mandate.client, printed once the whole review was read.
+    AccessReview reads the store as it is now (or at a past revision), so --at-least-revision is
+    checked here against the revision it describes."""
     from mandate.client import MandateClient
+    from mandate.v1 import authorization_pb2
 
-    target = args.server or Config.from_env().listen
-    ca, cert, key = (getattr(args, name, None) or os.environ.get(f"MANDATE_{name.upper()}") or None
-                     for name in ("ca", "cert", "key"))
-    if bool(cert) != bool(key):
-        raise SystemExit("mandate: --cert and --key go together")
+    wanted = getattr(args, "at_least_revision", "")
+    past = history(argparse.Namespace(**{**vars(args), "at_least_revision": ""}),
+                   authorization_pb2.AccessReviewRequest)
+    if wanted and (past or not wanted.isdigit()):
+        raise ClientError("--at-least-revision: a revision number, without --at-revision or --as-of")
+    target = connection(args)
     try:
-        with MandateClient(target, client_token(), tls=bool(ca or cert), tls_ca=ca, tls_cert=cert,
-                           tls_key=key) as mandate:
-            review = mandate.access_review(args.organization, as_of=args.as_of)  # every page at one revision
+        with MandateClient(target.address, target.token, tls=bool(target.ca or target.cert), tls_ca=target.ca,
+                           tls_cert=target.cert, tls_key=target.key) as mandate:
+            review = mandate.access_review(args.organization, **past)  # every page at one revision
     except grpc.RpcError as error:
         print(rpc_error_text(error), file=sys.stderr)
         return 2
+    if wanted and int(review.revision or 0) < int(wanted):
+        raise ClientError(f"--at-least-revision: the server is at revision {review.revision}, before {wanted}")
     rows = [{"user_id": e.user_id, "email": e.email, "resource": f"{e.resource.type}:{e.resource.id}",
              "actions": list(e.actions), "path": e.path, "granted_at": e.granted_at,
              "granted_revision": e.granted_revision, "granted_by": e.granted_by} for e in review.entries]
     revision, policy_version = review.revision, review.policy_version
-    if args.format == "json":
+    if args.json or args.format == "json":
         json.dump({"organization_id": args.organization, "revision": revision, "policy_version": policy_version,
                    "entries": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -606,7 +865,7 @@ def run_world_import(args) -> int:
 
     stub = admin_pb2_grpc.AdminServiceStub(channel(args))
     try:
-        summary = stub.Import(requests(), metadata=call_metadata())
+        summary = stub.Import(requests(), metadata=call_metadata(args))
     except grpc.RpcError as error:
         progress.clear()
         print(f"{rpc_error_text(error)} ({path}; nothing was imported)", file=sys.stderr)
@@ -680,7 +939,7 @@ def run_world_export(args) -> int:
         import json
 
         yaml_writer = YamlWriter(handle) if fmt == "yaml" else None
-        for chunk in stub.Export(request, metadata=call_metadata()):
+        for chunk in stub.Export(request, metadata=call_metadata(args)):
             revision = chunk.revision
             if yaml_writer is None:
                 handle.writelines(line + "\n" for line in chunk.records)
@@ -709,7 +968,7 @@ def run_erase_person(args) -> int:
     stub = admin_pb2_grpc.AdminServiceStub(channel(args))
     request = admin_pb2.ErasePersonRequest(user_id=args.user_id, request_id=uuid.uuid4().hex)
     try:
-        reply = call_with_retries(stub.ErasePerson, request, CALL_RETRIES)
+        reply = call_with_retries(stub.ErasePerson, request, CALL_RETRIES, call_metadata(args))
     except grpc.RpcError as error:
         print(rpc_error_text(error), file=sys.stderr)
         return 1
@@ -718,6 +977,53 @@ def run_erase_person(args) -> int:
 
 
 DATA_COMMANDS = {"import": run_world_import, "export": run_world_export, "erase-person": run_erase_person}
+
+
+def run_context(args) -> int:
+    """`mandate context set|use|remove|list`: the saved contexts (mandate.contexts)."""
+    from dataclasses import asdict
+
+    from mandate.contexts import Context, Contexts
+
+    contexts = Contexts.load()
+    name = getattr(args, "name", "")
+    if args.context_command == "set":
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise ClientError("--tls-cert and --tls-key go together")
+        files = {}
+        for key in ("token_file", "tls_ca", "tls_cert", "tls_key"):
+            if getattr(args, key):
+                path = Path(getattr(args, key)).expanduser().resolve()  # the same file from any directory
+                if not path.is_file():
+                    raise ClientError(f"--{key.replace('_', '-')}: no such file: {path}")
+                files[key] = str(path)
+        contexts.saved[name] = Context(address=args.address, **files)
+        contexts.current = contexts.current or name
+        contexts.save()
+        used = "in use" if contexts.current == name else f"`mandate context use {name}` to use it"
+        print(f"context {name} saved in {contexts.path} ({used})")
+    elif args.context_command == "use":
+        context = contexts.get(name)
+        contexts.current = name
+        contexts.save()
+        print(f"using context {name} ({context.address})")
+    elif args.context_command == "remove":
+        contexts.get(name)
+        del contexts.saved[name]
+        contexts.current = "" if contexts.current == name else contexts.current
+        contexts.save()
+        print(f"context {name} removed")
+    elif args.json:
+        print_json({"current": contexts.current,
+                    "contexts": {n: asdict(c) for n, c in sorted(contexts.saved.items())}})
+    elif not contexts.saved:
+        print(f"no contexts saved in {contexts.path} (mandate context set NAME --address HOST:PORT ...)",
+              file=sys.stderr)
+    else:
+        for saved_name, context in sorted(contexts.saved.items()):
+            details = "  ".join(f"{key}={value}" for key, value in asdict(context).items() if value)
+            print(f"{'*' if saved_name == contexts.current else ' '} {saved_name}  {details}")
+    return 0
 
 
 if __name__ == "__main__":

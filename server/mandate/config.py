@@ -135,12 +135,16 @@ class Config:
 
     def resolved_tokens(self) -> list[str]:
         """The configured tokens; without any, a random one kept in the token file (created
-        with owner-only permissions on first use), so a fresh checkout is never open."""
+        with owner-only permissions on first use), so a fresh checkout is never open. With a
+        callers file and no configured token, none: only the file's callers get in, and no
+        token file is read or written."""
         if self.api_tokens:
             short = [t for t in self.api_tokens if len(t) < MIN_TOKEN_LENGTH]
             if short:
                 raise ValueError(f"MANDATE_API_TOKENS: every token needs at least {MIN_TOKEN_LENGTH} characters")
             return self.api_tokens
+        if self.callers_file is not None:
+            return []
         return [read_or_create_token(self.token_file)]
 
 
@@ -209,14 +213,3 @@ def read_or_create_token(path: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
     return token
-
-
-def client_token(env: dict[str, str] | None = None) -> str:
-    """The token a command-line client presents: MANDATE_TOKEN, else the server's token file."""
-    env = os.environ if env is None else env
-    if env.get("MANDATE_TOKEN"):
-        return env["MANDATE_TOKEN"]
-    tokens = [t.strip() for t in env.get("MANDATE_API_TOKENS", "").split(",") if t.strip()]
-    if tokens:
-        return tokens[0]
-    return read_or_create_token(Path(env.get("MANDATE_TOKEN_FILE", DEFAULT_TOKEN_FILE)))

@@ -1,15 +1,35 @@
-"""Domain errors: each carries its status code and the reason clients match on (api.md).
-One interceptor (api/interceptors.py) turns them into a status plus google.rpc.ErrorInfo."""
+"""Domain errors: each carries its status and the reason clients match on.
+
+The domain knows nothing of the transport: a status here is one of the standard families every
+RPC framework shares, named as gRPC names them. One table in the transport
+(`api/interceptors.py`, `GRPC_CODES`) turns each into its gRPC code, with the reason in a
+google.rpc.ErrorInfo."""
 
 from __future__ import annotations
 
-import grpc
+import enum
 
 from mandate.names import Reason
 
 
+class Status(enum.Enum):
+    """The status families a refusal belongs to (the names are gRPC's, and HTTP maps them too)."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNAVAILABLE = "UNAVAILABLE"
+    CANCELLED = "CANCELLED"
+    INTERNAL = "INTERNAL"
+
+
 class DomainError(Exception):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Status.FAILED_PRECONDITION
     reason = Reason.FAILED_PRECONDITION
 
     def __init__(self, message: str, reason: str | None = None, **metadata: str):
@@ -21,7 +41,7 @@ class DomainError(Exception):
 
 
 class InvalidArgument(DomainError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Status.INVALID_ARGUMENT
     reason = Reason.INVALID_ARGUMENT
 
     def __init__(self, field: str, problem: str, reason: str | None = None):
@@ -34,19 +54,19 @@ class UnknownScope(InvalidArgument):
 
 
 class NotFound(DomainError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = Status.NOT_FOUND
     reason = Reason.NOT_FOUND
 
 
 class PermissionDenied(DomainError):
     """R23: the policy did not allow the acting user this mutation."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = Status.PERMISSION_DENIED
     reason = Reason.NOT_ALLOWED
 
 
 class AlreadyExists(DomainError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = Status.ALREADY_EXISTS
     reason = Reason.ALREADY_EXISTS
 
 
@@ -59,7 +79,7 @@ class PartnerRecordConflict(AlreadyExists):
 
 
 class FailedPrecondition(DomainError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Status.FAILED_PRECONDITION
     reason = Reason.FAILED_PRECONDITION
 
 
@@ -84,47 +104,47 @@ class RevisionUnavailable(FailedPrecondition):
 
 
 class SeatLimitReached(DomainError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Status.RESOURCE_EXHAUSTED
     reason = Reason.SEAT_LIMIT_REACHED
 
 
 class Unauthenticated(DomainError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = Status.UNAUTHENTICATED
     reason = Reason.UNAUTHENTICATED
 
 
 class TooManyStreams(DomainError):
     """A caller, or the server as a whole, has as many open streams as it may hold."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Status.RESOURCE_EXHAUSTED
     reason = Reason.TOO_MANY_STREAMS
 
 
 class DeadlineExceeded(DomainError):
     """The caller's deadline passed before the work was done; nothing was changed."""
 
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = Status.DEADLINE_EXCEEDED
     reason = Reason.DEADLINE_EXCEEDED
 
 
 class Unavailable(DomainError):
     """The server is starting or draining: try another replica, or again shortly."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Status.UNAVAILABLE
     reason = Reason.UNAVAILABLE
 
 
 class DatabaseUnavailable(DomainError):
     """The store cannot be reached (or is overloaded): nothing was changed; retry."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Status.UNAVAILABLE
     reason = Reason.DATABASE_UNAVAILABLE
 
 
 class TooManyRequests(DomainError):
     """A caller has as many requests in flight as it may; waiting `retry_seconds` helps."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Status.RESOURCE_EXHAUSTED
     reason = Reason.TOO_MANY_REQUESTS
     retry_seconds = 0.1
 
@@ -139,3 +159,10 @@ class AdminOnly(PermissionDenied):
     """AdminService, called by a caller without `admin = true` in the callers file."""
 
     reason = Reason.ADMIN_ONLY
+
+
+class OutsideCallerScope(PermissionDenied):
+    """A caller limited to some organizations (callers file: organizations) named another one,
+    or something that belongs to none of them."""
+
+    reason = Reason.OUTSIDE_CALLER_SCOPE

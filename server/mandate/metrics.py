@@ -8,6 +8,8 @@ is counted as "unknown", so a caller cannot grow the series.
 With `--processes N` the parent sets PROMETHEUS_MULTIPROC_DIR before any child starts: each
 process writes its values there, and the parent's endpoint serves their sum
 (`prometheus_client.multiprocess`). Gauges then take the largest value of the live processes.
+The `process_*` metrics are then the sum over the parent and its server processes, read at each
+scrape (FleetProcesses). `mandate_build_info` carries the versions, in either mode.
 """
 
 from __future__ import annotations
@@ -80,14 +82,74 @@ def serve(address: str) -> None:
     from prometheus_client import CollectorRegistry, start_http_server
 
     host, _, port = address.rpartition(":")
-    registry = None
     if MULTIPROCESS or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+        from prometheus_client import PlatformCollector, multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    kwargs = {"registry": registry} if registry is not None else {}
-    return start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", **kwargs)
+        registry.register(FleetProcesses())
+        registry.register(BuildInfo())
+        PlatformCollector(registry=registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY  # its own process_*, python_* and gc metrics, and the build's
+        if not any(isinstance(c, BuildInfo) for c in list(registry._collector_to_names)):
+            registry.register(BuildInfo())
+    return start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=registry)
+
+
+class BuildInfo:
+    """`mandate_build_info` (1), labelled with the versions this server runs."""
+
+    PACKAGES = {"version": "mandate", "grpcio": "grpcio", "protobuf": "protobuf", "oso": "oso"}
+
+    def __init__(self):
+        import platform
+        from importlib.metadata import PackageNotFoundError, version
+
+        def installed(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:  # run from a source tree that was never installed
+                return "unknown"
+
+        self.labels = {label: installed(package) for label, package in self.PACKAGES.items()}
+        self.labels["python"] = platform.python_version()
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("mandate_build_info", "The versions this server runs (1).", labels=list(self.labels))
+        family.add_metric(list(self.labels.values()), 1)
+        yield family
+
+
+class FleetProcesses:
+    """Under --processes, the parent serves the fleet's metrics from the multiprocess files, which
+    hold no process_* metrics: these are read from /proc at each scrape, summed over the parent and
+    its live server processes (`process_start_time_seconds` and `process_max_fds` are the parent's),
+    with `mandate_server_processes`, how many server processes are alive."""
+
+    SUMMED = frozenset({"process_cpu_seconds_total", "process_virtual_memory_bytes", "process_resident_memory_bytes",
+                        "process_open_fds"})
+
+    def collect(self):
+        import multiprocessing
+
+        from prometheus_client import ProcessCollector
+        from prometheus_client.core import GaugeMetricFamily
+
+        children = [child.pid for child in multiprocessing.active_children()]
+        families = list(ProcessCollector(pid=os.getpid, registry=None).collect())
+        for pid in children:
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                extra = {sample.name: sample.value for sample in family.samples if sample.name in self.SUMMED}
+                for total in families:
+                    total.samples = [s._replace(value=s.value + extra.get(s.name, 0)) for s in total.samples]
+        yield from families
+        yield GaugeMetricFamily("mandate_server_processes", "Server processes alive under this parent.",
+                                value=len(children))
 
 
 def process_exited(pid: int) -> None:

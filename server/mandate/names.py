@@ -103,6 +103,7 @@ class Reason(StrEnum):
     NOT_ALLOWED = "NOT_ALLOWED"
     READ_ONLY_CALLER = "READ_ONLY_CALLER"  # a read-only caller (callers file) asked for a change
     ADMIN_ONLY = "ADMIN_ONLY"  # AdminService, called by a caller without `admin = true` (callers file)
+    OUTSIDE_CALLER_SCOPE = "OUTSIDE_CALLER_SCOPE"  # an organization the caller is not limited to (callers file)
     # NOT_FOUND
     NOT_FOUND = "NOT_FOUND"
     USER_NOT_FOUND = "USER_NOT_FOUND"

@@ -397,6 +397,17 @@ class RuleNote:
             f"{names} ({self.file}:{self.line})"
 
 
+_RULE_NAMES = re.compile(r"\bR(\d+)(?:\s+to\s+R(\d+))?\b")
+
+
+def rule_names(text: str) -> tuple[str, ...]:
+    """The domain rules a comment names, in order: "R15 to R18" is R15, R16, R17 and R18."""
+    names = []
+    for first, last in _RULE_NAMES.findall(text):
+        names += [f"R{number}" for number in range(int(first), int(last or first) + 1)]
+    return tuple(dict.fromkeys(names))
+
+
 def note_of(file: str, lines: list[str], rule: Rule) -> RuleNote:
     """The comment block a rule sits under: walking up from the rule over code lines (the rules
     of the same block share its comment) to the first comment, stopping at a blank line."""
@@ -408,7 +419,7 @@ def note_of(file: str, lines: list[str], rule: Rule) -> RuleNote:
         comment.insert(0, lines[number].strip().lstrip("#").strip())
         number -= 1
     text = " ".join(comment)
-    names = tuple(dict.fromkeys(re.findall(r"\bR\d+\b", text)))
+    names = rule_names(text)
     first = re.sub(r"^(R\d+(\s*(,|to|and|with)\s*R\d+)*\s*(\([^)]*\))?:\s*)", "", text).split(". ")[0].rstrip(".")
     return RuleNote(file, rule.line, names, first)
 

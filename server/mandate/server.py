@@ -310,7 +310,8 @@ class MandateServer:
         """SIGHUP: the callers file, the TLS certificates and the policy, each kept as it was if
         the new one does not load."""
         logs.event(log, "reload", "reloading the callers, the certificates and the policy (pid %d)", os.getpid())
-        self.callers.reload()
+        if self.callers.reload():
+            self.plumbing.callers_reloaded()
         if self.certificates is not None:
             self.certificates.reload()
         await self.reload_policy()

@@ -52,7 +52,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
 
     def Check(self, request, context):
         fields = check_fields(request)
+        within_scope(self.authorizer, *fields[3:], known_only=True)
         authorizer, revision = self.view(request, decision=fields)
+        within_scope(authorizer, *fields[3:])
         policy = authorizer.policy
         return pb.CheckResponse(allowed=authorizer.check(*fields, policy), revision=str(revision),
                                 policy_version=policy.version)
@@ -69,6 +71,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
                     for i, c in enumerate(request.checks)]
         wanted = max((r for _, r in requests if r is not None), default=None)
         revision = str(self.authorizer.at_least(wanted))
+        if callers.current_organizations() is not None:
+            for fields, _ in requests:
+                within_scope(self.authorizer, *fields[3:])
         check, policy = self.authorizer.check, self.authorizer.policy
         return pb.BatchCheckResponse(results=[
             pb.CheckResponse(allowed=check(*fields, policy), revision=revision, policy_version=policy.version)
@@ -76,17 +81,21 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
 
     def _past_check(self, request, field: str, views: dict) -> pb.CheckResponse:
         fields = check_fields(request, field)
+        within_scope(self.authorizer, *fields[3:], known_only=True)
         when = (request.at_revision, request.as_of, request.at_least_revision)
         if when not in views:
             views[when] = self.view(request, field)
         authorizer, revision = views[when]
+        within_scope(authorizer, *fields[3:])
         return pb.CheckResponse(allowed=authorizer.check(*fields, authorizer.policy), revision=str(revision),
                                 policy_version=authorizer.policy.version)
 
     def ListActions(self, request, context):
         actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
         resource_type, resource_id = v.object_ref("resource", request.resource, request.HasField("resource"))
+        within_scope(self.authorizer, resource_type, resource_id, known_only=True)
         authorizer, revision = self.view(request, decision=(actor_type, actor_id, "", resource_type, resource_id))
+        within_scope(authorizer, resource_type, resource_id)
         policy = authorizer.policy
         actions = authorizer.list_actions(actor_type, actor_id, resource_type, resource_id, policy)
         return pb.ListActionsResponse(actions=actions, revision=str(revision), policy_version=policy.version)
@@ -99,8 +108,8 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         after = v.page_token("page_token", request.page_token)
         authorizer, revision = self.view(request)
         policy = authorizer.policy
-        ids, last = ([], "") if actor_type != "User" else \
-            authorizer.list_resources(actor_id, action, resource_type, size, after, policy)
+        ids, last = ([], "") if actor_type != "User" else authorizer.list_resources(
+            actor_id, action, resource_type, size, after, policy, callers.current_organizations())
         return pb.ListResourcesResponse(resource_ids=ids, next_page_token=v.encode_page_token(last),
                                         revision=str(revision), policy_version=policy.version)
 
@@ -110,7 +119,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         known_type("resource.type", resource_type)
         size = v.page_size("page_size", request.page_size)
         after = v.page_token("page_token", request.page_token)
+        within_scope(self.authorizer, resource_type, resource_id, known_only=True)
         authorizer, revision = self.view(request)
+        within_scope(authorizer, resource_type, resource_id)
         policy = authorizer.policy
         ids, last = authorizer.list_actors(action, resource_type, resource_id, size, after, policy)
         return pb.ListActorsResponse(user_ids=ids, next_page_token=v.encode_page_token(last),
@@ -118,7 +129,9 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
 
     def Explain(self, request, context):
         fields = check_fields(request)
+        within_scope(self.authorizer, *fields[3:], known_only=True)
         authorizer, revision = self.view(request, decision=fields)
+        within_scope(authorizer, *fields[3:])
         policy = authorizer.policy
         allowed, reasons = explain(authorizer, *fields, policy)
         actor_type, actor_id, _, resource_type, resource_id = fields
@@ -145,6 +158,18 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
             entries=[convert.access_entry(entry, without_emails) for entry in review.entries],
             next_page_token=v.encode_review_page_token(review.last), revision=str(review.revision),
             policy_version=review.policy_version)
+
+
+def within_scope(authorizer: Authorizer, resource_type: str, resource_id: str, known_only: bool = False) -> None:
+    """A caller limited to some organizations asks only about their resources (api/scope.py): the
+    organization the resource belongs to in the view that answers; one it belongs to in none is
+    outside. Before a view of the past is read, `known_only` refuses a resource of another
+    organization now."""
+    if callers.current_organizations() is None:
+        return
+    organization_id = authorizer.index.organization_of(resource_type, resource_id)
+    if organization_id is not None or not known_only:
+        callers.within_scope(organization_id)
 
 
 def decision_about(fields: tuple[str, str, str, str, str]) -> tuple[str, str, str]:

@@ -53,6 +53,37 @@ def event(row: models.Event, without_emails: bool = False) -> common_pb2.Event:
                             cause=row.cause)
 
 
+EMAIL_FIELD = "email"
+_holds_email: dict = {}  # message descriptor -> whether it or a message within it has an `email` field
+
+
+def holds_email(descriptor) -> bool:
+    known = _holds_email.get(descriptor)
+    if known is None:
+        _holds_email[descriptor] = False  # a message that contains itself is settled by its other fields
+        known = _holds_email[descriptor] = any(
+            field.name == EMAIL_FIELD or (field.message_type is not None and holds_email(field.message_type))
+            for field in descriptor.fields)
+    return known
+
+
+def clear_emails(message) -> None:
+    """Clears every `email` field of a reply, at any depth (a read-only caller's: api/interceptors.py).
+    Replies without any such field are left untouched at the cost of one look-up."""
+    if not holds_email(message.DESCRIPTOR):
+        return
+    for field, value in message.ListFields():
+        if field.name == EMAIL_FIELD:
+            message.ClearField(field.name)
+        elif field.message_type is not None and holds_email(field.message_type):
+            if field.message_type.GetOptions().map_entry:  # a map whose values are messages
+                items = value.values()
+            else:
+                items = value if field.is_repeated else (value,)
+            for item in items:
+                clear_emails(item)
+
+
 def user(row: models.User, revision: int) -> directory_pb2.User:
     return directory_pb2.User(id=row.id, email=row.email, display_name=row.display_name, revision=str(revision))
 

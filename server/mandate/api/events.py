@@ -13,7 +13,7 @@ from mandate.api import convert
 from mandate.api import validate as v
 from mandate.api.membership import page
 from mandate.app import App
-from mandate.errors import InvalidArgument, PermissionDenied
+from mandate.errors import InvalidArgument, OutsideCallerScope
 from mandate.v1 import events_pb2, events_pb2_grpc
 
 WATCH_BATCH = 500
@@ -105,8 +105,8 @@ class EventService(events_pb2_grpc.EventServiceServicer):
         organization_id = v.optional_identifier("organization_id", request.organization_id)
         allowed = callers.current_event_organizations()
         if allowed is not None and organization_id and organization_id not in allowed:
-            raise PermissionDenied(f"organization_id: this caller may see the events of "
-                                   f"{len(allowed)} organization(s) only (callers file: event_organizations)")
+            raise OutsideCallerScope(f"organization_id: this caller may see the events of {len(allowed)} "
+                                     "organization(s) only (callers file: organizations, event_organizations)")
         if organization_id:
             self.events.require_organization(organization_id)
             return (organization_id,)

@@ -7,8 +7,10 @@ Every method handler is wrapped once, when the services are registered (`Plumbin
   both; the caller of the request is in `callers.current` while it is served, in the worker
   thread too. Health checking and reflection are open to anyone. A read-only caller gets
   PERMISSION_DENIED, reason READ_ONLY_CALLER, for every method that is not known to change
-  nothing (`changes_nothing`). AdminService answers only callers with `admin = true`
-  (others: PERMISSION_DENIED, reason ADMIN_ONLY).
+  nothing (`changes_nothing`), and no `email` field in any reply (`convert.clear_emails`). A
+  caller limited to some organizations is held to them (`api/scope.py`) before the request runs.
+  AdminService answers only callers with `admin = true` (others: PERMISSION_DENIED, reason
+  ADMIN_ONLY).
 - Each caller has a limit of requests in flight (past it: RESOURCE_EXHAUSTED, reason
   TOO_MANY_REQUESTS, with a google.rpc.RetryInfo) and a share of the worker threads, so one
   busy caller does not slow the others.
@@ -21,7 +23,8 @@ Every method handler is wrapped once, when the services are registered (`Plumbin
 - Streams (ours, health `Watch`, reflection, and the client stream of AdminService.Import)
   are counted per caller and in total; past either
   limit a new stream is RESOURCE_EXHAUSTED, reason TOO_MANY_STREAMS. While the server drains,
-  open streams end with UNAVAILABLE, so their callers reconnect to another replica.
+  open streams end with UNAVAILABLE, so their callers reconnect to another replica. A reload of
+  the callers file ends the streams whose caller lost the right to them (`callers_reloaded`).
 - Domain errors become their status code with a google.rpc.ErrorInfo carrying the reason.
   Anything unexpected becomes INTERNAL with an incident id; the details go to the server log
   only. A check that fails this way is an error, never an allow (R24).
@@ -50,6 +53,8 @@ from grpc_status import rpc_status
 from sqlalchemy.exc import DBAPIError
 
 from mandate import callers, deadlines, metrics
+from mandate.api.convert import clear_emails
+from mandate.api.scope import check_request
 from mandate.callers import Caller, Callers, peer_subject
 from mandate.errors import (
     AdminOnly,
@@ -57,6 +62,7 @@ from mandate.errors import (
     DomainError,
     InvalidArgument,
     ReadOnlyCaller,
+    Status,
     TooManyRequests,
     TooManyStreams,
     Unauthenticated,
@@ -80,6 +86,10 @@ ADMIN = "/mandate.v1.AdminService/"  # only callers with `admin = true` (callers
 CHECK_PLANE = "/mandate.v1.AuthorizationService/"
 DECISIONS = (CHECK, "/mandate.v1.AuthorizationService/BatchCheck")
 MAX_LOGGED = 200  # characters of a request's value on its log line
+
+
+# The one table from a domain error's status to the gRPC code that carries it.
+GRPC_CODES = {status: grpc.StatusCode[status.name] for status in Status}
 
 
 def error_status(code: grpc.StatusCode, reason: str, message: str, metadata: dict | None = None,
@@ -205,6 +215,7 @@ class Plumbing:
         # method -> predicate(request): True when the call is pure in-memory work to run inline.
         self.inline = inline or {}
         self.draining: asyncio.Future | None = None  # made on the loop by start()
+        self.streams: set[OpenStream] = set()  # open streams of known callers (event loop only)
 
     def start(self) -> None:
         """Call on the event loop before serving."""
@@ -214,6 +225,29 @@ class Plumbing:
         """End every open stream (UNAVAILABLE) and every stream opened from now on."""
         if self.draining is not None and not self.draining.done():
             self.draining.set_result(None)
+
+    def callers_reloaded(self) -> None:
+        """After the callers file was reloaded: end every open stream whose caller lost the right
+        to it. UNAUTHENTICATED when its credentials name no caller now; PERMISSION_DENIED,
+        OUTSIDE_CALLER_SCOPE, when it names an organization outside the caller's scope now;
+        UNAVAILABLE when the caller now sees less than when the stream opened (reconnecting
+        opens it with the rights the caller has now)."""
+        for stream in list(self.streams):
+            if not stream.ended.done():
+                error = self._lost(stream)
+                if error is not None:
+                    log.info("%s of caller %s ended: %s", stream.method, stream.caller.name, error.reason)
+                    stream.ended.set_result(error)
+
+    def _lost(self, stream: OpenStream) -> DomainError | None:
+        try:
+            caller = self.identify(stream.context, quiet=True)
+            check_request(stream.method, stream.request, caller)
+        except DomainError as error:
+            return error
+        if callers.narrowed(stream.caller, caller):
+            return Unavailable("the callers file changed this caller's rights; reconnect")
+        return None
 
     async def run(self, context, function, *args):
         """Run blocking `function(*args)` in the worker pool, under the caller's deadline, with
@@ -226,9 +260,19 @@ class Plumbing:
             return await asyncio.get_running_loop().run_in_executor(
                 self.workers, work.run, deadlines.run_within, deadline, function, *args)
 
-    def identify(self, context) -> Caller:
+    def identify(self, context, quiet: bool = False) -> Caller:
+        """The caller of the request, or Unauthenticated. A refused client certificate has its
+        subject logged (a subject is no secret; the operator needs it to name the caller)."""
         subject = peer_subject(context.auth_context()) if self.callers.wants_subject else None
-        return self.callers.identify(context.invocation_metadata(), subject)
+        try:
+            return self.callers.identify(context.invocation_metadata(), subject)
+        except Unauthenticated:
+            presented = subject or peer_subject(context.auth_context())
+            if presented and not quiet:
+                log.warning("refused the credentials of %s, which presented the client certificate subject %s",
+                            peer_host(context.peer()), ",".join(presented),
+                            extra={"fields": {"subject": ",".join(presented)}})
+            raise
 
     # -- wrapping ------------------------------------------------------------------------------
 
@@ -271,6 +315,7 @@ class Plumbing:
                     requests.enter(caller.name)
                 try:
                     request = outcome.request = parse_request(method, parse, raw)
+                    check_request(method, request, caller)
                     if is_async:  # grpc's own async servicers (health)
                         reply = await inner(request, context)
                     elif inline is not None and inline(request):
@@ -280,6 +325,8 @@ class Plumbing:
                 finally:
                     if caller is not None:
                         requests.leave(caller.name)
+                if caller is not None and caller.read_only:
+                    clear_emails(reply)
                 outcome.reply = reply
                 return reply
             except AbortError:
@@ -311,7 +358,7 @@ class Plumbing:
                 caller = plumbing.identify(context)
                 return caller.name, caller
             try:
-                caller = plumbing.identify(context)
+                caller = plumbing.identify(context, quiet=True)
                 return caller.name, caller
             except Unauthenticated:
                 return "peer:" + peer_host(context.peer()), None
@@ -339,7 +386,7 @@ class Plumbing:
 
         async def relayed(request, context):
             outcome = Outcome(kind, method)
-            token = None
+            token = stream = None
             try:
                 outcome.caller, caller = caller_of(context)
                 if caller is not None:
@@ -348,13 +395,20 @@ class Plumbing:
                 with plumbing.limits.hold(outcome.caller):
                     if parse is not None:
                         request = outcome.request = parse_request(method, parse, request)
+                        if needs_caller:
+                            check_request(method, request, caller)
+                    if needs_caller:
+                        stream = OpenStream(context, method, request, caller)
+                        plumbing.streams.add(stream)
                     responses = inner(request, context)
                     try:
                         while True:
                             try:
-                                response = await plumbing._until_drained(responses.__anext__())
+                                response = await plumbing._until_drained(responses.__anext__(), stream)
                             except StopAsyncIteration:
                                 return
+                            if caller is not None and caller.read_only:
+                                clear_emails(response)
                             yield response
                     finally:
                         await responses.aclose()
@@ -367,6 +421,7 @@ class Plumbing:
             except Exception as error:  # noqa: BLE001
                 await context.abort_with_status(failure(outcome, error))
             finally:
+                plumbing.streams.discard(stream)
                 if token is not None:
                     with contextlib.suppress(ValueError):  # a generator closed from another context
                         callers.current.reset(token)
@@ -393,6 +448,7 @@ class Plumbing:
                 if writes and caller.read_only:
                     raise ReadOnlyCaller(f"caller {caller.name} is read-only; it may not change anything")
                 require_admin(method, caller)
+                check_request(method, None, caller)  # never a limited caller's (api/scope.py)
 
                 async def parsed():
                     async for raw in raw_requests:
@@ -417,24 +473,45 @@ class Plumbing:
 
         return call
 
-    async def _until_drained(self, awaitable):
-        """Await `awaitable`, unless the server starts draining first."""
+    async def _until_drained(self, awaitable, stream: OpenStream | None = None):
+        """Await `awaitable`, unless the server starts draining first, or `stream` is ended (its
+        caller lost the right to it): then raise why, and nothing more is delivered."""
         draining = self.draining
-        if draining is None:
+        ended = stream.ended if stream is not None else None
+        stops = [future for future in (draining, ended) if future is not None]
+        if not stops:
             return await awaitable
-        if draining.done():
+        if (ended is not None and ended.done()) or (draining is not None and draining.done()):
+            with contextlib.suppress(Exception):
+                awaitable.close()  # never started
+        if ended is not None and ended.done():
+            raise ended.result()
+        if draining is not None and draining.done():
             raise Unavailable("the server is draining; reconnect to another replica")
         step = asyncio.ensure_future(awaitable)
         try:
-            await asyncio.wait((step, draining), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((step, *stops), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not step.done():  # draining, or this call was cancelled: stop the step first
+            if not step.done():  # draining, ended, or this call was cancelled: stop the step first
                 step.cancel()
                 with contextlib.suppress(BaseException):
                     await step
+        if ended is not None and ended.done():
+            raise ended.result()
         if step.cancelled():
             raise Unavailable("the server is draining; reconnect to another replica")
         return step.result()
+
+
+class OpenStream:
+    """A stream of a known caller: what it was opened with, rechecked when the callers change."""
+
+    def __init__(self, context, method: str, request, caller: Caller):
+        self.context = context
+        self.method = method
+        self.request = request
+        self.caller = caller
+        self.ended: asyncio.Future = asyncio.get_running_loop().create_future()  # set to the error that ends it
 
 
 def _aborted_code(context) -> grpc.StatusCode:
@@ -448,10 +525,10 @@ def failure(outcome: Outcome, error: Exception):
     """The status for `error`, noted on `outcome`. Domain errors become their code and reason;
     anything else is INTERNAL with an incident id, its details in the server log only."""
     if isinstance(error, DomainError):
-        outcome.code, outcome.reason = error.code, error.reason
+        outcome.code, outcome.reason = GRPC_CODES[error.code], error.reason
         if isinstance(error, DatabaseUnavailable):
             metrics.database_errors.inc()
-        return error_status(error.code, error.reason, error.message, error.metadata,
+        return error_status(outcome.code, error.reason, error.message, error.metadata,
                             getattr(error, "retry_seconds", None))
     if isinstance(error, DBAPIError):
         metrics.database_errors.inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mandate import callers
 from mandate.api import convert
 from mandate.api import validate as v
 from mandate.api.retries import idempotent
@@ -40,7 +41,7 @@ class MembershipService(membership_pb2_grpc.MembershipServiceServicer):
             v.identifier("organization_id", request.organization_id),
             v.text("query", request.query, required=False),
             v.optional_choice("status", request.status, INVITATION_STATUSES),
-            size, v.page_token("page_token", request.page_token),
+            size, v.page_token("page_token", request.page_token), by_email=not callers.current_read_only(),
         )
         invitations, last = page(rows, size, lambda row: row.id, convert.invitation)
         return membership_pb2.ListInvitationsResponse(invitations=invitations, next_page_token=last)

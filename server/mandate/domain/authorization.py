@@ -217,9 +217,10 @@ class Authorizer:
 
     def list_resources(
         self, actor_id: str, action: str, resource_type: str, page_size: int, after: str,
-        policy: Policy | None = None,
+        policy: Policy | None = None, organizations: frozenset[str] | None = None,
     ) -> tuple[list[str], str]:
-        """Resource ids the actor may `action`, from the same index state as `Check` (no SQL).
+        """Resource ids the actor may `action`, from the same index state as `Check` (no SQL);
+        with `organizations` (a caller's scope), only the resources of those.
 
         Access to a resource depends only on the facts between the actor and the resource's
         organization, so the policy decides per organization the actor has any fact about;
@@ -231,6 +232,7 @@ class Authorizer:
             ids = sorted(
                 resource_id
                 for organization_id in self.index.reachable_organizations(actor_id)
+                if organizations is None or organization_id in organizations
                 if self.decide(actor_id, organization_id, resource_type, action, policy)
                 for resource_id in self.index.resources_of(resource_type, organization_id)
                 if resource_id > after

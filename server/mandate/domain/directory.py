@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from mandate import errors
+from mandate import callers, errors
 from mandate.domain import partner
 from mandate.domain.authorization import Authorizer, ProjectRef
 from mandate.domain.common import get_organization, get_user, new_id, reports_unchanged, unchanged
@@ -100,8 +100,10 @@ class Directory:
     @reports_unchanged
     def put_resource(self, actor_id: str, resource_type: str, resource_id: str, organization_id: str) -> int:
         with self.store.write(actor_id) as tx:
-            self.authorizer.require(actor_id, OrganizationAction.PUT_RESOURCE, organization_id)
             resource = tx.session.get(models.Resource, (resource_type, resource_id))
+            if resource is not None and not resource.deleted:
+                callers.within_scope(resource.organization_id)  # moving it changes the one it leaves
+            self.authorizer.require(actor_id, OrganizationAction.PUT_RESOURCE, organization_id)
             if resource is not None and not resource.deleted and resource.organization_id != organization_id:
                 # Moving a resource away from its current organization is decided on the resource
                 # there (the policy's "move").
@@ -118,7 +120,9 @@ class Directory:
     def delete_resource(self, actor_id: str, resource_type: str, resource_id: str) -> int:
         with self.store.write(actor_id) as tx:
             resource = tx.session.get(models.Resource, (resource_type, resource_id))
-            if resource is None or resource.deleted:
+            live = resource is not None and not resource.deleted
+            callers.within_scope(resource.organization_id if live else None)  # unknown is outside, too
+            if not live:
                 raise errors.NotFound(f"resource: no {resource_type} {resource_id!r}", Reason.RESOURCE_NOT_FOUND)
             self.authorizer.require(actor_id, OrganizationAction.DELETE_RESOURCE, resource.organization_id)
             resource.deleted = True

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
 
-from mandate import errors
+from mandate import callers, errors
 from mandate.domain.authorization import Authorizer, MemberRef
 from mandate.domain.common import (
     email_of,
@@ -89,6 +89,7 @@ class Memberships:
     def cancel_invitation(self, actor_id: str, invitation_id: str) -> models.Invitation:
         with self.store.write(actor_id) as tx:
             invitation = tx.session.get(models.Invitation, invitation_id)
+            callers.within_scope(invitation.organization_id if invitation is not None else None)
             if invitation is None:
                 raise errors.NotFound(f"invitation_id: no invitation {invitation_id!r}", Reason.INVITATION_NOT_FOUND)
             self.authorizer.require(actor_id, OrganizationAction.CANCEL_INVITATION, invitation.organization_id)
@@ -100,18 +101,17 @@ class Memberships:
         return invitation
 
     def list_invitations(self, actor_id: str, organization_id: str, query: str, status: str,
-                         page_size: int, after: str) -> list[models.Invitation]:
-        """R11: searchable by customer name (or email), filtered by status, in creation order."""
+                         page_size: int, after: str, by_email: bool = True) -> list[models.Invitation]:
+        """R11: searchable by customer name (or email, unless `by_email` is false: a read-only
+        caller, who may not learn an address letter by letter), filtered by status, in creation order."""
         self.authorizer.require(actor_id, OrganizationAction.LIST_INVITATIONS, organization_id)
         statement = select(models.Invitation).where(models.Invitation.organization_id == organization_id)
         if status:
             statement = statement.where(models.Invitation.status == status)
         if query:
             pattern = f"%{escape_like(query.lower())}%"
-            statement = statement.where(or_(
-                func.lower(models.Invitation.customer_name).like(pattern, escape="\\"),
-                func.lower(models.Invitation.email).like(pattern, escape="\\"),
-            ))
+            fields = [models.Invitation.customer_name] + ([models.Invitation.email] if by_email else [])
+            statement = statement.where(or_(*(func.lower(field).like(pattern, escape="\\") for field in fields)))
         if after:
             statement = statement.where(models.Invitation.id > after)
         with self.store.read() as session:

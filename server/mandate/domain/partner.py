@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from mandate import errors
+from mandate import callers, errors
 from mandate.domain.authorization import Authorizer, ConnectionRef, InvitationRef
 from mandate.domain.common import (
     end_assignments,
@@ -116,10 +116,15 @@ class Partners:
                 select(models.Invitation).where(models.Invitation.token_hash == digest)
             ).scalar_one_or_none()
             # The look-up is by hash; compare again in constant time before trusting it.
-            if invitation is None or not hmac.compare_digest(invitation.token_hash or "", digest):
+            if invitation is not None and not hmac.compare_digest(invitation.token_hash or "", digest):
+                invitation = None
+            # A caller limited to some organizations: the inviting partner must be one of them.
+            callers.within_scope(invitation.organization_id if invitation is not None else None)
+            if invitation is None:
                 raise errors.NotFound("token: no invitation link matches this token", Reason.INVITATION_NOT_FOUND)
         else:
             invitation = tx.session.get(models.Invitation, invitation_id)
+            callers.within_scope(invitation.organization_id if invitation is not None else None)
             if invitation is None or invitation.kind != models.InvitationKind.CLIENT or invitation.token_hash:
                 raise errors.NotFound(f"invitation_id: no client invitation {invitation_id!r}",
                                       Reason.INVITATION_NOT_FOUND)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 
-import grpc
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
@@ -140,7 +139,7 @@ class RequestIds:
             raise Reused(f"this request_id was used for a {method} with other fields")
         if record.error_code:
             refusal = errors.DomainError(record.error_message or "", record.error_reason)
-            refusal.code = grpc.StatusCode[record.error_code]
+            refusal.code = errors.Status[record.error_code]
             raise refusal
         return reply_type.FromString(record.response or b"")
 
