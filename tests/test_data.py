@@ -427,3 +427,18 @@ def test_the_commands_import_export_and_erase(app, world, callers_file, other_ap
         assert erased.returncode == 0 and erased.stdout.startswith(f"erased {facts['emma']} at revision")
         denied = mandate("export", "--server", address, cwd=tmp_path, token=OTHER)
         assert denied.returncode == 1 and "ADMIN_ONLY" in denied.stderr
+
+
+def test_the_callers_file_admin_key(tmp_path):
+    """issue 21 item 6: `admin = true` marks the callers that may call AdminService; anything
+    but a boolean is refused, and an admin caller is never limited to some organizations."""
+    from mandate.callers import CallersError, read_callers_file
+
+    path = tmp_path / "callers.toml"
+    path.write_text(CALLERS)
+    assert {c.name: c.admin for c in read_callers_file(path)} == {"operator": True, "billing": False}
+    for wrong, problem in (('admin = "yes"', "admin must be true or false"),
+                           ('admin = true\norganizations = ["org_1"]', "do not go together")):
+        path.write_text(f'[callers.x]\ntoken_sha256 = "{digest(ADMIN)}"\n{wrong}\n')
+        with pytest.raises(CallersError, match=problem):
+            read_callers_file(path)

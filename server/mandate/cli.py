@@ -830,7 +830,7 @@ def add_data_commands(commands) -> None:
 
 
 def run_world_import(args) -> int:
-    from mandate.v1 import admin_pb2, admin_pb2_grpc
+    from mandate.v1 import admin_pb2
     from mandate.worldfile import WorldError, read_records, sniff_jsonl, to_json
 
     path = Path(args.file)
@@ -863,7 +863,7 @@ def run_world_import(args) -> int:
         progress.sent(len(batch))
         progress.done_sending()
 
-    stub = admin_pb2_grpc.AdminServiceStub(channel(args))
+    stub = args.admin_stub
     try:
         summary = stub.Import(requests(), metadata=call_metadata(args))
     except grpc.RpcError as error:
@@ -920,12 +920,12 @@ def run_world_export(args) -> int:
     import os
     import tempfile
 
-    from mandate.v1 import admin_pb2, admin_pb2_grpc
+    from mandate.v1 import admin_pb2
     from mandate.worldfile import YamlWriter
 
     output = args.output
     fmt = args.format or ("jsonl" if output and output.endswith((".jsonl", ".ndjson")) else "yaml")
-    stub = admin_pb2_grpc.AdminServiceStub(channel(args))
+    stub = args.admin_stub
     request = admin_pb2.ExportRequest(at_revision=args.at_revision, as_of=args.as_of)
     # Written to a file beside the output, renamed into place once whole: a refusal leaves nothing.
     if output:
@@ -963,9 +963,9 @@ def run_world_export(args) -> int:
 
 
 def run_erase_person(args) -> int:
-    from mandate.v1 import admin_pb2, admin_pb2_grpc
+    from mandate.v1 import admin_pb2
 
-    stub = admin_pb2_grpc.AdminServiceStub(channel(args))
+    stub = args.admin_stub
     request = admin_pb2.ErasePersonRequest(user_id=args.user_id, request_id=uuid.uuid4().hex)
     try:
         reply = call_with_retries(stub.ErasePerson, request, CALL_RETRIES, call_metadata(args))
@@ -976,7 +976,20 @@ def run_erase_person(args) -> int:
     return 0
 
 
-DATA_COMMANDS = {"import": run_world_import, "export": run_world_export, "erase-person": run_erase_person}
+def admin_command(run):
+    """The command with an AdminService stub on a channel of its own, closed when it ends."""
+    def call(args) -> int:
+        from mandate.v1 import admin_pb2_grpc
+
+        with channel(args) as link:
+            args.admin_stub = admin_pb2_grpc.AdminServiceStub(link)
+            return run(args)
+
+    return call
+
+
+DATA_COMMANDS = {"import": admin_command(run_world_import), "export": admin_command(run_world_export),
+                 "erase-person": admin_command(run_erase_person)}
 
 
 def run_context(args) -> int:
