@@ -976,11 +976,13 @@ def run_erase_person(args) -> int:
     return 0
 
 
-def admin_command(run):
-    """The command with an AdminService stub on a channel of its own, closed when it ends."""
+def admin_command(run, request: str):
+    """The command with an AdminService stub on a channel of its own, closed when it ends. A
+    history flag the request has no field for is refused."""
     def call(args) -> int:
-        from mandate.v1 import admin_pb2_grpc
+        from mandate.v1 import admin_pb2, admin_pb2_grpc
 
+        history(args, getattr(admin_pb2, request))
         with channel(args) as link:
             args.admin_stub = admin_pb2_grpc.AdminServiceStub(link)
             return run(args)
@@ -988,8 +990,9 @@ def admin_command(run):
     return call
 
 
-DATA_COMMANDS = {"import": admin_command(run_world_import), "export": admin_command(run_world_export),
-                 "erase-person": admin_command(run_erase_person)}
+DATA_COMMANDS = {"import": admin_command(run_world_import, "ImportRequest"),
+                 "export": admin_command(run_world_export, "ExportRequest"),
+                 "erase-person": admin_command(run_erase_person, "ErasePersonRequest")}
 
 
 def run_context(args) -> int:
