@@ -31,7 +31,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                                        counts=result.counts, skipped=result.skipped)
 
     def _import(self, received, on_conflict):
-        records = (json_record(r.json, r.line or number) for number, r in enumerate(received, 1))
+        # A list: the import runs again whole if the database aborts it (mandate.app.Retrying).
+        records = [json_record(r.json, r.line or number) for number, r in enumerate(received, 1)]
         return self.admin.import_records(records, on_conflict)
 
     async def Export(self, request, context):
