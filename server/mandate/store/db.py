@@ -147,6 +147,9 @@ class Transaction:
     # A bulk write (an import): its history is recorded by set-based statements, and readers
     # read its rows back from the store instead of being handed them.
     bulk: bool = False
+    # Readers of this process catch up in the background, as replicas do (a big import's reply
+    # does not wait for the whole world to be indexed).
+    announce_later: bool = False
     # Called once the transaction committed (the outermost one, when writes joined it).
     after_commit: list = field(default_factory=list)
 
@@ -300,7 +303,10 @@ class Store:
             finally:
                 _open.reset(token)
         self.mark_available()
-        self.announce(revision)
+        if tx.announce_later:
+            threading.Thread(target=self.announce, args=(revision,), name="bulk-announce", daemon=True).start()
+        else:
+            self.announce(revision)
         for callback in tx.after_commit:
             callback()
 
