@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from mandate import errors
+from mandate import errors, tracing
 from mandate.clock import as_text
 from mandate.domain.authorization import Authorizer
 from mandate.domain.expiry import Lifetimes
@@ -86,7 +86,7 @@ class History:
 
         With `around` (user id, resource type, resource id), the request is one decision about
         them: unless the whole index of that revision is at hand, only its facts are read."""
-        with self.store.read() as session:
+        with tracing.span("mandate.history.find_revision"), self.store.read() as session:
             revision = past_revision(self.store, session, at_revision, as_of)
             served = history.policy_at(session, revision)
         if served is None:
@@ -113,7 +113,8 @@ class History:
             return self.live.policy
         policy = self._policies.get(served.version)
         if policy is None:
-            with tempfile.TemporaryDirectory(prefix="mandate-policy-") as directory:
+            with tracing.span("mandate.history.load_policy"), \
+                    tempfile.TemporaryDirectory(prefix="mandate-policy-") as directory:
                 for name, text in served.sources.items():
                     (Path(directory) / Path(name).name).write_text(text, encoding="utf-8")
                 policy = Policy(directory)
