@@ -442,3 +442,23 @@ def test_the_callers_file_admin_key(tmp_path):
         path.write_text(f'[callers.x]\ntoken_sha256 = "{digest(ADMIN)}"\n{wrong}\n')
         with pytest.raises(CallersError, match=problem):
             read_callers_file(path)
+
+
+def test_a_replica_serves_an_import_as_any_write(app, admin):
+    """issue 21 item 2: replicas catch up on an import as on any write (another application on
+    the same database, following it as `mandate serve` does)."""
+    from tests.support import wait_until
+
+    replica = App(app.store.url, POLICY_DIR)
+    replica.start_polling()
+    try:
+        summary = do_import(admin, [
+            {"kind": "user", "id": "rep-ann"}, {"kind": "user", "id": "rep-bob"},
+            {"kind": "organization", "id": "rep-org", "owner": "rep-ann"},
+            {"kind": "member", "organization": "rep-org", "user": "rep-bob", "role": "colleague"},
+            {"kind": "resource", "type": "Project", "id": "rep-site", "organization": "rep-org"}])
+        assert wait_until(lambda: replica.index.revision >= int(summary.revision), 20)
+        assert replica.authorizer.check("User", "rep-bob", "edit", "Project", "rep-site")
+        assert not replica.authorizer.check("User", "rep-ann", "edit", "Project", "nowhere")
+    finally:
+        replica.close()
