@@ -78,9 +78,10 @@ class ImportResult:
 
 
 class Admin:
-    def __init__(self, store: Store, lifetimes: Lifetimes | None = None):
+    def __init__(self, store: Store, lifetimes: Lifetimes | None = None, history=None):
         self.store = store
         self.lifetimes = lifetimes or Lifetimes()
+        self.history = history  # mandate.domain.history.History: which revision a past time names
 
     # -- import ----------------------------------------------------------------------------
 
@@ -141,14 +142,16 @@ class Admin:
     def export(self, at_revision: int | None, as_of: str | None) -> Iterator:
         """A generator: first the revision exported, then lists of records (JSON text), in the
         order of the world file, all read in one snapshot. Closing it ends the read."""
-        from mandate.domain.history import past_revision
+        from mandate.domain.history import kept_revision
 
+        wanted = at_revision if as_of is None else self.history.revision_as_of(as_of)
         with self.store.read(snapshot=True) as session:
-            if at_revision is None and as_of is None:
+            if wanted is None:
                 revision = session.execute(select(M.RevisionCounter.value)).scalar_one()
                 past = None
             else:
-                revision = past = past_revision(self.store, session, at_revision, as_of)
+                field = "as_of" if as_of is not None else "at_revision"
+                revision = past = kept_revision(self.store, session, wanted, field)
             yield revision
             chunk, size = [], 0
             for kind, rows in _export_rows(session, past):
