@@ -182,7 +182,7 @@ class MandateServer:
         self.plumbing = Plumbing(self.callers, StreamLimits(config.max_streams_per_caller, config.max_streams),
                                  self.workers, requests=RequestLimits(config.max_requests_per_caller,
                                                                       config.workers_per_caller),
-                                 observer=Observer())
+                                 observer=Observer(counting=metrics_wanted(config)))
         self.certificates = (Certificates(config.tls_cert, config.tls_key, config.tls_client_ca)
                              if config.tls else None)
         self.health = health.aio.HealthServicer()
