@@ -27,6 +27,7 @@ METADATA = (("authorization", f"Bearer {TOKEN}"),)
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 CHECK = "/mandate.v1.AuthorizationService/Check"
 BATCH_CHECK = "/mandate.v1.AuthorizationService/BatchCheck"
+AUTHZEN_EVALUATION = "/access/v1/evaluation"
 CHANNEL_OPTIONS = [("grpc.enable_retries", 0)]
 WATCH = "/mandate.v1.EventService/Watch"
 WATCH_STREAMS = 500
@@ -48,13 +49,14 @@ class Server:
     def __init__(self, database_url: str, log_path: Path, processes: int = 1):
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.authzen = f"127.0.0.1:{free_port()}"  # the AuthZEN endpoints, beside gRPC
         # One token opens every stream of the bench: let it hold the 500 Watch streams of its phase.
         env = dict(os.environ, MANDATE_API_TOKENS=TOKEN, MANDATE_LOG_LEVEL="WARNING",
                    MANDATE_MAX_STREAMS_PER_CALLER=str(WATCH_STREAMS + 100), MANDATE_PROCESSES=str(processes))
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mandate.cli", "serve", "--listen", self.target,
+            [sys.executable, "-m", "mandate.cli", "serve", "--listen", self.target, "--authzen-listen", self.authzen,
              "--database-url", database_url, "--policy-dir", str(ROOT / "policies")],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
@@ -361,6 +363,45 @@ def closed_loop(channel, task: dict, stream_number: int, stream: Stream) -> None
             stream.calls += 1
 
 
+def authzen_loop(_channel, task: dict, stream_number: int, stream: Stream) -> None:
+    """As closed_loop, over HTTP: pre-serialized AuthZEN evaluations POSTed back to back on one
+    keep-alive connection per stream; the reply is read, not decoded."""
+    import http.client
+
+    host, port = task["authzen"].rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    requests = task["requests"]
+    count = len(requests)
+    index = stream_number * max(1, count // (task["workers"] * task["threads"]))
+    measure_from, end = task["window"]
+    clock = time.monotonic
+    latencies = stream.latencies
+    try:
+        while True:
+            started = clock()
+            if started >= end:
+                break
+            try:
+                connection.request("POST", task["path"], requests[index % count], headers)
+                reply = connection.getresponse()
+                reply.read()
+                if reply.status != 200:
+                    raise RuntimeError(f"HTTP {reply.status}")
+            except (OSError, RuntimeError, http.client.HTTPException) as error:
+                stream.error(error)
+                connection.close()
+                index += 1
+                continue
+            finished = clock()
+            index += 1
+            if started >= measure_from and finished <= end:
+                latencies.append(finished - started)
+                stream.calls += 1
+    finally:
+        connection.close()
+
+
 def alternating(channel, task: dict, stream_number: int, stream: Stream) -> None:
     """Two methods in turn on one stream (a no-op, then a check, ...), so both see the same
     machine: their latencies are comparable even when the machine's noise comes and goes.
@@ -518,7 +559,7 @@ def mutations(channel, task: dict, stream_number: int, stream: Stream) -> None:
 
 
 LOOPS = {"closed_loop": closed_loop, "alternating": alternating, "pages": list_pages, "freshness": freshness,
-         "mutations": mutations}
+         "mutations": mutations, "authzen": authzen_loop}
 
 
 # -- open Watch streams ----------------------------------------------------------------------------

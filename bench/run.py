@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench import dataset
 from bench.load import (
+    AUTHZEN_EVALUATION,
     BATCH_CHECK,
     CHECK,
     HEALTH_CHECK,
@@ -206,6 +207,15 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
             (("noop@32 (1)", noop), ("check@32 (1)", check), ("check@32 (2)", check), ("noop@32 (2)", noop))]
     phases["noop@32"] = combine(runs[0], runs[3])
     phases["check@32"] = combine(runs[1], runs[2])
+    # The same decisions as AuthZEN evaluations over HTTP, in the order A B B A with gRPC Check:
+    # compared per server CPU-second (the clients' HTTP costs them more than gRPC does).
+    evaluations = {"kind": "authzen", "authzen": server.authzen, "path": AUTHZEN_EVALUATION,
+                   "requests": [evaluation_body(*pair) for pair in mix]}
+    runs = [phase(name, task, short) for name, task in
+            (("check@32 (3)", check), ("authzen@32 (1)", evaluations), ("authzen@32 (2)", evaluations),
+             ("check@32 (4)", check))]
+    phases["authzen@32"] = combine(runs[1], runs[2])
+    phases["check@32 (beside authzen)"] = combine(runs[0], runs[3])
     phase("latency@1", {"kind": "alternating", "methods": (HEALTH_CHECK, CHECK), "first_request": b"",
                         "requests": checks}, duration, processes=1, threads=1)
     phase("batch@32", {"kind": "closed_loop", "method": BATCH_CHECK, "requests": batches}, duration)
@@ -309,6 +319,11 @@ def check_request(actor: str, action: str, project: str, _expected=None):
                                           resource=common_pb2.ObjectRef(type="Project", id=project))
 
 
+def evaluation_body(actor: str, action: str, project: str, _expected=None) -> bytes:
+    return json.dumps({"subject": {"type": "user", "id": actor}, "action": {"name": action},
+                       "resource": {"type": "project", "id": project}}).encode()
+
+
 def batch_request(pairs: list):
     from mandate.v1 import authorization_pb2
 
@@ -355,6 +370,7 @@ def figures(phases: dict[str, Result], peak_kib: int) -> list[dict]:
                f"{check32.percentile(.99) * 1e3:.2f} ms", "reported", None, None),
         figure("no-op latency, 1 caller (alternating with Check)", f"p50 {noop1_p50 * 1e3:.2f} ms, p99 "
                f"{noop1_p99 * 1e3:.2f} ms", "reported", None, None),
+        authzen_figure(phases),
         figure(f"BatchCheck ({BATCH} per batch, 32 streams)", f"{batch:,.0f} decisions/s", ">= 20 x ceiling",
                batch / noop, batch / noop >= 20, value_number=batch),
         figure("ListResources (biggest partner's legal rep, pages of 100)",
@@ -398,6 +414,19 @@ def index_figure(url: str, info: dict) -> dict:
     return figure("fact index memory per fact row", f"{per_row:,.0f} bytes ({found['index_bytes'] / 2**20:,.0f} MiB "
                   f"for {found['fact_rows']:,} rows, loaded in {found['load_seconds']:.1f} s)", "<= 250 (large)",
                   per_row / 250, per_row <= 250, value_number=per_row)
+
+
+def authzen_figure(phases: dict[str, Result]) -> dict:
+    """AuthZEN evaluations (HTTP, JSON) next to gRPC Check on the same decisions, per server
+    CPU-second (the two cores are shared with the clients, whose HTTP costs more than gRPC)."""
+    authzen, check = phases["authzen@32"], phases["check@32 (beside authzen)"]
+    per_cpu = authzen.calls / authzen.server_cpu if authzen.server_cpu else 0.0
+    check_per_cpu = check.calls / check.server_cpu if check.server_cpu else 0.0
+    return figure("AuthZEN evaluation next to gRPC Check (32 streams)",
+                  f"{per_cpu:,.0f} vs {check_per_cpu:,.0f} calls per server CPU-second ({authzen.rate:,.0f} vs "
+                  f"{check.rate:,.0f} req/s; AuthZEN p50 {authzen.percentile(.5) * 1e3:.2f} ms)", "reported",
+                  per_cpu / check_per_cpu if check_per_cpu else None, None, value_number=per_cpu,
+                  check_per_cpu=check_per_cpu, errors=authzen.errors)
 
 
 def streams_figure(phases: dict[str, Result]) -> dict:

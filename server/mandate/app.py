@@ -41,7 +41,7 @@ class App:
         self.lifetimes = lifetimes or Lifetimes()
         self.store = Store(database_url, database or DatabaseSettings.from_env())
         self.policy_dir = Path(policy_dir)
-        self.index = FactIndex(self.store)
+        self.index = FactIndex(self.store, self.lifetimes.clock)
         self.authorizer = Authorizer(self.store, self.index, policy or Policy(policy_dir))
         self.store.on_commit(self._caught_up_to)
         self.index.catch_up()

@@ -16,7 +16,17 @@ from pathlib import Path
 import grpc
 
 from mandate import logs
-from mandate.config import DEFAULT_LISTEN, DEFAULT_TOKEN_FILE, Config, log_format
+from mandate.config import (
+    DEFAULT_LISTEN,
+    DEFAULT_TOKEN_FILE,
+    GRACE_SECONDS_BOUNDS,
+    Config,
+    DatabaseSettings,
+    history_retention,
+    invitation_ttl,
+    log_format,
+    seconds,
+)
 from mandate.contexts import ContextError
 
 
@@ -118,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = Config.from_env()
+        if args.command == "serve":
+            DatabaseSettings.from_env()  # checked at start, not when the store opens
     except ValueError as error:
         print(f"mandate: {error}", file=sys.stderr)
         return 2
@@ -160,15 +172,16 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
                         help="open streams one caller may hold (overrides MANDATE_MAX_STREAMS_PER_CALLER; default 100)")
     parser.add_argument("--max-streams", type=positive,
                         help="open streams in all (overrides MANDATE_MAX_STREAMS; default 1000)")
-    parser.add_argument("--grace", type=float, metavar="SECONDS",
-                        help="on SIGTERM, time for calls in flight to finish (overrides MANDATE_GRACE_SECONDS; "
-                             "default 10)")
-    parser.add_argument("--invitation-ttl", type=duration, metavar="D",
-                        help="how long an invitation stays acceptable: a number with s, m, h or d "
+    # Durations are checked in run_serve, against their bounds, with a one-line error.
+    parser.add_argument("--grace", metavar="SECONDS",
+                        help="on SIGTERM, time for calls in flight to finish, 0 to 3600 (overrides "
+                             "MANDATE_GRACE_SECONDS; default 10)")
+    parser.add_argument("--invitation-ttl", metavar="D",
+                        help="how long an invitation stays acceptable: a number with s, m, h or d, from 1m to 3650d "
                              "(overrides MANDATE_INVITATION_TTL; default 14d)")
-    parser.add_argument("--history-retention", type=history_retention, metavar="D",
-                        help="how long the access history is kept: `forever`, or a number with s, m, h or d "
-                             "(overrides MANDATE_HISTORY_RETENTION; default forever)")
+    parser.add_argument("--history-retention", metavar="D",
+                        help="how long the access history is kept: `forever`, or a number with s, m, h or d, from 1h "
+                             "to 36500d (overrides MANDATE_HISTORY_RETENTION; default forever)")
     parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
@@ -182,6 +195,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
                         help="allow plaintext on an address other than loopback (MANDATE_INSECURE=1)")
     parser.add_argument("--metrics-listen", metavar="ADDR",
                         help="serve Prometheus metrics at http://ADDR/metrics (MANDATE_METRICS_LISTEN; default off)")
+    parser.add_argument("--authzen-listen", metavar="ADDR",
+                        help="serve the OpenID AuthZEN API (HTTP, JSON) on host:port (MANDATE_AUTHZEN_LISTEN; "
+                             "default off)")
     parser.add_argument("--log-format", help="text (default) or json: one object per line (MANDATE_LOG_FORMAT)")
     parser.add_argument("--max-requests-per-caller", type=positive,
                         help="requests in flight per caller (MANDATE_MAX_REQUESTS_PER_CALLER; default 200)")
@@ -195,19 +211,6 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
-
-
-def history_retention(text: str):
-    return "forever" if text.strip() == "forever" else duration(text)
-
-
-def duration(text: str):
-    from mandate.clock import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 CLIENT_FLAGS = (
@@ -237,7 +240,7 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(config: Config, args) -> int:
     from mandate.policy import PolicyError
-    from mandate.server import serve
+    from mandate.server import CannotListen, serve
     from mandate.store.migrate import upgrade
 
     config.listen = args.listen or config.listen
@@ -247,10 +250,16 @@ def run_serve(config: Config, args) -> int:
     config.processes = args.processes or config.processes
     config.max_streams_per_caller = args.max_streams_per_caller or config.max_streams_per_caller
     config.max_streams = args.max_streams or config.max_streams
-    config.grace_seconds = config.grace_seconds if args.grace is None else max(0.0, args.grace)
-    config.invitation_ttl = args.invitation_ttl or config.invitation_ttl
-    if args.history_retention is not None:
-        config.history_retention = None if args.history_retention == "forever" else args.history_retention
+    try:
+        if args.grace is not None:
+            config.grace_seconds = seconds(args.grace, "--grace", config.grace_seconds, GRACE_SECONDS_BOUNDS)
+        if args.invitation_ttl is not None:
+            config.invitation_ttl = invitation_ttl(args.invitation_ttl)
+        if args.history_retention is not None:
+            config.history_retention = history_retention(args.history_retention)
+    except ValueError as error:
+        print(f"mandate: {error}", file=sys.stderr)
+        return 2
     config.watch_policy = args.watch_policy
     config.callers_file = Path(args.callers) if args.callers else config.callers_file
     config.tls_cert = Path(args.tls_cert) if args.tls_cert else config.tls_cert
@@ -258,6 +267,7 @@ def run_serve(config: Config, args) -> int:
     config.tls_client_ca = Path(args.tls_client_ca) if args.tls_client_ca else config.tls_client_ca
     config.insecure = args.insecure or config.insecure
     config.metrics_listen = args.metrics_listen or config.metrics_listen
+    config.authzen_listen = args.authzen_listen or config.authzen_listen
     config.max_requests_per_caller = args.max_requests_per_caller or config.max_requests_per_caller
     config.max_batch = args.max_batch or config.max_batch
     config.max_message_bytes = args.max_message_bytes or config.max_message_bytes
@@ -302,6 +312,9 @@ def run_serve(config: Config, args) -> int:
         else:
             upgrade(config.database_url)
             serve(config)
+    except CannotListen as error:
+        print(f"mandate: {error}", file=sys.stderr)
+        return 1
     except (PolicyError, ValueError) as error:  # a bad policy or a bad setting
         print(f"mandate: refusing to start: {error}", file=sys.stderr)
         return 1

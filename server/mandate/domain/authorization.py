@@ -61,7 +61,8 @@ def target_type(target: TargetRef) -> str:
 
 
 # Decisions remembered per (actor, organization, resource type, action) for one policy at one
-# index revision: at most this many, and every change of the facts or of the policy starts afresh.
+# index revision: at most this many, and every change of the facts or of the policy starts afresh,
+# as does the passing of an access's end (FactIndex.ended).
 MEMO_LIMIT = 200_000
 
 
@@ -70,7 +71,7 @@ class Authorizer:
         self.store = store
         self.index = index
         self.policy = policy  # replaced whole on reload; read once per request
-        self._memo: tuple[Policy | None, int, dict] = (None, -1, {})
+        self._memo: tuple[Policy | None, int, frozenset, dict] = (None, -1, frozenset(), {})
         # Decisions made, and those the memo could not answer (plain counts: the metrics read
         # them now and then, so the hot path takes no lock for them).
         self.decisions = 0
@@ -121,10 +122,11 @@ class Authorizer:
         revision is read first), so a remembered answer is never older than the revision a
         caller was promised; a memo left behind by a change is simply dropped."""
         revision = self.index.revision
-        memo_policy, memo_revision, memo = self._memo
-        if memo_policy is not policy or memo_revision != revision:
+        ended = self.index.ended()  # facts whose end passed, not yet swept: decided as ended
+        memo_policy, memo_revision, memo_ended, memo = self._memo
+        if memo_policy is not policy or memo_revision != revision or memo_ended is not ended:
             memo = {}
-            self._memo = (policy, revision, memo)
+            self._memo = (policy, revision, ended, memo)
         key = (actor_id, organization_id, resource_type, action)
         self.decisions += 1
         answer = memo.get(key)
@@ -194,7 +196,7 @@ class Authorizer:
         if isinstance(target, ProjectRef):
             return target.organization_id, index.subject(actor_id, target.organization_id)
         if isinstance(target, MemberRef):
-            member = index.memberships.get(target.user_id, {}).get(target.organization_id)
+            member = index.member(target.user_id, target.organization_id)
             fact = MemberTarget(member.role if member else "", member.status if member else "",
                                 bool(member and member.partner_employee), target.user_id == actor_id,
                                 target.new_role)
@@ -206,7 +208,7 @@ class Authorizer:
         subject = index.subject(actor_id, target.client_id, labels)
         label = next((name for name, ident in labels.items() if ident == target.partner_id and name != "o"),
                      UNKNOWN_PARTNER)
-        link = index.partners.get(target.client_id, {}).get(target.partner_id)
+        link = index.connection(target.partner_id, target.client_id)
         # No such connection: the policy still decides who may act on one (permission first, so a
         # refused caller learns nothing); the service then reports it missing.
         fact = ConnectionFact(label, link.status, link.granted_scopes, link.employee_approval) if link else \

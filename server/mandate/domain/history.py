@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from mandate import errors
+from mandate import errors, tracing
 from mandate.clock import as_text
 from mandate.domain.authorization import Authorizer
 from mandate.domain.expiry import Lifetimes
@@ -88,7 +88,7 @@ class History:
         them: unless the whole index of that revision is at hand, only its facts are read."""
         if as_of is not None and as_of > utc_now():
             raise errors.RevisionUnavailable("as_of: lies in the future; the history answers about the past")
-        with self.store.read() as session:
+        with tracing.span("mandate.history.find_revision"), self.store.read() as session:
             revision = at_revision if as_of is None else history.revision_at(session, as_of)
             kept_from = history.horizon(session)
             newest = self.store.current_revision()
@@ -123,7 +123,8 @@ class History:
             return self.live.policy
         policy = self._policies.get(served.version)
         if policy is None:
-            with tempfile.TemporaryDirectory(prefix="mandate-policy-") as directory:
+            with tracing.span("mandate.history.load_policy"), \
+                    tempfile.TemporaryDirectory(prefix="mandate-policy-") as directory:
                 for name, text in served.sources.items():
                     (Path(directory) / Path(name).name).write_text(text, encoding="utf-8")
                 policy = Policy(directory)

@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, event, exc, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mandate import callers, deadlines, errors
+from mandate import callers, deadlines, errors, tracing
 from mandate.config import DatabaseSettings
 from mandate.store import history, models
 
@@ -247,7 +247,7 @@ class Store:
     def read(self, snapshot: bool = False) -> Iterator[Session]:
         """A read session. With `snapshot`, every statement sees the same committed state (SQLite
         read transactions already do; other engines need REPEATABLE READ)."""
-        with self._reporting(), self._sessions() as session:
+        with tracing.span("mandate.store.read"), self._reporting(), self._sessions() as session:
             if snapshot and self.engine.dialect.name != "sqlite":
                 session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield session
@@ -266,10 +266,13 @@ class Store:
             return
         if not self._available and time.monotonic() - self._checked_at < RECHECK_SECONDS:
             raise errors.DatabaseUnavailable("the database cannot be reached; retry")
-        with self._writer, self._reporting(), self._write_sessions() as session:
+        with tracing.span("mandate.store.write") as span, self._writer, self._reporting(), \
+                self._write_sessions() as session:
             token = _open.set((self, None))
             try:
                 revision = self._next_revision(session)
+                if span is not None:
+                    span.set_attribute("mandate.revision", str(revision))
                 tx = Transaction(session, revision, actor_id)
                 _open.set((self, tx))
                 yield tx
