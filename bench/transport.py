@@ -1,6 +1,7 @@
 """`python -m bench.transport [--seconds S] [--rounds R]`: what grpcio itself costs per call, on
-the bench's load, with grpcio's sync server, its asyncio (aio) server, and the aio server on
-uvloop when uvloop is installed.
+the bench's load, with grpcio's sync server, its asyncio (aio) server, the aio server on uvloop
+when uvloop is installed, and the aio server with what it loaded frozen out of the garbage
+collector's rounds (`gc.freeze()`).
 
 Each server is a bare one in its own process: two methods, no authentication, no limits, no
 log line, no metrics. `/grpc.health.v1.Health/Check` is a no-op (bytes in, empty bytes out);
