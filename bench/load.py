@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-not-secret"
 METADATA = (("authorization", f"Bearer {TOKEN}"),)
+PAST_TOKEN = "bench-past-token-not-secret"  # another caller: the one that asks about the past
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 CHECK = "/mandate.v1.AuthorizationService/Check"
 BATCH_CHECK = "/mandate.v1.AuthorizationService/BatchCheck"
@@ -51,7 +52,7 @@ class Server:
         self.target = f"127.0.0.1:{self.port}"
         self.authzen = f"127.0.0.1:{free_port()}"  # the AuthZEN endpoints, beside gRPC
         # One token opens every stream of the bench: let it hold the 500 Watch streams of its phase.
-        env = dict(os.environ, MANDATE_API_TOKENS=TOKEN, MANDATE_LOG_LEVEL="WARNING",
+        env = dict(os.environ, MANDATE_API_TOKENS=f"{TOKEN},{PAST_TOKEN}", MANDATE_LOG_LEVEL="WARNING",
                    MANDATE_MAX_STREAMS_PER_CALLER=str(WATCH_STREAMS + 100), MANDATE_PROCESSES=str(processes))
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
@@ -631,3 +632,64 @@ def hold_watches(pipe, target: str, count: int, since_revision: str) -> None:
         pipe.send(dict(state))
 
     asyncio.run(main())
+
+
+# -- questions about the past --------------------------------------------------------------------
+
+
+class PastAsker:
+    """A process that, as a caller of its own, asks about a new past revision again and again:
+    a BatchCheck at revision R, then R - 1, ... (each one's facts are built anew from the history)."""
+
+    def __init__(self, target: str, newest: int, pair):
+        context = multiprocessing.get_context("spawn")
+        self.pipe, child = context.Pipe()
+        self.process = context.Process(target=ask_about_the_past, args=(child, target, newest, pair), daemon=True,
+                                       name="bench-past")
+        self.process.start()
+        self.report = self.pipe.recv()  # once the first question was answered
+
+    def close(self) -> dict:
+        self.pipe.send(None)
+        final = self.pipe.recv()
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+        return final
+
+
+def ask_about_the_past(pipe, target: str, newest: int, pair) -> None:
+    import grpc
+    from mandate.v1 import authorization_pb2, authorization_pb2_grpc, common_pb2
+
+    actor, action, project, *_ = pair
+    metadata = (("authorization", f"Bearer {PAST_TOKEN}"),)
+    state = {"answered": 0, "errors": 0, "first_error": "", "seconds": []}
+    stop = threading.Event()
+
+    def loop() -> None:
+        with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            stub = authorization_pb2_grpc.AuthorizationServiceStub(channel)
+            revision = newest
+            while not stop.is_set() and revision > 1:
+                started = time.monotonic()
+                try:
+                    stub.BatchCheck(authorization_pb2.BatchCheckRequest(checks=[authorization_pb2.CheckRequest(
+                        actor=common_pb2.ObjectRef(type="User", id=actor), action=action,
+                        resource=common_pb2.ObjectRef(type="Project", id=project), at_revision=str(revision))]),
+                        metadata=metadata, timeout=600)
+                    state["answered"] += 1
+                    state["seconds"].append(time.monotonic() - started)
+                except grpc.RpcError as error:
+                    state["errors"] += 1
+                    state["first_error"] = state["first_error"] or f"{error.code()} {error.details()}"
+                if state["answered"] + state["errors"] == 1:
+                    pipe.send(dict(state))
+                revision -= 1
+
+    asker = threading.Thread(target=loop)
+    asker.start()
+    pipe.recv()
+    stop.set()
+    asker.join()
+    pipe.send(dict(state))

@@ -24,6 +24,7 @@ from bench.load import (
     HEALTH_CHECK,
     TOKEN,
     WATCH_STREAMS,
+    PastAsker,
     Result,
     Server,
     Watchers,
@@ -242,6 +243,17 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
         phase(f"check@32 ({WATCH_STREAMS} streams)", check, short)
     finally:
         info["watch_streams_at_end"] = watchers.close()
+    # Check latency while another caller asks about a new past revision again and again, next
+    # to the same load without it (issue 18: the past must not cost the present).
+    phase("latency@1 (no past)", alternating, duration, processes=1, threads=1)
+    asker = PastAsker(server.target, int(client_check(server.target, mix[0]).revision) - 1, mix[0])
+    try:
+        phase("latency@1 (past questions)", alternating, duration, processes=1, threads=1)
+    finally:
+        info["past_questions"] = past = asker.close()
+        past["build_p50_s"] = round(percentile(past.pop("seconds"), 0.5), 3) if past["answered"] else None
+        if past["errors"]:
+            say(f"WARNING: {past['errors']} questions about the past failed: {past['first_error']}")
     info["server_rss_kib"] = server.status("VmRSS")
     info["phases"] = {
         name: {"calls": r.calls, "rate_per_s": round(r.rate, 1), "errors": r.errors,
@@ -386,6 +398,7 @@ def figures(phases: dict[str, Result], peak_kib: int) -> list[dict]:
                mutation.rate / 300, mutation.rate >= 300 and not mutation.errors, value_number=mutation.rate,
                errors=mutation.errors),
         streams_figure(phases),
+        past_figure(phases),
         figure("server peak RSS (VmHWM)", f"{peak_kib / 1024:,.0f} MiB", "< 1.5 GiB (large)", peak_kib / (1.5 * GIB),
                peak_kib < 1.5 * GIB, value_number=peak_kib),
     ]
@@ -439,6 +452,15 @@ def streams_figure(phases: dict[str, Result]) -> dict:
                   f"{check32.rate:,.0f} req/s, p99 "
                   f"{check32.percentile(.99) * 1e3:.1f} ms", "p99 <= 2 x without", busy_p99 / quiet_p99,
                   busy_p99 <= 2 * quiet_p99, value_number=busy_p99)
+
+
+def past_figure(phases: dict[str, Result]) -> dict:
+    quiet, busy = phases["latency@1 (no past)"], phases["latency@1 (past questions)"]
+    quiet_p99, busy_p99 = quiet.percentile(0.99), busy.percentile(0.99)
+    return figure("Check p99 at 1 caller while another caller asks about new past revisions",
+                  f"p99 {busy_p99 * 1e3:.2f} ms vs {quiet_p99 * 1e3:.2f} ms without (p50 "
+                  f"{busy.percentile(.5) * 1e3:.2f} vs {quiet.percentile(.5) * 1e3:.2f} ms)", "p99 <= 2 x without",
+                  busy_p99 / quiet_p99, busy_p99 <= 2 * quiet_p99, value_number=busy_p99)
 
 
 def scaling(args, url: str, workers: Workers, meta: dict, database: Path, info: dict) -> dict:

@@ -47,8 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     matrix.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     policy_commands.add_parser("check", help="load and validate the policy")
     policy_commands.add_parser("path", help="print the directory of the policy `mandate serve` would load")
-    mutate = policy_commands.add_parser("mutate", help="delete each rule in turn; report those no test notices")
+    mutate = policy_commands.add_parser(
+        "mutate", help="change the policy in small ways (mutants); report those no test notices (exit 1 when any)")
     mutate.add_argument("paths", nargs="*", help="test files or directories")
+    mutate.add_argument("--kind", action="append", metavar="KIND",
+                        help="only mutants of this kind (repeat for more): 'rule deleted', 'condition dropped', "
+                             "'role swapped', 'value left out', 'rule copied'")
+    mutate.add_argument("--equivalents", metavar="FILE",
+                        help="the equivalent mutants, with why (default: equivalent-mutants.yaml beside the policy)")
+    mutate.add_argument("--every", type=int, default=1, metavar="N",
+                        help="only every N-th mutant, in a fixed order (a quick subset)")
+    mutate.add_argument("--verbose", action="store_true", help="also list the mutants the tests caught")
     for sub in (test, matrix, mutate, policy_commands.choices["check"], policy_commands.choices["path"]):
         sub.add_argument("--policy-dir", help="overrides MANDATE_POLICY_DIR")
     diff = policy_commands.add_parser(
@@ -182,6 +191,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history-retention", metavar="D",
                         help="how long the access history is kept: `forever`, or a number with s, m, h or d, from 1h "
                              "to 36500d (overrides MANDATE_HISTORY_RETENTION; default forever)")
+    parser.add_argument("--history-memory", type=non_negative, metavar="MIB",
+                        help="memory for the facts of past revisions kept between questions, in MiB "
+                             "(overrides MANDATE_HISTORY_MEMORY; default 256)")
     parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
@@ -210,6 +222,13 @@ def positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
     return value
 
 
@@ -260,6 +279,8 @@ def run_serve(config: Config, args) -> int:
     except ValueError as error:
         print(f"mandate: {error}", file=sys.stderr)
         return 2
+    if args.history_memory is not None:
+        config.history_memory_mib = args.history_memory
     config.watch_policy = args.watch_policy
     config.callers_file = Path(args.callers) if args.callers else config.callers_file
     config.tls_cert = Path(args.tls_cert) if args.tls_cert else config.tls_cert
@@ -388,15 +409,28 @@ def run_policy(args, policy_dir: Path) -> int:
         if args.junit:
             policytest.write_junit(outcomes, args.junit)
         return 0 if outcomes and all(o.passed for o in outcomes) else 1
-    mutants = policytools.mutation_run(policy_dir, paths)
+    try:
+        equivalents = policytools.read_equivalents(
+            Path(args.equivalents) if args.equivalents else policy_dir / policytools.EQUIVALENTS_FILE)
+        if args.every < 1:
+            raise ValueError("--every must be at least 1")
+        unknown = [kind for kind in args.kind or () if kind not in policytools.KINDS]
+        if unknown:
+            raise ValueError(f"--kind: unknown kind {unknown[0]!r} (one of: {', '.join(policytools.KINDS)})")
+        mutants = policytools.mutation_run(policy_dir, paths, tuple(args.kind or policytools.KINDS), equivalents,
+                                           args.every)
+    except (ValueError, OSError) as error:
+        print(f"mandate: {error}", file=sys.stderr)
+        return 2
     for mutant in mutants:
-        status = "killed  " if mutant.killed else "SURVIVED"
-        print(f"{status} {mutant.rule.file.name}:{mutant.rule.line}: {mutant.rule.text[:90]}")
-        if not mutant.killed:
-            print(f"         {mutant.how}")
-    survived = sum(not m.killed for m in mutants)
-    print(f"{len(mutants)} rules deleted one at a time: {len(mutants) - survived} caught, {survived} survived")
-    return 0 if survived == 0 else 1
+        if mutant.survived:
+            print(f"SURVIVED   {mutant.describe()}")
+        elif args.verbose:
+            status = "killed    " if mutant.killed else "equivalent"
+            print(f"{status} {mutant.describe()}\n           {mutant.how if mutant.killed else mutant.equivalent}")
+    for line in policytools.mutation_report(mutants):
+        print(line)
+    return 0 if not any(m.survived for m in mutants) else 1
 
 
 def run_policy_diff(args, policy_dir: Path) -> int:

@@ -20,6 +20,7 @@ DEFAULT_INVITATION_TTL = datetime.timedelta(days=14)
 DEFAULT_REQUESTS_PER_CALLER = 200
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_HISTORY_MEMORY_MIB = 256
 LOG_FORMATS = ("text", "json")
 # Bounds of the duration settings (shortest, longest), checked at start. Beyond them a setting is a
 # mistake, and a later date would overflow the calendar: an invitation lapses at now + its TTL.
@@ -80,6 +81,7 @@ class Config:
     processes: int = 1  # server processes sharing the port (SO_REUSEPORT)
     invitation_ttl: datetime.timedelta = DEFAULT_INVITATION_TTL  # how long an invitation stays acceptable
     history_retention: datetime.timedelta | None = None  # how long the access history is kept; None: forever
+    history_memory_mib: int = DEFAULT_HISTORY_MEMORY_MIB  # fact indexes of past revisions kept, at most
     callers_file: Path | None = None  # named callers (TOML), reloaded on SIGHUP
     tls_cert: Path | None = None  # serve TLS with this certificate chain and key (reloaded on SIGHUP)
     tls_key: Path | None = None
@@ -112,6 +114,7 @@ class Config:
             invitation_ttl=invitation_ttl(env.get("MANDATE_INVITATION_TTL", ""), "MANDATE_INVITATION_TTL"),
             history_retention=history_retention(env.get("MANDATE_HISTORY_RETENTION", ""),
                                                 "MANDATE_HISTORY_RETENTION"),
+            history_memory_mib=number(env, "MANDATE_HISTORY_MEMORY", DEFAULT_HISTORY_MEMORY_MIB, minimum=0),
             callers_file=path(env, "MANDATE_CALLERS_FILE"),
             tls_cert=path(env, "MANDATE_TLS_CERT"),
             tls_key=path(env, "MANDATE_TLS_KEY"),

@@ -149,6 +149,18 @@ class TooManyRequests(DomainError):
     retry_seconds = 0.1
 
 
+class TooManyRevisions(DomainError):
+    """One request names more distinct past revisions or times than the server answers at once."""
+
+    code = Status.RESOURCE_EXHAUSTED
+    reason = Reason.TOO_MANY_REVISIONS
+
+    def __init__(self, field: str, limit: int):
+        super().__init__(f"{field}: one request may name at most {limit} distinct past revisions or times "
+                         "(at_revision, as_of); split it", field=field)
+        self.field = field
+
+
 class ReadOnlyCaller(PermissionDenied):
     """A read-only caller (callers file) asked for a change."""
 

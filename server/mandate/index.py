@@ -23,11 +23,14 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import func, select
 
-from mandate import errors, tracing
+from mandate import deadlines, errors, tracing
 from mandate.clock import SystemClock
 from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
 from mandate.store import history, models
 from mandate.store.db import Store
+
+# A build of the past looks at its caller's deadline this often (in rows applied).
+DEADLINE_ROWS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class FactIndex:
         self.clock = clock
         self.revision = -1
         self.frozen = False  # an index of the past (`at`) never catches up
+        self.rows = 0  # fact rows an index of the past was built from (its size, for the history's budget)
         # How long each catch-up that found changes took, until the metrics take them.
         self.catch_up_seconds: collections.deque[float] = collections.deque(maxlen=10_000)
         self._catching_up = threading.Lock()  # one catch-up at a time
@@ -92,8 +96,12 @@ class FactIndex:
                 store.read(snapshot=True) as session:
             if around is None:
                 for table, apply in index._tables():
+                    deadlines.check("the facts of the past were not built")
                     for row in history.fact_rows(session, table, revision):
                         apply(row)
+                        index.rows += 1
+                        if index.rows % DEADLINE_ROWS == 0:  # a caller that gave up stops the build
+                            deadlines.check("the facts of the past were not built")
             else:
                 index._load_around(session, revision, *around)
             # Asked again inside the same snapshot: retention may have let go of versions of

@@ -77,8 +77,9 @@ SERVICE_NAMES = [module.DESCRIPTOR.services_by_name[name].full_name for module, 
 CHECK_PLANE = {authorization_pb2.DESCRIPTOR.services_by_name["AuthorizationService"].full_name,
                health.SERVICE_NAME, reflection.SERVICE_NAME}
 OPEN_SERVICES = [health.SERVICE_NAME, reflection.SERVICE_NAME]
-# Checks that need no catch-up are a few dictionary look-ups and a memoized decision: they run
-# on the event loop; everything else (SQL, writes, batches, lists) runs in the worker pool.
+# Checks about the present that need no catch-up are a few dictionary look-ups and a memoized
+# decision: they run on the event loop; everything else (SQL, writes, batches, lists, and every
+# question about the past, which reads the history and may wait for a build) runs in the worker pool.
 INLINE = ("/mandate.v1.AuthorizationService/Check",)
 
 HEALTH_SECONDS = 1.0  # how often health follows the database's availability
@@ -111,10 +112,13 @@ class Router(grpc.GenericRpcHandler):
 
 
 def answered_from_memory(app: App):
-    """True when a Check needs no catch-up: no at_least_revision, or one the index has reached."""
+    """True when a Check is about the present and needs no catch-up: no at_least_revision, or
+    one the index has reached. A question about the past (at_revision, as_of) never is."""
     index = app.index
 
     def fresh(request) -> bool:
+        if request.at_revision or request.as_of:
+            return False
         wanted = request.at_least_revision
         return not wanted or (wanted.isascii() and wanted.isdigit() and len(wanted) <= 18
                               and int(wanted) <= index.revision)
@@ -277,6 +281,7 @@ class MandateServer:
         app = App(self.config.database_url, self.config.policy_dir)
         app.lifetimes.invitation_ttl = self.config.invitation_ttl
         app.lifetimes.history_retention = self.config.history_retention
+        app.history.memory_budget = self.config.history_memory_mib * 1024 * 1024
         return app
 
     async def _set_health(self, ready: bool, database: bool = True) -> None:

@@ -38,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -267,8 +269,14 @@ class Plumbing:
             remaining = context.time_remaining() if context is not None else None
             deadline = None if remaining is None else time.monotonic() + remaining
             work = contextvars.copy_context()
-            return await asyncio.get_running_loop().run_in_executor(
-                self.workers, work.run, deadlines.run_within, deadline, function, *args)
+            cancelled = threading.Event()  # the caller went away: the work stops at its next look
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self.workers, functools.partial(work.run, deadlines.run_within, deadline, function, *args,
+                                                    cancelled=cancelled))
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
 
     def identify(self, context, quiet: bool = False) -> Caller:
         """The caller of the request, or Unauthenticated. A refused client certificate has its

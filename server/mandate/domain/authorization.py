@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mandate import errors
+from mandate import deadlines, errors
 from mandate.facts import (
     RESOURCE_TYPES,
     UNKNOWN_PARTNER,
@@ -230,15 +230,15 @@ class Authorizer:
         if actor_id not in self.index.users or resource_type not in RESOURCE_TYPES:
             return [], ""
         policy = policy or self.policy
+        ids = []
         with self.index.one_state():
-            ids = sorted(
-                resource_id
-                for organization_id in self.index.reachable_organizations(actor_id)
-                if organizations is None or organization_id in organizations
-                if self.decide(actor_id, organization_id, resource_type, action, policy)
-                for resource_id in self.index.resources_of(resource_type, organization_id)
-                if resource_id > after
-            )
+            for organization_id in self.index.reachable_organizations(actor_id):
+                deadlines.check("the list was not finished")
+                if organizations is not None and organization_id not in organizations:
+                    continue
+                if self.decide(actor_id, organization_id, resource_type, action, policy):
+                    ids += [r for r in self.index.resources_of(resource_type, organization_id) if r > after]
+        ids.sort()
         return page(ids[:page_size + 1], page_size)
 
     def list_actors(self, action: str, resource_type: str, resource_id: str, page_size: int, after: str,
@@ -252,6 +252,7 @@ class Authorizer:
             if organization_id is None:
                 return [], ""
             for user_id in sorted(u for u in self.index.candidate_users(organization_id) if u > after):
+                deadlines.check("the list was not finished")
                 if self.decide(user_id, organization_id, resource_type, action, policy):
                     found.append(user_id)
                     if len(found) > page_size:

@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, exc, select, text, update
+from sqlalchemy import create_engine, event, exc, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mandate import callers, deadlines, errors, tracing
+from mandate import callers, clock, deadlines, errors, tracing
 from mandate.config import DatabaseSettings
 from mandate.store import history, models
 
@@ -170,6 +170,12 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+# The time of a write, in the store's format, from PostgreSQL's clock (clock_timestamp: the time
+# it is asked, not the start of the transaction).
+_PG_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+_NEWEST_TIME = select(func.max(models.Event.occurred_at))
+_TICK = datetime.timedelta(microseconds=1)
+
 # Built once: every write runs it first.
 _NEXT_REVISION = (update(models.RevisionCounter.__table__)
                   .values(value=models.RevisionCounter.__table__.c.value + 1)
@@ -278,14 +284,10 @@ class Store:
                 yield tx
                 deadlines.check()  # a caller that gave up while this waited gets no change
                 written = history.record(session, revision)  # the versions this change made (access history)
-                committed_at = utc_now()  # events carry the time of their commit (as_of reads it)
+                committed_at = self._stamp(session, revision)  # events carry the time of their commit
                 for event in tx.events:
                     event.occurred_at = committed_at
                 session.add_all(tx.events)
-                if self.postgres:
-                    # Delivered at commit, to every replica listening (mandate.store.follow).
-                    session.execute(text("SELECT pg_notify(:channel, :revision)"),
-                                    {"channel": CHANNEL, "revision": str(revision)})
                 session.commit()
                 self._written = (revision, written)
             except BaseException:
@@ -296,6 +298,41 @@ class Store:
                 _open.reset(token)
         self.mark_available()
         self.announce(revision)
+
+    def _stamp(self, session: Session, revision: int) -> str:
+        """The time of the write of `revision`, taken under the revision lock: the store's clock
+        (PostgreSQL's, the same for every replica), and always later than the time of every
+        revision before it, so the times of revisions rise with them (`as_of` relies on it). On
+        PostgreSQL the same statement sends the NOTIFY that wakes the other replicas at commit
+        (mandate.store.follow)."""
+        if self.postgres:
+            now, newest = session.execute(text(
+                f"SELECT pg_notify(:channel, :revision), {_PG_NOW}, (SELECT max(occurred_at) FROM events)"),
+                {"channel": CHANNEL, "revision": str(revision)}).one()[1:]
+        else:
+            now, newest = utc_now(), session.execute(_NEWEST_TIME).scalar_one()
+        return now if newest is None or now > newest else clock.as_text(clock.parse(newest) + _TICK)
+
+    def now(self, session: Session) -> str:
+        """The store's clock, as revisions are stamped with it (`_stamp`)."""
+        return session.execute(text(f"SELECT {_PG_NOW}")).scalar_one() if self.postgres else utc_now()
+
+    @contextlib.contextmanager
+    def settled(self) -> Iterator[Session]:
+        """A read session that first waits for the write in flight, if any, to commit: every
+        revision committed after this session began is stamped later than it began. It holds
+        off writers (of every process) while it runs: keep it to a statement or two."""
+        with self._writer, self._reporting():
+            if self.postgres:
+                with self._sessions() as session:
+                    session.execute(select(models.RevisionCounter.value).with_for_update(read=True)).all()
+                    yield session
+                    session.rollback()
+            else:
+                with self._write_sessions() as session:  # BEGIN IMMEDIATE: the write lock
+                    session.connection()
+                    yield session
+                    session.rollback()
 
     def written_at(self, revision: int) -> list | None:
         """The fact rows the local commit of `revision` wrote, per fact model, while they are the
