@@ -154,6 +154,12 @@ INVALID = [
     # "²" is a digit to str.isdigit() but not to int(): it must be refused, not crash the request.
     ("check-unicode-digit-revision", A, "Check", lambda i: check_request(at_least_revision="²"),
      "at_least_revision", None),
+    # A pattern's "$" also matches before a final newline: every value is matched whole.
+    ("check-id-with-a-trailing-newline", A, "Check", lambda i: check_request(resource=ref("Project", "p1\n")),
+     "resource.id", None),
+    ("check-action-with-a-trailing-newline", A, "Check", lambda i: check_request(action="read\n"), "action", None),
+    ("check-revision-with-a-trailing-newline", A, "Check", lambda i: check_request(at_least_revision="5\n"),
+     "at_least_revision", None),
     ("batch-over-1000", A, "BatchCheck",
      lambda i: authorization_pb2.BatchCheckRequest(checks=[check_request()] * 1001), "checks", None),
     ("batch-bad-item", A, "BatchCheck",
@@ -353,9 +359,9 @@ def test_the_plain_checks_of_ids_types_and_actions_accept_nothing_their_patterns
     from mandate.api import validate
 
     if value:
-        assert validate._plain_id(value) <= bool(validate._ID.match(value))
-        assert validate._plain_type(value) <= bool(validate._TYPE.match(value))
-        assert validate._plain_action(value) <= bool(validate._ACTION.match(value))
+        assert validate._plain_id(value) <= bool(validate._ID.fullmatch(value))
+        assert validate._plain_type(value) <= bool(validate._TYPE.fullmatch(value))
+        assert validate._plain_action(value) <= bool(validate._ACTION.fullmatch(value))
     for accepted in ("User", "Project", "read", "can_read", "user-000123", "p:1/2~x"):
         assert validate._plain_id(accepted)
     assert validate._plain_type("Project") and validate._plain_action("can_read")

@@ -62,7 +62,7 @@ def _plain_action(value: str) -> bool:
 def identifier(field: str, value: str) -> str:
     if not value:
         raise InvalidArgument(field, "is required")
-    if not (_plain_id(value) or _ID.match(value)):
+    if not (_plain_id(value) or _ID.fullmatch(value)):
         raise InvalidArgument(field, "must be 1 to 200 printable ASCII characters without spaces")
     return value
 
@@ -153,7 +153,7 @@ def seat_limit(field: str, value: int) -> int:
 
 
 def action(field: str, value: str) -> str:
-    if not (value and _plain_action(value) or _ACTION.match(value or "")):
+    if not (value and _plain_action(value) or _ACTION.fullmatch(value or "")):
         raise InvalidArgument(field, "must be a lower-case action name such as 'read'")
     return value
 
@@ -162,7 +162,7 @@ def object_ref(field: str, ref, present: bool) -> tuple[str, str]:
     if not present:
         raise InvalidArgument(field, "is required")
     ref_type, ref_id = ref.type, ref.id
-    if not (ref_type and _plain_type(ref_type) or _TYPE.match(ref_type)):
+    if not (ref_type and _plain_type(ref_type) or _TYPE.fullmatch(ref_type)):
         raise InvalidArgument(f"{field}.type", "must be a type name such as 'User' or 'Project'")
     if not (ref_id and _plain_id(ref_id)):
         identifier(f"{field}.id", ref_id)  # the pattern decides; raises when it says no
@@ -170,7 +170,7 @@ def object_ref(field: str, ref, present: bool) -> tuple[str, str]:
 
 
 def resource_type(field: str, value: str) -> str:
-    if not _TYPE.match(value or ""):
+    if not _TYPE.fullmatch(value or ""):
         raise InvalidArgument(field, "must be a type name such as 'Project'")
     return value
 
@@ -178,7 +178,7 @@ def resource_type(field: str, value: str) -> str:
 def revision(field: str, value: str) -> int | None:
     if not value:
         return None
-    if not _REVISION.match(value):
+    if not _REVISION.fullmatch(value):
         raise InvalidArgument(field, "must be a revision returned by Mandate")
     return int(value)
 
