@@ -36,6 +36,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from sqlalchemy.exc import DBAPIError
 
 from mandate import logs, metrics, tracing
+from mandate.api.admin import AdminService
 from mandate.api.authorization import AuthorizationService
 from mandate.api.authzen import AuthZen
 from mandate.api.directory import DirectoryService
@@ -51,6 +52,8 @@ from mandate.errors import DatabaseUnavailable, Unavailable
 from mandate.policy import PolicyError
 from mandate.tls import Certificates
 from mandate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     authorization_pb2,
     authorization_pb2_grpc,
     directory_pb2,
@@ -71,6 +74,7 @@ SERVICES = (
     (membership_pb2, "MembershipService", membership_pb2_grpc, MembershipService),
     (partner_pb2, "PartnerService", partner_pb2_grpc, PartnerService),
     (events_pb2, "EventService", events_pb2_grpc, EventService),
+    (admin_pb2, "AdminService", admin_pb2_grpc, AdminService),
 )
 SERVICE_NAMES = [module.DESCRIPTOR.services_by_name[name].full_name for module, name, _, _ in SERVICES]
 # Answered from memory: SERVING while the database is away.
@@ -141,11 +145,16 @@ def register_unavailable(router: Router) -> None:
         service = module.DESCRIPTOR.services_by_name[name]
         for method in service.methods:
             path = f"/{service.full_name}/{method.name}"
-            router.handlers[path] = starting_handler(path, method.server_streaming)
+            router.handlers[path] = starting_handler(path, method.server_streaming, method.client_streaming)
 
 
-def starting_handler(path: str, streaming: bool) -> grpc.RpcMethodHandler:
+def starting_handler(path: str, streaming: bool, client_streaming: bool = False) -> grpc.RpcMethodHandler:
     error = Unavailable("the server is starting: it is loading the policy and the fact index")
+    if client_streaming:
+        async def client_stream(_raw, context):
+            await abort(context, path, error)
+
+        return grpc.stream_unary_rpc_method_handler(client_stream)
     if streaming:
         async def stream(_raw, context):
             await abort(context, path, error)
@@ -166,6 +175,8 @@ def register_services(router: Router, app: App, plumbing: Plumbing, changes: Cha
     for _, name, grpc_module, servicer in SERVICES:
         if servicer is EventService:
             instance = servicer(app, plumbing.run, changes)
+        elif servicer is AdminService:
+            instance = servicer(app, plumbing.run)
         elif servicer is AuthorizationService and config is not None:
             instance = servicer(app, max_batch=config.max_batch)
         else:
@@ -181,7 +192,10 @@ def register_services(router: Router, app: App, plumbing: Plumbing, changes: Cha
 class MandateServer:
     """One gRPC server on one event loop. Create it on the loop that will run it."""
 
-    def __init__(self, config: Config, app: App | None = None, *, reuse_port: bool = False):
+    def __init__(self, config: Config, app: App | None = None, *, reuse_port: bool = False,
+                 counting: bool = True):
+        """`counting` False: the calls update no metric (`mandate serve` without a metrics
+        endpoint, where nothing reads them; a server embedded in a process counts them)."""
         check_listen(config.listen, "--listen", reuse_port)
         if config.authzen_listen:
             check_listen(config.authzen_listen, "--authzen-listen", reuse_port)
@@ -193,7 +207,7 @@ class MandateServer:
         self.plumbing = Plumbing(self.callers, StreamLimits(config.max_streams_per_caller, config.max_streams),
                                  self.workers, requests=RequestLimits(config.max_requests_per_caller,
                                                                       config.workers_per_caller),
-                                 observer=Observer())
+                                 observer=Observer(counting=counting))
         self.certificates = (Certificates(config.tls_cert, config.tls_key, config.tls_client_ca)
                              if config.tls else None)
         self.health = health.aio.HealthServicer()
@@ -488,7 +502,7 @@ def serve(config: Config, *, app: App | None = None, reuse_port: bool = False, r
 async def _serve(config: Config, app: App | None, reuse_port: bool, report) -> None:
     loop = asyncio.get_running_loop()
     tracing.setup()
-    server = MandateServer(config, app, reuse_port=reuse_port)
+    server = MandateServer(config, app, reuse_port=reuse_port, counting=metrics_wanted(config))
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload()))
     # One of several processes leaves Ctrl-C to its parent, which drains every process with SIGTERM.

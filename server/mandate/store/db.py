@@ -87,6 +87,8 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")  # a committed change survives a crash
             cursor.execute("PRAGMA foreign_keys=ON")
+            # What is deleted or overwritten is zeroed in the file: an erased person's bytes leave it.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
             # SQLite's own lower() folds ASCII only; searches by customer name are case-insensitive
             # for "MÜLLER" too, as on PostgreSQL.
@@ -142,6 +144,14 @@ class Transaction:
     actor_id: str
     events: list[models.Event] = field(default_factory=list)
     caller: str = field(default_factory=callers.current_name)  # the calling service (named callers)
+    # A bulk write (an import): its history is recorded by set-based statements, and readers
+    # read its rows back from the store instead of being handed them.
+    bulk: bool = False
+    # Readers of this process catch up in the background, as replicas do (a big import's reply
+    # does not wait for the whole world to be indexed).
+    announce_later: bool = False
+    # Called once the transaction committed (the outermost one, when writes joined it).
+    after_commit: list = field(default_factory=list)
 
     def emit(self, type: str, *, cause: str = "", **attributes: object) -> None:
         """Record an event of this change (R22); values are stored as strings. `cause` says why
@@ -283,7 +293,8 @@ class Store:
                 _open.set((self, tx))
                 yield tx
                 deadlines.check()  # a caller that gave up while this waited gets no change
-                written = history.record(session, revision)  # the versions this change made (access history)
+                # The versions this change made (access history).
+                written = history.record_bulk(session, revision) if tx.bulk else history.record(session, revision)
                 committed_at = self._stamp(session, revision)  # events carry the time of their commit
                 for event in tx.events:
                     event.occurred_at = committed_at
@@ -297,7 +308,12 @@ class Store:
             finally:
                 _open.reset(token)
         self.mark_available()
-        self.announce(revision)
+        if tx.announce_later:
+            threading.Thread(target=self.announce, args=(revision,), name="bulk-announce", daemon=True).start()
+        else:
+            self.announce(revision)
+        for callback in tx.after_commit:
+            callback()
 
     def _stamp(self, session: Session, revision: int) -> str:
         """The time of the write of `revision`, taken under the revision lock: the store's clock
