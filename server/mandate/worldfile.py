@@ -436,7 +436,8 @@ def _resource(f: Fields, now: str) -> dict:
     if resource_type in ("User", "Organization"):
         f.fail("type", "users and organizations are records of their own kinds")
     return {"type": resource_type, "id": f.id("id", pattern=_RESOURCE_ID),
-            "organization_id": f.id("organization"), "deleted": f.flag("deleted")}
+            "organization_id": f.id("organization"), "deleted": f.flag("deleted"),
+            "parent_type": None, "parent_id": None}  # nested resources: mandate.world writes them
 
 
 _NORMALIZERS = {"user": _user, "organization": _organization, "member": _member,
