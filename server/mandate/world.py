@@ -52,8 +52,17 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def read_world(path: Path | str) -> list[Record]:
-    """The records of a world file, YAML or JSON Lines (docs/world-format.md)."""
+def read_world(path: Path | str) -> list[Record] | dict[str, Any]:
+    """The records of a world file, YAML or JSON Lines (docs/world-format.md); a YAML world with
+    nested resources or roles on one resource as its `world:` mapping (see `load_world`)."""
+    with open(path, encoding="utf-8") as handle:
+        head = handle.read(4096)
+    if not head.lstrip().startswith("{"):
+        data = read_yaml(path)
+        world = data.get("world") if isinstance(data.get("world"), dict) else None
+        if world is not None and ("resource_roles" in world or any(
+                isinstance(spec, dict) and spec.get("parent") for spec in world.get("resources") or [])):
+            return world
     try:
         return list(read_records(path))
     except errors.DomainError as error:
@@ -70,7 +79,7 @@ def load_world(store: Store, world: dict[str, Any] | list[Record] | None, policy
     from mandate.domain.admin import Admin
 
     later: dict[str, Any] = {}
-    if isinstance(world, dict) and (world.get("resource_roles") or any(
+    if isinstance(world, dict) and ("resource_roles" in world or any(
             isinstance(spec, dict) and spec.get("parent") for spec in world.get("resources") or [])):
         world = dict(world)
         resources = list(world.get("resources") or [])
