@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, exc, select, text, update
+from sqlalchemy import String, cast, create_engine, event, exc, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -107,8 +107,38 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
             # A database host that vanished without closing the connection is noticed in seconds.
             "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
         }
-    return create_engine(url, pool_pre_ping=True, pool_size=settings.pool_size, max_overflow=settings.max_overflow,
-                         pool_timeout=settings.pool_timeout, pool_recycle=1800, connect_args=connect_args)
+    engine = create_engine(url, pool_size=settings.pool_size, max_overflow=settings.max_overflow,
+                           pool_timeout=settings.pool_timeout, pool_recycle=1800, connect_args=connect_args)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection idle for longer than this is tried (a round trip) before it is used again.
+IDLE_PING_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """A connection that waited in the pool a while is pinged before use, and replaced (with every
+    other pooled one) when the database is gone: a database that restarted costs no call. One in
+    steady use is not: a ping on every checkout was a round trip per write and per catch-up. A
+    connection lost meanwhile fails its statement, which reports the database unavailable and
+    empties the pool (see database_error)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy):
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            if engine.dialect.is_disconnect(error, dbapi_connection, None):
+                raise exc.InvalidatePoolError(str(error)) from error
+            raise
 
 
 class Conflict(Exception):
@@ -140,7 +170,7 @@ class Transaction:
     session: Session
     revision: int
     actor_id: str
-    events: list[models.Event] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # rows of models.Event, but occurred_at
     caller: str = field(default_factory=callers.current_name)  # the calling service (named callers)
 
     def emit(self, type: str, *, cause: str = "", **attributes: object) -> None:
@@ -148,18 +178,12 @@ class Transaction:
         the service made a change that was not asked for (models.EventCause)."""
         text = {k: _as_text(v) for k, v in attributes.items()}
         organization_id, other_organization_id = models.event_organizations(text)
-        row = models.Event(
-            revision=self.revision,
-            type=type,
-            actor_id=self.actor_id,
-            attributes=text,
-            occurred_at="",  # stamped with the time of the commit (Store.write)
-            organization_id=organization_id,
-            other_organization_id=other_organization_id,
-            caller=self.caller,
-            cause=cause,
-        )
-        self.events.append(row)  # written with the change, just before it commits
+        # Plain rows, written together in one statement just before the change commits.
+        self.events.append({
+            "revision": self.revision, "type": type, "actor_id": self.actor_id, "attributes": text,
+            "organization_id": organization_id, "other_organization_id": other_organization_id,
+            "caller": self.caller, "cause": cause,
+        })
 
 
 def _as_text(value: object) -> str:
@@ -171,9 +195,13 @@ def _as_text(value: object) -> str:
 
 
 # Built once: every write runs it first.
-_NEXT_REVISION = (update(models.RevisionCounter.__table__)
-                  .values(value=models.RevisionCounter.__table__.c.value + 1)
-                  .returning(models.RevisionCounter.__table__.c.value))
+_COUNTER = models.RevisionCounter.__table__
+_NEXT_REVISION = update(_COUNTER).values(value=_COUNTER.c.value + 1).returning(_COUNTER.c.value)
+# On PostgreSQL the same round trip also sends the NOTIFY that wakes the other replicas: it is
+# delivered at commit (and dropped with a rollback), to every replica listening (mandate.store.follow).
+_NEXT_REVISION_NOTIFYING = _NEXT_REVISION.returning(
+    func.pg_notify(CHANNEL, cast(_COUNTER.c.value, String)), sort_by_parameter_order=False)
+_INSERT_EVENTS = insert(models.Event.__table__)
 
 
 class Store:
@@ -266,33 +294,32 @@ class Store:
             return
         if not self._available and time.monotonic() - self._checked_at < RECHECK_SECONDS:
             raise errors.DatabaseUnavailable("the database cannot be reached; retry")
-        with self._writer, self._reporting(), self._write_sessions() as session:
-            token = _open.set((self, None))
-            try:
-                revision = self._next_revision(session)
-                tx = Transaction(session, revision, actor_id)
-                _open.set((self, tx))
-                yield tx
-                deadlines.check()  # a caller that gave up while this waited gets no change
-                written = history.record(session, revision)  # the versions this change made (access history)
-                committed_at = utc_now()  # events carry the time of their commit (as_of reads it)
-                for event in tx.events:
-                    event.occurred_at = committed_at
-                session.add_all(tx.events)
-                if self.postgres:
-                    # Delivered at commit, to every replica listening (mandate.store.follow).
-                    session.execute(text("SELECT pg_notify(:channel, :revision)"),
-                                    {"channel": CHANNEL, "revision": str(revision)})
-                session.commit()
-                self._written = (revision, written)
-            except BaseException:
-                with contextlib.suppress(exc.DBAPIError):  # a lost connection has nothing to roll back
-                    session.rollback()
-                raise
-            finally:
-                _open.reset(token)
-        self.mark_available()
-        self.announce(revision)
+        with self._writer:
+            with self._reporting(), self._write_sessions() as session:
+                token = _open.set((self, None))
+                try:
+                    revision = self._next_revision(session)
+                    tx = Transaction(session, revision, actor_id)
+                    _open.set((self, tx))
+                    yield tx
+                    deadlines.check()  # a caller that gave up while this waited gets no change
+                    written = history.record(session, revision)  # the versions this change made (access history)
+                    if tx.events:
+                        committed_at = utc_now()  # events carry the time of their commit (as_of reads it)
+                        session.connection().execute(_INSERT_EVENTS, [dict(e, occurred_at=committed_at)
+                                                                      for e in tx.events])
+                    session.commit()
+                    self._written = (revision, written)
+                except BaseException:
+                    with contextlib.suppress(exc.DBAPIError):  # a lost connection has nothing to roll back
+                        session.rollback()
+                    raise
+                finally:
+                    _open.reset(token)
+            self.mark_available()
+            # Before the next writer of this process starts: the fact index applies the rows just
+            # written, so that writer's decisions (made on the index) need no look at the store.
+            self.announce(revision)
 
     def written_at(self, revision: int) -> list | None:
         """The fact rows the local commit of `revision` wrote, per fact model, while they are the
@@ -321,8 +348,10 @@ class Store:
                 raise
 
     def _next_revision(self, session: Session) -> int:
-        # One round trip: the lock, the increment and the new value (SQLite 3.35+ has RETURNING too).
-        return session.connection().execute(_NEXT_REVISION).scalar_one()
+        # One round trip: the lock, the increment and the new value (SQLite 3.35+ has RETURNING
+        # too), and on PostgreSQL the notification of this revision.
+        statement = _NEXT_REVISION_NOTIFYING if self.postgres else _NEXT_REVISION
+        return session.connection().execute(statement).first()[0]
 
     def writing_revision(self) -> int | None:
         """The revision of the write transaction open in this context, if any. Writers take
