@@ -173,6 +173,14 @@ class Transaction:
     events: list[dict] = field(default_factory=list)  # rows of models.Event, but occurred_at
     caller: str = field(default_factory=callers.current_name)  # the calling service (named callers)
 
+    def execute(self, statement, parameters=None):
+        """A Core statement in this transaction, after any change still held as objects: one
+        round trip, no ORM objects loaded or kept (the hot mutations use it)."""
+        session = self.session
+        if session.new or session.dirty or session.deleted:
+            session.flush()
+        return session.connection().execute(statement, parameters)
+
     def emit(self, type: str, *, cause: str = "", **attributes: object) -> None:
         """Record an event of this change (R22); values are stored as strings. `cause` says why
         the service made a change that was not asked for (models.EventCause)."""
