@@ -54,7 +54,8 @@ class BuildPy(build_py):
         for stale in (package / "v1").glob("*_pb2*.py*"):  # copied from a checkout that ran `make`
             stale.unlink()
         generate_stubs(build_lib.resolve())
-        copy_tree(ROOT / "policies", package / "policies", ("*.polar", "tests/**/*.yaml", "tests/**/*.yml"))
+        copy_tree(ROOT / "policies", package / "policies",
+                  ("*.polar", "equivalent-mutants.yaml", "tests/**/*.yaml", "tests/**/*.yml"))
         copy_tree(ROOT / "protos", package / "protos", ("mandate/**/*.proto",))
 
 

@@ -24,9 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-not-secret"
 METADATA = (("authorization", f"Bearer {TOKEN}"),)
+PAST_TOKEN = "bench-past-token-not-secret"  # another caller: the one that asks about the past
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 CHECK = "/mandate.v1.AuthorizationService/Check"
 BATCH_CHECK = "/mandate.v1.AuthorizationService/BatchCheck"
+AUTHZEN_EVALUATION = "/access/v1/evaluation"
 CHANNEL_OPTIONS = [("grpc.enable_retries", 0)]
 WATCH = "/mandate.v1.EventService/Watch"
 WATCH_STREAMS = 500
@@ -48,13 +50,14 @@ class Server:
     def __init__(self, database_url: str, log_path: Path, processes: int = 1):
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.authzen = f"127.0.0.1:{free_port()}"  # the AuthZEN endpoints, beside gRPC
         # One token opens every stream of the bench: let it hold the 500 Watch streams of its phase.
-        env = dict(os.environ, MANDATE_API_TOKENS=TOKEN, MANDATE_LOG_LEVEL="WARNING",
+        env = dict(os.environ, MANDATE_API_TOKENS=f"{TOKEN},{PAST_TOKEN}", MANDATE_LOG_LEVEL="WARNING",
                    MANDATE_MAX_STREAMS_PER_CALLER=str(WATCH_STREAMS + 100), MANDATE_PROCESSES=str(processes))
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mandate.cli", "serve", "--listen", self.target,
+            [sys.executable, "-m", "mandate.cli", "serve", "--listen", self.target, "--authzen-listen", self.authzen,
              "--database-url", database_url, "--policy-dir", str(ROOT / "policies")],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
@@ -346,6 +349,45 @@ def closed_loop(channel, task: dict, stream_number: int, stream: Stream) -> None
             stream.calls += 1
 
 
+def authzen_loop(_channel, task: dict, stream_number: int, stream: Stream) -> None:
+    """As closed_loop, over HTTP: pre-serialized AuthZEN evaluations POSTed back to back on one
+    keep-alive connection per stream; the reply is read, not decoded."""
+    import http.client
+
+    host, port = task["authzen"].rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    requests = task["requests"]
+    count = len(requests)
+    index = stream_number * max(1, count // (task["workers"] * task["threads"]))
+    measure_from, end = task["window"]
+    clock = time.monotonic
+    latencies = stream.latencies
+    try:
+        while True:
+            started = clock()
+            if started >= end:
+                break
+            try:
+                connection.request("POST", task["path"], requests[index % count], headers)
+                reply = connection.getresponse()
+                reply.read()
+                if reply.status != 200:
+                    raise RuntimeError(f"HTTP {reply.status}")
+            except (OSError, RuntimeError, http.client.HTTPException) as error:
+                stream.error(error)
+                connection.close()
+                index += 1
+                continue
+            finished = clock()
+            index += 1
+            if started >= measure_from and finished <= end:
+                latencies.append(finished - started)
+                stream.calls += 1
+    finally:
+        connection.close()
+
+
 def alternating(channel, task: dict, stream_number: int, stream: Stream) -> None:
     """Two methods in turn on one stream (a no-op, then a check, ...), so both see the same
     machine: their latencies are comparable even when the machine's noise comes and goes.
@@ -503,7 +545,7 @@ def mutations(channel, task: dict, stream_number: int, stream: Stream) -> None:
 
 
 LOOPS = {"closed_loop": closed_loop, "alternating": alternating, "pages": list_pages, "freshness": freshness,
-         "mutations": mutations}
+         "mutations": mutations, "authzen": authzen_loop}
 
 
 # -- open Watch streams ----------------------------------------------------------------------------
@@ -575,3 +617,64 @@ def hold_watches(pipe, target: str, count: int, since_revision: str) -> None:
         pipe.send(dict(state))
 
     asyncio.run(main())
+
+
+# -- questions about the past --------------------------------------------------------------------
+
+
+class PastAsker:
+    """A process that, as a caller of its own, asks about a new past revision again and again:
+    a BatchCheck at revision R, then R - 1, ... (each one's facts are built anew from the history)."""
+
+    def __init__(self, target: str, newest: int, pair):
+        context = multiprocessing.get_context("spawn")
+        self.pipe, child = context.Pipe()
+        self.process = context.Process(target=ask_about_the_past, args=(child, target, newest, pair), daemon=True,
+                                       name="bench-past")
+        self.process.start()
+        self.report = self.pipe.recv()  # once the first question was answered
+
+    def close(self) -> dict:
+        self.pipe.send(None)
+        final = self.pipe.recv()
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+        return final
+
+
+def ask_about_the_past(pipe, target: str, newest: int, pair) -> None:
+    import grpc
+    from mandate.v1 import authorization_pb2, authorization_pb2_grpc, common_pb2
+
+    actor, action, project, *_ = pair
+    metadata = (("authorization", f"Bearer {PAST_TOKEN}"),)
+    state = {"answered": 0, "errors": 0, "first_error": "", "seconds": []}
+    stop = threading.Event()
+
+    def loop() -> None:
+        with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            stub = authorization_pb2_grpc.AuthorizationServiceStub(channel)
+            revision = newest
+            while not stop.is_set() and revision > 1:
+                started = time.monotonic()
+                try:
+                    stub.BatchCheck(authorization_pb2.BatchCheckRequest(checks=[authorization_pb2.CheckRequest(
+                        actor=common_pb2.ObjectRef(type="User", id=actor), action=action,
+                        resource=common_pb2.ObjectRef(type="Project", id=project), at_revision=str(revision))]),
+                        metadata=metadata, timeout=600)
+                    state["answered"] += 1
+                    state["seconds"].append(time.monotonic() - started)
+                except grpc.RpcError as error:
+                    state["errors"] += 1
+                    state["first_error"] = state["first_error"] or f"{error.code()} {error.details()}"
+                if state["answered"] + state["errors"] == 1:
+                    pipe.send(dict(state))
+                revision -= 1
+
+    asker = threading.Thread(target=loop)
+    asker.start()
+    pipe.recv()
+    stop.set()
+    asker.join()
+    pipe.send(dict(state))

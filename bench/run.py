@@ -18,11 +18,13 @@ from pathlib import Path
 
 from bench import dataset
 from bench.load import (
+    AUTHZEN_EVALUATION,
     BATCH_CHECK,
     CHECK,
     HEALTH_CHECK,
     TOKEN,
     WATCH_STREAMS,
+    PastAsker,
     Result,
     Server,
     Watchers,
@@ -213,6 +215,15 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
             (("noop@32 (1)", noop), ("check@32 (1)", check), ("check@32 (2)", check), ("noop@32 (2)", noop))]
     phases["noop@32"] = combine(runs[0], runs[3])
     phases["check@32"] = combine(runs[1], runs[2])
+    # The same decisions as AuthZEN evaluations over HTTP, in the order A B B A with gRPC Check:
+    # compared per server CPU-second (the clients' HTTP costs them more than gRPC does).
+    evaluations = {"kind": "authzen", "authzen": server.authzen, "path": AUTHZEN_EVALUATION,
+                   "requests": [evaluation_body(*pair) for pair in mix]}
+    runs = [phase(name, task, short) for name, task in
+            (("check@32 (3)", check), ("authzen@32 (1)", evaluations), ("authzen@32 (2)", evaluations),
+             ("check@32 (4)", check))]
+    phases["authzen@32"] = combine(runs[1], runs[2])
+    phases["check@32 (beside authzen)"] = combine(runs[0], runs[3])
     phase("latency@1", {"kind": "alternating", "methods": (HEALTH_CHECK, CHECK), "first_request": b"",
                         "requests": checks}, duration, processes=1, threads=1)
     phase("batch@32", {"kind": "closed_loop", "method": BATCH_CHECK, "requests": batches}, duration)
@@ -240,6 +251,17 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
         phase(f"check@32 ({WATCH_STREAMS} streams)", check, short)
     finally:
         info["watch_streams_at_end"] = watchers.close()
+    # Check latency while another caller asks about a new past revision again and again, next
+    # to the same load without it (issue 18: the past must not cost the present).
+    phase("latency@1 (no past)", alternating, duration, processes=1, threads=1)
+    asker = PastAsker(server.target, int(client_check(server.target, mix[0]).revision) - 1, mix[0])
+    try:
+        phase("latency@1 (past questions)", alternating, duration, processes=1, threads=1)
+    finally:
+        info["past_questions"] = past = asker.close()
+        past["build_p50_s"] = round(percentile(past.pop("seconds"), 0.5), 3) if past["answered"] else None
+        if past["errors"]:
+            say(f"WARNING: {past['errors']} questions about the past failed: {past['first_error']}")
     info["server_rss_kib"] = server.status("VmRSS")
     info["phases"] = {
         name: {"calls": r.calls, "rate_per_s": round(r.rate, 1), "errors": r.errors,
@@ -317,6 +339,11 @@ def check_request(actor: str, action: str, project: str, _expected=None):
                                           resource=common_pb2.ObjectRef(type="Project", id=project))
 
 
+def evaluation_body(actor: str, action: str, project: str, _expected=None) -> bytes:
+    return json.dumps({"subject": {"type": "user", "id": actor}, "action": {"name": action},
+                       "resource": {"type": "project", "id": project}}).encode()
+
+
 def batch_request(pairs: list):
     from mandate.v1 import authorization_pb2
 
@@ -363,6 +390,7 @@ def figures(phases: dict[str, Result], peak_kib: int, store: str = "sqlite") -> 
                f"{check32.percentile(.99) * 1e3:.2f} ms", "reported", None, None),
         figure("no-op latency, 1 caller (alternating with Check)", f"p50 {noop1_p50 * 1e3:.2f} ms, p99 "
                f"{noop1_p99 * 1e3:.2f} ms", "reported", None, None),
+        authzen_figure(phases),
         figure(f"BatchCheck ({BATCH} per batch, 32 streams)", f"{batch:,.0f} decisions/s", ">= 20 x ceiling",
                batch / noop, batch / noop >= 20, value_number=batch),
         figure("ListResources (biggest partner's legal rep, pages of 100)",
@@ -380,10 +408,24 @@ def figures(phases: dict[str, Result], peak_kib: int, store: str = "sqlite") -> 
                value_number=mutation.rate,
                errors=mutation.errors, cpu_ms=cpu_ms_per_call(mutation)),
         streams_figure(phases),
+        past_figure(phases),
         figure("server peak RSS (VmHWM)", f"{peak_kib / 1024:,.0f} MiB", "< 1.5 GiB (large)", peak_kib / (1.5 * GIB),
                peak_kib < 1.5 * GIB, value_number=peak_kib),
     ]
     return rows
+
+
+def authzen_figure(phases: dict[str, Result]) -> dict:
+    """AuthZEN evaluations (HTTP, JSON) next to gRPC Check on the same decisions, per server
+    CPU-second (the two cores are shared with the clients, whose HTTP costs more than gRPC)."""
+    authzen, check = phases["authzen@32"], phases["check@32 (beside authzen)"]
+    per_cpu = authzen.calls / authzen.server_cpu if authzen.server_cpu else 0.0
+    check_per_cpu = check.calls / check.server_cpu if check.server_cpu else 0.0
+    return figure("AuthZEN evaluation next to gRPC Check (32 streams)",
+                  f"{per_cpu:,.0f} vs {check_per_cpu:,.0f} calls per server CPU-second ({authzen.rate:,.0f} vs "
+                  f"{check.rate:,.0f} req/s; AuthZEN p50 {authzen.percentile(.5) * 1e3:.2f} ms)", "reported",
+                  per_cpu / check_per_cpu if check_per_cpu else None, None, value_number=per_cpu,
+                  check_per_cpu=check_per_cpu, errors=authzen.errors)
 
 
 def streams_figure(phases: dict[str, Result]) -> dict:
@@ -396,6 +438,15 @@ def streams_figure(phases: dict[str, Result]) -> dict:
                   f"{check32.rate:,.0f} req/s, p99 "
                   f"{check32.percentile(.99) * 1e3:.1f} ms", "p99 <= 2 x without", busy_p99 / quiet_p99,
                   busy_p99 <= 2 * quiet_p99, value_number=busy_p99)
+
+
+def past_figure(phases: dict[str, Result]) -> dict:
+    quiet, busy = phases["latency@1 (no past)"], phases["latency@1 (past questions)"]
+    quiet_p99, busy_p99 = quiet.percentile(0.99), busy.percentile(0.99)
+    return figure("Check p99 at 1 caller while another caller asks about new past revisions",
+                  f"p99 {busy_p99 * 1e3:.2f} ms vs {quiet_p99 * 1e3:.2f} ms without (p50 "
+                  f"{busy.percentile(.5) * 1e3:.2f} vs {quiet.percentile(.5) * 1e3:.2f} ms)", "p99 <= 2 x without",
+                  busy_p99 / quiet_p99, busy_p99 <= 2 * quiet_p99, value_number=busy_p99)
 
 
 def scaling(args, url: str, workers: Workers, meta: dict, database: Path, info: dict) -> dict:

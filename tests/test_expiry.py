@@ -13,7 +13,7 @@ from mandate.app import App
 from mandate.clock import ManualClock, as_text
 from mandate.config import Config
 from mandate.domain.expiry import Lifetimes
-from mandate.v1 import authorization_pb2, common_pb2, events_pb2, membership_pb2, partner_pb2
+from mandate.v1 import authorization_pb2, common_pb2, directory_pb2, events_pb2, membership_pb2, partner_pb2
 
 from tests.conftest import POLICY_DIR
 from tests.support import reason_of, wait_until
@@ -209,3 +209,182 @@ def test_invitation_ttl_setting():
     for bad in ("14", "0d", "1w", "-3d"):
         with pytest.raises(ValueError, match="MANDATE_INVITATION_TTL"):
             Config.from_env({"MANDATE_INVITATION_TTL": bad})
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of this test alone: it is stopped and started under a running app."""
+    from mandate.store.localpg import LocalPostgres
+    from mandate.store.migrate import upgrade
+
+    server = LocalPostgres()
+    try:
+        server.start()
+        url = server.create_database("sweeper")
+        upgrade(url)
+        yield server, url
+    finally:
+        server.close()
+
+
+def test_r6_the_sweeper_survives_a_postgresql_restart(own_postgres, clock, caplog):
+    """issue 18 item 14: after PostgreSQL restarts under a running replica that leads the sweeper,
+    an end due after the restart is still written within the sweep interval, and the log has one
+    line for the loss and one for the recovery, nothing else (no traceback every tick)."""
+    from mandate.store import models
+
+    from tests.factories import World
+
+    server, url = own_postgres
+    replica = App(url, POLICY_DIR, lifetimes=Lifetimes(clock=clock))
+    try:
+        world = World(replica)
+        organization = world.organization()
+        owner = world.owner_of(organization)
+        member = world.member(organization)
+        replica.memberships.set_member_role(owner, organization, member, "colleague", later(clock, minutes=5))
+        replica.start_polling()
+        replica.start_expiring()
+        assert wait_until(lambda: replica.expiries._leader._held, 10)  # this replica leads the sweeper
+        caplog.clear()
+        caplog.set_level("WARNING")
+
+        server.stop("immediate")  # every connection drops at once, the sweeper's lock with it
+        assert wait_until(lambda: not replica.store.available, 10)
+        server.start()
+        assert wait_until(lambda: replica.store.available, 10)
+        clock.advance(minutes=5)
+
+        def removed() -> bool:
+            with replica.store.read() as session:
+                return session.get(models.Membership, (organization, member)).status == models.MemberStatus.REMOVED
+
+        assert wait_until(removed, 3)  # a tick is 0.25 s; the promise is about a second
+        lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+        assert [level for level, _ in lines] == ["WARNING", "WARNING"], lines
+        assert "cannot be reached" in lines[0][1] and "reachable again" in lines[1][1], lines
+        assert not any(r.exc_info for r in caplog.records)
+    finally:
+        replica.close()
+
+
+def test_r4_r5_r6_an_invitation_whose_access_has_ended_makes_no_member_at_sign_up(client, world, app, clock):
+    """issue 18 item 15: a pending invitation whose `access_expires_at` has passed (the invitation
+    itself has not lapsed yet) makes no member when its addressee signs up, before any sweep; its
+    seat is free again (R5), cancelling it says it expired, and the sweeper writes it down."""
+    owner = world.user("owner")
+    organization = world.organization(owner, seat_limit=2)  # the owner and one pending invitation
+    invitation = client.membership.InviteMember(membership_pb2.InviteMemberRequest(
+        actor_id=owner, organization_id=organization, email="brief@example.com", role="colleague",
+        access_expires_at=later(clock, hours=1)))
+    revision = str(app.store.current_revision())
+
+    clock.advance(hours=1)
+    user = client.directory.RegisterUser(directory_pb2.RegisterUserRequest(
+        email="brief@example.com", display_name="Brief")).id
+    members = client.membership.ListMembers(membership_pb2.ListMembersRequest(
+        actor_id=owner, organization_id=organization)).members
+    assert user not in {m.user_id for m in members}
+    assert not allowed(client, user, "view", "Organization", organization)
+    error = refused(client.membership.CancelInvitation, membership_pb2.CancelInvitationRequest(
+        actor_id=owner, invitation_id=invitation.id), grpc.StatusCode.FAILED_PRECONDITION, "INVITATION_NOT_PENDING")
+    assert "ended" in error.details()
+    client.membership.InviteMember(membership_pb2.InviteMemberRequest(  # its seat is free (R5)
+        actor_id=owner, organization_id=organization, email="next@example.com", role="colleague"))
+
+    assert app.expiries.sweep() is not None
+    expired = client.membership.ListInvitations(membership_pb2.ListInvitationsRequest(
+        actor_id=owner, organization_id=organization, status="expired")).invitations
+    assert [i.id for i in expired] == [invitation.id]
+    assert ("invitation.expired", "expired") in expiry_events(client, revision)
+    assert "member.joined" not in {e.type for e in client.events.ListEvents(
+        events_pb2.ListEventsRequest(since_revision=revision, page_size=1000)).events}
+
+
+def test_r6_r14_r17_an_access_whose_end_has_passed_is_never_granted_before_the_sweep(client, world, app, clock):
+    """issue 18 item 15: a membership, a connection and an assignment whose end has passed grant
+    nothing from that moment, in every decision (Check, lists, Explain, AccessReview, a mutation's
+    own permission), though the sweeper has not written the ending yet; answers given before
+    the end are not reused after it."""
+    partner = world.organization()
+    owner = world.owner_of(partner)
+    shop, other_shop = world.organization(), world.organization()
+    site, other_site = world.project(shop), world.project(other_shop)
+    world.connect(partner, shop)
+    employee = world.member(partner, partner_employee=True)
+    temp = world.member(partner, "legal_representative")  # reads the partner's clients (R12)
+    world.assign(partner, shop, employee)
+    world.app.memberships.set_member_role(owner, partner, temp, "legal_representative", later(clock, hours=1))
+    world.app.partners.accept_client_invitation(
+        world.owner_of(other_shop), "", world.app.partners.create_invite_link(
+            owner, partner, "Other", "", "EUR", ["read"]).token, other_shop, ["read"], "client",
+        access_expires_at=later(clock, hours=1))
+    world.app.partners.assign_client(owner, partner, shop, employee, later(clock, hours=1))
+
+    def actors(resource: str) -> set[str]:
+        return set(client.authorization.ListActors(authorization_pb2.ListActorsRequest(
+            action="read", resource=common_pb2.ObjectRef(type="Project", id=resource), page_size=100)).user_ids)
+
+    def reviewed(organization: str) -> set[str]:
+        return {e.user_id for e in client.authorization.AccessReview(authorization_pb2.AccessReviewRequest(
+            organization_id=organization, page_size=1000)).entries}
+
+    # Asked before the end: allowed (and remembered).
+    assert allowed(client, temp, "read", "Project", site) and allowed(client, employee, "read", "Project", site)
+    assert allowed(client, owner, "read", "Project", other_site)
+    assert {temp, employee} <= actors(site) and temp in reviewed(shop) and owner in reviewed(other_shop)
+    revision = app.store.current_revision()
+
+    clock.advance(hours=1)  # every end passes; nothing sweeps
+    assert app.store.current_revision() == revision
+    assert not allowed(client, temp, "read", "Project", site)  # R6: the membership ended
+    assert not allowed(client, temp, "view", "Organization", partner)
+    assert not allowed(client, employee, "read", "Project", site)  # R17: the assignment ended
+    assert allowed(client, employee, "view", "Organization", partner)  # the membership goes on
+    assert not allowed(client, owner, "read", "Project", other_site)  # R14: the connection ended
+    assert not {temp, employee} & actors(site)
+    assert temp not in reviewed(shop) and owner not in reviewed(other_shop)
+    listed = client.authorization.ListResources(authorization_pb2.ListResourcesRequest(
+        actor=common_pb2.ObjectRef(type="User", id=temp), action="read", resource_type="Project", page_size=100))
+    assert site not in listed.resource_ids
+    assert not client.authorization.ListActions(authorization_pb2.ListActionsRequest(
+        actor=common_pb2.ObjectRef(type="User", id=temp),
+        resource=common_pb2.ObjectRef(type="Organization", id=partner))).actions
+    assert not client.authorization.Explain(authorization_pb2.CheckRequest(
+        actor=common_pb2.ObjectRef(type="User", id=owner), action="read",
+        resource=common_pb2.ObjectRef(type="Project", id=other_site))).allowed
+    refused(client.membership.InviteMember, membership_pb2.InviteMemberRequest(  # a mutation's own decision
+        actor_id=temp, organization_id=partner, email="new@example.com", role="colleague"),
+        grpc.StatusCode.PERMISSION_DENIED, "NOT_ALLOWED")
+
+    # The sweep writes what the decisions already said.
+    assert app.expiries.sweep() is not None
+    assert not allowed(client, temp, "read", "Project", site)
+    assert not allowed(client, employee, "read", "Project", site)
+    assert not allowed(client, owner, "read", "Project", other_site)
+    assert allowed(client, employee, "view", "Organization", partner)
+
+
+def test_r6_a_moved_or_cleared_end_counts_from_its_new_time_before_any_sweep(world, app, clock):
+    """issue 18 item 15: decisions go by the end a fact has now: one moved later, or cleared,
+    grants on past its former time; one moved sooner ends at its new time."""
+    organization = world.organization()
+    owner = world.owner_of(organization)
+    moved, cleared, sooner = world.member(organization), world.member(organization), world.member(organization)
+    project = world.project(organization)
+    for member, hours in ((moved, 1), (cleared, 1), (sooner, 5)):
+        app.memberships.set_member_role(owner, organization, member, "colleague", later(clock, hours=hours))
+    app.memberships.set_member_role(owner, organization, moved, "colleague", later(clock, hours=3))
+    app.memberships.set_member_role(owner, organization, cleared, "colleague", "never")
+    app.memberships.set_member_role(owner, organization, sooner, "colleague", later(clock, hours=2))
+
+    def readers() -> set[str]:
+        return {m for m in (moved, cleared, sooner) if world.allowed(m, "read", "Project", project)}
+
+    assert readers() == {moved, cleared, sooner}
+    clock.advance(hours=2)
+    assert readers() == {moved, cleared}
+    clock.advance(hours=1)
+    assert readers() == {cleared}
+    app.expiries.sweep()
+    assert readers() == {cleared}

@@ -116,6 +116,8 @@ def test_installed_cli_serves_the_packaged_policy(installed, tmp_path):
     path = Path(run([bin_dir / "mandate", "policy", "path"], cwd=tmp_path, env=env).stdout.strip())
     assert path == site_packages(bin_dir) / "mandate" / "policies"
     assert (path / "mandate.polar").read_text() == (ROOT / "policies" / "mandate.polar").read_text()
+    # The list of equivalent mutants goes with the policy, for `mandate policy mutate` (issue 18 item 19).
+    assert (path / "equivalent-mutants.yaml").read_text() == (ROOT / "policies" / "equivalent-mutants.yaml").read_text()
     expected = f"mandate {version('mandate')}, policy {Policy(ROOT / 'policies').version} ({path})"
     assert run([bin_dir / "mandate", "--version"], cwd=tmp_path, env=env).stdout.strip() == expected
     tested = run([bin_dir / "mandate", "policy", "test"], cwd=tmp_path, env=env)  # the tests packed beside it

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from mandate import policydiff
 from mandate.cli import main
+from mandate.domain.authorization import ConnectionRef, InvitationRef, MemberRef
 from mandate.index import FactIndex
+from mandate.policy import Policy
 from mandate.store.db import Store
 from mandate.store.migrate import upgrade
 from mandate.world import EphemeralApp, load_world, read_yaml
@@ -338,3 +340,162 @@ def read_yaml_text(tmp_path: Path, text: str) -> dict:
     path = tmp_path / "rich.yaml"
     path.write_text(text)
     return read_yaml(path)["world"]
+
+
+# -- the targets of mutations (issue 18 item 18) -----------------------------------------------------
+
+# shop is a client of agency. olga owns shop; lars is its legal representative, lia a paused
+# one, cole a colleague, kim a client member. ann owns agency, lena is its legal representative.
+TARGET_WORLD = """\
+world:
+  users: [olga, lars, lia, cole, kim, ann, lena]
+  organizations:
+    shop: {owner: olga}
+    agency: {owner: ann}
+  members:
+    - {organization: shop, user: lars, role: legal_representative}
+    - {organization: shop, user: lia, role: legal_representative, paused: true}
+    - {organization: shop, user: cole, role: colleague}
+    - {organization: shop, user: kim, role: client}
+    - {organization: agency, user: lena, role: legal_representative}
+  connections:
+    - {partner: agency, client: shop, granted: [read], employee_approval: client}
+  projects:
+    - {id: site, organization: shop}
+"""
+RESUME_RULE = ('has_permission(user: User, "resume", member: Member) if\n'
+               '  member.role in ["colleague", "client"] and')
+INVITE_OWNER_RULE = ('  member.new_role = "owner" and\n  has_role(user, "owner", member.organization);\n\n'
+                     '# R6:')
+SENT_TO_ACTOR = '  invitation.sent_to_actor = true and\n'
+UNASSIGN_RULE = '  "unassign" if "assign_client" on "partner";\n'
+
+
+@pytest.fixture
+def target_world(tmp_path) -> Path:
+    path = tmp_path / "targets.yaml"
+    path.write_text(TARGET_WORLD)
+    return path
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    # The issue's change: legal representatives resume paused legal representatives. Only lars
+    # gains it (lia herself is paused; olga could already): one decision, on lia.
+    pytest.param(RESUME_RULE, RESUME_RULE.replace('"client"]', '"client", "legal_representative"]'), [
+        ("Member", "resume", "deny", "allow", 1, [("lars", "resume", "Member:shop/lia")]),
+    ], id="member-resume"),
+    # Legal representatives invite owners: lars (in shop) and lena (in agency), one situation.
+    pytest.param(INVITE_OWNER_RULE, INVITE_OWNER_RULE.replace('"owner", member', '"legal_representative", member'), [
+        ("Member", "invite", "deny", "allow", 2, [("lars", "invite", "Member:shop/(someone not a member) to owner"),
+                                                  ("lena", "invite", "Member:agency/(someone not a member) to owner")]),
+    ], id="member-invite-as-owner"),
+    # An invitation emailed to someone else is accepted by whoever may accept for the client:
+    # the owners (ann, olga) and the legal representatives (lars, lena) of each organization.
+    pytest.param(SENT_TO_ACTOR, "", [
+        ("ClientInvitation", "accept", "deny", "allow", 2, [
+            ("ann", "accept", "ClientInvitation:agency/(someone else)"),
+            ("olga", "accept", "ClientInvitation:shop/(someone else)")]),
+        ("ClientInvitation", "accept", "deny", "allow", 2, [
+            ("lars", "accept", "ClientInvitation:shop/(someone else)"),
+            ("lena", "accept", "ClientInvitation:agency/(someone else)")]),
+    ], id="invitation-to-someone-else"),
+    # The client's managers unassign the partner's people: olga and lars, on the one connection.
+    pytest.param(UNASSIGN_RULE, UNASSIGN_RULE + '  "unassign" if "revoke_partner" on "client";\n', [
+        ("Connection", "unassign", "deny", "allow", 1, [("lars", "unassign", "Connection:agency/shop")]),
+        ("Connection", "unassign", "deny", "allow", 1, [("olga", "unassign", "Connection:agency/shop")]),
+    ], id="connection-unassign"),
+])
+def test_issue18_item18_a_change_on_a_target_gives_exactly_its_effect(tmp_path, capsys, target_world, old, new,
+                                                                       expected):
+    """issue 18 item 18: the diff covers the targets of mutations (Member, ClientInvitation,
+    Connection), not only Organization and Project: each change flips exactly its decisions."""
+    changed = policy_with(tmp_path, old, new)
+    code, report, err = diff_json(capsys, "--base", str(POLICY_DIR), "--policy-dir", str(changed),
+                                  "--world", str(target_world))
+    assert (code, err) == (1, "")
+    assert sorted(effect(report)) == sorted(expected)
+    for group in report["groups"]:
+        assert group["example"] == group["triples"][0]
+        assert any(line.startswith("the target: ") for line in group["situation"])
+        assert group["explain"]["base"][0].startswith("denied: user ")
+        assert group["explain"]["new"][0].startswith("allowed: user ")
+        assert any(line.startswith("by the rule ") for line in group["explain"]["new"])
+
+
+def test_issue18_item18_the_diff_covers_every_type_the_policy_decides():
+    """Every resource type the policy declares is diffed: the check plane's and the targets'."""
+    declared = set(Policy(POLICY_DIR).permissions)
+    assert declared <= set(policydiff.RESOURCE_TYPES) | set(policydiff.TARGET_TYPES)
+    assert set(policydiff.TARGET_TYPES) <= declared
+
+
+def target_ref(user_id: str, resource: str):
+    """The reference the services build for a triple of the diff (see policydiff, the targets)."""
+    kind, _, rest = resource.partition(":")
+    rest, _, role = rest.partition(" to ")
+    first, _, second = rest.partition("/")
+    if kind == "Member":
+        return MemberRef(first, "" if second.startswith("(") else second, role)
+    if kind == "ClientInvitation":
+        return InvitationRef(first, second == "link", second == user_id)
+    return ConnectionRef(first, second)
+
+
+def test_issue18_item18_the_target_situations_are_the_servers(tmp_path):
+    """For every triple of every target situation the diff decides, the Subject (target facts
+    included) is the one the server builds for that mutation; and every (user with a fact,
+    membership) pair and every (user with a fact, connection) pair is there once."""
+    with EphemeralApp(POLICY_DIR, read_yaml_text(tmp_path, RICH_WORLD)) as app:
+        index: FactIndex = app.index
+        seen: dict[str, set] = defaultdict(set)
+        for subject, resource_type, actions, cells in policydiff.target_situations(
+                index, policydiff.situations(index)):
+            for organization_id, found in cells().items():
+                for cell in found:
+                    for user_id, _, resource in cell.triples("x"):
+                        ref = target_ref(user_id, resource)
+                        assert app.authorizer.target_subject(user_id, ref) == (organization_id, subject), resource
+                        key = (resource_type, actions and tuple(sorted(actions)), user_id, resource)
+                        assert key not in seen[resource_type], key
+                        seen[resource_type].add(key)
+        pairs = [(user_id, organization_id) for organization_id in index.organizations
+                 for user_id in index.candidate_users(organization_id)]
+        members = {(user_id, f"Member:{organization_id}/{member}") for user_id, organization_id in pairs
+                   for member in index.members.get(organization_id, ())}
+        assert {(u, r) for t, a, u, r in seen["Member"] if a is None} == members
+        connections = {(user_id, f"Connection:{partner_id}/{organization_id}") for user_id, organization_id in pairs
+                       for partner_id in index.partners.get(organization_id, {})}
+        assert {(u, r) for *_, u, r in seen["Connection"]} == connections
+        assert len(connections) > 10 and len(members) > 30
+
+
+REACH_CHANGES = {
+    "project-only": (PUBLISH_RULE, ""),
+    "partner-consent": (APPROVAL_RULE, ""),
+    "organization-permission": ('  "pause_member" if "legal_representative";\n', '  "pause_member" if "colleague";\n'),
+}
+
+
+@pytest.mark.parametrize("change", sorted(REACH_CHANGES))
+def test_issue18_item18_skipping_the_targets_a_change_cannot_reach_changes_nothing(tmp_path, monkeypatch, change):
+    """The diff does not decide a target type that no changed rule can reach (a Project's rule
+    cannot change who pauses whom); deciding every type anyway gives the same groups."""
+    old, new = REACH_CHANGES[change]
+    changed = policy_with(tmp_path, old, new)
+    world = tmp_path / "world.yaml"
+    paused = "    - {organization: client, user: lia, role: legal_representative, paused: true}\n"
+    world.write_text(RICH_WORLD.replace("  users: [", "  users: [lia, ")
+                     .replace("  members:\n", "  members:\n" + paused))
+
+    def groups() -> list[tuple]:
+        result = policydiff.run(str(POLICY_DIR), changed, None, str(world))
+        return [(g.resource_type, g.action, g.before, g.after, g.count, sorted(result.triples(g)))
+                for g in result.groups]
+
+    skipping = groups()
+    monkeypatch.setattr(policydiff, "_reaches", lambda base, new, target_type: True)
+    assert groups() == skipping
+    if change == "project-only":
+        assert {g[0] for g in skipping} == {"Project"}
+    if change == "organization-permission":
+        assert {g[0] for g in skipping} & set(policydiff.TARGET_TYPES)

@@ -4,6 +4,9 @@ malformed requests are INVALID_ARGUMENT, and deadlines are honoured."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import logging
 import queue
 import sqlite3
 import threading
@@ -302,3 +305,73 @@ def test_drain_finishes_calls_in_flight_and_ends_streams(app, people, streams):
         with pytest.raises(grpc.RpcError) as refused:
             check(client, colleague, project, timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_client_cancelling_watch_is_no_error(app, people, caplog):
+    """issue 18 item 21: a client that cancels Watch, in any state of the stream (before its
+    first event, in the middle of a backlog, caught up and waiting, at its deadline), is a routine
+    disconnect: the request line says CANCELLED, and nothing is logged as an error."""
+    owner, organization, _, _ = people
+    for number in range(30):
+        app.memberships.invite_member(owner, organization, f"backlog-{number}@example.com", "colleague")
+    caplog.set_level(logging.INFO)
+    with running(app) as address, MandateClient(address, TOKEN) as client:
+        def watch(since: str = "0", timeout: float = 60):
+            return client.events.Watch(events_pb2.WatchRequest(since_revision=since), timeout=timeout)
+
+        watch().cancel()  # before its first event (the server may not even see this one)
+        call = watch()
+        next(call)  # in the middle of the backlog
+        call.cancel()
+        call = watch(str(app.store.current_revision() - 1))
+        next(call)  # caught up: waiting for the next change
+        call.cancel()
+        with pytest.raises(grpc.RpcError) as ended:
+            for _ in watch(str(app.store.current_revision()), timeout=0.3):
+                pass
+        assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        health = health_pb2_grpc.HealthStub(client.raw_channel).Watch(health_pb2.HealthCheckRequest())
+        next(health)
+        health.cancel()
+
+        def ended_streams() -> int:
+            return sum("EventService/Watch" in r.getMessage() for r in caplog.records if r.name == "mandate.request")
+
+        assert wait_until(lambda: ended_streams() >= 3, 10), [r.getMessage() for r in caplog.records]
+        gc.collect()  # an unread failure of a cancelled step is reported when it is collected
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert {r.getMessage().split()[1] for r in caplog.records
+            if r.name == "mandate.request" and "Watch" in r.getMessage()} <= {"CANCELLED", "DEADLINE_EXCEEDED"}
+
+
+def test_a_stream_step_failing_as_its_call_is_cancelled_is_no_asyncio_error(caplog):
+    """issue 18 item 21: the race behind a cancelled Watch that logged an asyncio ERROR: the
+    stream's step fails in the very moment the client cancels the call, so nobody reads its
+    failure, and asyncio reports "Task exception was never retrieved" when it is collected."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mandate.api.interceptors import Plumbing, StreamLimits
+    from mandate.callers import Callers
+
+    async def race() -> None:
+        plumbing = Plumbing(Callers([TOKEN], None), StreamLimits(1, 1), ThreadPoolExecutor(1))
+        plumbing.start()
+
+        async def step():
+            await asyncio.sleep(0)
+            raise ConnectionResetError("the step failed as the client went away")
+
+        call = asyncio.ensure_future(plumbing._until_drained(step()))
+        await asyncio.sleep(0)  # the call waits on its step
+        await asyncio.sleep(0)  # the step fails; the call is woken, but has not run yet
+        call.cancel()  # the client cancels in that moment
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        del call
+        gc.collect()
+        await asyncio.sleep(0)
+
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    asyncio.run(race())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from mandate import errors
+from mandate import errors, policytrial
 from mandate.config import DatabaseSettings
 from mandate.domain.authorization import Authorizer
 from mandate.domain.directory import Directory
@@ -41,7 +41,7 @@ class App:
         self.lifetimes = lifetimes or Lifetimes()
         self.store = Store(database_url, database or DatabaseSettings.from_env())
         self.policy_dir = Path(policy_dir)
-        self.index = FactIndex(self.store)
+        self.index = FactIndex(self.store, self.lifetimes.clock)
         self.authorizer = Authorizer(self.store, self.index, policy or Policy(policy_dir))
         self.store.on_commit(self._caught_up_to)
         self.index.catch_up()
@@ -113,11 +113,16 @@ class App:
         threading.Thread(target=self.expiries.run, args=(self._stop,), name="expiry", daemon=True).start()
 
     def reload_policy(self) -> Policy:
-        """Build and validate the new policy, then swap it in at once; on any error the old one
-        stays and the error is a PolicyError. Reloads (SIGHUP, the watcher) run one at a time."""
+        """Build and validate the new policy, try it (mandate.policytrial: a sample of real
+        decisions and its own tests, refused on any run-time error), then swap it in at once; on
+        any error the old one stays and the error is a PolicyError. Reloads (SIGHUP, the watcher)
+        run one at a time."""
         with self._reloading:
             try:
                 policy = Policy(self.policy_dir)
+                failures = policytrial.problems(policy, self.index)
+                if failures:
+                    raise PolicyError(f"policy {policy.version} fails at run time: " + "; ".join(failures), failures)
                 # Recorded before it serves, so the history names every policy that answered.
                 self.history.record_policy(policy)
             except PolicyError:

@@ -16,7 +16,17 @@ from pathlib import Path
 import grpc
 
 from mandate import logs
-from mandate.config import DEFAULT_LISTEN, DEFAULT_TOKEN_FILE, Config, log_format
+from mandate.config import (
+    DEFAULT_LISTEN,
+    DEFAULT_TOKEN_FILE,
+    GRACE_SECONDS_BOUNDS,
+    Config,
+    DatabaseSettings,
+    history_retention,
+    invitation_ttl,
+    log_format,
+    seconds,
+)
 from mandate.contexts import ContextError
 
 
@@ -37,8 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     matrix.add_argument("--format", choices=("markdown", "csv"), default="markdown")
     policy_commands.add_parser("check", help="load and validate the policy")
     policy_commands.add_parser("path", help="print the directory of the policy `mandate serve` would load")
-    mutate = policy_commands.add_parser("mutate", help="delete each rule in turn; report those no test notices")
+    mutate = policy_commands.add_parser(
+        "mutate", help="change the policy in small ways (mutants); report those no test notices (exit 1 when any)")
     mutate.add_argument("paths", nargs="*", help="test files or directories")
+    mutate.add_argument("--kind", action="append", metavar="KIND",
+                        help="only mutants of this kind (repeat for more): 'rule deleted', 'condition dropped', "
+                             "'role swapped', 'value left out', 'rule copied'")
+    mutate.add_argument("--equivalents", metavar="FILE",
+                        help="the equivalent mutants, with why (default: equivalent-mutants.yaml beside the policy)")
+    mutate.add_argument("--every", type=int, default=1, metavar="N",
+                        help="only every N-th mutant, in a fixed order (a quick subset)")
+    mutate.add_argument("--verbose", action="store_true", help="also list the mutants the tests caught")
     for sub in (test, matrix, mutate, policy_commands.choices["check"], policy_commands.choices["path"]):
         sub.add_argument("--policy-dir", help="overrides MANDATE_POLICY_DIR")
     diff = policy_commands.add_parser(
@@ -118,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = Config.from_env()
+        if args.command == "serve":
+            DatabaseSettings.from_env()  # checked at start, not when the store opens
     except ValueError as error:
         print(f"mandate: {error}", file=sys.stderr)
         return 2
@@ -160,15 +181,19 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
                         help="open streams one caller may hold (overrides MANDATE_MAX_STREAMS_PER_CALLER; default 100)")
     parser.add_argument("--max-streams", type=positive,
                         help="open streams in all (overrides MANDATE_MAX_STREAMS; default 1000)")
-    parser.add_argument("--grace", type=float, metavar="SECONDS",
-                        help="on SIGTERM, time for calls in flight to finish (overrides MANDATE_GRACE_SECONDS; "
-                             "default 10)")
-    parser.add_argument("--invitation-ttl", type=duration, metavar="D",
-                        help="how long an invitation stays acceptable: a number with s, m, h or d "
+    # Durations are checked in run_serve, against their bounds, with a one-line error.
+    parser.add_argument("--grace", metavar="SECONDS",
+                        help="on SIGTERM, time for calls in flight to finish, 0 to 3600 (overrides "
+                             "MANDATE_GRACE_SECONDS; default 10)")
+    parser.add_argument("--invitation-ttl", metavar="D",
+                        help="how long an invitation stays acceptable: a number with s, m, h or d, from 1m to 3650d "
                              "(overrides MANDATE_INVITATION_TTL; default 14d)")
-    parser.add_argument("--history-retention", type=history_retention, metavar="D",
-                        help="how long the access history is kept: `forever`, or a number with s, m, h or d "
-                             "(overrides MANDATE_HISTORY_RETENTION; default forever)")
+    parser.add_argument("--history-retention", metavar="D",
+                        help="how long the access history is kept: `forever`, or a number with s, m, h or d, from 1h "
+                             "to 36500d (overrides MANDATE_HISTORY_RETENTION; default forever)")
+    parser.add_argument("--history-memory", type=non_negative, metavar="MIB",
+                        help="memory for the facts of past revisions kept between questions, in MiB "
+                             "(overrides MANDATE_HISTORY_MEMORY; default 256)")
     parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
@@ -182,6 +207,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
                         help="allow plaintext on an address other than loopback (MANDATE_INSECURE=1)")
     parser.add_argument("--metrics-listen", metavar="ADDR",
                         help="serve Prometheus metrics at http://ADDR/metrics (MANDATE_METRICS_LISTEN; default off)")
+    parser.add_argument("--authzen-listen", metavar="ADDR",
+                        help="serve the OpenID AuthZEN API (HTTP, JSON) on host:port (MANDATE_AUTHZEN_LISTEN; "
+                             "default off)")
     parser.add_argument("--log-format", help="text (default) or json: one object per line (MANDATE_LOG_FORMAT)")
     parser.add_argument("--max-requests-per-caller", type=positive,
                         help="requests in flight per caller (MANDATE_MAX_REQUESTS_PER_CALLER; default 200)")
@@ -197,17 +225,11 @@ def positive(text: str) -> int:
     return value
 
 
-def history_retention(text: str):
-    return "forever" if text.strip() == "forever" else duration(text)
-
-
-def duration(text: str):
-    from mandate.clock import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+def non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be at least 0")
+    return value
 
 
 CLIENT_FLAGS = (
@@ -237,7 +259,7 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(config: Config, args) -> int:
     from mandate.policy import PolicyError
-    from mandate.server import serve
+    from mandate.server import CannotListen, serve
     from mandate.store.migrate import upgrade
 
     config.listen = args.listen or config.listen
@@ -247,10 +269,18 @@ def run_serve(config: Config, args) -> int:
     config.processes = args.processes or config.processes
     config.max_streams_per_caller = args.max_streams_per_caller or config.max_streams_per_caller
     config.max_streams = args.max_streams or config.max_streams
-    config.grace_seconds = config.grace_seconds if args.grace is None else max(0.0, args.grace)
-    config.invitation_ttl = args.invitation_ttl or config.invitation_ttl
-    if args.history_retention is not None:
-        config.history_retention = None if args.history_retention == "forever" else args.history_retention
+    try:
+        if args.grace is not None:
+            config.grace_seconds = seconds(args.grace, "--grace", config.grace_seconds, GRACE_SECONDS_BOUNDS)
+        if args.invitation_ttl is not None:
+            config.invitation_ttl = invitation_ttl(args.invitation_ttl)
+        if args.history_retention is not None:
+            config.history_retention = history_retention(args.history_retention)
+    except ValueError as error:
+        print(f"mandate: {error}", file=sys.stderr)
+        return 2
+    if args.history_memory is not None:
+        config.history_memory_mib = args.history_memory
     config.watch_policy = args.watch_policy
     config.callers_file = Path(args.callers) if args.callers else config.callers_file
     config.tls_cert = Path(args.tls_cert) if args.tls_cert else config.tls_cert
@@ -258,6 +288,7 @@ def run_serve(config: Config, args) -> int:
     config.tls_client_ca = Path(args.tls_client_ca) if args.tls_client_ca else config.tls_client_ca
     config.insecure = args.insecure or config.insecure
     config.metrics_listen = args.metrics_listen or config.metrics_listen
+    config.authzen_listen = args.authzen_listen or config.authzen_listen
     config.max_requests_per_caller = args.max_requests_per_caller or config.max_requests_per_caller
     config.max_batch = args.max_batch or config.max_batch
     config.max_message_bytes = args.max_message_bytes or config.max_message_bytes
@@ -302,6 +333,9 @@ def run_serve(config: Config, args) -> int:
         else:
             upgrade(config.database_url)
             serve(config)
+    except CannotListen as error:
+        print(f"mandate: {error}", file=sys.stderr)
+        return 1
     except (PolicyError, ValueError) as error:  # a bad policy or a bad setting
         print(f"mandate: refusing to start: {error}", file=sys.stderr)
         return 1
@@ -375,15 +409,28 @@ def run_policy(args, policy_dir: Path) -> int:
         if args.junit:
             policytest.write_junit(outcomes, args.junit)
         return 0 if outcomes and all(o.passed for o in outcomes) else 1
-    mutants = policytools.mutation_run(policy_dir, paths)
+    try:
+        equivalents = policytools.read_equivalents(
+            Path(args.equivalents) if args.equivalents else policy_dir / policytools.EQUIVALENTS_FILE)
+        if args.every < 1:
+            raise ValueError("--every must be at least 1")
+        unknown = [kind for kind in args.kind or () if kind not in policytools.KINDS]
+        if unknown:
+            raise ValueError(f"--kind: unknown kind {unknown[0]!r} (one of: {', '.join(policytools.KINDS)})")
+        mutants = policytools.mutation_run(policy_dir, paths, tuple(args.kind or policytools.KINDS), equivalents,
+                                           args.every)
+    except (ValueError, OSError) as error:
+        print(f"mandate: {error}", file=sys.stderr)
+        return 2
     for mutant in mutants:
-        status = "killed  " if mutant.killed else "SURVIVED"
-        print(f"{status} {mutant.rule.file.name}:{mutant.rule.line}: {mutant.rule.text[:90]}")
-        if not mutant.killed:
-            print(f"         {mutant.how}")
-    survived = sum(not m.killed for m in mutants)
-    print(f"{len(mutants)} rules deleted one at a time: {len(mutants) - survived} caught, {survived} survived")
-    return 0 if survived == 0 else 1
+        if mutant.survived:
+            print(f"SURVIVED   {mutant.describe()}")
+        elif args.verbose:
+            status = "killed    " if mutant.killed else "equivalent"
+            print(f"{status} {mutant.describe()}\n           {mutant.how if mutant.killed else mutant.equivalent}")
+    for line in policytools.mutation_report(mutants):
+        print(line)
+    return 0 if not any(m.survived for m in mutants) else 1
 
 
 def run_policy_diff(args, policy_dir: Path) -> int:

@@ -1,9 +1,10 @@
 """Time, read in one place, so that tests can move it instead of waiting for it.
 
-Decisions never read the clock: access that ends by itself is ended by a change the service
-writes (mandate.domain.expiry), so the facts the policy sees stay free of time. Only the
-writers read it: to stamp an invitation's `expires_at`, to refuse an invitation that has
-lapsed, and to find what is due to expire.
+Access that ends by itself is ended by a change the service writes (mandate.domain.expiry), so
+the facts the policy sees stay free of time. The writers read the clock: to stamp an
+invitation's `expires_at`, to refuse an invitation that has lapsed, and to find what is due to
+expire; the fact index reads it only to take away, until that change comes, a fact whose end
+has passed (mandate.index).
 
 Timestamps are stored as fixed-width RFC 3339 strings in UTC (`2026-11-26T08:00:00.000000Z`),
 so they compare as text in SQL on every engine.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import datetime
 import re
 import threading
+import time
 
 UTC = datetime.UTC
 _DURATION = re.compile(r"^([0-9]{1,9})([smhd])$")
@@ -52,6 +54,10 @@ class SystemClock:
     def now_text(self) -> str:
         return as_text(self.now())
 
+    def seconds(self) -> float:
+        """The time as seconds since the epoch: cheap enough to ask on every decision."""
+        return time.time()
+
 
 class ManualClock(SystemClock):
     """A clock that moves only when told (tests, `mandate.testing`)."""
@@ -63,6 +69,9 @@ class ManualClock(SystemClock):
     def now(self) -> datetime.datetime:
         with self._lock:
             return self._now
+
+    def seconds(self) -> float:
+        return self.now().timestamp()
 
     def advance(self, **delta: float) -> datetime.datetime:
         with self._lock:

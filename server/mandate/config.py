@@ -20,7 +20,15 @@ DEFAULT_INVITATION_TTL = datetime.timedelta(days=14)
 DEFAULT_REQUESTS_PER_CALLER = 200
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+DEFAULT_HISTORY_MEMORY_MIB = 256
 LOG_FORMATS = ("text", "json")
+# Bounds of the duration settings (shortest, longest), checked at start. Beyond them a setting is a
+# mistake, and a later date would overflow the calendar: an invitation lapses at now + its TTL.
+INVITATION_TTL_BOUNDS = (datetime.timedelta(minutes=1), datetime.timedelta(days=3650))
+HISTORY_RETENTION_BOUNDS = (datetime.timedelta(hours=1), datetime.timedelta(days=36500))  # longer: `forever`
+GRACE_SECONDS_BOUNDS = (0.0, 3600.0)
+POOL_TIMEOUT_BOUNDS = (0.1, 600.0)
+CONNECT_TIMEOUT_BOUNDS = (1, 600)
 
 
 def packaged_policy_dir() -> Path:
@@ -45,15 +53,15 @@ class DatabaseSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> DatabaseSettings:
         env = os.environ if env is None else env
         defaults = cls()
-        try:
-            return cls(
-                pool_size=int(env.get("MANDATE_DATABASE_POOL_SIZE", defaults.pool_size)),
-                max_overflow=int(env.get("MANDATE_DATABASE_MAX_OVERFLOW", defaults.max_overflow)),
-                pool_timeout=float(env.get("MANDATE_DATABASE_POOL_TIMEOUT", defaults.pool_timeout)),
-                connect_timeout=int(env.get("MANDATE_DATABASE_CONNECT_TIMEOUT", defaults.connect_timeout)),
-            )
-        except ValueError as error:
-            raise ValueError(f"MANDATE_DATABASE_*: not a number ({error})") from None
+        return cls(
+            pool_size=number(env, "MANDATE_DATABASE_POOL_SIZE", defaults.pool_size),
+            max_overflow=number(env, "MANDATE_DATABASE_MAX_OVERFLOW", defaults.max_overflow, minimum=0),
+            pool_timeout=seconds(env.get("MANDATE_DATABASE_POOL_TIMEOUT", ""), "MANDATE_DATABASE_POOL_TIMEOUT",
+                                 defaults.pool_timeout, POOL_TIMEOUT_BOUNDS),
+            connect_timeout=seconds(env.get("MANDATE_DATABASE_CONNECT_TIMEOUT", ""),
+                                    "MANDATE_DATABASE_CONNECT_TIMEOUT", defaults.connect_timeout,
+                                    CONNECT_TIMEOUT_BOUNDS, int),
+        )
 
 
 @dataclass
@@ -73,6 +81,7 @@ class Config:
     processes: int = 1  # server processes sharing the port (SO_REUSEPORT)
     invitation_ttl: datetime.timedelta = DEFAULT_INVITATION_TTL  # how long an invitation stays acceptable
     history_retention: datetime.timedelta | None = None  # how long the access history is kept; None: forever
+    history_memory_mib: int = DEFAULT_HISTORY_MEMORY_MIB  # fact indexes of past revisions kept, at most
     callers_file: Path | None = None  # named callers (TOML), reloaded on SIGHUP
     tls_cert: Path | None = None  # serve TLS with this certificate chain and key (reloaded on SIGHUP)
     tls_key: Path | None = None
@@ -83,6 +92,7 @@ class Config:
     max_requests_per_caller: int = DEFAULT_REQUESTS_PER_CALLER  # unary requests in flight per caller
     max_batch: int = DEFAULT_MAX_BATCH  # checks in one BatchCheck
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # largest request or reply
+    authzen_listen: str = ""  # host:port of the AuthZEN endpoints (HTTP, JSON); empty: off
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
@@ -98,10 +108,13 @@ class Config:
             workers=number(env, "MANDATE_WORKERS", 16),
             max_streams_per_caller=number(env, "MANDATE_MAX_STREAMS_PER_CALLER", 100),
             max_streams=number(env, "MANDATE_MAX_STREAMS", 1000),
-            grace_seconds=number(env, "MANDATE_GRACE_SECONDS", 10.0, float, minimum=0),
+            grace_seconds=seconds(env.get("MANDATE_GRACE_SECONDS", ""), "MANDATE_GRACE_SECONDS", 10.0,
+                                  GRACE_SECONDS_BOUNDS),
             processes=number(env, "MANDATE_PROCESSES", 1),
-            invitation_ttl=duration(env, "MANDATE_INVITATION_TTL", DEFAULT_INVITATION_TTL),
-            history_retention=retention(env, "MANDATE_HISTORY_RETENTION"),
+            invitation_ttl=invitation_ttl(env.get("MANDATE_INVITATION_TTL", ""), "MANDATE_INVITATION_TTL"),
+            history_retention=history_retention(env.get("MANDATE_HISTORY_RETENTION", ""),
+                                                "MANDATE_HISTORY_RETENTION"),
+            history_memory_mib=number(env, "MANDATE_HISTORY_MEMORY", DEFAULT_HISTORY_MEMORY_MIB, minimum=0),
             callers_file=path(env, "MANDATE_CALLERS_FILE"),
             tls_cert=path(env, "MANDATE_TLS_CERT"),
             tls_key=path(env, "MANDATE_TLS_KEY"),
@@ -112,6 +125,7 @@ class Config:
             max_requests_per_caller=number(env, "MANDATE_MAX_REQUESTS_PER_CALLER", DEFAULT_REQUESTS_PER_CALLER),
             max_batch=number(env, "MANDATE_MAX_BATCH", DEFAULT_MAX_BATCH),
             max_message_bytes=number(env, "MANDATE_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024),
+            authzen_listen=env.get("MANDATE_AUTHZEN_LISTEN", "").strip(),
         )
 
     @property
@@ -129,9 +143,12 @@ class Config:
             raise ValueError("--tls-cert and --tls-key (MANDATE_TLS_CERT, MANDATE_TLS_KEY) go together")
         if self.tls_client_ca is not None and not self.tls:
             raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
-        if not self.tls and not self.insecure and not is_loopback(self.listen):
-            raise ValueError(f"plaintext on {self.listen}, which is not a loopback address: serve TLS "
-                             "(--tls-cert, --tls-key) or allow plaintext with --insecure (MANDATE_INSECURE=1)")
+        for address in (self.listen, self.authzen_listen):
+            if address and not self.tls and not self.insecure and not is_loopback(address):
+                raise ValueError(f"plaintext on {address}, which is not a loopback address: serve TLS "
+                                 "(--tls-cert, --tls-key) or allow plaintext with --insecure (MANDATE_INSECURE=1)")
+        if self.authzen_listen and ":" not in self.authzen_listen:
+            raise ValueError(f"--authzen-listen: {self.authzen_listen[:40]!r} is not host:port")
 
     def resolved_tokens(self) -> list[str]:
         """The configured tokens; without any, a random one kept in the token file (created
@@ -162,23 +179,56 @@ def number(env, name: str, default, kind=int, minimum=1):
     return value
 
 
-def duration(env, name: str, default: datetime.timedelta) -> datetime.timedelta:
-    """A duration setting (`30m`, `12h`, `14d`); a bad value stops the server with its name."""
-    text = env.get(name, "").strip()
+def invitation_ttl(text: str, name: str = "--invitation-ttl") -> datetime.timedelta:
+    """How long an invitation stays acceptable; empty: the default."""
+    return duration(text, name, INVITATION_TTL_BOUNDS) if text.strip() else DEFAULT_INVITATION_TTL
+
+
+def history_retention(text: str, name: str = "--history-retention") -> datetime.timedelta | None:
+    """How long the access history is kept: `forever` (None, also when empty) or a duration."""
+    if not text.strip() or text.strip() == "forever":
+        return None
+    return duration(text, name, HISTORY_RETENTION_BOUNDS, "; or 'forever'")
+
+
+def duration(text: str, name: str, bounds: tuple[datetime.timedelta, datetime.timedelta],
+             otherwise: str = "") -> datetime.timedelta:
+    """A duration setting (`30m`, `12h`, `14d`) within its bounds; a bad one stops the server
+    with one line naming the setting (`name`: the flag or the environment variable)."""
+    shortest, longest = bounds
+    try:
+        value = parse_duration(text)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{name}: {text.strip()[:20]!r} is not a duration such as 30m, 12h or 14d"
+                         f"{otherwise}") from None
+    if not shortest <= value <= longest:
+        raise ValueError(f"{name}: {text.strip()} is out of bounds: from {_duration_text(shortest)} "
+                         f"to {_duration_text(longest)}{otherwise}")
+    return value
+
+
+def _duration_text(value: datetime.timedelta) -> str:
+    total = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if total % size == 0:
+            return f"{total // size}{unit}"
+    return f"{total}s"
+
+
+def seconds(text: str, name: str, default, bounds: tuple, kind=float):
+    """A number of seconds within its bounds (empty: `default`); a bad one stops the server with
+    one line naming the setting."""
+    text = text.strip()
     if not text:
         return default
+    shortest, longest = bounds
     try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise ValueError(f"{name}: {error}") from None
-
-
-def retention(env, name: str) -> datetime.timedelta | None:
-    """A retention: `forever` (the default) or a duration."""
-    text = env.get(name, "").strip()
-    if not text or text == "forever":
-        return None
-    return duration(env, name, None)
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name}: {text[:20]!r} is not a number of seconds") from None
+    if not shortest <= value <= longest:  # NaN too: it compares false
+        raise ValueError(f"{name}: {text[:20]} is out of bounds: from {shortest:g} to {longest:g} seconds")
+    return value
 
 
 def path(env, name: str) -> Path | None:

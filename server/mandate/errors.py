@@ -15,17 +15,17 @@ from mandate.names import Reason
 class Status(enum.Enum):
     """The status families a refusal belongs to (the names are gRPC's, and HTTP maps them too)."""
 
-    INVALID_ARGUMENT = "INVALID_ARGUMENT"
-    NOT_FOUND = "NOT_FOUND"
-    ALREADY_EXISTS = "ALREADY_EXISTS"
-    PERMISSION_DENIED = "PERMISSION_DENIED"
-    FAILED_PRECONDITION = "FAILED_PRECONDITION"
-    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
-    UNAUTHENTICATED = "UNAUTHENTICATED"
-    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
-    UNAVAILABLE = "UNAVAILABLE"
-    CANCELLED = "CANCELLED"
-    INTERNAL = "INTERNAL"
+    INVALID_ARGUMENT = enum.auto()
+    NOT_FOUND = enum.auto()
+    ALREADY_EXISTS = enum.auto()
+    PERMISSION_DENIED = enum.auto()
+    FAILED_PRECONDITION = enum.auto()
+    RESOURCE_EXHAUSTED = enum.auto()
+    UNAUTHENTICATED = enum.auto()
+    DEADLINE_EXCEEDED = enum.auto()
+    UNAVAILABLE = enum.auto()
+    CANCELLED = enum.auto()
+    INTERNAL = enum.auto()
 
 
 class DomainError(Exception):
@@ -147,6 +147,18 @@ class TooManyRequests(DomainError):
     code = Status.RESOURCE_EXHAUSTED
     reason = Reason.TOO_MANY_REQUESTS
     retry_seconds = 0.1
+
+
+class TooManyRevisions(DomainError):
+    """One request names more distinct past revisions or times than the server answers at once."""
+
+    code = Status.RESOURCE_EXHAUSTED
+    reason = Reason.TOO_MANY_REVISIONS
+
+    def __init__(self, field: str, limit: int):
+        super().__init__(f"{field}: one request may name at most {limit} distinct past revisions or times "
+                         "(at_revision, as_of); split it", field=field)
+        self.field = field
 
 
 class ReadOnlyCaller(PermissionDenied):

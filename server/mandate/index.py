@@ -4,21 +4,33 @@ It is computed once per change, not once per check: it loads every fact row at s
 catches up by reading the rows whose revision is newer than its own (after each local commit,
 when a check asks for a newer revision, and on a timer for writes by other processes).
 A check then builds its `Subject` from a few dictionary look-ups.
+
+Access given until a time (`access_expires_at`) is ended by a change the sweeper writes
+(mandate.domain.expiry), within a second, or later when the database is away. Until then the
+index knows each live fact's end, and a decision treats a fact whose end has passed as the
+sweeper will write it (`ended`): an access whose end has passed is never granted.
 """
 
 from __future__ import annotations
 
 import collections
+import datetime
+import heapq
+import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import func, select
 
-from mandate import errors
+from mandate import deadlines, errors, tracing
+from mandate.clock import SystemClock
 from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
 from mandate.store import history, models
 from mandate.store.db import Store
+
+# A build of the past looks at its caller's deadline this often (in rows applied).
+DEADLINE_ROWS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +47,19 @@ class Link:
     employee_approval: str
 
 
+# Keys of the facts that end by itself, in `FactIndex._ends`.
+MEMBERSHIP, CONNECTION, ASSIGNMENT = "membership", "connection", "assignment"
+NOTHING_ENDED: frozenset = frozenset()
+
+
 class FactIndex:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, clock: SystemClock | None = None):
         self.store = store
+        # The time the ends are compared with; None: no end has passed (an index of the past).
+        self.clock = clock
         self.revision = -1
         self.frozen = False  # an index of the past (`at`) never catches up
+        self.rows = 0  # fact rows an index of the past was built from (its size, for the history's budget)
         # How long each catch-up that found changes took, until the metrics take them.
         self.catch_up_seconds: collections.deque[float] = collections.deque(maxlen=10_000)
         self._catching_up = threading.Lock()  # one catch-up at a time
@@ -56,6 +76,13 @@ class FactIndex:
         self.clients: dict[str, set[str]] = {}  # partner -> clients (any status)
         self.assignments: dict[tuple[str, str], dict[str, bool]] = {}  # (user, client) -> partner -> approved
         self.links: dict[str, set[str]] = {}  # organization -> linked organizations
+        # When the live facts that end by themselves end: (MEMBERSHIP, user, organization),
+        # (CONNECTION, partner, client), (ASSIGNMENT, user, client, partner) -> seconds since the epoch.
+        self._ends: dict[tuple, float] = {}
+        self._ends_version = 0  # counts the changes of _ends
+        self._soonest: list[tuple[float, tuple]] = []  # a heap of _ends' entries (and of replaced ones)
+        # The last answer of `ended`: the version of _ends it read, until when it holds, the keys.
+        self._passed: tuple[int, float, frozenset] = (-1, 0.0, NOTHING_ENDED)
 
     @classmethod
     def at(cls, store: Store, revision: int, around: tuple[str, str, str] | None = None) -> FactIndex:
@@ -64,11 +91,17 @@ class FactIndex:
         type, resource id), only the facts of one decision about them: a few look-ups instead of
         the whole store, enough for `Check`, `Explain` and `ListActions` of that user there."""
         index = cls(store)
-        with store.read(snapshot=True) as session:
+        with tracing.span("mandate.history.load_facts", **{"mandate.revision": str(revision),
+                                                           "mandate.whole": around is None}), \
+                store.read(snapshot=True) as session:
             if around is None:
                 for table, apply in index._tables():
+                    deadlines.check("the facts of the past were not built")
                     for row in history.fact_rows(session, table, revision):
                         apply(row)
+                        index.rows += 1
+                        if index.rows % DEADLINE_ROWS == 0:  # a caller that gave up stops the build
+                            deadlines.check("the facts of the past were not built")
             else:
                 index._load_around(session, revision, *around)
             # Asked again inside the same snapshot: retention may have let go of versions of
@@ -121,7 +154,8 @@ class FactIndex:
             started = time.perf_counter()
             since = self.revision
             changes = []
-            with self.store.read(snapshot=True) as session:
+            with tracing.span("mandate.index.catch_up", **{"mandate.from_revision": str(since)}), \
+                    self.store.read(snapshot=True) as session:
                 target = session.execute(select(models.RevisionCounter.value)).scalar_one()
                 # One statement finds which tables changed (each one's newest revision, from its
                 # revision index), so catching up after one write reads one or two tables, not all.
@@ -177,12 +211,16 @@ class FactIndex:
 
     def _apply_membership(self, row: models.Membership) -> None:
         by_org = self.memberships.setdefault(row.user_id, {})
-        if row.status == models.MemberStatus.REMOVED:
+        removed = row.status == models.MemberStatus.REMOVED
+        if removed:
             by_org.pop(row.organization_id, None)
             self.members.get(row.organization_id, set()).discard(row.user_id)
         else:
             by_org[row.organization_id] = Member(row.role, row.status, row.partner_employee)
             self.members.setdefault(row.organization_id, set()).add(row.user_id)
+        # An owner's membership never ends by itself (the sweeper only clears such an end).
+        ends = None if removed or row.role == models.Role.OWNER else row.access_expires_at
+        self._set_end((MEMBERSHIP, row.user_id, row.organization_id), ends)
 
     def _apply_resource(self, row: models.Resource) -> None:
         key = (row.type, row.id)
@@ -198,6 +236,8 @@ class FactIndex:
         link = Link(row.status, frozenset(row.granted_scopes), row.employee_approval)
         self.partners.setdefault(row.client_id, {})[row.partner_id] = link
         self.clients.setdefault(row.partner_id, set()).add(row.client_id)
+        live = row.status != models.ConnectionStatus.DISCONNECTED
+        self._set_end((CONNECTION, row.partner_id, row.client_id), row.access_expires_at if live else None)
 
     def _apply_assignment(self, row: models.Assignment) -> None:
         by_partner = self.assignments.setdefault((row.user_id, row.client_id), {})
@@ -205,6 +245,59 @@ class FactIndex:
             by_partner[row.partner_id] = row.client_approved
         else:
             by_partner.pop(row.partner_id, None)
+        self._set_end((ASSIGNMENT, row.user_id, row.client_id, row.partner_id),
+                      row.access_expires_at if row.assigned else None)
+
+    def _set_end(self, key: tuple, ends: str | None) -> None:
+        if self.clock is None:  # nothing ever ends in an index of the past
+            return
+        moment = None if ends is None else datetime.datetime.fromisoformat(ends).timestamp()
+        if self._ends.get(key) == moment:
+            return
+        if moment is None:
+            del self._ends[key]
+        else:
+            self._ends[key] = moment
+            heapq.heappush(self._soonest, (moment, key))
+        self._ends_version += 1
+        if len(self._soonest) > 2 * len(self._ends) + 64:  # mostly entries of moved or removed ends
+            self._soonest = [(moment, key) for key, moment in self._ends.items()]
+            heapq.heapify(self._soonest)
+
+    def ended(self) -> frozenset[tuple]:
+        """The keys of the live facts (see `_ends`) whose end has passed at the clock's time:
+        the sweeper has not written their ending yet, and decisions treat them as ended. Cheap
+        on every decision: one look at the soonest end while it lies ahead, and the same set
+        again while no other end has passed and no end has changed."""
+        if self.clock is None or not self._ends:
+            return NOTHING_ENDED
+        now = self.clock.seconds()
+        soonest = self._soonest
+        if soonest and now < soonest[0][0]:
+            return NOTHING_ENDED
+        version, until, passed = self._passed
+        if version == self._ends_version and now < until:
+            return passed
+        with self._applying:
+            soonest = self._soonest
+            while soonest and self._ends.get(soonest[0][1]) != soonest[0][0]:  # moved or removed since
+                heapq.heappop(soonest)
+            # Walk the heap from its root: a node still ahead has only later ends below it.
+            found, until, nodes = set(), math.inf, [0]
+            while nodes:
+                node = nodes.pop()
+                if node >= len(soonest):
+                    continue
+                moment, key = soonest[node]
+                if moment > now:
+                    until = min(until, moment)
+                    continue
+                if self._ends.get(key) == moment:  # not an entry of an end since moved or removed
+                    found.add(key)
+                nodes += (2 * node + 1, 2 * node + 2)
+            passed = frozenset(found) if found else NOTHING_ENDED
+            self._passed = (self._ends_version, until, passed)
+            return passed
 
     def _apply_link(self, row: models.OrganizationLink) -> None:
         self.links.setdefault(row.organization_id, set()).add(row.other_organization_id)
@@ -227,6 +320,9 @@ class FactIndex:
         own = self.memberships.get(user_id, {})
         if not own:
             return Subject()
+        ended = self.ended()
+        if ended:
+            own = {org: member for org, member in own.items() if (MEMBERSHIP, user_id, org) not in ended}
         memberships: list[MembershipFact] = []
         home = own.get(organization_id)
         if labels is not None:
@@ -241,7 +337,10 @@ class FactIndex:
         for partner_id, link in self.partners.get(organization_id, {}).items():
             member = own.get(partner_id)
             if member is not None:
-                paths.append((member, link, assigned.get(partner_id), partner_id))
+                approved = assigned.get(partner_id)
+                if ended:
+                    link, approved = self._as_swept(ended, user_id, organization_id, partner_id, link, approved)
+                paths.append((member, link, approved, partner_id))
         connections: list[ConnectionFact] = []
         assignments: list[AssignmentFact] = []
         paths.sort(key=_path_order)
@@ -266,6 +365,32 @@ class FactIndex:
             memberships.append(MembershipFact(label, member.role, member.status, member.partner_employee))
             linked.append(label)
         return Subject(tuple(memberships), tuple(connections), tuple(assignments), tuple(linked))
+
+    @staticmethod
+    def _as_swept(ended: frozenset, user_id: str, client_id: str, partner_id: str, link: Link,
+                  approved: bool | None) -> tuple[Link, bool | None]:
+        """A partner path as the sweeper will leave it: an ended connection is disconnected and
+        ends its assignments (R14, R17); an ended assignment is gone."""
+        if (CONNECTION, partner_id, client_id) in ended:
+            return replace(link, status=models.ConnectionStatus.DISCONNECTED), None
+        if (ASSIGNMENT, user_id, client_id, partner_id) in ended:
+            return link, None
+        return link, approved
+
+    def member(self, user_id: str, organization_id: str) -> Member | None:
+        """The user's membership in the organization, unless removed or ended (see `ended`)."""
+        with self._applying:
+            if (MEMBERSHIP, user_id, organization_id) in self.ended():
+                return None
+            return self.memberships.get(user_id, {}).get(organization_id)
+
+    def connection(self, partner_id: str, client_id: str) -> Link | None:
+        """The connection of the partner to the client (any status), disconnected if ended."""
+        with self._applying:
+            link = self.partners.get(client_id, {}).get(partner_id)
+            if link is not None and (CONNECTION, partner_id, client_id) in self.ended():
+                return replace(link, status=models.ConnectionStatus.DISCONNECTED)
+            return link
 
     def one_state(self):
         """Hold the index still: every read inside sees one revision (a list's whole answer)."""

@@ -135,6 +135,7 @@ class Reason(StrEnum):
     SEAT_LIMIT_REACHED = "SEAT_LIMIT_REACHED"
     TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
     TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
+    TOO_MANY_REVISIONS = "TOO_MANY_REVISIONS"  # one request names more past revisions or times than allowed
     # DEADLINE_EXCEEDED: nothing was changed
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     # UNAVAILABLE: the server is starting or draining

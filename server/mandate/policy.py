@@ -165,11 +165,14 @@ _behind_by_version: dict[str, dict] = {}
 
 
 class Policy:
-    def __init__(self, policy_dir: Path | str, *, subset_of: Policy | None = None):
+    def __init__(self, policy_dir: Path | str, *, subset_of: Policy | None = None, fact_free_later: bool = False):
         """`subset_of`: this policy is that one with rules deleted (the mutation run). Without
-        negation, deleting rules never adds a grant, so the fact-free check is not repeated."""
+        negation, deleting rules never adds a grant, so the fact-free check is not repeated.
+        `fact_free_later`: the mutation run checks that part of the contract (`fact_free_problems`)
+        only for a mutant no test catches: it costs more than the tests of most mutants."""
         self.directory = Path(policy_dir)
         self._subset_of = subset_of
+        self._fact_free_later = fact_free_later
         self.sources = read_sources(self.directory)
         self.files = [source.path for source in self.sources]
         digest = hashlib.sha256()
@@ -214,7 +217,9 @@ class Policy:
                 for name in _SPECIALIZER.findall(code):
                     if name not in BUILTIN_CLASSES | POLICY_CLASS_NAMES:
                         problems.append(f"{source.path.name}:{number}: unknown type {name!r} (never matches)")
-        if not problems:  # the contract is about a policy that otherwise works
+        if not problems and self._fact_free_later:  # a partial verdict: not remembered
+            problems += self.contract_problems()
+        elif not problems:  # the contract is about a policy that otherwise works
             if self.version not in _contract_verdicts:
                 if len(_contract_verdicts) >= 1000:
                     _contract_verdicts.clear()
@@ -245,9 +250,14 @@ class Policy:
                                     "ids and other literals are not allowed")
                 elif token.startswith(".") and token[1:].strip() not in attributes:
                     problems.append(f"{where} .{token[1:].strip()} is not a fact the policy sees")
-        if self._subset_of is None or _contract_verdicts.get(self._subset_of.version) != []:
+        if not self._fact_free_later and (self._subset_of is None
+                                          or _contract_verdicts.get(self._subset_of.version) != []):
             problems += self._fact_free_grants()
         return problems
+
+    def fact_free_problems(self) -> list[str]:
+        """The part of the contract a policy built with `fact_free_later` has not checked yet."""
+        return self._fact_free_grants()
 
     def _fact_free_grants(self) -> list[str]:
         """A user with no membership at all must be denied every action on every resource and

@@ -15,18 +15,30 @@ a world file, loaded into a `FactIndex` as the server loads them.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mandate.domain.authorization import Authorizer
 from mandate.domain.explain import explain
-from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
+from mandate.facts import (
+    HOME,
+    PATH,
+    UNKNOWN_PARTNER,
+    AssignmentFact,
+    ConnectionFact,
+    InvitationTarget,
+    MembershipFact,
+    MemberTarget,
+    Subject,
+)
 from mandate.index import FactIndex
-from mandate.policy import Policy, PolicyError
+from mandate.policy import Policy, PolicyError, rules
+from mandate.store import models
 
 # The resources of the check plane: what a (user, action, resource) triple is about.
 RESOURCE_TYPES = ("Organization", "Project")
@@ -93,18 +105,43 @@ def _git(cwd: Path, *args: str, missing: str | None = None) -> str:
 # -- the diff ----------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class Cell:
+    """In one organization: users in one situation, and what each of them acts on. `targets`
+    are ids put into `shape` ("Project:{target}", "Member:acme/{target} to owner", ...); with
+    `own`, a user never acts on the target named by their own id (their own membership is
+    another situation); with `targets` None, each user acts on their own only."""
+
+    users: list[str]
+    targets: list[str] | None
+    shape: str
+    own: bool = False
+
+    def count(self) -> int:
+        if self.targets is None:
+            return len(self.users)
+        mine = len(set(self.users) & set(self.targets)) if self.own else 0
+        return len(self.users) * len(self.targets) - mine
+
+    def triples(self, action: str) -> Iterator[tuple[str, str, str]]:
+        for user_id in sorted(self.users):
+            for target in [user_id] if self.targets is None else sorted(self.targets):
+                if not (self.own and target == user_id):
+                    yield user_id, action, self.shape.format(target=target)
+
+
 @dataclass
 class Group:
-    """Every decision that flips the same way for one situation: one Subject, one resource
-    type, one action. `where` holds, per organization with a resource of that type, the users
-    in that situation there."""
+    """Every decision that flips the same way for one situation: one Subject (with the target's
+    facts, for a target of a mutation), one resource type, one action. `cells` holds, per
+    organization, the users in that situation there and what they act on."""
 
     subject: Subject
     resource_type: str
     action: str
     before: str  # ALLOW or DENY, under the base policy
     after: str
-    where: dict[str, list[str]]
+    cells: dict[str, list[Cell]]
     count: int  # the triples
     example: tuple[str, str, str]  # (user, action, "Type:id")
     explain_base: list[str] = field(default_factory=list)
@@ -112,7 +149,7 @@ class Group:
 
     @property
     def users(self) -> int:
-        return len(set().union(*self.where.values()))
+        return len(set().union(*(cell.users for cells in self.cells.values() for cell in cells)))
 
 
 @dataclass
@@ -136,11 +173,9 @@ class Diff:
 
     def triples(self, group: Group) -> Iterator[tuple[str, str, str]]:
         """Every (user, action, "Type:id") of the group, by organization, user and resource."""
-        for organization_id in sorted(group.where):
-            resources = sorted(self.index.resources_of(group.resource_type, organization_id))
-            for user_id in sorted(group.where[organization_id]):
-                for resource_id in resources:
-                    yield user_id, group.action, f"{group.resource_type}:{resource_id}"
+        for organization_id in sorted(group.cells):
+            for cell in group.cells[organization_id]:
+                yield from cell.triples(group.action)
 
 
 def situations(index: FactIndex) -> dict[Subject, dict[str, list[str]]]:
@@ -217,7 +252,8 @@ def situations(index: FactIndex) -> dict[Subject, dict[str, list[str]]]:
 
 
 def diff(index: FactIndex, store, base: PolicySide, new: PolicySide, facts_source: str) -> Diff:
-    """Decide each situation once under both policies and group what flips."""
+    """Decide each situation once under both policies and group what flips: on the check
+    plane's resources, then on the targets of mutations."""
     by_subject = situations(index)
     groups = []
     # The same files (the version hashes them): no decision can change, none is asked.
@@ -228,21 +264,26 @@ def diff(index: FactIndex, store, base: PolicySide, new: PolicySide, facts_sourc
             after = _actions(new.policy, subject, resource_type)
             if before == after:
                 continue
-            resources = {organization_id: len(index.resources_of(resource_type, organization_id))
-                         for organization_id in where}
-            covered = {organization_id: users for organization_id, users in where.items() if resources[organization_id]}
-            if not covered:
-                continue  # the decision flips, but on no resource there is
-            count = sum(len(users) * resources[organization_id] for organization_id, users in covered.items())
-            user_id, organization_id = min((min(users), organization_id) for organization_id, users in covered.items())
-            resource_id = min(index.resources_of(resource_type, organization_id))
+            cells = {organization_id: [Cell(users, sorted(index.resources_of(resource_type, organization_id)),
+                                            f"{resource_type}:{{target}}")]
+                     for organization_id, users in where.items() if index.resources_of(resource_type, organization_id)}
             for action in sorted(before ^ after):
-                groups.append(Group(subject, resource_type, action, ALLOW if action in before else DENY,
-                                    ALLOW if action in after else DENY, covered, count,
-                                    (user_id, action, f"{resource_type}:{resource_id}")))
+                groups += _group(subject, resource_type, action, before, after, cells)
+    if not same:
+        # A target type none of whose rules the change can reach is not decided at all.
+        types = [target for target in TARGET_TYPES if _reaches(base.policy, new.policy, target)]
+        for subject, resource_type, actions, cells in target_situations(index, by_subject, types):
+            before = _asked(base.policy, subject, resource_type, actions)
+            after = _asked(new.policy, subject, resource_type, actions)
+            for action in sorted(before ^ after):
+                groups += _group(subject, resource_type, action, before, after, cells())
     groups.sort(key=lambda g: (-g.count, g.resource_type, g.action, g.before, g.example))
     authorizer = Authorizer(store, index, new.policy)
     for group in groups:
+        if group.subject.target is not None:
+            group.explain_base = _target_reasons(base.policy, group)
+            group.explain_new = _target_reasons(new.policy, group)
+            continue
         user_id, action, resource = group.example
         resource_type, _, resource_id = resource.partition(":")
         _, group.explain_base = explain(authorizer, "User", user_id, action, resource_type, resource_id,
@@ -253,10 +294,201 @@ def diff(index: FactIndex, store, base: PolicySide, new: PolicySide, facts_sourc
     return Diff(base, new, facts_source, index.revision, len(by_subject), pairs, groups, index)
 
 
+def _group(subject: Subject, resource_type: str, action: str, before: frozenset[str], after: frozenset[str],
+           cells: dict[str, list[Cell]]) -> list[Group]:
+    """The group of one flipping action, or none when it flips on no decision there is."""
+    cells = {organization_id: [cell for cell in found if cell.count()] for organization_id, found in cells.items()}
+    cells = {organization_id: found for organization_id, found in cells.items() if found}
+    count = sum(cell.count() for found in cells.values() for cell in found)
+    if not count:
+        return []  # the decision flips, but on nothing there is
+    first = next(cell for organization_id in sorted(cells) for cell in cells[organization_id])
+    example = next(first.triples(action))  # the first of the triples, as `Diff.triples` lists them
+    return [Group(subject, resource_type, action, ALLOW if action in before else DENY,
+                  ALLOW if action in after else DENY, cells, count, example)]
+
+
+def _target_reasons(policy: Policy, group: Group) -> list[str]:
+    """What a policy says about a target's decision: the answer, and when it allows, the rules
+    without which it would not (Explain's rules)."""
+    user_id, action, resource = group.example
+    allowed = policy.is_allowed(group.subject, group.resource_type, action)
+    reasons = [f"{'allowed' if allowed else 'denied'}: user {user_id} {action} on {resource}, policy {policy.version}"]
+    if allowed:
+        reasons += [f"by the rule {note}" for note in policy.rules_behind(group.subject, group.resource_type, action)]
+    return reasons
+
+
+# -- the targets of mutations ------------------------------------------------------------------
+# The membership and partner services ask about a target as follows (mandate.domain): remove,
+# pause and resume about an existing membership with no new role; set_role about an existing
+# membership with the new role; invite with the role given (the invitee is not a member yet);
+# accept about a client invitation by link, or by email (to the actor or to someone else); and
+# every Connection action about a connection of the organization, as the client.
+
+TARGET_TYPES = ("Member", "ClientInvitation", "Connection")
+ROLES = tuple(role.value for role in models.Role)
+WITH_A_NEW_ROLE = {"invite", "set_role"}  # the Member actions asked with the role given
+
+
+def target_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[str]]], types=TARGET_TYPES):
+    """(Subject with a target, target type, the actions asked about it, a function giving its
+    cells) for every target decision the facts hold: each (user, organization) pair with a fact
+    (by its Subject) with every membership of the organization, every connection, a client
+    invitation of each kind, and an invitation as each role."""
+    members_by_kind: dict[tuple, dict[str, list[str]]] = defaultdict(dict)  # kind -> organization -> users
+    for organization_id, users in index.members.items():
+        grouped: dict[tuple, list[str]] = defaultdict(list)
+        for user_id in users:
+            member = index.memberships[user_id][organization_id]
+            grouped[(member.role, member.status, member.partner_employee)].append(user_id)
+        for kind, found in grouped.items():
+            members_by_kind[kind][organization_id] = found
+    kinds_of: dict[str, list[tuple]] = defaultdict(list)
+    for kind, where in members_by_kind.items():
+        for organization_id in where:
+            kinds_of[organization_id].append(kind)
+
+    member_cells: dict[MemberTarget, dict[Subject, dict[str, list[Cell]]]] = defaultdict(lambda: defaultdict(dict))
+    connection_cells: dict[tuple[Subject, ConnectionFact], dict[str, list[Cell]]] = defaultdict(
+        lambda: defaultdict(list))
+    with index.one_state():
+        for subject, where in by_subject.items():
+            home = next((m for m in subject.memberships if m.organization_id == HOME), None)
+            for organization_id, users in where.items():
+                shape = f"Member:{organization_id}/{{target}}"
+                for kind in kinds_of.get(organization_id, ()) if "Member" in types else ():
+                    member_cells[MemberTarget(*kind, False)][subject][organization_id] = [
+                        Cell(users, members_by_kind[kind][organization_id], shape, own=True)]
+                if home is not None and "Member" in types:
+                    own = MemberTarget(home.role, home.status, home.partner_employee, True)
+                    member_cells[own][subject][organization_id] = [Cell(users, None, shape)]
+                partners = index.partners.get(organization_id, {}) if "Connection" in types else {}
+                for partner_id, link in partners.items():
+                    by_label = _connection_labels(index, subject, organization_id, partner_id, users)
+                    for label, labelled in by_label.items():
+                        target = ConnectionFact(label, link.status, link.granted_scopes, link.employee_approval)
+                        connection_cells[(subject, target)][organization_id].append(
+                            Cell(labelled, [partner_id], f"Connection:{{target}}/{organization_id}"))
+
+    def with_role(cells: dict[str, list[Cell]], role: str):
+        return lambda: {o: [replace(c, shape=f"{c.shape} to {role}") for c in found] for o, found in cells.items()}
+
+    for target, by_situation in member_cells.items():
+        for subject, cells in by_situation.items():
+            situation = replace(subject, target=target)
+            yield situation, "Member", None, (lambda c=cells: c)  # None: every action asked without a new role
+            for role in ROLES:
+                yield replace(situation, target=replace(target, new_role=role)), "Member", {"set_role"}, \
+                    with_role(cells, role)
+    for subject, where in by_subject.items() if {"Member", "ClientInvitation"} & set(types) else ():
+        invitee = {organization_id: [Cell(users, ["(someone not a member)"], f"Member:{organization_id}/{{target}}")]
+                   for organization_id, users in where.items()}
+        for role in ROLES if "Member" in types else ():
+            yield replace(subject, target=MemberTarget("", "", False, False, role)), "Member", {"invite"}, \
+                with_role(invitee, role)
+        for by_link, to_actor, name in ((True, False, ["link"]), (False, True, None),
+                                        (False, False, ["(someone else)"])) if "ClientInvitation" in types else ():
+            yield replace(subject, target=InvitationTarget(by_link, to_actor)), "ClientInvitation", None, (
+                lambda n=name, w=where: {o: [Cell(users, n, f"ClientInvitation:{o}/{{target}}")]
+                                         for o, users in w.items()})
+    for (subject, target), cells in connection_cells.items():
+        yield replace(subject, target=target), "Connection", None, (lambda c=cells: c)
+
+
+def _connection_labels(index: FactIndex, subject: Subject, organization_id: str, partner_id: str,
+                       users: list[str]) -> dict[str, list[str]]:
+    """The users, by the label their Subject gives the partner of this connection: "p0" and
+    so on when they belong to it, else the label of a partner they do not belong to."""
+    if not subject.connections:
+        return {UNKNOWN_PARTNER: users}
+    if len(subject.connections) == 1:  # they belong to one partner of the organization: p0
+        inside = [u for u in users if partner_id in index.memberships.get(u, {})]
+        outside = [u for u in users if partner_id not in index.memberships.get(u, {})]
+        return {label: found for label, found in ((PATH, inside), (UNKNOWN_PARTNER, outside)) if found}
+    by_label: dict[str, list[str]] = defaultdict(list)
+    for user_id in users:
+        labels: dict[str, str] = {}
+        index.subject(user_id, organization_id, labels)
+        label = next((name for name, ident in labels.items() if ident == partner_id and name != HOME), UNKNOWN_PARTNER)
+        by_label[label].append(user_id)
+    return by_label
+
+
 def _actions(policy: Policy, subject: Subject, resource_type: str) -> frozenset[str]:
     if resource_type not in policy.permissions:  # a resource type one side does not declare
         return frozenset()
     return policy.actions(subject, resource_type)
+
+
+def _asked(policy: Policy, subject: Subject, resource_type: str, actions: set[str] | None) -> frozenset[str]:
+    """The actions allowed of those the services ask about this target (None: every action
+    asked without a new role). One action at a time when few are asked: cheaper than all."""
+    if resource_type not in policy.permissions:
+        return frozenset()
+    declared = policy.permissions[resource_type]
+    asked = [a for a in declared if a not in WITH_A_NEW_ROLE] if actions is None and resource_type == "Member" else \
+        declared if actions is None else [a for a in declared if a in actions]
+    if len(asked) > 3:
+        return policy.actions(subject, resource_type) & frozenset(asked)
+    return frozenset(action for action in asked if policy.is_allowed(subject, resource_type, action))
+
+
+def _reaches(base: Policy, new: Policy, target_type: str) -> bool:
+    """Whether a rule the change adds or deletes can take part in a decision about the target
+    type (if not, no such decision can change, and none is asked): a rule of its resource block
+    or naming it; a role's rule; a rule granting a permission its rules name; a rule of a
+    predicate its rules call (transitively); the allow rule. Rules about other resource types
+    only (a Project's) cannot."""
+    sides = [_rule_texts(policy) for policy in (base, new)]
+    changed = set(sides[0]) ^ set(sides[1])
+    every = {**sides[0], **sides[1]}
+    named = re.compile(rf"\b{target_type}\b")
+    own = [text for text, block in every.items() if block == target_type or (not block and named.search(text))]
+    literals = {literal for text in own for literal in re.findall(r'"(\w+)"', text)}
+    grown = True
+    while grown:  # a permission granted through another ("move" if "delete_resource" on ...)
+        grown = False
+        for text, block in every.items():
+            found = re.findall(r'"(\w+)"', text) if block else []
+            if found and found[0] in literals and not set(found[1:]) <= literals:
+                literals |= set(found[1:])
+                grown = True
+    roles = {role for policy in (base, new) for roles in policy.roles.values() for role in roles}
+    called, todo = set(), [text for text in own]
+    while todo:
+        for name in re.findall(r"\b(\w+)\s*\(", todo.pop().split(" if ", 1)[-1]):
+            if name not in called:
+                called.add(name)
+                if name in ("has_permission", "allow"):
+                    continue  # its rules count by the permission they grant, below
+                todo += [text for text, block in every.items() if not block and text.startswith(name + "(")]
+    for text in changed:
+        block, head = every[text], text.split("(", 1)[0]
+        if block:
+            action = re.match(r'\s*"(\w+)"', text)
+            if block == target_type or (action and (action.group(1) in literals or action.group(1) in roles)):
+                return True
+        elif named.search(text) or head in ("allow", "has_role") or (head in called and head != "has_permission"):
+            return True
+        elif head == "has_permission":
+            match = re.match(r'has_permission\([^,]*,\s*(?:"(\w+)"|[^,]*),\s*\w+\s*:\s*(\w+)\)', text)
+            granted = match.group(1) if match else None
+            if match is None or (match.group(2) == "Organization" and (not granted or granted in literals)):
+                return True
+    return False
+
+
+def _rule_texts(policy: Policy) -> dict[str, str]:
+    """Every rule of the policy, by its text (spacing normalized), with the resource block it
+    is in ("" at the top level)."""
+    found = {}
+    for source in policy.sources:
+        blocks = [(m.start(), m.end(), m.group(1)) for m in re.finditer(
+            r"^\s*resource\s+(\w+)\s*\{.*?^\}", source.text, re.S | re.M)]
+        for rule in rules(source.path, source.text):
+            found[rule.text] = next((name for start, end, name in blocks if start <= rule.start < end), "")
+    return found
 
 
 # -- the facts ---------------------------------------------------------------------------------
@@ -326,6 +558,8 @@ def situation_words(subject: Subject) -> list[str]:
     def where(label: str) -> str:
         if label == HOME:
             return "the organization"
+        if label == UNKNOWN_PARTNER:
+            return "a partner the user does not belong to"
         return f"partner {label}" if label.startswith("p") else f"linked account {label}"
 
     words = []
@@ -346,6 +580,23 @@ def situation_words(subject: Subject) -> list[str]:
         words.append(f"assigned to the organization by {where(fact.partner_id)}, {consent}")
     if not words:
         words.append("no fact about the organization")
+    target = subject.target
+    if isinstance(target, MemberTarget):
+        whose = "the user's own membership" if target.is_actor else "another user's membership"
+        if not target.role:
+            words.append(f"the target: someone not a member yet, invited as {target.new_role}")
+        else:
+            tag = ", tagged partner employee" if target.partner_employee else ""
+            change = f", to be made {target.new_role}" if target.new_role else ""
+            words.append(f"the target: {whose}, {target.role} ({target.status}{tag}){change}")
+    elif isinstance(target, InvitationTarget):
+        how = "by link" if target.by_link else "by email to the user" if target.sent_to_actor else \
+            "by email to someone else"
+        words.append(f"the target: a client invitation for the organization, {how}")
+    elif isinstance(target, ConnectionFact):
+        scopes = ", ".join(sorted(target.granted_scopes)) or "nothing"
+        words.append(f"the target: the connection of the organization with {where(target.partner_id)} "
+                     f"({target.status}, granted {scopes}, approval by {target.employee_approval})")
     return words
 
 

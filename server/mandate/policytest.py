@@ -49,11 +49,16 @@ class Outcome:
     answer: str = ""
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    runtime_error: bool = False  # deciding raised (the policy failed at run time), not a malformed expectation
 
     @property
     def title(self) -> str:
         rule = f" ({self.rule})" if self.rule else ""
         return f"{self.file} #{self.number}{rule}: {self.text}"
+
+
+class ExpectationError(ValueError):
+    """The expectation itself is malformed (not the policy's fault)."""
 
 
 def find_files(paths: list[str] | None) -> list[Path]:
@@ -120,7 +125,7 @@ def run_expectation(app, file: str, number: int, item, explain_failures: bool = 
                 allowed = app.authorizer.check_target(actor, action, target)
             else:
                 if "to" in item:
-                    raise ValueError("'to' is only for Member targets")
+                    raise ExpectationError("'to' is only for Member targets")
                 allowed = app.authorizer.check("User", actor, action, resource_type, resource_id)
             outcome.passed = allowed == (kind == "allow")
             outcome.answer = "allowed" if allowed else "denied"
@@ -141,6 +146,7 @@ def run_expectation(app, file: str, number: int, item, explain_failures: bool = 
             outcome.answer = str(sorted(found))
     except Exception as error:  # noqa: BLE001 - a policy runtime error fails the expectation (R24)
         outcome.passed = False
+        outcome.runtime_error = not isinstance(error, ExpectationError)
         outcome.answer = f"error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     outcome.seconds = time.perf_counter() - started
     return outcome
@@ -154,11 +160,11 @@ def target_ref(actor: str, resource_type: str, resource_id: str, new_role: str =
         return None
     first, slash, second = resource_id.partition("/")
     if not slash or not first or not second:
-        raise ValueError(f"{resource_type}:{resource_id} must name two ids, as {resource_type}:A/B")
+        raise ExpectationError(f"{resource_type}:{resource_id} must name two ids, as {resource_type}:A/B")
     if resource_type == "Member":
         return MemberRef(first, second, new_role)
     if new_role:
-        raise ValueError("'to' is only for Member targets")
+        raise ExpectationError("'to' is only for Member targets")
     if resource_type == "Connection":
         return ConnectionRef(first, second)
     return InvitationRef(first, by_link=second == "link", sent_to_actor=second == actor)
@@ -166,14 +172,14 @@ def target_ref(actor: str, resource_type: str, resource_id: str, new_role: str =
 
 def _words(words: list[str], count: int, shape: str) -> list[str]:
     if len(words) != count:
-        raise ValueError(f"expected '{shape}'")
+        raise ExpectationError(f"expected '{shape}'")
     return words
 
 
 def _ref(text: str) -> tuple[str, str]:
     kind, _, ident = text.partition(":")
     if not ident:
-        raise ValueError(f"{text!r} is not Type:id")
+        raise ExpectationError(f"{text!r} is not Type:id")
     return kind, ident
 
 

@@ -7,6 +7,9 @@ reporting every deletion the tests did not notice.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -146,47 +149,352 @@ def matrix_csv(policy: Policy) -> str:
 
 
 # -- mutation run --------------------------------------------------------------------------
+#
+# A mutant is the policy with one small change a reviewer could make by mistake. The policy
+# tests must catch each one (an expectation fails), unless it decides exactly as the policy does:
+# then it is equivalent, and the reason is written in policies/equivalent-mutants.yaml (or, for a
+# copy the policy already grants, found by construction).
+
+DELETED, DROPPED, SWAPPED, LEFT_OUT, COPIED = (
+    "rule deleted", "condition dropped", "role swapped", "value left out", "rule copied")
+KINDS = (DELETED, DROPPED, SWAPPED, LEFT_OUT, COPIED)
+EQUIVALENTS_FILE = "equivalent-mutants.yaml"
 
 
 @dataclass
 class Mutant:
+    kind: str
     rule: Rule
-    killed: bool
-    how: str
+    change: str  # the change in words ("" when the rule is deleted)
+    text: str  # the whole mutated policy file
+    killed: bool = False
+    how: str = ""
+    equivalent: str = ""  # why it decides as the policy does
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What names the mutant in the list of equivalents: its kind, its rule, its change."""
+        return self.kind, self.rule.text, self.change
+
+    @property
+    def survived(self) -> bool:
+        return not self.killed and not self.equivalent
+
+    def describe(self) -> str:
+        change = f": {self.change}" if self.change else ""
+        return f"{self.kind} at {self.rule.file.name}:{self.rule.line}{change} ({self.rule.text[:90]})"
 
 
-def mutation_run(policy_dir: Path, test_paths: list[str] | None) -> list[Mutant]:
-    """Delete each rule in turn and run the policy tests against the mutant. Each test world is
-    loaded once and every mutant is swapped into it (the facts do not depend on the policy);
-    a mutant is killed by its first failing expectation."""
+@dataclass
+class _Parts:
+    """One rule's raw text, cut where the mutations apply (offsets into that text)."""
+
+    head: list[tuple[int, int, str]]  # string literals before the top-level `if`
+    body: int  # where the body starts, -1 without one
+    conjuncts: list[tuple[int, int]]  # the body's top-level conditions
+    literals: list[tuple[int, int, str, bool]]  # the body's string literals; True: a relation (after `on`)
+    lists: list[list[tuple[int, int]]]  # the body's list literals: the span of each item
+
+
+def _parts(raw: str) -> _Parts:
+    parts = _Parts([], -1, [], [], [])
+    end = raw.rindex(";")
+    depth, start, after_on = 0, 0, False
+    open_lists: list[tuple[int, list]] = []  # (depth inside the list, [start of the current item, items])
+    i = 0
+    while i < end:
+        char = raw[i]
+        if char == "#":
+            i = raw.find("\n", i)
+            i = end if i < 0 else i
+            continue
+        if char == '"':
+            close = raw.index('"', i + 1)
+            if parts.body < 0:
+                parts.head.append((i, close + 1, raw[i + 1:close]))
+            else:
+                parts.literals.append((i, close + 1, raw[i + 1:close], after_on))
+            after_on = False
+            i = close + 1
+            continue
+        if char.isalpha() or char == "_":
+            word_end = i
+            while word_end < end and (raw[word_end].isalnum() or raw[word_end] == "_"):
+                word_end += 1
+            word = raw[i:word_end]
+            if depth == 0 and word == "if" and parts.body < 0:
+                parts.body = start = word_end
+            elif depth == 0 and word == "and" and parts.body >= 0:
+                parts.conjuncts.append((start, i))
+                start = word_end
+            after_on = word == "on"
+            i = word_end
+            continue
+        if char in "([{":
+            depth += 1
+            if char == "[" and parts.body >= 0:
+                open_lists.append((depth, [i + 1, []]))
+        elif char in ")]}":
+            if char == "]" and open_lists and open_lists[-1][0] == depth:
+                _, (item_start, items) = open_lists.pop()
+                items.append((item_start, i))
+                parts.lists.append([span for span in items if raw[span[0]:span[1]].strip()])
+            depth -= 1
+        elif char == "," and open_lists and open_lists[-1][0] == depth:
+            current = open_lists[-1][1]
+            current[1].append((current[0], i))
+            current[0] = i + 1
+        i += 1
+    if parts.body >= 0:
+        parts.conjuncts.append((start, end))
+    return parts
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def mutants_of(path: Path, policy: Policy, kinds=KINDS) -> list[Mutant]:
+    """Every mutant of one policy file, of the kinds asked, in the order of its rules."""
+    text = path.read_text()
+    grants = _Grants(path, text, policy)
+    all_roles = sorted({role for roles in policy.roles.values() for role in roles})
+    found: list[Mutant] = []
+    for rule in grants.rules:
+        raw = text[rule.start:rule.end]
+        parts = grants.parts[rule.start]
+
+        def mutant(kind: str, change: str, new_raw: str | None, rule=rule) -> Mutant:
+            return Mutant(kind, rule, change, text[:rule.start] + (new_raw or "") + text[rule.end:])
+
+        if DELETED in kinds:
+            found.append(mutant(DELETED, "", None))
+        if DROPPED in kinds and len(parts.conjuncts) >= 2:
+            for number, (start, end) in enumerate(parts.conjuncts):
+                kept = [raw[s:e].strip() for n, (s, e) in enumerate(parts.conjuncts) if n != number]
+                new_raw = raw[:parts.body] + " " + " and ".join(kept) + raw[parts.conjuncts[-1][1]:]
+                found.append(mutant(DROPPED, f"drop `{_words(raw[start:end])}`", new_raw))
+        if SWAPPED in kinds:
+            seen: dict[str, int] = {}
+            for start, end, value, relation in parts.literals:
+                if relation or value not in all_roles:
+                    continue
+                seen[value] = seen.get(value, 0) + 1
+                where = f" (occurrence {seen[value]})" if seen[value] > 1 else ""
+                for other in all_roles:
+                    if other != value:
+                        found.append(mutant(SWAPPED, f'"{value}" -> "{other}"{where}',
+                                            raw[:start] + f'"{other}"' + raw[end:]))
+        if LEFT_OUT in kinds:
+            seen_lists: dict[str, int] = {}
+            for items in parts.lists:
+                if len(items) < 2:
+                    continue
+                whole = "[" + ", ".join(raw[s:e].strip() for s, e in items) + "]"
+                seen_lists[whole] = seen_lists.get(whole, 0) + 1
+                where = f" (occurrence {seen_lists[whole]})" if seen_lists[whole] > 1 else ""
+                for number, (start, end) in enumerate(items):
+                    kept = ", ".join(raw[s:e].strip() for n, (s, e) in enumerate(items) if n != number)
+                    new_raw = raw[:items[0][0]] + kept + raw[items[-1][1]:]
+                    found.append(mutant(LEFT_OUT, f"leave {raw[start:end].strip()} out of {whole}{where}", new_raw))
+        if COPIED in kinds and parts.head:
+            found += grants.copies(rule, raw, parts)
+    return found
+
+
+_BLOCK = re.compile(r"^\s*resource\s+(\w+)\s*\{.*?^\}", re.S | re.M)
+_HAS_PERMISSION = re.compile(r'^has_permission\(\s*\w+(?:\s*:\s*\w+)?\s*,\s*(?:"(\w+)"|\w+(?:\s*:\s*\w+)?)\s*,'
+                             r'\s*\w+\s*:\s*(\w+)\s*\)\s+if\b')
+_RELATION_TYPES = re.compile(r"\brelations\s*=\s*\{(.*?)\}", re.S)
+
+
+class _Grants:
+    """What the shorthand rules of the resource blocks grant, read statically: enough to tell a
+    copy of a rule that grants nothing new (equivalent by construction) from one that does."""
+
+    def __init__(self, path: Path, text: str, policy: Policy):
+        self.text, self.policy = text, policy
+        self.rules = rules(path, text)
+        self.parts = {rule.start: _parts(text[rule.start:rule.end]) for rule in self.rules}
+        self.by_text = {rule.text for rule in self.rules}
+        self.blocks = [(m.start(), m.end(), m.group(1)) for m in _BLOCK.finditer(text)]
+        self.relation_types = {}  # (block, relation) -> the related resource type
+        for start, end, name in self.blocks:
+            for body in _RELATION_TYPES.findall(text[start:end]):
+                for relation, related in re.findall(r"(\w+)\s*:\s*(\w+)", body):
+                    self.relation_types[(name, relation)] = related
+        # Per block, each shorthand rule: (head, condition, relation or "", line).
+        self.shorthand: dict[str, list[tuple[str, str, str, int]]] = {}
+        self.impure: set[tuple[str, str]] = set()  # (type, permission) also granted some other way
+        for rule in self.rules:
+            raw = text[rule.start:rule.end]
+            parts = self.parts[rule.start]
+            block = self.block_of(rule.start)
+            if block and parts.head:
+                condition = [value for _, _, value, _ in parts.literals]
+                relation = condition[1] if len(condition) == 2 and re.search(r"\bon\b", raw) else ""
+                if len(condition) in (1, 2):
+                    self.shorthand.setdefault(block, []).append((parts.head[0][2], condition[0], relation, rule.line))
+                    if relation:
+                        self.impure.add((block, parts.head[0][2]))
+                continue
+            match = _HAS_PERMISSION.match(rule.text)
+            if match:
+                resource_type = match.group(2)
+                for action in ([match.group(1)] if match.group(1) else policy.permissions.get(resource_type, ())):
+                    self.impure.add((resource_type, action))
+
+    def block_of(self, offset: int) -> str:
+        return next((name for start, end, name in self.blocks if start <= offset < end), "")
+
+    def holds(self, resource_type: str, name: str) -> set[str]:
+        """The roles and permissions on a resource of that type that whoever holds `name` (a
+        role or a permission) there surely holds, by the shorthand rules alone."""
+        rules_here = self.shorthand.get(resource_type, [])
+        roles = self.policy.roles.get(resource_type, ())
+        if name in roles:
+            held, todo = {name}, [name]
+            while todo:
+                role = todo.pop()
+                for head, condition, relation, _ in rules_here:
+                    if condition == role and not relation and head not in held:
+                        held.add(head)
+                        todo.append(head)
+            return held
+        grantors = [condition for head, condition, relation, _ in rules_here if head == name and not relation]
+        if (resource_type, name) in self.impure or not grantors or not all(g in roles for g in grantors):
+            return {name}
+        return {name} | set.intersection(*(self.holds(resource_type, grantor) for grantor in grantors))
+
+    def copies(self, rule: Rule, raw: str, parts: _Parts) -> list[Mutant]:
+        """The rule copied to each other action of its resource type (inserted after it). A copy
+        the policy already has, or that grants only to those who hold that action already, is
+        equivalent by construction: no test could catch it, and it is not run."""
+        start, end, action = parts.head[0]
+        block = self.block_of(rule.start)
+        if block:
+            resource_type = block
+            if action not in self.policy.permissions.get(block, ()):
+                return []  # a role implied by another, not an action
+            literals = [value for _, _, value, _ in parts.literals]
+            relation = literals[1] if len(literals) == 2 else ""
+            condition = literals[0] if literals else ""
+        else:
+            match = _HAS_PERMISSION.match(rule.text)
+            if match is None or not match.group(1):
+                return []  # not about one action
+            resource_type, condition, relation = match.group(2), "", ""
+        found = []
+        for other in self.policy.permissions.get(resource_type, ()):
+            if other == action:
+                continue
+            copy = raw[:start] + f'"{other}"' + raw[end:]
+            mutated = self.text[:rule.end] + "\n" + copy + self.text[rule.end:]
+            mutant = Mutant(COPIED, rule, f'copy to "{other}"', mutated)
+            if _words(copy) in self.by_text:
+                mutant.equivalent = "the policy has this rule already"
+            elif condition:
+                related = self.relation_types.get((block, relation), block) if relation else block
+                held = self.holds(related, condition)
+                for head, existing, existing_relation, line in self.shorthand.get(block, []):
+                    if head == other and existing_relation == relation and existing in held:
+                        on = f' on "{relation}"' if relation else ""
+                        mutant.equivalent = (f'"{other}" is granted already to whoever holds "{existing}"{on} '
+                                             f'({rule.file.name}:{line}), as everyone who holds "{condition}" does')
+                        break
+            found.append(mutant)
+        return found
+
+
+def read_equivalents(path: Path) -> dict[tuple[str, str, str], str]:
+    """The listed equivalent mutants, {(kind, rule, change): why}; a missing file lists none. Each
+    entry names a kind, a rule (its text; spacing does not matter), a change or a list of
+    changes of that rule, and why the mutants decide exactly as the policy does."""
+    if not path.exists():
+        return {}
+    import yaml
+
+    entries = yaml.safe_load(path.read_text()) or []
+    listed = {}
+    for number, entry in enumerate(entries if isinstance(entries, list) else [entries]):
+        if (not isinstance(entry, dict) or set(entry) != {"kind", "rule", "change", "why"}
+                or entry["kind"] not in KINDS or not str(entry["why"] or "").strip()):
+            raise ValueError(f"{path}: entry {number + 1}: give kind (one of {', '.join(KINDS)}), rule, "
+                             "change and why (the reason)")
+        changes = entry["change"] if isinstance(entry["change"], list) else [entry["change"]]
+        for change in changes:
+            listed[(entry["kind"], _words(str(entry["rule"])), "" if change is None else str(change))] = \
+                _words(str(entry["why"]))
+    return listed
+
+
+def mutation_run(policy_dir: Path, test_paths: list[str] | None, kinds=KINDS,
+                 equivalents: dict[tuple[str, str, str], str] | None = None, every: int = 1,
+                 select=None) -> list[Mutant]:
+    """Make every mutant of the kinds asked (with `every` > 1, only each every-th one: a
+    deterministic subset; with `select`, only those it returns True for) and run the policy
+    tests against each. Each test world is loaded once
+    and every mutant swapped into it (the facts do not depend on the policy); a mutant is killed
+    by its first failing expectation, and the expectation that killed the last mutants is tried
+    first. A mutant the tests miss is still killed if it breaks the contract; else it is
+    equivalent if listed in `equivalents`, else it survived."""
     policy_dir = Path(policy_dir)
     original = Policy(policy_dir)
+    mutants = [m for path in sorted(policy_dir.glob("*.polar")) for m in mutants_of(path, original, kinds)]
+    mutants = [m for m in mutants[::every] if select is None or select(m)]
     loaded = []
     try:
         for path in policytest.find_files(test_paths):
             ephemeral, expectations = policytest.load_file(path, original)
             loaded.append((path, ephemeral, expectations))
-        return [_mutant(policy_dir, rule, loaded, original) for path in sorted(policy_dir.glob("*.polar"))
-                for rule in rules(path)]
+        order = [(n, number) for n, (_, _, expectations) in enumerate(loaded)
+                 for number in range(1, len(expectations) + 1)]
+        with tempfile.TemporaryDirectory(prefix="mandate-mutant-") as scratch:
+            for other in policy_dir.glob("*.polar"):
+                shutil.copy(other, scratch)
+            for mutant in mutants:
+                if not mutant.equivalent:
+                    _run_mutant(mutant, Path(scratch), loaded, order)
+                    if not mutant.killed:
+                        mutant.equivalent = (equivalents or {}).get(mutant.key, "")
+                    Path(scratch, mutant.rule.file.name).write_text(mutant.rule.file.read_text())
+        return mutants
     finally:
         for _, ephemeral, _ in loaded:
             ephemeral.close()
 
 
-def _mutant(policy_dir: Path, rule: Rule, loaded, original: Policy) -> Mutant:
-    with tempfile.TemporaryDirectory(prefix="mandate-mutant-") as scratch:
-        for other in policy_dir.glob("*.polar"):
-            shutil.copy(other, scratch)
-        text = rule.file.read_text()
-        Path(scratch, rule.file.name).write_text(text[:rule.start] + text[rule.end:])
-        try:
-            policy = Policy(scratch, subset_of=original)
-        except PolicyError as error:
-            return Mutant(rule, True, f"the policy no longer loads ({str(error)[:80]})")
-    for path, ephemeral, expectations in loaded:
+def _run_mutant(mutant: Mutant, scratch: Path, loaded, order: list[tuple[int, int]]) -> None:
+    Path(scratch, mutant.rule.file.name).write_text(mutant.text)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # oso warns about a deleted allow rule
+            policy = Policy(scratch, fact_free_later=True)
+    except PolicyError as error:
+        mutant.killed, mutant.how = True, f"the policy is refused ({str(error)[:80]})"
+        return
+    for _, ephemeral, _ in loaded:
         ephemeral.app.authorizer.swap_policy(policy)
-        for number, item in enumerate(expectations, 1):
-            outcome = policytest.run_expectation(ephemeral.app, str(path), number, item, explain_failures=False)
-            if not outcome.passed:
-                return Mutant(rule, True, f"expectation fails: {outcome.title}")
-    return Mutant(rule, False, "no test failed")
+    for position, (file_number, number) in enumerate(order):
+        path, ephemeral, expectations = loaded[file_number]
+        outcome = policytest.run_expectation(ephemeral.app, str(path), number, expectations[number - 1],
+                                             explain_failures=False)
+        if not outcome.passed:
+            order.insert(0, order.pop(position))
+            mutant.killed, mutant.how = True, f"expectation fails: {outcome.title}"
+            return
+    refused = policy.fact_free_problems()
+    if refused:
+        mutant.killed, mutant.how = True, f"the policy is refused ({refused[0][:80]})"
+        return
+    mutant.how = "no test failed"
+
+
+def mutation_report(mutants: list[Mutant]) -> list[str]:
+    """Counts per kind: made, killed, equivalent, survived."""
+    lines = [f"{'kind':<20} {'made':>6} {'killed':>7} {'equivalent':>11} {'survived':>9}"]
+    for kind in [*KINDS, "all"]:
+        of_kind = [m for m in mutants if kind in ("all", m.kind)]
+        if of_kind or kind == "all":
+            lines.append(f"{kind:<20} {len(of_kind):>6} {sum(m.killed for m in of_kind):>7} "
+                         f"{sum(bool(m.equivalent) for m in of_kind):>11} {sum(m.survived for m in of_kind):>9}")
+    return lines

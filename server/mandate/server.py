@@ -18,11 +18,13 @@ Life of a server process:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -33,10 +35,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from sqlalchemy.exc import DBAPIError
 
-from mandate import logs, metrics
+from mandate import logs, metrics, tracing
 from mandate.api.authorization import AuthorizationService
+from mandate.api.authzen import AuthZen
 from mandate.api.directory import DirectoryService
 from mandate.api.events import ChangeFeed, EventService
+from mandate.api.http import AuthZenServer
 from mandate.api.interceptors import Observer, Plumbing, RequestLimits, StreamLimits, abort
 from mandate.api.membership import MembershipService
 from mandate.api.partner import PartnerService
@@ -73,8 +77,9 @@ SERVICE_NAMES = [module.DESCRIPTOR.services_by_name[name].full_name for module, 
 CHECK_PLANE = {authorization_pb2.DESCRIPTOR.services_by_name["AuthorizationService"].full_name,
                health.SERVICE_NAME, reflection.SERVICE_NAME}
 OPEN_SERVICES = [health.SERVICE_NAME, reflection.SERVICE_NAME]
-# Checks that need no catch-up are a few dictionary look-ups and a memoized decision: they run
-# on the event loop; everything else (SQL, writes, batches, lists) runs in the worker pool.
+# Checks about the present that need no catch-up are a few dictionary look-ups and a memoized
+# decision: they run on the event loop; everything else (SQL, writes, batches, lists, and every
+# question about the past, which reads the history and may wait for a build) runs in the worker pool.
 INLINE = ("/mandate.v1.AuthorizationService/Check",)
 
 HEALTH_SECONDS = 1.0  # how often health follows the database's availability
@@ -107,10 +112,13 @@ class Router(grpc.GenericRpcHandler):
 
 
 def answered_from_memory(app: App):
-    """True when a Check needs no catch-up: no at_least_revision, or one the index has reached."""
+    """True when a Check is about the present and needs no catch-up: no at_least_revision, or
+    one the index has reached. A question about the past (at_revision, as_of) never is."""
     index = app.index
 
     def fresh(request) -> bool:
+        if request.at_revision or request.as_of:
+            return False
         wanted = request.at_least_revision
         return not wanted or (wanted.isascii() and wanted.isdigit() and len(wanted) <= 18
                               and int(wanted) <= index.revision)
@@ -174,6 +182,9 @@ class MandateServer:
     """One gRPC server on one event loop. Create it on the loop that will run it."""
 
     def __init__(self, config: Config, app: App | None = None, *, reuse_port: bool = False):
+        check_listen(config.listen, "--listen", reuse_port)
+        if config.authzen_listen:
+            check_listen(config.authzen_listen, "--authzen-listen", reuse_port)
         self.config = config
         self.app = app
         config.check_transport()
@@ -197,12 +208,21 @@ class MandateServer:
             ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes)])
-        if self.certificates is not None:
-            self.port = self.server.add_secure_port(config.listen, self.certificates.credentials())
-        else:
-            self.port = self.server.add_insecure_port(config.listen)
+        try:
+            if self.certificates is not None:
+                self.port = self.server.add_secure_port(config.listen, self.certificates.credentials())
+            else:
+                self.port = self.server.add_insecure_port(config.listen)
+        except RuntimeError:  # taken since check_listen looked
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {config.listen}")
+            raise CannotListen(f"cannot listen on {config.listen} (--listen)")
+        self.reuse_port = reuse_port
+        self.authzen = AuthZenServer(
+            self.plumbing, max_body_bytes=config.max_message_bytes,
+            ssl_context=self.certificates.ssl_context() if self.certificates is not None else None,
+        ) if config.authzen_listen else None
+        self.authzen_port = 0
 
     async def start(self) -> None:
         """Listen at once (health NOT_SERVING), load the application, then serve."""
@@ -212,6 +232,9 @@ class MandateServer:
         self.plumbing.start()
         await self._set_health(ready=False)
         await self.server.start()
+        if self.authzen is not None:
+            self.authzen_port = await self.authzen.start(self.config.authzen_listen, reuse_port=self.reuse_port,
+                                                         grace=self.config.grace_seconds)
         if self.app is None:
             self.app = await self._load()
             self.app.start_polling()
@@ -219,6 +242,9 @@ class MandateServer:
         self.changes = ChangeFeed(self.app)
         self.changes.start()
         register_services(self.router, self.app, self.plumbing, self.changes, self.config)
+        if self.authzen is not None:
+            self.authzen.ready(AuthZen(AuthorizationService(self.app, max_batch=self.config.max_batch),
+                                       self.config.max_batch))
         metrics.set_policy(None, self.app.authorizer.policy.version)
         await self._follow_database()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
@@ -229,6 +255,11 @@ class MandateServer:
                    len(self.callers.names), time.monotonic() - started, os.getpid(),
                    address=f"{host}:{self.port}", transport=transport,
                    policy_version=self.app.authorizer.policy.version, revision=self.app.index.revision)
+        if self.authzen is not None:
+            authzen_host = self.config.authzen_listen.rsplit(":", 1)[0]
+            logs.event(log, "authzen", "AuthZEN at %s://%s:%d/access/v1/ (pid %d)",
+                       "https" if self.config.tls else "http", authzen_host, self.authzen_port, os.getpid(),
+                       address=f"{authzen_host}:{self.authzen_port}")
         if not self.config.tls and self.config.insecure:
             log.warning("serving PLAINTEXT on %s:%d (--insecure): tokens and answers cross the network unencrypted",
                         host, self.port)
@@ -247,6 +278,7 @@ class MandateServer:
         app = App(self.config.database_url, self.config.policy_dir)
         app.lifetimes.invitation_ttl = self.config.invitation_ttl
         app.lifetimes.history_retention = self.config.history_retention
+        app.history.memory_budget = self.config.history_memory_mib * 1024 * 1024
         return app
 
     async def _set_health(self, ready: bool, database: bool = True) -> None:
@@ -327,10 +359,13 @@ class MandateServer:
         if self._health_task is not None:
             self._health_task.cancel()
         stopping = asyncio.ensure_future(self.server.stop(grace))
+        http_stopping = asyncio.ensure_future(self.authzen.stop()) if self.authzen is not None else None
         if grace:
             await asyncio.sleep(min(grace, DRAIN_NOTICE_SECONDS))
         self.plumbing.drain()
         await stopping
+        if http_stopping is not None:
+            await http_stopping
         if self.changes is not None:
             await self.changes.stop()
         self.workers.shutdown(wait=False, cancel_futures=True)
@@ -354,6 +389,11 @@ class BackgroundServer:
             self._close_loop()
             raise
         self.port = self.server.port
+
+    @property
+    def authzen_port(self) -> int:
+        """The AuthZEN port, once started (--authzen-listen)."""
+        return self.server.authzen_port
 
     def _call(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -394,6 +434,45 @@ async def cancel_the_rest() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class CannotListen(OSError):
+    """An address to serve on cannot be bound: in use, not on this host, or not allowed."""
+
+
+def check_listen(address: str, setting: str, reuse_port: bool = False) -> None:
+    """Bind `address` (host:port) once, as the server is about to, so that an address in use
+    stops the start with one line naming it (the gRPC core would print its own error and a
+    traceback). Port 0 (any free port) always binds."""
+    host, _, port = address.rpartition(":")
+    try:
+        found = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (OSError, ValueError) as error:
+        raise CannotListen(f"cannot listen on {address} ({setting}): {error}") from None
+    failures = []
+    for family, kind, protocol, _, where in found:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind(where)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise CannotListen(f"cannot listen on {address} ({setting}): the address is already in use") \
+                        from None
+                failures.append(error)
+    if failures and len(failures) == len(found):  # the gRPC core binds when any one of them does
+        raise CannotListen(f"cannot listen on {address} ({setting}): {failures[0].strerror}")
+
+
+def serve_metrics(address: str) -> None:
+    try:
+        metrics.serve(address)
+    except OSError as error:
+        reason = "the address is already in use" if error.errno == errno.EADDRINUSE else error.strerror or error
+        raise CannotListen(f"cannot listen on {address} (--metrics-listen): {reason}") from None
+
+
 def build_server(app: App, config: Config) -> tuple[BackgroundServer, int]:
     """A server for `app`, listening (call `start()` to serve) on its own thread."""
     server = BackgroundServer(app, config)
@@ -408,6 +487,7 @@ def serve(config: Config, *, app: App | None = None, reuse_port: bool = False, r
 
 async def _serve(config: Config, app: App | None, reuse_port: bool, report) -> None:
     loop = asyncio.get_running_loop()
+    tracing.setup()
     server = MandateServer(config, app, reuse_port=reuse_port)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload()))
@@ -418,7 +498,7 @@ async def _serve(config: Config, app: App | None, reuse_port: bool, report) -> N
     if reuse_port:  # one of several processes: drain when the parent is gone
         loop.create_task(stop_when_orphaned(stop))
     if config.metrics_listen and not reuse_port:  # under --processes, the parent serves the sum
-        metrics.serve(config.metrics_listen)
+        serve_metrics(config.metrics_listen)
         logs.event(log, "metrics", "metrics at http://%s/metrics", config.metrics_listen)
     await server.start()
     report("serving")
@@ -430,6 +510,7 @@ async def _serve(config: Config, app: App | None, reuse_port: bool, report) -> N
     await server.stop(config.grace_seconds)
     if app is None and server.app is not None:
         server.app.close()
+    await loop.run_in_executor(None, tracing.shutdown)  # the spans still waiting go out
     logs.event(log, "stop", "stopped (pid %d)", os.getpid())
 
 
@@ -468,8 +549,11 @@ def serve_processes(config: Config) -> int:
     SIGTERM or SIGINT drains them all (each gives its calls in flight the grace period). A
     process that dies after it served is replaced; one that dies before it served (a bad
     policy, a bad setting) stops the fleet, with exit status 1."""
-    if config.listen.rsplit(":", 1)[-1] == "0":
-        raise ValueError("--processes needs a fixed port: every process listens on the same one")
+    if config.listen.rsplit(":", 1)[-1] == "0" or config.authzen_listen.rsplit(":", 1)[-1] == "0":
+        raise ValueError("--processes needs fixed ports: every process listens on the same ones")
+    check_listen(config.listen, "--listen", reuse_port=True)  # every process will listen there
+    if config.authzen_listen:
+        check_listen(config.authzen_listen, "--authzen-listen", reuse_port=True)
     config.api_tokens = config.resolved_tokens()  # read (or create) the token file once, here
     config.check_transport()  # a bad setting stops here, before any process starts
     Callers(config.api_tokens, config.callers_file)
@@ -478,7 +562,7 @@ def serve_processes(config: Config) -> int:
     if config.metrics_listen:  # each process writes its values here; this one serves their sum
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mandate-metrics-")
-        metrics.serve(config.metrics_listen)
+        serve_metrics(config.metrics_listen)
         logs.event(log, "metrics", "metrics of every process at http://%s/metrics", config.metrics_listen)
     context = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
     children: dict[int, Child] = {}

@@ -5,6 +5,10 @@ changed: a reload reads and checks the files, then hands the new ones to the nex
 Connections already open keep the certificates they were made with. Files that do not load
 (unreadable, a key that does not match its certificate, a bad CA) are refused and logged; the
 certificates in use stay.
+
+The AuthZEN endpoints (HTTPS) use `ssl_context()`, the same files in the standard library's
+form: a reload loads the new certificate chain into it for the next handshakes, and adds a new
+client CA to the ones it trusts (a client CA taken away stays trusted there until a restart).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Certificates:
         self.cert, self.key, self.client_ca = Path(cert), Path(key), Path(client_ca) if client_ca else None
         self._current = self._read()  # a setting that does not load stops the start (ValueError)
         self._pending: grpc.ServerCertificateConfiguration | None = None
+        self._ssl: ssl.SSLContext | None = None
 
     def _read(self) -> grpc.ServerCertificateConfiguration:
         try:
@@ -49,10 +54,28 @@ class Certificates:
         pending, self._pending = self._pending, None
         return pending
 
+    def ssl_context(self) -> ssl.SSLContext:
+        """The server side of TLS for HTTP: this certificate, and client certificates signed by
+        the client CA required when there is one (mTLS)."""
+        if self._ssl is None:
+            self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._load_into(self._ssl)
+            if self.client_ca is not None:
+                self._ssl.verify_mode = ssl.CERT_REQUIRED
+        return self._ssl
+
+    def _load_into(self, context: ssl.SSLContext) -> None:
+        context.load_cert_chain(self.cert, self.key)
+        if self.client_ca is not None:
+            context.load_verify_locations(self.client_ca)
+
     def reload(self) -> bool:
         try:
             self._pending = self._current = self._read()
-        except ValueError as error:
+            if self._ssl is not None:
+                self._load_into(self._ssl)
+        except (ValueError, OSError, ssl.SSLError) as error:
             log.error("TLS reload refused, the certificates in use stay: %s", error)
             return False
         log.info("TLS certificates reloaded from %s", self.cert)

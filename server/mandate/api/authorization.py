@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from mandate import callers
+from mandate import callers, deadlines
 from mandate.api import convert
 from mandate.api import validate as v
 from mandate.app import App
 from mandate.domain.authorization import Authorizer
 from mandate.domain.explain import explain
+from mandate.domain.history import MAX_PAST_TIMES
 from mandate.domain.review import access_review
-from mandate.errors import InvalidArgument
+from mandate.errors import InvalidArgument, TooManyRevisions
 from mandate.facts import RESOURCE_TYPES
 from mandate.v1 import authorization_pb2 as pb
 from mandate.v1 import authorization_pb2_grpc
@@ -63,9 +64,7 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
         if len(request.checks) > self.max_batch:
             raise InvalidArgument("checks", f"at most {self.max_batch} checks per batch")
         if any(c.at_revision or c.as_of for c in request.checks):  # about the past: each one at its own time
-            views: dict[tuple[str, str, str], tuple[Authorizer, int]] = {}
-            return pb.BatchCheckResponse(results=[self._past_check(c, f"checks[{i}].", views)
-                                                  for i, c in enumerate(request.checks)])
+            return pb.BatchCheckResponse(results=self._past_checks(request.checks))
         requests = [(check_fields(c, f"checks[{i}]."), v.revision(f"checks[{i}].at_least_revision",
                                                                    c.at_least_revision))
                     for i, c in enumerate(request.checks)]
@@ -79,16 +78,34 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
             pb.CheckResponse(allowed=check(*fields, policy), revision=revision, policy_version=policy.version)
             for fields, _ in requests])
 
-    def _past_check(self, request, field: str, views: dict) -> pb.CheckResponse:
-        fields = check_fields(request, field)
-        within_scope(self.authorizer, *fields[3:], known_only=True)
-        when = (request.at_revision, request.as_of, request.at_least_revision)
-        if when not in views:
-            views[when] = self.view(request, field)
-        authorizer, revision = views[when]
-        within_scope(authorizer, *fields[3:])
-        return pb.CheckResponse(allowed=authorizer.check(*fields, authorizer.policy), revision=str(revision),
-                                policy_version=authorizer.policy.version)
+    def _past_checks(self, checks) -> list[pb.CheckResponse]:
+        """Checks that ask about their own times, one time after the other: at most
+        MAX_PAST_TIMES distinct past times per request (TOO_MANY_REVISIONS), and the facts of
+        one time are let go before the next one's are read."""
+        fields = [check_fields(c, f"checks[{i}].") for i, c in enumerate(checks)]
+        for check in fields:  # a caller's scope, before anything of the past is read
+            within_scope(self.authorizer, *check[3:], known_only=True)
+        times: dict[tuple[str, str, str], list[int]] = {}
+        past = 0
+        for number, c in enumerate(checks):
+            when = (c.at_revision, c.as_of, c.at_least_revision)
+            if when not in times and (c.at_revision or c.as_of):
+                past += 1
+                if past > MAX_PAST_TIMES:
+                    raise TooManyRevisions(f"checks[{number}].{'at_revision' if c.at_revision else 'as_of'}",
+                                           MAX_PAST_TIMES)
+            times.setdefault(when, []).append(number)
+        results: list[pb.CheckResponse | None] = [None] * len(checks)
+        for numbers in times.values():
+            authorizer, revision = self.view(checks[numbers[0]], f"checks[{numbers[0]}].")
+            policy = authorizer.policy
+            for number in numbers:
+                deadlines.check("the batch was not answered")
+                within_scope(authorizer, *fields[number][3:])
+                results[number] = pb.CheckResponse(allowed=authorizer.check(*fields[number], policy),
+                                                   revision=str(revision), policy_version=policy.version)
+            del authorizer  # its facts go before the next time's are built
+        return results
 
     def ListActions(self, request, context):
         actor_type, actor_id = v.object_ref("actor", request.actor, request.HasField("actor"))
@@ -154,9 +171,19 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
             at_revision = authorizer.index.revision
         review = access_review(authorizer, self.store, organization_id, size, after, at_revision)
         without_emails = callers.current_read_only()
+        # A page also ends before it passes MAX_PAGE_BYTES (it always holds one entry), like
+        # every other list: long names and many resources never make a reply too big to read.
+        entries, total, last = [], 0, review.last
+        for entry in review.entries:
+            message = convert.access_entry(entry, without_emails)
+            total += message.ByteSize()
+            if entries and total > v.MAX_PAGE_BYTES:
+                cut = review.entries[len(entries) - 1]
+                last = (cut.user_id, cut.resource_type, cut.resource_id)
+                break
+            entries.append(message)
         return pb.AccessReviewResponse(
-            entries=[convert.access_entry(entry, without_emails) for entry in review.entries],
-            next_page_token=v.encode_review_page_token(review.last), revision=str(review.revision),
+            entries=entries, next_page_token=v.encode_review_page_token(last), revision=str(review.revision),
             policy_version=review.policy_version)
 
 

@@ -26,7 +26,11 @@ Every method handler is wrapped once, when the services are registered (`Plumbin
   Anything unexpected becomes INTERNAL with an incident id; the details go to the server log
   only. A check that fails this way is an error, never an allow (R24).
 - Every call ends with one log line (logger `mandate.request`: method, caller, actor, status
-  code, reason, duration, revision, incident id) and its metrics (`mandate.metrics`).
+  code, reason, duration, revision, incident id) and its metrics (`mandate.metrics`), and, while
+  tracing is on (`mandate.tracing`), one server span.
+
+The AuthZEN endpoints (`mandate.api.http`) use the same pieces: `identify` and `admit` for the
+caller, `run` for the workers, `failure` for errors, and the Observer for the line and metrics.
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -49,7 +55,7 @@ from grpc.aio import AbortError
 from grpc_status import rpc_status
 from sqlalchemy.exc import DBAPIError
 
-from mandate import callers, deadlines, metrics
+from mandate import callers, deadlines, metrics, tracing
 from mandate.api.convert import clear_emails
 from mandate.api.scope import check_request
 from mandate.callers import Caller, Callers, peer_subject
@@ -75,11 +81,15 @@ DEFAULT_STREAMS_PER_CALLER = 100
 DEFAULT_STREAMS = 1000
 DEFAULT_REQUESTS_PER_CALLER = 200
 # Services and method names that change nothing: a read-only caller may call them.
-READ_SERVICES = ("mandate.v1.AuthorizationService", "mandate.v1.EventService")
+READ_SERVICES = ("mandate.v1.AuthorizationService", "mandate.v1.EventService", "authzen")
 READ_PREFIXES = ("Get", "List", "Export")
 CHECK = "/mandate.v1.AuthorizationService/Check"
 CHECK_PLANE = "/mandate.v1.AuthorizationService/"
 DECISIONS = (CHECK, "/mandate.v1.AuthorizationService/BatchCheck")
+AUTHZEN = "/authzen/"  # the AuthZEN calls' method names (mandate.api.http): the check plane too
+# Codes that make a server span an error: the server failed, not the request (OpenTelemetry's rule).
+SERVER_FAILURES = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
+                             grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
 MAX_LOGGED = 200  # characters of a request's value on its log line
 
 
@@ -175,7 +185,8 @@ class RequestLimits:
 class Outcome:
     """What the request line and the metrics say about one call."""
 
-    __slots__ = ("kind", "method", "started", "caller", "request", "reply", "code", "reason", "incident")
+    __slots__ = ("kind", "method", "started", "caller", "request", "reply", "code", "reason", "incident",
+                 "request_id", "decided", "span", "span_token")
 
     def __init__(self, kind: str, method: str):
         self.kind = kind
@@ -187,6 +198,17 @@ class Outcome:
         self.code = grpc.StatusCode.OK
         self.reason = ""
         self.incident = ""
+        self.request_id = ""  # the caller's X-Request-ID (AuthZEN)
+        self.decided = None  # (resource type, action, allowed) of each decision, when not a gRPC Check
+        self.span = self.span_token = None  # the call's server span, while tracing is on
+
+    def trace(self, carrier, *, current: bool = True) -> None:
+        """Open the call's server span (tracing is on), continuing the caller's trace."""
+        service, _, name = self.method.strip("/").partition("/")
+        system = "http" if self.kind == "http" else "grpc"
+        self.span, self.span_token = tracing.start_call(
+            self.method, carrier, {"rpc.system": system, "rpc.service": service, "rpc.method": name},
+            current=current)
 
 
 class Plumbing:
@@ -239,15 +261,22 @@ class Plumbing:
         return None
 
     async def run(self, context, function, *args):
-        """Run blocking `function(*args)` in the worker pool, under the caller's deadline, with
-        the caller in `callers.current`; one caller holds at most its share of the workers."""
+        """Run blocking `function(*args)` in the worker pool, under the caller's deadline (None:
+        no gRPC call, no deadline), with the caller in `callers.current`; one caller holds at
+        most its share of the workers."""
         caller = callers.current.get()
         async with self.requests.workers(caller.name if caller else ""):
-            remaining = context.time_remaining()
+            remaining = context.time_remaining() if context is not None else None
             deadline = None if remaining is None else time.monotonic() + remaining
             work = contextvars.copy_context()
-            return await asyncio.get_running_loop().run_in_executor(
-                self.workers, work.run, deadlines.run_within, deadline, function, *args)
+            cancelled = threading.Event()  # the caller went away: the work stops at its next look
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self.workers, functools.partial(work.run, deadlines.run_within, deadline, function, *args,
+                                                    cancelled=cancelled))
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
 
     def identify(self, context, quiet: bool = False) -> Caller:
         """The caller of the request, or Unauthenticated. A refused client certificate has its
@@ -262,6 +291,13 @@ class Plumbing:
                             peer_host(context.peer()), ",".join(presented),
                             extra={"fields": {"subject": ",".join(presented)}})
             raise
+
+    def admit(self, caller: Caller, writes: bool) -> None:
+        """A known caller's request may start: a read-only caller changes nothing, and each caller
+        has its limit of requests in flight (`leave` when it ends)."""
+        if writes and caller.read_only:
+            raise ReadOnlyCaller(f"caller {caller.name} is read-only; it may not change anything")
+        self.requests.enter(caller.name)
 
     # -- wrapping ------------------------------------------------------------------------------
 
@@ -290,14 +326,14 @@ class Plumbing:
         async def call(raw, context):
             outcome = Outcome("unary", method)
             caller = token = None
+            if tracing.tracer is not None and needs_caller:
+                outcome.trace(context.invocation_metadata())
             try:
                 if needs_caller:
                     caller = self.identify(context)
                     outcome.caller = caller.name
                     token = callers.current.set(caller)
-                    if writes and caller.read_only:
-                        raise ReadOnlyCaller(f"caller {caller.name} is read-only; it may not change anything")
-                    requests.enter(caller.name)
+                    self.admit(caller, writes)
                 try:
                     request = outcome.request = parse_request(method, parse, raw)
                     check_request(method, request, caller)
@@ -351,6 +387,8 @@ class Plumbing:
         if inspect.iscoroutinefunction(inner):
             async def written(request, context):
                 outcome = Outcome(kind, method)
+                if tracing.tracer is not None and needs_caller:
+                    outcome.trace(context.invocation_metadata(), current=False)
                 try:
                     outcome.caller, _ = caller_of(context)
                     with plumbing.limits.hold(outcome.caller):
@@ -372,6 +410,8 @@ class Plumbing:
         async def relayed(request, context):
             outcome = Outcome(kind, method)
             token = stream = None
+            if tracing.tracer is not None and needs_caller:
+                outcome.trace(context.invocation_metadata(), current=False)
             try:
                 outcome.caller, caller = caller_of(context)
                 if caller is not None:
@@ -429,6 +469,10 @@ class Plumbing:
         if draining is not None and draining.done():
             raise Unavailable("the server is draining; reconnect to another replica")
         step = asyncio.ensure_future(awaitable)
+        # A call the client cancels (a routine disconnect) may leave the step's outcome unread: it
+        # failed in the same moment, or it is still stopping. Read it whenever it comes, so that
+        # asyncio never reports it as an error ("exception was never retrieved").
+        step.add_done_callback(_outcome_read)
         try:
             await asyncio.wait((step, *stops), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -441,6 +485,11 @@ class Plumbing:
         if step.cancelled():
             raise Unavailable("the server is draining; reconnect to another replica")
         return step.result()
+
+
+def _outcome_read(step: asyncio.Future) -> None:
+    if not step.cancelled():
+        step.exception()
 
 
 class OpenStream:
@@ -462,22 +511,32 @@ def _aborted_code(context) -> grpc.StatusCode:
 
 
 def failure(outcome: Outcome, error: Exception):
-    """The status for `error`, noted on `outcome`. Domain errors become their code and reason;
+    """The status for `error`, noted on `outcome` (see `as_domain_error`)."""
+    error = as_domain_error(outcome, error)
+    return error_status(GRPC_CODES[error.code], error.reason, error.message, error.metadata,
+                        getattr(error, "retry_seconds", None))
+
+
+class Internal(DomainError):
+    code = Status.INTERNAL
+    reason = "INTERNAL"
+
+
+def as_domain_error(outcome: Outcome, error: Exception) -> DomainError:
+    """What the caller is told of `error`, noted on `outcome`. Domain errors stay as they are;
     anything else is INTERNAL with an incident id, its details in the server log only."""
     if isinstance(error, DomainError):
         outcome.code, outcome.reason = GRPC_CODES[error.code], error.reason
         if isinstance(error, DatabaseUnavailable):
             metrics.database_errors.inc()
-        return error_status(outcome.code, error.reason, error.message, error.metadata,
-                            getattr(error, "retry_seconds", None))
+        return error
     if isinstance(error, DBAPIError):
         metrics.database_errors.inc()
     outcome.code, outcome.reason = grpc.StatusCode.INTERNAL, "INTERNAL"
     outcome.incident = uuid.uuid4().hex[:12]
     log.error("%s failed (incident %s)", outcome.method, outcome.incident, exc_info=error,
               extra={"fields": {"caller": outcome.caller, "incident": outcome.incident}})
-    return error_status(grpc.StatusCode.INTERNAL, "INTERNAL",
-                        f"internal error; incident {outcome.incident} is in the server log")
+    return Internal(f"internal error; incident {outcome.incident} is in the server log")
 
 
 def actor_of(request) -> str:
@@ -514,11 +573,19 @@ class Observer:
         started.inc()
         if outcome.reason:
             metrics.refusals.labels(outcome.reason).inc()
+        elif self.decisions is not None and outcome.decided:
+            self.decisions.count_many(outcome.decided)
         elif self.decisions is not None and outcome.reply is not None and method in DECISIONS:
             self._count_decisions(method, outcome)
+        if outcome.span is not None:
+            tracing.end_call(outcome.span, outcome.span_token, code.name, code in SERVER_FAILURES, {
+                "rpc.grpc.status_code": code.value[0], "mandate.caller": outcome.caller,
+                "mandate.reason": outcome.reason, "mandate.incident": outcome.incident,
+                "mandate.revision": getattr(outcome.reply, "revision", "") if outcome.reply is not None else ""})
         # Answered checks are the hot path: their lines cost as much as the check, so they are
         # DEBUG; every change, list, event read, refusal and error is INFO.
-        quiet = method.startswith(OPEN_PREFIXES) or (code is grpc.StatusCode.OK and method.startswith(CHECK_PLANE))
+        quiet = method.startswith(OPEN_PREFIXES) or (code is grpc.StatusCode.OK
+                                                     and method.startswith((CHECK_PLANE, AUTHZEN)))
         level = logging.DEBUG if quiet else logging.INFO
         if not request_log.isEnabledFor(level):
             return
@@ -527,7 +594,10 @@ class Observer:
                   "code": code.name, "reason": outcome.reason, "duration_ms": round(seconds * 1000, 3),
                   "revision": getattr(outcome.reply, "revision", "") if outcome.reply is not None else "",
                   "incident": outcome.incident}
-        extras = "".join(f" {key}={fields[key]}" for key in ("reason", "revision", "incident") if fields[key])
+        if outcome.request_id:
+            fields["request_id"] = outcome.request_id[:MAX_LOGGED]
+        extras = "".join(f" {key}={fields[key]}" for key in ("reason", "revision", "incident", "request_id")
+                         if fields.get(key))
         request_log.log(level, "%s %s caller=%s actor=%s %.1f ms%s", method, code.name, fields["caller"],
                         fields["actor"] or "-", fields["duration_ms"], extras, extra={"fields": fields})
 

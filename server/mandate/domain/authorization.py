@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mandate import errors
+from mandate import deadlines, errors
 from mandate.facts import (
     RESOURCE_TYPES,
     UNKNOWN_PARTNER,
@@ -61,7 +61,8 @@ def target_type(target: TargetRef) -> str:
 
 
 # Decisions remembered per (actor, organization, resource type, action) for one policy at one
-# index revision: at most this many, and every change of the facts or of the policy starts afresh.
+# index revision: at most this many, and every change of the facts or of the policy starts afresh,
+# as does the passing of an access's end (FactIndex.ended).
 MEMO_LIMIT = 200_000
 
 
@@ -70,7 +71,7 @@ class Authorizer:
         self.store = store
         self.index = index
         self.policy = policy  # replaced whole on reload; read once per request
-        self._memo: tuple[Policy | None, int, dict] = (None, -1, {})
+        self._memo: tuple[Policy | None, int, frozenset, dict] = (None, -1, frozenset(), {})
         # Decisions made, and those the memo could not answer (plain counts: the metrics read
         # them now and then, so the hot path takes no lock for them).
         self.decisions = 0
@@ -121,10 +122,11 @@ class Authorizer:
         revision is read first), so a remembered answer is never older than the revision a
         caller was promised; a memo left behind by a change is simply dropped."""
         revision = self.index.revision
-        memo_policy, memo_revision, memo = self._memo
-        if memo_policy is not policy or memo_revision != revision:
+        ended = self.index.ended()  # facts whose end passed, not yet swept: decided as ended
+        memo_policy, memo_revision, memo_ended, memo = self._memo
+        if memo_policy is not policy or memo_revision != revision or memo_ended is not ended:
             memo = {}
-            self._memo = (policy, revision, memo)
+            self._memo = (policy, revision, ended, memo)
         key = (actor_id, organization_id, resource_type, action)
         self.decisions += 1
         answer = memo.get(key)
@@ -194,7 +196,7 @@ class Authorizer:
         if isinstance(target, ProjectRef):
             return target.organization_id, index.subject(actor_id, target.organization_id)
         if isinstance(target, MemberRef):
-            member = index.memberships.get(target.user_id, {}).get(target.organization_id)
+            member = index.member(target.user_id, target.organization_id)
             fact = MemberTarget(member.role if member else "", member.status if member else "",
                                 bool(member and member.partner_employee), target.user_id == actor_id,
                                 target.new_role)
@@ -206,7 +208,7 @@ class Authorizer:
         subject = index.subject(actor_id, target.client_id, labels)
         label = next((name for name, ident in labels.items() if ident == target.partner_id and name != "o"),
                      UNKNOWN_PARTNER)
-        link = index.partners.get(target.client_id, {}).get(target.partner_id)
+        link = index.connection(target.partner_id, target.client_id)
         # No such connection: the policy still decides who may act on one (permission first, so a
         # refused caller learns nothing); the service then reports it missing.
         fact = ConnectionFact(label, link.status, link.granted_scopes, link.employee_approval) if link else \
@@ -228,15 +230,15 @@ class Authorizer:
         if actor_id not in self.index.users or resource_type not in RESOURCE_TYPES:
             return [], ""
         policy = policy or self.policy
+        ids = []
         with self.index.one_state():
-            ids = sorted(
-                resource_id
-                for organization_id in self.index.reachable_organizations(actor_id)
-                if organizations is None or organization_id in organizations
-                if self.decide(actor_id, organization_id, resource_type, action, policy)
-                for resource_id in self.index.resources_of(resource_type, organization_id)
-                if resource_id > after
-            )
+            for organization_id in self.index.reachable_organizations(actor_id):
+                deadlines.check("the list was not finished")
+                if organizations is not None and organization_id not in organizations:
+                    continue
+                if self.decide(actor_id, organization_id, resource_type, action, policy):
+                    ids += [r for r in self.index.resources_of(resource_type, organization_id) if r > after]
+        ids.sort()
         return page(ids[:page_size + 1], page_size)
 
     def list_actors(self, action: str, resource_type: str, resource_id: str, page_size: int, after: str,
@@ -250,6 +252,7 @@ class Authorizer:
             if organization_id is None:
                 return [], ""
             for user_id in sorted(u for u in self.index.candidate_users(organization_id) if u > after):
+                deadlines.check("the list was not finished")
                 if self.decide(user_id, organization_id, resource_type, action, policy):
                     found.append(user_id)
                     if len(found) > page_size:

@@ -1,12 +1,13 @@
 """Things that end by themselves: invitations nobody accepted in time, and access given until a
 date (a membership, a client connection, a partner employee's assignment).
 
-Nothing reads the clock to decide a check. When its time comes, an ending is written as a
-change by the service, in one transaction with a revision and events whose cause is `expired`,
-leaving the same trace as the manual change: the membership is removed (R6, with the R18
-cascade), the connection is disconnected (R14), the assignment ends (R17), the invitation is
-`expired` (its seat is free again, R5). The facts the policy sees therefore stay free of time,
-and the memoized decisions stay exact.
+When its time comes, an ending is written as a change by the service, in one transaction with a
+revision and events whose cause is `expired`, leaving the same trace as the manual change: the
+membership is removed (R6, with the R18 cascade), the connection is disconnected (R14), the
+assignment ends (R17), the invitation is `expired` (its seat is free again, R5). The facts the
+policy sees therefore stay free of time. Until that change is written, an access whose end has
+passed is still never granted: decisions see the fact as the change will leave it
+(FactIndex.ended), and invitations count as lapsed (`pending_invitation`, `lapses_at`).
 
 Every replica runs a sweeper (`Expiries.run`), but one writer applies each ending: the sweep
 re-reads what is due inside its write transaction, which writers take one at a time (the
@@ -17,13 +18,14 @@ connection and the lock go with it, and another replica takes over on its next t
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import threading
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, exists, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import delete, exists, or_, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from mandate import errors
 from mandate.clock import SystemClock, as_text, parse
@@ -83,8 +85,23 @@ def normalize_end(field_name: str, value: str) -> str:
 
 def pending_invitation(now: str):
     """SQL conditions of an invitation that can still be accepted: pending, and not lapsed even
-    if the sweeper has not yet written it down."""
-    return (models.Invitation.status == models.InvitationStatus.PENDING, models.Invitation.expires_at > now)
+    if the sweeper has not yet written it down (see `lapses_at`)."""
+    invitation = models.Invitation
+    return (invitation.status == models.InvitationStatus.PENDING, invitation.expires_at > now,
+            or_(invitation.access_expires_at.is_(None), invitation.access_expires_at > now))
+
+
+def lapsed_invitations(now: str):
+    """SQL conditions of the pending invitations that lapsed (see `lapses_at`), one per reason:
+    each is a range of one index, where their disjunction would scan every pending invitation."""
+    invitation, pending = models.Invitation, models.Invitation.status == models.InvitationStatus.PENDING
+    return ((pending, invitation.expires_at <= now), (pending, invitation.access_expires_at <= now))
+
+
+def lapses_at(invitation: models.Invitation) -> str:
+    """An invitation lapses at its `expires_at`, or sooner when the access it gives ends before
+    (a member invitation's `access_expires_at`): an access whose end has passed is never given."""
+    return min(invitation.expires_at, invitation.access_expires_at or invitation.expires_at)
 
 
 class _NothingDue(Exception):
@@ -102,8 +119,7 @@ class Expiries:
 
     def _due(self, session, now: str) -> bool:
         checks = (
-            exists().where(models.Invitation.status == models.InvitationStatus.PENDING,
-                           models.Invitation.expires_at <= now),
+            *(exists().where(*lapsed) for lapsed in lapsed_invitations(now)),
             exists().where(models.Membership.access_expires_at <= now,
                            models.Membership.status != models.MemberStatus.REMOVED),
             exists().where(models.Connection.access_expires_at <= now,
@@ -162,10 +178,9 @@ class Expiries:
                     user_id=membership.user_id)
 
     def _lapse_invitations(self, tx: Transaction, now: str) -> None:
-        due = tx.session.execute(select(models.Invitation).where(
-            models.Invitation.status == models.InvitationStatus.PENDING,
-            models.Invitation.expires_at <= now)).scalars().all()
-        for invitation in due:
+        due = {invitation.id: invitation for lapsed in lapsed_invitations(now)
+               for invitation in tx.session.execute(select(models.Invitation).where(*lapsed)).scalars()}
+        for invitation in sorted(due.values(), key=lambda i: i.id):
             invitation.status = models.InvitationStatus.EXPIRED
             invitation.revision = tx.revision
             tx.emit("invitation.expired", cause=Cause.EXPIRED, organization_id=invitation.organization_id,
@@ -227,6 +242,8 @@ class Expiries:
         while not stop.wait(TICK_SECONDS):
             try:
                 self.sweep()
+            except errors.DatabaseUnavailable:
+                pass  # the store has said so, once; the next tick tries again
             except Exception:  # noqa: BLE001 - the sweeper never dies; the next tick tries again
                 log.exception("applying expiries failed; trying again")
         self._leader.release()
@@ -243,6 +260,9 @@ class Leadership:
         self._held = False
 
     def held(self) -> bool:
+        """Whether this replica is the sweeper now. Any failure of the database steps down
+        quietly (the store reports a lost database): a connection that failed, its transaction
+        dead, is dropped whole, and a later tick connects anew and asks for the lock again."""
         if self.store.engine.dialect.name != "postgresql":
             return True
         try:
@@ -256,8 +276,8 @@ class Leadership:
                     text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY}).scalar())
             self._connection.commit()
             return self._held
-        except DBAPIError:
-            self.release()
+        except SQLAlchemyError:
+            self._drop()
             return False
 
     def release(self) -> None:
@@ -267,7 +287,17 @@ class Leadership:
                     self._connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
                     self._connection.commit()
                 self._connection.close()
-            except DBAPIError:
-                self._connection.invalidate()  # a lost session holds no lock
+            except SQLAlchemyError:
+                self._drop()
         self._connection = None
         self._held = False
+
+    def _drop(self) -> None:
+        """Let go of the connection without asking the database anything: closing the session
+        at the driver gives up the lock, and a lost session holds none."""
+        connection, self._connection, self._held = self._connection, None, False
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+            with contextlib.suppress(Exception):
+                connection.close()

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from mandate import deadlines
 from mandate.domain.authorization import Authorizer
-from mandate.facts import HOME, AssignmentFact, ConnectionFact, MembershipFact, Subject
+from mandate.facts import HOME, PATH, AssignmentFact, ConnectionFact, MembershipFact, Subject, partner_paths
 from mandate.policy import Policy
 from mandate.store.models import SCOPES, Role
 
 ROLES = [role.value for role in Role]
+# Stands for a partner's id in the changes of a path, written once for all equal paths (ids
+# never hold spaces).
+ANY_PARTNER = "<any partner>"
 
 
 def explain(authorizer: Authorizer, actor_type: str, actor_id: str, action: str, resource_type: str,
@@ -47,22 +51,85 @@ def explain(authorizer: Authorizer, actor_type: str, actor_id: str, action: str,
     where = "" if resource_type == "Organization" else f" (in organization {organization_id})"
     reasons = [f"{'allowed' if allowed else 'denied'}: user {actor_id} {action} on {resource}{where}, "
                f"policy {policy.version}"]
+    paths = partner_pieces(subject)
     if allowed:
-        needed = smallest_allowing(policy, subject, resource_type, action)
-        reasons += [f"because {words.fact(fact)}" for fact in facts_of(needed)]
+        # Through one path, as the policy decides (the first one that allows on its own).
+        piece, piece_words = subject, words
+        for label, path in paths or ():
+            deadlines.check("the explanation was not finished")
+            if policy.is_allowed(path, resource_type, action):
+                piece, piece_words = path, words.on_path(label)
+                break
+        needed = smallest_allowing(policy, piece, resource_type, action)
+        reasons += [f"because {piece_words.fact(fact)}" for fact in facts_of(needed)]
         reasons += [f"by the rule {note}" for note in policy.rules_behind(needed, resource_type, action)]
         return True, reasons
     if not subject.memberships:
         reasons.append(f"user {actor_id} has no membership in organization {organization_id}, in any of its "
                        "partners or in any account linked to it")
-    changes = [(text, changed) for text, changed in single_changes(subject, action, words)
-               if policy.is_allowed(changed, resource_type, action)]
+    changes = list(allowing_changes(policy, subject, paths, action, resource_type, words))
     for text, changed in changes:
         rules = "; ".join(note.short() for note in policy.rules_behind(changed, resource_type, action))
         reasons.append(f"would be allowed if {text}, by the rules {rules}")
     if not changes:
         reasons.append("no change of a single fact would allow it")
     return False, reasons
+
+
+def partner_pieces(subject: Subject) -> list[tuple[str, Subject]] | None:
+    """The subject as one piece per partner path, as the policy decides it (facts.partner_paths):
+    (the path's label, the piece with the path relabelled p0); None when it has no paths to cut."""
+    if partner_paths(subject) is None:
+        return None
+    partners = {c.partner_id for c in subject.connections}
+    shared = tuple(m for m in subject.memberships if m.organization_id not in partners)
+    member = {m.organization_id: m for m in subject.memberships if m.organization_id in partners}
+    assigned = {a.partner_id: a for a in subject.assignments}
+    pieces = []
+    for connection in subject.connections:
+        label = connection.partner_id
+        m, a = member.get(label), assigned.get(label)
+        pieces.append((label, Subject(
+            shared + ((MembershipFact(PATH, m.role, m.status, m.partner_employee),) if m else ()),
+            (ConnectionFact(PATH, connection.status, connection.granted_scopes, connection.employee_approval),),
+            (AssignmentFact(PATH, a.client_approved),) if a else (),
+            subject.linked)))
+    return pieces
+
+
+def allowing_changes(policy: Policy, subject: Subject, paths, action: str, resource_type: str, words: Words):
+    """(what would change, the subject or path with that change) for each single change of a fact
+    that makes the policy allow. Path by path, as the policy decides: a change of one partner
+    path's fact is decided on that path alone (every other path denies as before), a change of a
+    fact every path shares (the membership in the organization or a linked account) on each
+    distinct path, so the work grows with the paths, not with their square."""
+    if paths is None:
+        for text, changed in single_changes(subject, action, words):
+            deadlines.check("the explanation was not finished")
+            if policy.is_allowed(changed, resource_type, action):
+                yield text, changed
+        return
+    distinct = partner_paths(subject)
+    found: dict[str, Subject | None] = {}
+    for piece in distinct:
+        for text, changed in single_changes(piece, action, words, shared=True):
+            deadlines.check("the explanation was not finished")
+            if found.get(text) is None:
+                found[text] = changed if policy.is_allowed(changed, resource_type, action) else None
+    yield from ((text, changed) for text, changed in found.items() if changed is not None)
+    # Equal paths have equal changes: worked out once, then written with each partner's id.
+    by_piece: dict[Subject, list[tuple[str, Subject]]] = {}
+    any_partner = words.on_path(ANY_PARTNER)
+    for label, piece in paths:
+        deadlines.check("the explanation was not finished")
+        changes = by_piece.get(piece)
+        if changes is None:
+            changes = by_piece[piece] = [
+                (text, changed) for text, changed in single_changes(piece, action, any_partner, shared=False)
+                if policy.is_allowed(changed, resource_type, action)]
+        partner = words.labels[label]
+        for text, changed in changes:
+            yield text.replace(ANY_PARTNER, partner), changed
 
 
 def facts_of(subject: Subject) -> list:
@@ -88,10 +155,13 @@ def smallest_allowing(policy: Policy, subject: Subject, resource_type: str, acti
     return subject
 
 
-def single_changes(subject: Subject, action: str, words: Words):
+def single_changes(subject: Subject, action: str, words: Words, shared: bool | None = None):
     """(what would change, the Subject with that one change) for every fact of the subject, and
-    for the memberships the user does not hold in the resource's organization."""
+    for the memberships the user does not hold in the resource's organization. `shared`: only the
+    changes of facts every partner path shares (True), or only those of the path p0 (False)."""
     for number, membership in enumerate(subject.memberships):
+        if shared is not None and shared == (membership.organization_id == PATH):
+            continue
         def changed_membership(new: MembershipFact, number=number) -> Subject:
             memberships = list(subject.memberships)
             memberships[number] = new
@@ -108,10 +178,19 @@ def single_changes(subject: Subject, action: str, words: Words):
             if role != membership.role:
                 yield (f"user {words.user} were {role} of {where}, not {membership.role}",
                        changed_membership(replace(membership, role=role)))
+    if shared is False:
+        yield from path_changes(subject, action, words)
+        return
     if not any(m.organization_id == HOME for m in subject.memberships):
         for role in ROLES:
             yield (f"user {words.user} were an active {role} of {words.organization(HOME)}",
                    replace(subject, memberships=(*subject.memberships, MembershipFact(HOME, role, "active", False))))
+    if shared is None:
+        yield from path_changes(subject, action, words)
+
+
+def path_changes(subject: Subject, action: str, words: Words):
+    """The single changes of the subject's connections and assignments."""
     for number, connection in enumerate(subject.connections):
         def changed_connection(new: ConnectionFact, number=number) -> Subject:
             connections = list(subject.connections)
@@ -149,9 +228,16 @@ class Words:
     def __init__(self, user: str, organization_id: str, labels: dict[str, str]):
         self.user = user
         self.labels = {HOME: organization_id, **labels}
+        self.path = ""  # the organization behind the label p0 of a piece (partner_pieces)
+
+    def on_path(self, label: str) -> Words:
+        """These words for the piece of the partner path `label` (relabelled p0)."""
+        words = object.__new__(Words)
+        words.__dict__.update(self.__dict__, path=self.labels.get(label, label))
+        return words
 
     def organization(self, label: str) -> str:
-        ident = self.labels.get(label, label)
+        ident = self.path if label == PATH and self.path else self.labels.get(label, label)
         if label == HOME:
             return f"organization {ident}"
         if label.startswith("p"):

@@ -17,7 +17,7 @@ from mandate.domain.common import (
     reports_unchanged,
     unchanged,
 )
-from mandate.domain.expiry import Lifetimes, pending_invitation
+from mandate.domain.expiry import Lifetimes, lapses_at, pending_invitation
 from mandate.names import MemberAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
@@ -272,9 +272,12 @@ def seats_taken(tx: Transaction, organization_id: str, now: str) -> int:
 def require_pending(invitation: models.Invitation, now: str, field: str = "") -> None:
     """An invitation can be accepted or cancelled while pending: an expired one no longer, even
     in the moment before the sweeper writes it down (R5, R11)."""
-    if invitation.status == models.InvitationStatus.PENDING and invitation.expires_at <= now:
-        raise errors.InvitationNotPending(f"{field}the invitation expired at {invitation.expires_at}; "
-                                          "it can no longer be accepted")
+    if invitation.status == models.InvitationStatus.PENDING and lapses_at(invitation) <= now:
+        if invitation.expires_at <= now:
+            raise errors.InvitationNotPending(f"{field}the invitation expired at {invitation.expires_at}; "
+                                              "it can no longer be accepted")
+        raise errors.InvitationNotPending(f"{field}the invitation expired: the access it gives ended at "
+                                          f"{invitation.access_expires_at}")
     if invitation.status != models.InvitationStatus.PENDING:
         raise errors.InvitationNotPending(f"{field}the invitation is {invitation.status}, not pending")
 

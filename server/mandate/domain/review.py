@@ -32,14 +32,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from mandate import errors
+from mandate import deadlines, errors
 from mandate.domain.authorization import Authorizer
 from mandate.facts import HOME, RESOURCE_TYPES, AssignmentFact, ConnectionFact, MembershipFact, Subject
 from mandate.names import Reason
 from mandate.policy import Policy
 from mandate.store import models
 from mandate.store.db import Store
-from mandate.store.history import fact_rows
+from mandate.store.history import fact_rows, horizon
 
 # Pairs of groups are tried only for actions no single group allows (R13: switching takes the
 # ownership of both accounts), and only up to this many groups; past it, one smallest pair or
@@ -120,6 +120,7 @@ def _page(authorizer: Authorizer, policy: Policy, organization_id: str, page_siz
     grants: dict[tuple[Subject, str], tuple] = {}  # equal situations are worked out once
     found = []
     for user_id in sorted(u for u in index.candidate_users(organization_id) if u >= after_user):
+        deadlines.check("the review was not finished")
         labels: dict[str, str] = {}
         subject = index.subject(user_id, organization_id, labels)
         for resource_type, ids in resources.items():
@@ -189,6 +190,7 @@ def grant_paths(policy: Policy, subject: Subject, resource_type: str) -> tuple[t
     covered = frozenset().union(*alone)
     if covered != everything and len(groups) <= MAX_GROUPS_FOR_PAIRS:
         for i, j in itertools.combinations(range(len(groups)), 2):
+            deadlines.check("the review was not finished")
             more = policy.actions(subject_of(groups[i] + groups[j]), resource_type) - alone[i] - alone[j]
             if more:
                 paths.append((groups[i] + groups[j], more))
@@ -238,6 +240,10 @@ def _with_rows(store: Store, organization_id: str, pending, revision: int, at_re
     others = {other for *_, grant in pending for path in grant.paths for _, other in path}
     organizations = sorted(others | {organization_id})
     with store.read(snapshot=True) as session:
+        if at_revision is not None and at_revision < (kept_from := horizon(session)):
+            # The retention let go of versions of this revision since the question was accepted.
+            raise errors.RevisionUnavailable(f"at_revision: the history now starts at revision {kept_from} "
+                                             "(the history retention let go of older ones)")
         rows: dict[tuple, int] = {}
         for row in fact_rows(session, models.Membership, at_revision, models.Membership.user_id.in_(users),
                              models.Membership.organization_id.in_(organizations)):

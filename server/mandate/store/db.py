@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import String, cast, create_engine, event, exc, func, insert, select, update
+from sqlalchemy import create_engine, event, exc, func, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mandate import callers, deadlines, errors
+from mandate import callers, clock, deadlines, errors, tracing
 from mandate.config import DatabaseSettings
 from mandate.store import history, models
 
@@ -202,13 +202,15 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+# The time of a write, in the store's format, from PostgreSQL's clock (clock_timestamp: the time
+# it is asked, not the start of the transaction).
+_PG_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+_NEWEST_TIME = select(func.max(models.Event.occurred_at))
+_TICK = datetime.timedelta(microseconds=1)
+
 # Built once: every write runs it first.
 _COUNTER = models.RevisionCounter.__table__
 _NEXT_REVISION = update(_COUNTER).values(value=_COUNTER.c.value + 1).returning(_COUNTER.c.value)
-# On PostgreSQL the same round trip also sends the NOTIFY that wakes the other replicas: it is
-# delivered at commit (and dropped with a rollback), to every replica listening (mandate.store.follow).
-_NEXT_REVISION_NOTIFYING = _NEXT_REVISION.returning(
-    func.pg_notify(CHANNEL, cast(_COUNTER.c.value, String)), sort_by_parameter_order=False)
 _INSERT_EVENTS = insert(models.Event.__table__)
 
 
@@ -283,7 +285,7 @@ class Store:
     def read(self, snapshot: bool = False) -> Iterator[Session]:
         """A read session. With `snapshot`, every statement sees the same committed state (SQLite
         read transactions already do; other engines need REPEATABLE READ)."""
-        with self._reporting(), self._sessions() as session:
+        with tracing.span("mandate.store.read"), self._reporting(), self._sessions() as session:
             if snapshot and self.engine.dialect.name != "sqlite":
                 session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield session
@@ -302,18 +304,20 @@ class Store:
             return
         if not self._available and time.monotonic() - self._checked_at < RECHECK_SECONDS:
             raise errors.DatabaseUnavailable("the database cannot be reached; retry")
-        with self._writer:
+        with tracing.span("mandate.store.write") as span, self._writer:
             with self._reporting(), self._write_sessions() as session:
                 token = _open.set((self, None))
                 try:
                     revision = self._next_revision(session)
+                    if span is not None:
+                        span.set_attribute("mandate.revision", str(revision))
                     tx = Transaction(session, revision, actor_id)
                     _open.set((self, tx))
                     yield tx
                     deadlines.check()  # a caller that gave up while this waited gets no change
                     written = history.record(session, revision)  # the versions this change made (access history)
+                    committed_at = self._stamp(session, revision)  # events carry the time of their commit
                     if tx.events:
-                        committed_at = utc_now()  # events carry the time of their commit (as_of reads it)
                         session.connection().execute(_INSERT_EVENTS, [dict(e, occurred_at=committed_at)
                                                                       for e in tx.events])
                     session.commit()
@@ -328,6 +332,41 @@ class Store:
             # Before the next writer of this process starts: the fact index applies the rows just
             # written, so that writer's decisions (made on the index) need no look at the store.
             self.announce(revision)
+
+    def _stamp(self, session: Session, revision: int) -> str:
+        """The time of the write of `revision`, taken under the revision lock: the store's clock
+        (PostgreSQL's, the same for every replica), and always later than the time of every
+        revision before it, so the times of revisions rise with them (`as_of` relies on it). On
+        PostgreSQL the same statement sends the NOTIFY that wakes the other replicas at commit
+        (mandate.store.follow)."""
+        if self.postgres:
+            now, newest = session.execute(text(
+                f"SELECT pg_notify(:channel, :revision), {_PG_NOW}, (SELECT max(occurred_at) FROM events)"),
+                {"channel": CHANNEL, "revision": str(revision)}).one()[1:]
+        else:
+            now, newest = utc_now(), session.execute(_NEWEST_TIME).scalar_one()
+        return now if newest is None or now > newest else clock.as_text(clock.parse(newest) + _TICK)
+
+    def now(self, session: Session) -> str:
+        """The store's clock, as revisions are stamped with it (`_stamp`)."""
+        return session.execute(text(f"SELECT {_PG_NOW}")).scalar_one() if self.postgres else utc_now()
+
+    @contextlib.contextmanager
+    def settled(self) -> Iterator[Session]:
+        """A read session that first waits for the write in flight, if any, to commit: every
+        revision committed after this session began is stamped later than it began. It holds
+        off writers (of every process) while it runs: keep it to a statement or two."""
+        with self._writer, self._reporting():
+            if self.postgres:
+                with self._sessions() as session:
+                    session.execute(select(models.RevisionCounter.value).with_for_update(read=True)).all()
+                    yield session
+                    session.rollback()
+            else:
+                with self._write_sessions() as session:  # BEGIN IMMEDIATE: the write lock
+                    session.connection()
+                    yield session
+                    session.rollback()
 
     def written_at(self, revision: int) -> list | None:
         """The fact rows the local commit of `revision` wrote, per fact model, while they are the
@@ -356,10 +395,8 @@ class Store:
                 raise
 
     def _next_revision(self, session: Session) -> int:
-        # One round trip: the lock, the increment and the new value (SQLite 3.35+ has RETURNING
-        # too), and on PostgreSQL the notification of this revision.
-        statement = _NEXT_REVISION_NOTIFYING if self.postgres else _NEXT_REVISION
-        return session.connection().execute(statement).first()[0]
+        # One round trip: the lock, the increment and the new value (SQLite 3.35+ has RETURNING too).
+        return session.connection().execute(_NEXT_REVISION).scalar_one()
 
     def writing_revision(self) -> int | None:
         """The revision of the write transaction open in this context, if any. Writers take

@@ -24,8 +24,8 @@ from sqlalchemy.sql.visitors import replacement_traverse
 from mandate.store import models
 from mandate.store.models import FACT_MODELS, HISTORY
 
-__all__ = ["FACT_MODELS", "fact_rows", "record", "horizon", "revision_at", "last_policy", "record_policy", "policy_at",
-           "forget_before"]
+__all__ = ["FACT_MODELS", "fact_rows", "record", "horizon", "revision_at", "newest_time", "last_policy",
+           "record_policy", "policy_at", "forget_before"]
 
 
 def fact_rows(session: Session, model, at_revision: int | None = None, *where):
@@ -109,6 +109,11 @@ def revision_at(session: Session, moment: str) -> int:
     every revision records its events with the time they happened."""
     found = session.execute(select(func.max(models.Event.revision)).where(models.Event.occurred_at <= moment))
     return found.scalar_one() or 0
+
+
+def newest_time(session: Session) -> str | None:
+    """The time of the newest revision committed (revisions are stamped in rising order)."""
+    return session.execute(select(func.max(models.Event.occurred_at))).scalar_one()
 
 
 def last_policy(session: Session) -> str | None:
