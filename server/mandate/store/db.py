@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, exc, func, insert, select, text, update
+from sqlalchemy import bindparam, create_engine, event, exc, func, insert, literal_column, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -207,6 +207,14 @@ def _as_text(value: object) -> str:
 _PG_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 _NEWEST_TIME = select(func.max(models.Event.occurred_at))
 _TICK = datetime.timedelta(microseconds=1)
+# The last look of a write, in one round trip: which fact tables it wrote (history.record) and
+# its time (Store._stamp), with on PostgreSQL the NOTIFY of its revision.
+_WRITTEN_AND_STAMP = {
+    False: history.NEWEST.add_columns(_NEWEST_TIME.scalar_subquery()),
+    True: history.NEWEST.add_columns(func.pg_notify(bindparam("channel"), bindparam("notified")),
+                                     literal_column(_PG_NOW), _NEWEST_TIME.scalar_subquery()),
+}
+_FACT_TABLES = len(history.FACT_MODELS)
 
 # Built once: every write runs it first.
 _COUNTER = models.RevisionCounter.__table__
@@ -315,8 +323,12 @@ class Store:
                     _open.set((self, tx))
                     yield tx
                     deadlines.check()  # a caller that gave up while this waited gets no change
-                    written = history.record(session, revision)  # the versions this change made (access history)
-                    committed_at = self._stamp(session, revision)  # events carry the time of their commit
+                    last_look = session.execute(_WRITTEN_AND_STAMP[self.postgres],  # after every change
+                                                {"channel": CHANNEL, "notified": str(revision)}
+                                                if self.postgres else {}).one()
+                    # The versions this change made (access history); the time of the commit.
+                    written = history.record(session, revision, tuple(last_look[:_FACT_TABLES]))
+                    committed_at = self._stamp(tuple(last_look[_FACT_TABLES:]))
                     if tx.events:
                         session.connection().execute(_INSERT_EVENTS, [dict(e, occurred_at=committed_at)
                                                                       for e in tx.events])
@@ -333,18 +345,16 @@ class Store:
             # written, so that writer's decisions (made on the index) need no look at the store.
             self.announce(revision)
 
-    def _stamp(self, session: Session, revision: int) -> str:
-        """The time of the write of `revision`, taken under the revision lock: the store's clock
-        (PostgreSQL's, the same for every replica), and always later than the time of every
-        revision before it, so the times of revisions rise with them (`as_of` relies on it). On
-        PostgreSQL the same statement sends the NOTIFY that wakes the other replicas at commit
-        (mandate.store.follow)."""
+    def _stamp(self, looked: tuple) -> str:
+        """The time of a write, taken under the revision lock: the store's clock (PostgreSQL's,
+        the same for every replica), and always later than the time of every revision before it,
+        so the times of revisions rise with them (`as_of` relies on it). `looked`: the write's
+        last look (_WRITTEN_AND_STAMP), which on PostgreSQL also sent the NOTIFY that wakes the
+        other replicas at commit (mandate.store.follow)."""
         if self.postgres:
-            now, newest = session.execute(text(
-                f"SELECT pg_notify(:channel, :revision), {_PG_NOW}, (SELECT max(occurred_at) FROM events)"),
-                {"channel": CHANNEL, "revision": str(revision)}).one()[1:]
+            _notified, now, newest = looked
         else:
-            now, newest = utc_now(), session.execute(_NEWEST_TIME).scalar_one()
+            now, (newest,) = utc_now(), looked
         return now if newest is None or now > newest else clock.as_text(clock.parse(newest) + _TICK)
 
     def now(self, session: Session) -> str:

@@ -79,15 +79,22 @@ def _statements():
 _NEWEST, _PER_MODEL = _statements()
 
 
-def record(session: Session, revision: int) -> list[tuple[object, list]]:
+# Which fact tables a write touched: the newest revision of each, in FACT_MODELS order (the
+# writer may run it with more columns after these, to save a round trip: see Store.write).
+NEWEST = _NEWEST
+
+
+def record(session: Session, revision: int, newest: tuple | None = None) -> list[tuple[object, list]]:
     """Inside the write transaction of `revision`: end the versions of the rows it wrote and add
     their new versions. Only the tables it wrote are touched (one statement finds them), with
     two statements each that move no rows through the service but the new versions they return.
     Returns the rows it wrote, per fact model: after the commit, the fact index of this
-    process applies them as they are instead of reading them again (FactIndex.apply_written)."""
-    session.flush()  # the changes still held as objects
+    process applies them as they are instead of reading them again (FactIndex.apply_written).
+    `newest`: the answer of NEWEST, when the caller asked it already (after every change)."""
+    if newest is None:
+        session.flush()  # the changes still held as objects
+        newest = session.connection().execute(_NEWEST).one()
     connection = session.connection()
-    newest = connection.execute(_NEWEST).one()
     written = []
     parameters = {"written": revision}
     for model, latest in zip(FACT_MODELS, newest, strict=True):
