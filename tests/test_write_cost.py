@@ -43,9 +43,9 @@ def events_at(app, revision: int) -> list[str]:
 
 
 def test_pause_and_resume_take_a_handful_of_statements_and_write_their_history(app):
-    """issue 22 item 1: a pause (R7) is at most 8 statements (the revision with its NOTIFY, the
-    membership with its email, the change, the tables written, the history, the events), and
-    leaves one history version per revision and one event, as before."""
+    """issue 22 item 1: a pause (R7) is at most 8 statements (BEGIN on SQLite, the revision, the
+    membership with its email, the change, one last look for the tables written, the time and the
+    NOTIFY, the history, the events), and leaves one history version per revision and one event."""
     world = World(app)
     organization = world.organization()
     owner = world.owner_of(organization)
