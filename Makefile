@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/mandate/v1/*.proto)
 STUBS := server/mandate/v1/.generated
 
-.PHONY: serve test test-package proto lint bench bench-large migrate policy-test clean
+.PHONY: serve test test-package proto lint bench bench-large bench-import migrate policy-test clean
 
 # The editable install runs the build hook of setup.py, which generates the stubs as below.
 # constraints.txt pins the versions the service is tested with; pyproject.toml gives ranges.
@@ -51,6 +51,10 @@ bench: $(STUBS)
 
 bench-large: $(STUBS)
 	$(BIN)/python -m bench.run --dataset large
+
+# Import and export rates (records/s) on SQLite and PostgreSQL: RECORDS=1000000 for the 1M figure.
+bench-import: $(STUBS)
+	$(BIN)/python -m bench.data --records $(or $(RECORDS),200000) $(if $(STORE),--store $(STORE),)
 
 clean:
 	rm -rf $(VENV) var build server/mandate/v1/*_pb2*.py* $(STUBS)

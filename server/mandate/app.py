@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mandate import errors, policytrial
 from mandate.config import DatabaseSettings
+from mandate.domain.admin import Admin
 from mandate.domain.authorization import Authorizer
 from mandate.domain.directory import Directory
 from mandate.domain.events import Events
@@ -52,6 +53,7 @@ class App:
         self.expiries = Expiries(self.store, self.lifetimes)
         self.requests = Retrying(RequestIds(self.store, self.lifetimes))
         self.history = History(self.store, self.authorizer, self.lifetimes)
+        self.admin = Retrying(Admin(self.store, self.lifetimes, self.history))
         self.history.record_policy(self.authorizer.policy)
         self.expiries.chores.append(self.history.forget_expired)
         self._stop = threading.Event()

@@ -7,7 +7,8 @@ both. Callers come from the callers file (TOML, `--callers FILE`, reloaded on SI
 every RPC that changes nothing, and sees no email address in any reply. A caller with
 `organizations` sees and changes only those organizations (`require_organization`: the one
 rule, for every way in). A caller with `event_organizations` sees only the events of those
-organizations (ListEvents, Watch).
+organizations (ListEvents, Watch). Only a caller with `admin = true` may call AdminService
+(import, export, erasure); an admin caller is never limited to some organizations.
 
 The plumbing sets the caller of the request being served in `current` (a context variable, so
 it is carried into the worker thread that does the request's work): the store records its name
@@ -32,7 +33,7 @@ log = logging.getLogger("mandate.callers")
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 DIGEST = re.compile(r"[0-9a-f]{64}")
-KEYS = {"token_sha256", "client_cert_subject", "read_only", "organizations", "event_organizations"}
+KEYS = {"token_sha256", "client_cert_subject", "read_only", "organizations", "event_organizations", "admin"}
 ORGANIZATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
 # The one answer to every credential that names no caller: a refusal tells nothing about why
 # (a token valid only with its certificate is refused as a random one is).
@@ -49,6 +50,7 @@ class Caller:
     event_organizations: frozenset[str] | None = None
     # The organizations the caller may see and change at all; None: every organization.
     organizations: frozenset[str] | None = None
+    admin: bool = False  # may call AdminService (import, export, erasure)
 
 
 current: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("mandate_caller", default=None)
@@ -83,7 +85,7 @@ def narrowed(before: Caller, after: Caller) -> bool:
     def within(wider: frozenset[str] | None, narrower: frozenset[str] | None) -> bool:
         return wider is None or (narrower is not None and narrower <= wider)
 
-    return ((after.read_only and not before.read_only)
+    return ((after.read_only and not before.read_only) or (before.admin and not after.admin)
             or not within(after.organizations, before.organizations)
             or not within(event_scope(after), event_scope(before)))
 
@@ -176,6 +178,9 @@ def read_callers_file(path: Path) -> list[Caller]:
             raise CallersError(f"{where}: client_cert_subject must be a string")
         if not isinstance(read_only, bool):
             raise CallersError(f"{where}: read_only must be true or false")
+        admin = entry.get("admin", False)
+        if not isinstance(admin, bool):
+            raise CallersError(f"{where}: admin must be true or false")
         organizations = organization_ids(entry, "organizations", where)
         events = organization_ids(entry, "event_organizations", where)
         if organizations is not None and events is not None and not events <= organizations:
@@ -184,8 +189,11 @@ def read_callers_file(path: Path) -> list[Caller]:
             rdns = subject_rdns(subject) if subject is not None else None
         except CallersError as error:
             raise CallersError(f"{where}: client_cert_subject {error}") from None
+        if admin and organizations is not None:
+            raise CallersError(f"{where}: an admin caller reads and writes every organization; admin = true and "
+                               "organizations do not go together")
         callers.append(Caller(name, read_only, bytes.fromhex(digest) if digest else None, rdns, events,
-                              organizations))
+                              organizations, admin))
     digests = [c.token_sha256 for c in callers if c.token_sha256]
     if len(digests) != len(set(digests)):
         raise CallersError(f"callers file {path}: two callers have the same token_sha256")

@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     listed = context_commands.add_parser("list", help="the saved contexts; the current one is marked *")
     listed.add_argument("--json", action="store_true", help="print JSON")
 
+    add_data_commands(commands)
+
     args = parser.parse_args(argv)
     try:
         config = Config.from_env()
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     client_commands = {"check": run_check, "explain": run_check, "list-actions": run_list_actions,
                        "list-resources": run_list, "list-actors": run_list, "export-clients": run_export,
-                       "call": run_call, "access-review": run_access_review, "context": run_context}
+                       "call": run_call, "access-review": run_access_review, "context": run_context,
+                       **DATA_COMMANDS}
     if args.command in client_commands:
         try:
             return client_commands[args.command](args)
@@ -197,7 +200,7 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
-    parser.add_argument("--world", help="with --ephemeral: fill the database from this world file (YAML)")
+    parser.add_argument("--world", help="with --ephemeral: fill the database from this world file (YAML or JSON Lines)")
     parser.add_argument("--callers", metavar="FILE", help="named callers, TOML (overrides MANDATE_CALLERS_FILE)")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (MANDATE_TLS_CERT)")
     parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (MANDATE_TLS_KEY)")
@@ -301,10 +304,10 @@ def run_serve(config: Config, args) -> int:
         return 2
     try:
         if args.ephemeral:
-            from mandate.world import EphemeralApp, WorldError, read_yaml
+            from mandate.world import EphemeralApp, WorldError, read_world
 
             try:
-                world = read_yaml(args.world).get("world") if args.world else None
+                world = read_world(args.world) if args.world else None
                 ephemeral = EphemeralApp(config.policy_dir, world)
                 ephemeral.app.lifetimes.invitation_ttl = config.invitation_ttl
             except (WorldError, OSError) as error:
@@ -842,6 +845,201 @@ def run_access_review(args) -> int:
             cells = (" ".join(row[c]) if c == "actions" else str(row[c]) for c in REVIEW_COLUMNS)
             print("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return 0
+
+
+# -- data in and out: import, export, erase-person (AdminService; admin callers only) ---------------------------
+
+IMPORT_BATCH = 1000  # records per ImportRequest
+PROGRESS_SECONDS = 0.5
+
+
+def add_data_commands(commands) -> None:
+    data_import = commands.add_parser("import", help="write a world file (YAML or JSON Lines) into the store, all or "
+                                                     "nothing, at one revision (admin callers)")
+    data_import.add_argument("file", help="a world file (docs/world-format.md)")
+    data_import.add_argument("--on-conflict", choices=("fail", "skip", "touch"), default="fail",
+                             help="a record that exists already: refuse the import (fail, default), keep the "
+                                  "existing one (skip), or replace it (touch)")
+    add_client_flags(data_import)
+    data_export = commands.add_parser("export", help="write every fact as a world file: now, at a revision or at a "
+                                                     "time (admin callers)")
+    when = data_export.add_mutually_exclusive_group()
+    when.add_argument("--at-revision", default="", metavar="R", help="the facts at this kept revision")
+    when.add_argument("--as-of", default="", metavar="T", help="the facts at this past time (RFC 3339)")
+    data_export.add_argument("--format", choices=("yaml", "jsonl"),
+                             help="yaml, or jsonl for big worlds (default: jsonl for a .jsonl file, else yaml)")
+    data_export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    add_client_flags(data_export)
+    erase = commands.add_parser("erase-person", help="take a person's email and name out of the store and end their "
+                                                     "memberships (admin callers)")
+    erase.add_argument("user_id", help="the person's user id (it stays)")
+    add_client_flags(erase)
+
+
+def run_world_import(args) -> int:
+    from mandate.v1 import admin_pb2
+    from mandate.worldfile import WorldError, read_records, sniff_jsonl, to_json
+
+    path = Path(args.file)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            jsonl = sniff_jsonl(handle.read(4096))
+        if jsonl:  # sent as they are: the server reads each line
+            with open(path, encoding="utf-8") as handle:
+                total = sum(1 for line in handle if line.strip())
+            records = jsonl_lines(path)
+        else:
+            records = [admin_pb2.WorldRecord(json=to_json({"kind": r.kind, **r.fields}, default=str), line=r.line)
+                       for r in read_records(path)]
+            total = len(records)
+    except (OSError, UnicodeDecodeError, WorldError) as error:
+        print(f"mandate: cannot read {path}: {error}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    progress = Progress(total, started)
+
+    def requests():
+        batch = []
+        for record in records:
+            batch.append(record)
+            if len(batch) == IMPORT_BATCH:
+                yield admin_pb2.ImportRequest(on_conflict=args.on_conflict, records=batch)
+                progress.sent(len(batch))
+                batch = []
+        yield admin_pb2.ImportRequest(on_conflict=args.on_conflict, records=batch)
+        progress.sent(len(batch))
+        progress.done_sending()
+
+    stub = args.admin_stub
+    try:
+        summary = stub.Import(requests(), metadata=call_metadata(args))
+    except grpc.RpcError as error:
+        progress.clear()
+        print(f"{rpc_error_text(error)} ({path}; nothing was imported)", file=sys.stderr)
+        return 1
+    seconds = time.monotonic() - started
+    counts = ", ".join(f"{kind} {count}" for kind, count in sorted(summary.counts.items()) if count)
+    print(f"imported {summary.records} records at revision {summary.revision} in {seconds:.1f} s "
+          f"({summary.records / max(seconds, 1e-9):,.0f} records/s){': ' + counts if counts else ''}"
+          f"{f'; {summary.skipped} existed already and were skipped' if summary.skipped else ''}", file=sys.stderr)
+    return 0
+
+
+def jsonl_lines(path: Path):
+    from mandate.v1 import admin_pb2
+
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                yield admin_pb2.WorldRecord(json=line, line=number)
+
+
+class Progress:
+    """Records sent, records per second and the time left, on one line of standard error."""
+
+    def __init__(self, total: int, started: float):
+        self.total, self.started, self.count, self.shown = total, started, 0, 0.0
+        self.live = sys.stderr.isatty()
+
+    def sent(self, count: int) -> None:
+        self.count += count
+        now = time.monotonic()
+        if now - self.shown < PROGRESS_SECONDS:
+            return
+        self.shown = now
+        rate = self.count / max(now - self.started, 1e-9)
+        left = (self.total - self.count) / rate if rate else 0
+        self._show(f"sent {self.count:,}/{self.total:,} records, {rate:,.0f} records/s, about {left:.0f} s left")
+
+    def done_sending(self) -> None:
+        self._show(f"sent all {self.total:,} records; the server writes them in one transaction...")
+
+    def _show(self, text: str) -> None:
+        end = "\r" if self.live else "\n"
+        print(f"{text:<100}", end=end, file=sys.stderr, flush=True)
+
+    def clear(self) -> None:
+        if self.live:
+            print(" " * 100, end="\r", file=sys.stderr, flush=True)
+
+
+def run_world_export(args) -> int:
+    import os
+    import tempfile
+
+    from mandate.v1 import admin_pb2
+    from mandate.worldfile import YamlWriter
+
+    output = args.output
+    fmt = args.format or ("jsonl" if output and output.endswith((".jsonl", ".ndjson")) else "yaml")
+    stub = args.admin_stub
+    request = admin_pb2.ExportRequest(at_revision=args.at_revision, as_of=args.as_of)
+    # Written to a file beside the output, renamed into place once whole: a refusal leaves nothing.
+    if output:
+        directory = os.path.dirname(os.path.abspath(output))
+        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=directory, delete=False,
+                                             prefix=".mandate-export-")
+    else:
+        handle = sys.stdout
+    count, revision, started = 0, "", time.monotonic()
+    try:
+        import json
+
+        yaml_writer = YamlWriter(handle) if fmt == "yaml" else None
+        for chunk in stub.Export(request, metadata=call_metadata(args)):
+            revision = chunk.revision
+            if yaml_writer is None:
+                handle.writelines(line + "\n" for line in chunk.records)
+            else:
+                for line in chunk.records:
+                    yaml_writer.write(json.loads(line))
+            count += len(chunk.records)
+    except grpc.RpcError as error:
+        print(rpc_error_text(error), file=sys.stderr)
+        if output:
+            handle.close()
+            os.unlink(handle.name)
+        return 1
+    if output:
+        handle.close()
+        os.replace(handle.name, output)
+    seconds = time.monotonic() - started
+    print(f"exported {count} records at revision {revision} in {seconds:.1f} s "
+          f"({count / max(seconds, 1e-9):,.0f} records/s)", file=sys.stderr)
+    return 0
+
+
+def run_erase_person(args) -> int:
+    from mandate.v1 import admin_pb2
+
+    stub = args.admin_stub
+    request = admin_pb2.ErasePersonRequest(user_id=args.user_id, request_id=uuid.uuid4().hex)
+    try:
+        reply = call_with_retries(stub.ErasePerson, request, CALL_RETRIES, call_metadata(args))
+    except grpc.RpcError as error:
+        print(rpc_error_text(error), file=sys.stderr)
+        return 1
+    print(f"erased {args.user_id} at revision {reply.revision}")
+    return 0
+
+
+def admin_command(run, request: str):
+    """The command with an AdminService stub on a channel of its own, closed when it ends. A
+    history flag the request has no field for is refused."""
+    def call(args) -> int:
+        from mandate.v1 import admin_pb2, admin_pb2_grpc
+
+        history(args, getattr(admin_pb2, request))
+        with channel(args) as link:
+            args.admin_stub = admin_pb2_grpc.AdminServiceStub(link)
+            return run(args)
+
+    return call
+
+
+DATA_COMMANDS = {"import": admin_command(run_world_import, "ImportRequest"),
+                 "export": admin_command(run_world_export, "ExportRequest"),
+                 "erase-person": admin_command(run_erase_person, "ErasePersonRequest")}
 
 
 def run_context(args) -> int:

@@ -10,7 +10,8 @@
 
 One channel carries every call. The typed helpers (`check`, `batch_check`, `list_resources`,
 `explain`) cover the check plane; every RPC of the contract is also there as a stub
-(`mandate.authorization`, `.directory`, `.membership`, `.partner`, `.events`), taking the
+(`mandate.authorization`, `.directory`, `.membership`, `.partner`, `.events`, and `.admin` for
+callers with `admin = true`), taking the
 request messages of `mandate.v1`.
 
 - The token goes on every call as `authorization: Bearer <token>`.
@@ -35,6 +36,7 @@ from pathlib import Path
 import grpc
 
 from mandate.v1 import (
+    admin_pb2_grpc,
     authorization_pb2,
     authorization_pb2_grpc,
     common_pb2,
@@ -120,7 +122,8 @@ class _ClientCallDetails(
     pass
 
 
-class _CallDefaults(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class _CallDefaults(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                    grpc.StreamUnaryClientInterceptor):
     """Adds the bearer token to every call, and the default deadline to unary calls without one."""
 
     def __init__(self, token: str | None, timeout: float | None):
@@ -138,6 +141,9 @@ class _CallDefaults(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInte
 
     def intercept_unary_stream(self, continuation, client_call_details, request):
         return continuation(self._details(client_call_details, client_call_details.timeout), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details, client_call_details.timeout), request_iterator)
 
 
 def object_ref(value: Ref, default_type: str | None, what: str) -> common_pb2.ObjectRef:
@@ -193,6 +199,7 @@ class MandateClient:
         self.membership = membership_pb2_grpc.MembershipServiceStub(self.channel)
         self.partner = partner_pb2_grpc.PartnerServiceStub(self.channel)
         self.events = events_pb2_grpc.EventServiceStub(self.channel)
+        self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)  # admin callers only
 
     # The check plane, typed. `at_least_revision` waits for data at least that new (a revision
     # a write returned); `at_revision` and `as_of` ask about the past, where the server has history.

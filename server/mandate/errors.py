@@ -167,6 +167,12 @@ class ReadOnlyCaller(PermissionDenied):
     reason = Reason.READ_ONLY_CALLER
 
 
+class AdminOnly(PermissionDenied):
+    """AdminService, called by a caller without `admin = true` in the callers file."""
+
+    reason = Reason.ADMIN_ONLY
+
+
 class OutsideCallerScope(PermissionDenied):
     """A caller limited to some organizations (callers file: organizations) named another one,
     or something that belongs to none of them."""

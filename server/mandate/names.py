@@ -102,6 +102,7 @@ class Reason(StrEnum):
     # PERMISSION_DENIED: the policy refused the acting user (R23)
     NOT_ALLOWED = "NOT_ALLOWED"
     READ_ONLY_CALLER = "READ_ONLY_CALLER"  # a read-only caller (callers file) asked for a change
+    ADMIN_ONLY = "ADMIN_ONLY"  # AdminService, called by a caller without `admin = true` (callers file)
     OUTSIDE_CALLER_SCOPE = "OUTSIDE_CALLER_SCOPE"  # an organization the caller is not limited to (callers file)
     # NOT_FOUND
     NOT_FOUND = "NOT_FOUND"
@@ -120,6 +121,7 @@ class Reason(StrEnum):
     ALREADY_CONNECTED = "ALREADY_CONNECTED"
     ALREADY_ASSIGNED = "ALREADY_ASSIGNED"
     EMAIL_TAKEN = "EMAIL_TAKEN"
+    IMPORT_CONFLICT = "IMPORT_CONFLICT"  # an imported record exists already (on_conflict fail)
     # FAILED_PRECONDITION
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     INVITATION_NOT_PENDING = "INVITATION_NOT_PENDING"

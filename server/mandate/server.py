@@ -36,6 +36,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from sqlalchemy.exc import DBAPIError
 
 from mandate import logs, metrics, tracing
+from mandate.api.admin import AdminService
 from mandate.api.authorization import AuthorizationService
 from mandate.api.authzen import AuthZen
 from mandate.api.directory import DirectoryService
@@ -51,6 +52,8 @@ from mandate.errors import DatabaseUnavailable, Unavailable
 from mandate.policy import PolicyError
 from mandate.tls import Certificates
 from mandate.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     authorization_pb2,
     authorization_pb2_grpc,
     directory_pb2,
@@ -71,6 +74,7 @@ SERVICES = (
     (membership_pb2, "MembershipService", membership_pb2_grpc, MembershipService),
     (partner_pb2, "PartnerService", partner_pb2_grpc, PartnerService),
     (events_pb2, "EventService", events_pb2_grpc, EventService),
+    (admin_pb2, "AdminService", admin_pb2_grpc, AdminService),
 )
 SERVICE_NAMES = [module.DESCRIPTOR.services_by_name[name].full_name for module, name, _, _ in SERVICES]
 # Answered from memory: SERVING while the database is away.
@@ -141,11 +145,16 @@ def register_unavailable(router: Router) -> None:
         service = module.DESCRIPTOR.services_by_name[name]
         for method in service.methods:
             path = f"/{service.full_name}/{method.name}"
-            router.handlers[path] = starting_handler(path, method.server_streaming)
+            router.handlers[path] = starting_handler(path, method.server_streaming, method.client_streaming)
 
 
-def starting_handler(path: str, streaming: bool) -> grpc.RpcMethodHandler:
+def starting_handler(path: str, streaming: bool, client_streaming: bool = False) -> grpc.RpcMethodHandler:
     error = Unavailable("the server is starting: it is loading the policy and the fact index")
+    if client_streaming:
+        async def client_stream(_raw, context):
+            await abort(context, path, error)
+
+        return grpc.stream_unary_rpc_method_handler(client_stream)
     if streaming:
         async def stream(_raw, context):
             await abort(context, path, error)
@@ -166,6 +175,8 @@ def register_services(router: Router, app: App, plumbing: Plumbing, changes: Cha
     for _, name, grpc_module, servicer in SERVICES:
         if servicer is EventService:
             instance = servicer(app, plumbing.run, changes)
+        elif servicer is AdminService:
+            instance = servicer(app, plumbing.run)
         elif servicer is AuthorizationService and config is not None:
             instance = servicer(app, max_batch=config.max_batch)
         else:

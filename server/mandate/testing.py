@@ -3,7 +3,8 @@
 Installing mandate registers this plugin (entry point `pytest11`). It gives three fixtures:
 
 - `mandate_world`: the world to start from (override it in your conftest.py to return a
-  path to a world YAML file or a dict in the same format; default: an empty world);
+  path to a world file, YAML or JSON Lines (docs/world-format.md), or a `world:` mapping as a
+  dict; default: an empty world);
 - `mandate_server`: a fresh in-process Mandate server on a free port, filled from
   `mandate_world`, with a throwaway database (`.address`, `.token`, `.client`). One per test;
 - `mandate_client`: a `mandate.client.MandateClient` connected to that server.
@@ -37,10 +38,10 @@ class RunningMandate:
         from mandate.client import MandateClient
         from mandate.config import Config
         from mandate.server import build_server
-        from mandate.world import EphemeralApp, read_yaml
+        from mandate.world import EphemeralApp, read_world
 
         if isinstance(world, str | Path):
-            world = read_yaml(world).get("world")
+            world = read_world(world)
         policy_dir = Path(policy_dir) if policy_dir else Config.from_env().policy_dir
         self.token = secrets.token_urlsafe(16)
         self._ephemeral = EphemeralApp(policy_dir, world)

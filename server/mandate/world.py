@@ -1,6 +1,7 @@
-"""Worlds: a known set of users, organizations, memberships, connections, assignments and
-projects, written in YAML, loaded straight into a store. Used by `mandate policy test`,
-`mandate policy matrix`, `mandate serve --ephemeral --world FILE` and `mandate.testing`.
+"""Worlds: a known set of facts, in the world format (docs/world-format.md, read by
+mandate.worldfile), loaded straight into a store. Used by `mandate policy test`, `mandate
+policy matrix`, `mandate serve --ephemeral --world FILE` and `mandate.testing`; `mandate
+import` reads the same files into a real store, with the business rules checked.
 
     world:
       users: [alice, bob]                       # ids; emails are <id>@example.test
@@ -25,12 +26,11 @@ from typing import Any
 
 import yaml
 
-from mandate.store import models
-from mandate.store.db import Store, utc_now
+from mandate import errors
+from mandate.store.db import Store
+from mandate.worldfile import Record, WorldError, read_records, world_records
 
-
-class WorldError(ValueError):
-    """The world file is malformed; the message names the entry."""
+__all__ = ["WorldError", "read_yaml", "read_world", "load_world", "EphemeralApp"]
 
 
 def read_yaml(path: Path | str) -> dict[str, Any]:
@@ -44,107 +44,32 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def load_world(store: Store, world: dict[str, Any]) -> int:
-    """Write the world into the store in one transaction; returns its revision."""
-    if not isinstance(world, dict):
-        raise WorldError("world: must be a mapping")
-    unknown = set(world) - {"users", "organizations", "members", "connections", "assignments", "links", "projects"}
-    if unknown:
-        raise WorldError(f"world: unknown keys {sorted(unknown)}")
-    if not isinstance(world.get("organizations") or {}, dict):
-        raise WorldError("world.organizations: must be a mapping of id to {owner: ...}")
-    for key in ("members", "connections", "assignments", "projects"):
-        for number, spec in enumerate(world.get(key) or []):
-            if not isinstance(spec, dict):
-                raise WorldError(f"{key}[{number}]: must be a mapping, not {spec!r}")
-    for org_id, spec in (world.get("organizations") or {}).items():
-        if spec is not None and not isinstance(spec, dict):
-            raise WorldError(f"organizations.{org_id}: must be a mapping, not {spec!r}")
-    now = utc_now()
-    with store.write("world") as tx:
-        session = tx.session
-        revision = tx.revision
-        users = list(world.get("users") or [])
-        for organization in (world.get("organizations") or {}).values():
-            if organization and organization.get("owner") not in users:
-                users.append(organization.get("owner"))
-        for user_id in users:
-            session.add(models.User(id=str(user_id), email=f"{user_id}@example.test".lower(),
-                                    display_name=str(user_id), created_at=now, revision=revision))
-        session.flush()
-        for org_id, spec in (world.get("organizations") or {}).items():
-            spec = spec or {}
-            owner = _required(spec, "owner", f"organizations.{org_id}")
-            session.add(models.Organization(
-                id=str(org_id), name=spec.get("name", str(org_id)), currency=spec.get("currency", "EUR"),
-                seat_limit=int(spec.get("seat_limit", 0)), owner_id=str(owner), created_at=now, revision=revision))
-            session.flush()
-            session.add(models.Membership(organization_id=str(org_id), user_id=str(owner), role="owner",
-                                          status="active", partner_employee=False, revision=revision))
-        session.flush()
-        for number, spec in enumerate(world.get("members") or []):
-            where = f"members[{number}]"
-            role = spec.get("role", "colleague")
-            if role not in [r.value for r in models.Role]:
-                raise WorldError(f"{where}: unknown role {role!r}")
-            organization_id = str(_required(spec, "organization", where))
-            session.merge(models.Membership(
-                organization_id=organization_id, user_id=str(_required(spec, "user", where)), role=role,
-                status="paused" if spec.get("paused") else "active",
-                partner_employee=bool(spec.get("partner_employee", False)), revision=revision))
-        for number, spec in enumerate(world.get("connections") or []):
-            where = f"connections[{number}]"
-            partner, client = str(_required(spec, "partner", where)), str(_required(spec, "client", where))
-            granted = list(spec.get("granted", []))
-            bad = [s for s in granted if s not in models.SCOPES]
-            if bad:
-                raise WorldError(f"{where}: unknown scopes {bad}")
-            if session.get(models.Organization, partner) is None:
-                raise WorldError(f"{where}: no organization {partner!r}")
-            for key, values, default in (("status", models.ConnectionStatus, "active"),
-                                         ("employee_approval", models.EmployeeApproval, "client")):
-                if spec.get(key, default) not in [v.value for v in values]:
-                    raise WorldError(f"{where}: {key} must be one of {[v.value for v in values]}")
-            invitation_id = f"world-{partner}-{client}"
-            session.add(models.Invitation(
-                id=invitation_id, kind="client", organization_id=partner, email="", role="", status="finished",
-                invited_by=session.get(models.Organization, partner).owner_id, customer_name=spec.get(
-                    "customer_name", client), customer_number=str(spec.get("customer_number", "")),
-                currency=session.get(models.Organization, partner).currency, requested_scopes=granted,
-                created_at=now, expires_at=now, revision=revision))
-            session.flush()
-            session.add(models.Connection(
-                partner_id=partner, client_id=client, status=spec.get("status", "active"),
-                customer_name=spec.get("customer_name", client), customer_number=str(spec.get("customer_number", "")),
-                currency=session.get(models.Organization, partner).currency, requested_scopes=granted,
-                granted_scopes=sorted(granted), employee_approval=spec.get("employee_approval", "client"),
-                referral=bool(spec.get("referral", False)), connected_at=now, invitation_id=invitation_id,
-                revision=revision))
-        for number, spec in enumerate(world.get("assignments") or []):
-            where = f"assignments[{number}]"
-            session.add(models.Assignment(
-                partner_id=str(_required(spec, "partner", where)), client_id=str(_required(spec, "client", where)),
-                user_id=str(_required(spec, "user", where)), assigned=True,
-                client_approved=bool(spec.get("approved", False)), revision=revision))
-        for number, pair in enumerate(world.get("links") or []):
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise WorldError(f"links[{number}]: must be a pair [organization, organization]")
-            a, b = str(pair[0]), str(pair[1])
-            session.add(models.OrganizationLink(organization_id=a, other_organization_id=b, revision=revision))
-            session.add(models.OrganizationLink(organization_id=b, other_organization_id=a, revision=revision))
-        for number, spec in enumerate(world.get("projects") or []):
-            where = f"projects[{number}]"
-            session.add(models.Resource(type="Project", id=str(_required(spec, "id", where)),
-                                        organization_id=str(_required(spec, "organization", where)),
-                                        deleted=False, revision=revision))
-        tx.emit("world.loaded", users=len(users))
-    return revision
+def read_world(path: Path | str) -> list[Record]:
+    """The records of a world file, YAML or JSON Lines (docs/world-format.md)."""
+    try:
+        return list(read_records(path))
+    except errors.DomainError as error:
+        raise WorldError(f"{path}: {error.message}") from None
 
 
-def _required(spec: dict, key: str, where: str):
-    if not isinstance(spec, dict) or spec.get(key) in (None, ""):
-        raise WorldError(f"{where}: '{key}' is required")
-    return spec[key]
+def load_world(store: Store, world: dict[str, Any] | list[Record] | None) -> int:
+    """Write the world (a `world:` mapping, or the records of a world file) into the store in one
+    transaction; returns its revision. A test world may hold what the service would refuse
+    (docs/policy-tests.md): only its references are checked. Owners that are not among the
+    users are added."""
+    from mandate.domain.admin import Admin
+
+    records = list(world) if isinstance(world, list) else list(world_records(world))
+    users = {str(r.fields.get("id")) for r in records if r.kind == "user"}
+    for record in [r for r in records if r.kind == "organization"]:
+        owner = record.fields.get("owner")
+        if owner not in (None, "") and str(owner) not in users:
+            users.add(str(owner))
+            records.insert(0, Record(0, "user", {"id": owner}))
+    try:
+        return Admin(store).import_records(records, "fail", checked=False).revision
+    except errors.DomainError as error:
+        raise WorldError(f"world: {error.message}") from None
 
 
 _migrated_template: Path | None = None
@@ -165,11 +90,9 @@ def _remember_template(path: Path) -> None:
 class EphemeralApp:
     """An App on a throwaway SQLite database (deleted on close), optionally filled with a world."""
 
-    def __init__(self, policy_dir: Path | str, world: dict[str, Any] | None = None, policy=None):
+    def __init__(self, policy_dir: Path | str, world: dict[str, Any] | list[Record] | None = None, policy=None):
         import shutil
         import tempfile
-
-        from sqlalchemy.exc import IntegrityError
 
         from mandate.app import App
         from mandate.store.migrate import upgrade
@@ -187,10 +110,6 @@ class EphemeralApp:
         if world:
             try:
                 load_world(self.app.store, world)
-            except IntegrityError as error:
-                self.close()
-                raise WorldError(f"world: an entry names something that does not exist or repeats one "
-                                 f"({error.orig})") from None
             except BaseException:
                 self.close()
                 raise

@@ -9,6 +9,8 @@ Every method handler is wrapped once, when the services are registered (`Plumbin
   PERMISSION_DENIED, reason READ_ONLY_CALLER, for every method that is not known to change
   nothing (`changes_nothing`), and no `email` field in any reply (`convert.clear_emails`). A
   caller limited to some organizations is held to them (`api/scope.py`) before the request runs.
+  AdminService answers only callers with `admin = true` (others: PERMISSION_DENIED, reason
+  ADMIN_ONLY).
 - Each caller has a limit of requests in flight (past it: RESOURCE_EXHAUSTED, reason
   TOO_MANY_REQUESTS, with a google.rpc.RetryInfo) and a share of the worker threads, so one
   busy caller does not slow the others.
@@ -18,7 +20,8 @@ Every method handler is wrapped once, when the services are registered (`Plumbin
   event loop is never held by a call. A call whose deadline passed while it waited for a worker
   is not started, and the store commits nothing once the deadline has passed (`deadlines`).
   Methods listed as inline (a `Check` answered from memory) run on the event loop itself.
-- Streams (ours, health `Watch`, reflection) are counted per caller and in total; past either
+- Streams (ours, health `Watch`, reflection, and the client stream of AdminService.Import)
+  are counted per caller and in total; past either
   limit a new stream is RESOURCE_EXHAUSTED, reason TOO_MANY_STREAMS. While the server drains,
   open streams end with UNAVAILABLE, so their callers reconnect to another replica. A reload of
   the callers file ends the streams whose caller lost the right to them (`callers_reloaded`).
@@ -60,6 +63,7 @@ from mandate.api.convert import clear_emails
 from mandate.api.scope import check_request
 from mandate.callers import Caller, Callers, peer_subject
 from mandate.errors import (
+    AdminOnly,
     DatabaseUnavailable,
     DomainError,
     InvalidArgument,
@@ -84,6 +88,7 @@ DEFAULT_REQUESTS_PER_CALLER = 200
 READ_SERVICES = ("mandate.v1.AuthorizationService", "mandate.v1.EventService", "authzen")
 READ_PREFIXES = ("Get", "List", "Export")
 CHECK = "/mandate.v1.AuthorizationService/Check"
+ADMIN = "/mandate.v1.AdminService/"  # only callers with `admin = true` (callers file)
 CHECK_PLANE = "/mandate.v1.AuthorizationService/"
 DECISIONS = (CHECK, "/mandate.v1.AuthorizationService/BatchCheck")
 AUTHZEN = "/authzen/"  # the AuthZEN calls' method names (mandate.api.http): the check plane too
@@ -109,6 +114,12 @@ def error_status(code: grpc.StatusCode, reason: str, message: str, metadata: dic
         details[1].Pack(retry)
     return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=f"{reason}: {message}",
                                                   details=details))
+
+
+def require_admin(method: str, caller: Caller) -> None:
+    """AdminService (import, export, erasure) answers only callers with `admin = true`."""
+    if method.startswith(ADMIN) and not caller.admin:
+        raise AdminOnly(f"caller {caller.name} may not call AdminService (callers file: admin = true)")
 
 
 def changes_nothing(method: str) -> bool:
@@ -309,6 +320,9 @@ class Plumbing:
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(method, handler, handler.unary_stream, parse=handler.request_deserializer),
                 response_serializer=handler.response_serializer)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._client_stream(method, handler), response_serializer=handler.response_serializer)
         if handler.stream_stream and method.startswith(OPEN_PREFIXES):  # reflection
             return grpc.stream_stream_rpc_method_handler(
                 self._stream(method, handler, handler.stream_stream, parse=None),
@@ -333,6 +347,7 @@ class Plumbing:
                     caller = self.identify(context)
                     outcome.caller = caller.name
                     token = callers.current.set(caller)
+                    require_admin(method, caller)
                     self.admit(caller, writes)
                 try:
                     request = outcome.request = parse_request(method, parse, raw)
@@ -416,6 +431,7 @@ class Plumbing:
                 outcome.caller, caller = caller_of(context)
                 if caller is not None:
                     token = callers.current.set(caller)
+                    require_admin(method, caller)
                 with plumbing.limits.hold(outcome.caller):
                     if parse is not None:
                         request = outcome.request = parse_request(method, parse, request)
@@ -452,6 +468,50 @@ class Plumbing:
                 observer.finished(outcome)
 
         return relayed
+
+    def _client_stream(self, method: str, handler):
+        """A client stream (AdminService.Import): `inner` is a coroutine that reads the parsed
+        requests as an async iterator; it holds no thread while the requests arrive."""
+        inner, parse = handler.stream_unary, handler.request_deserializer
+        if not inspect.iscoroutinefunction(inner):
+            raise RuntimeError(f"{method}: a client-streaming handler must be async so that it holds no thread")
+        plumbing, observer = self, self.observer
+        writes = not changes_nothing(method)
+
+        async def call(raw_requests, context):
+            outcome = Outcome("client_stream", method)
+            token = None
+            try:
+                caller = plumbing.identify(context)
+                outcome.caller = caller.name
+                token = callers.current.set(caller)
+                if writes and caller.read_only:
+                    raise ReadOnlyCaller(f"caller {caller.name} is read-only; it may not change anything")
+                require_admin(method, caller)
+                check_request(method, None, caller)  # never a limited caller's (api/scope.py)
+
+                async def parsed():
+                    async for raw in raw_requests:
+                        yield parse_request(method, parse, raw)
+
+                with plumbing.limits.hold(outcome.caller):
+                    reply = await plumbing._until_drained(inner(parsed(), context))
+                outcome.reply = reply
+                return reply
+            except AbortError:
+                outcome.code = _aborted_code(context)
+                raise
+            except asyncio.CancelledError:
+                outcome.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:  # noqa: BLE001
+                await context.abort_with_status(failure(outcome, error))
+            finally:
+                if token is not None:
+                    callers.current.reset(token)
+                observer.finished(outcome)
+
+        return call
 
     async def _until_drained(self, awaitable, stream: OpenStream | None = None):
         """Await `awaitable`, unless the server starts draining first, or `stream` is ended (its

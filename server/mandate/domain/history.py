@@ -131,16 +131,9 @@ class History:
         them: unless the whole index of that revision is at hand, only its facts are read."""
         with tracing.span("mandate.history.find_revision"):
             revision = at_revision if as_of is None else self.revision_as_of(as_of)
+        field = "as_of" if as_of is not None else "at_revision"
         with self.store.read() as session:
-            kept_from = history.horizon(session)
-            newest = self.store.current_revision()
-            field = "as_of" if as_of is not None else "at_revision"
-            if revision > newest:
-                raise errors.RevisionUnavailable(f"{field}: revision {revision} is newer than the store's ({newest})")
-            if revision < kept_from:
-                raise errors.RevisionUnavailable(
-                    f"{field}: the history starts at revision {kept_from} (older revisions were never recorded, "
-                    "or passed the history retention)")
+            kept_revision(self.store, session, revision, field)
             served = history.policy_at(session, revision)
         if served is None:
             raise errors.RevisionUnavailable(f"{field}: no policy was recorded as serving at revision {revision}")
@@ -218,3 +211,18 @@ class History:
             with self._lock:
                 policy = self._policies.setdefault(served.version, policy)
         return policy
+
+
+def kept_revision(store: Store, session, revision: int, field: str) -> int:
+    """`revision`, if the history holds it (read in `session`); FAILED_PRECONDITION
+    REVISION_UNAVAILABLE, naming `field`, when it is older than the history keeps or newer than
+    the store."""
+    kept_from = history.horizon(session)
+    newest = store.current_revision()
+    if revision > newest:
+        raise errors.RevisionUnavailable(f"{field}: revision {revision} is newer than the store's ({newest})")
+    if revision < kept_from:
+        raise errors.RevisionUnavailable(
+            f"{field}: the history starts at revision {kept_from} (older revisions were never recorded, "
+            "or passed the history retention)")
+    return revision

@@ -139,13 +139,7 @@ class Memberships:
             membership = get_member(tx.session, organization_id, user_id)
             # R6: whom the actor may remove (only an owner removes an owner) is the policy's.
             self.authorizer.require_target(actor_id, MemberAction.REMOVE, MemberRef(organization_id, user_id))
-            if membership.role == models.Role.OWNER:
-                check_keeps_an_active_owner(tx, organization_id, user_id)
-            membership.status = Status.REMOVED
-            membership.partner_employee = False
-            membership.revision = tx.revision
-            withdraw_assignments(tx, organization_id, user_id)
-            tx.emit("member.removed", organization_id=organization_id, user_id=user_id)
+            end_membership(tx, membership)
         return tx.revision
 
     def pause_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
@@ -303,6 +297,20 @@ def check_keeps_an_active_owner(tx: Transaction, organization_id: str, user_id: 
     if not others:
         raise errors.LastOwner("user_id: the last active owner of an organization cannot be removed, demoted "
                                "or paused (R6)")
+
+
+def end_membership(tx: Transaction, membership: models.Membership) -> None:
+    """A removal (R6, R18): the membership ends, with its tag and every client assignment of the
+    person under this organization. The last active owner stays (LAST_OWNER). Erasing a person
+    ends each of their memberships the same way (mandate.domain.admin)."""
+    organization_id, user_id = membership.organization_id, membership.user_id
+    if membership.role == models.Role.OWNER:
+        check_keeps_an_active_owner(tx, organization_id, user_id)
+    membership.status = Status.REMOVED
+    membership.partner_employee = False
+    membership.revision = tx.revision
+    withdraw_assignments(tx, organization_id, user_id)
+    tx.emit("member.removed", organization_id=organization_id, user_id=user_id)
 
 
 def withdraw_assignments(tx: Transaction, partner_id: str, user_id: str) -> None:

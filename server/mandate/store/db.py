@@ -87,6 +87,8 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")  # a committed change survives a crash
             cursor.execute("PRAGMA foreign_keys=ON")
+            # What is deleted or overwritten is zeroed in the file: an erased person's bytes leave it.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
             # SQLite's own lower() folds ASCII only; searches by customer name are case-insensitive
             # for "MÜLLER" too, as on PostgreSQL.
@@ -172,6 +174,14 @@ class Transaction:
     actor_id: str
     events: list[dict] = field(default_factory=list)  # rows of models.Event, but occurred_at
     caller: str = field(default_factory=callers.current_name)  # the calling service (named callers)
+    # A bulk write (an import): its history is recorded by set-based statements, and readers
+    # read its rows back from the store instead of being handed them.
+    bulk: bool = False
+    # Readers of this process catch up in the background, as replicas do (a big import's reply
+    # does not wait for the whole world to be indexed).
+    announce_later: bool = False
+    # Called once the transaction committed (the outermost one, when writes joined it).
+    after_commit: list = field(default_factory=list)
 
     def execute(self, statement, parameters=None):
         """A Core statement in this transaction, after any change still held as objects: one
@@ -327,7 +337,8 @@ class Store:
                                                 {"channel": CHANNEL, "notified": str(revision)}
                                                 if self.postgres else {}).one()
                     # The versions this change made (access history); the time of the commit.
-                    written = history.record(session, revision, tuple(last_look[:_FACT_TABLES]))
+                    written = (history.record_bulk(session, revision) if tx.bulk
+                               else history.record(session, revision, tuple(last_look[:_FACT_TABLES])))
                     committed_at = self._stamp(tuple(last_look[_FACT_TABLES:]))
                     if tx.events:
                         session.connection().execute(_INSERT_EVENTS, [dict(e, occurred_at=committed_at)
@@ -341,9 +352,14 @@ class Store:
                 finally:
                     _open.reset(token)
             self.mark_available()
-            # Before the next writer of this process starts: the fact index applies the rows just
-            # written, so that writer's decisions (made on the index) need no look at the store.
-            self.announce(revision)
+            if tx.announce_later:
+                threading.Thread(target=self.announce, args=(revision,), name="bulk-announce", daemon=True).start()
+            else:
+                # Before the next writer of this process starts: the fact index applies the rows
+                # just written, so that writer's decisions (made on the index) need no look at the store.
+                self.announce(revision)
+        for callback in tx.after_commit:
+            callback()
 
     def _stamp(self, looked: tuple) -> str:
         """The time of a write, taken under the revision lock: the store's clock (PostgreSQL's,

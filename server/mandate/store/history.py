@@ -24,8 +24,8 @@ from sqlalchemy.sql.visitors import replacement_traverse
 from mandate.store import models
 from mandate.store.models import FACT_MODELS, HISTORY
 
-__all__ = ["FACT_MODELS", "fact_rows", "record", "horizon", "revision_at", "newest_time", "last_policy",
-           "record_policy", "policy_at", "forget_before"]
+__all__ = ["FACT_MODELS", "fact_rows", "record", "record_bulk", "horizon", "revision_at", "newest_time",
+           "last_policy", "record_policy", "policy_at", "forget_before"]
 
 
 def fact_rows(session: Session, model, at_revision: int | None = None, *where):
@@ -104,6 +104,23 @@ def record(session: Session, revision: int, newest: tuple | None = None) -> list
         connection.execute(end, parameters)  # before the new versions exist: it must not end them
         written.append((model, connection.execute(add, parameters).all()))
     return written
+
+
+def record_bulk(session: Session, revision: int) -> None:
+    """`record` for a write of many rows (an import): a few set-based statements per table,
+    whatever the number of rows. Returns None: readers read the rows back from the store."""
+    connection = session.connection()
+    for model in FACT_MODELS:
+        table, history = model.__table__, HISTORY[model]
+        keys = [c.name for c in table.primary_key]
+        rewritten = select(table.c.revision).where(table.c.revision == revision,
+                                                    *(table.c[k] == history.c[k] for k in keys))
+        connection.execute(update(history).where(history.c.ended_revision.is_(None), history.c.revision < revision,
+                                                 rewritten.exists()).values(ended_revision=revision))
+        names = [c.name for c in table.columns]
+        connection.execute(insert(history).from_select(names, select(*(table.c[n] for n in names))
+                                                        .where(table.c.revision == revision)))
+    return None
 
 
 def horizon(session: Session) -> int:
