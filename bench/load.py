@@ -112,6 +112,21 @@ class Server:
                     total += int(line.split()[1])
         return total
 
+    def memory_kib(self) -> int:
+        """The memory of the server's processes together, in kB: the sum of their proportional set
+        sizes (Pss: a page shared by k processes counts 1/k in each), so pages the processes share
+        count once; VmRSS where the kernel gives no Pss."""
+        total = 0
+        for pid in self.pids():
+            try:
+                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+                key = "Pss:"
+            except OSError:
+                text = Path(f"/proc/{pid}/status").read_text()
+                key = "VmRSS:"
+            total += next((int(line.split()[1]) for line in text.splitlines() if line.startswith(key)), 0)
+        return total
+
     def cpu_seconds(self) -> float:
         """User plus system CPU seconds of the server's processes so far."""
         total = 0.0

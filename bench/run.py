@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             if postgres is not None:
                 report["figures"] += replica_figures(args, url, server, meta, database)
             server.stop()  # the fleet comparison starts servers of its own
+            report["figures"].append(index_figure(url, report["info"]))
             if args.processes > 1:
-                report["figures"].append(scaling(args, url, workers, meta, database, report["info"]))
+                report["figures"] += scaling(args, url, workers, meta, database, report["info"])
             report["figures"].append(figure("start-up to SERVING (policy and fact index loaded)", f"{ready:.1f} s",
                                             "< 20 s (large)", ready / 20, ready < 20, value_number=ready))
         finally:
@@ -383,6 +384,7 @@ def figures(phases: dict[str, Result], peak_kib: int, store: str = "sqlite") -> 
                value_number=noop, runs=[round(phases["noop@32 (1)"].rate), round(phases["noop@32 (2)"].rate)]),
         figure("Check throughput (32 streams, 50/50 allowed/denied)", f"{check32.rate:,.0f} req/s",
                ">= 0.7 x ceiling", check32.rate / noop, check32.rate / noop >= 0.7, value_number=check32.rate),
+        per_cpu_figure(phases),
         figure("Check latency, 1 caller", f"p50 {check1.percentile(.5) * 1e3:.2f} ms, p99 "
                f"{check1.percentile(.99) * 1e3:.2f} ms", f"p99 <= 2 x no-op p99 ({noop1_p99 * 1e3:.2f} ms)",
                check1.percentile(.99) / noop1_p99, check1.percentile(.99) <= 2 * noop1_p99),
@@ -413,6 +415,30 @@ def figures(phases: dict[str, Result], peak_kib: int, store: str = "sqlite") -> 
                peak_kib < 1.5 * GIB, value_number=peak_kib),
     ]
     return rows
+
+
+def per_cpu_figure(phases: dict[str, Result]) -> dict:
+    """Checks per server CPU-second at 32 streams, next to the no-op's in the same run."""
+    check, noop = phases["check@32"], phases["noop@32"]
+    checks = check.calls / check.server_cpu if check.server_cpu else float("nan")
+    noops = noop.calls / noop.server_cpu if noop.server_cpu else float("nan")
+    return figure("checks per server CPU-second (32 streams)",
+                  f"{checks:,.0f} ({1e6 / checks:.0f} µs each); no-op {noops:,.0f} ({1e6 / noops:.0f} µs), "
+                  f"{checks / noops:.2f} of it", ">= 5,500 (small), >= 0.85 x no-op", checks / 5500,
+                  checks >= 5500 and checks >= 0.85 * noops, value_number=checks, noop=noops)
+
+
+def index_figure(url: str, info: dict) -> dict:
+    """The fact index's memory over its fact rows (bench/memory.py, in a fresh process)."""
+    from bench.memory import index_memory
+
+    say("the fact index's memory (loaded in a fresh process) ...")
+    found = index_memory(url)
+    info["index_memory"] = found
+    per_row = found["index_bytes"] / max(1, found["fact_rows"])
+    return figure("fact index memory per fact row", f"{per_row:,.0f} bytes ({found['index_bytes'] / 2**20:,.0f} MiB "
+                  f"for {found['fact_rows']:,} rows, loaded in {found['load_seconds']:.1f} s)", "<= 250 (large)",
+                  per_row / 250, per_row <= 250, value_number=per_row)
 
 
 def authzen_figure(phases: dict[str, Result]) -> dict:
@@ -458,6 +484,7 @@ def scaling(args, url: str, workers: Workers, meta: dict, database: Path, info: 
     checks = [check_request(*pair).SerializeToString() for pair in interleave(allowed, denied)]
     rates: dict[int, list[float]] = {1: [], args.processes: []}
     cpu: dict[int, list[float]] = {1: [], args.processes: []}
+    memory: dict[int, list[int]] = {1: [], args.processes: []}  # kB, after the phase
     for processes in (1, args.processes, args.processes, 1):
         server = Server(url, database.with_name(f"server-processes-{processes}.log"), processes=processes)
         try:
@@ -469,15 +496,22 @@ def scaling(args, url: str, workers: Workers, meta: dict, database: Path, info: 
                 say(f"  {result.errors} errors, first: {result.first_error}")
             rates[processes].append(result.rate)
             cpu[processes].append(result.server_cpu / result.seconds)
+            memory[processes].append(server.memory_kib())
         finally:
             server.stop()
     one, many = sum(rates[1]) / 2, sum(rates[args.processes]) / 2
     info["scaling"] = {"processes": args.processes, "rates": {str(k): [round(r) for r in v] for k, v in rates.items()},
                        "server_cpu_cores": {str(k): [round(c, 2) for c in v] for k, v in cpu.items()},
-                       "cpus": os.cpu_count()}
-    return figure(f"Check throughput, --processes {args.processes} over 1 (32 streams)",
-                  f"{many:,.0f} vs {one:,.0f} req/s on {os.cpu_count()} cores", "grows with N (cores permitting)",
-                  many / one, many > one, value_number=many / one)
+                       "memory_kib": memory, "cpus": os.cpu_count()}
+    one_kib, many_kib = max(memory[1]), max(memory[args.processes])
+    return [
+        figure(f"Check throughput, --processes {args.processes} over 1 (32 streams)",
+               f"{many:,.0f} vs {one:,.0f} req/s on {os.cpu_count()} cores", "grows with N (cores permitting)",
+               many / one, many > one, value_number=many / one),
+        figure(f"memory of --processes {args.processes} over 1 process (Pss of all its processes)",
+               f"{many_kib / 1024:,.0f} vs {one_kib / 1024:,.0f} MiB", "<= 1.5 x (--processes 4, large)",
+               many_kib / one_kib, many_kib <= 1.5 * one_kib, value_number=many_kib / one_kib),
+    ]
 
 
 def client_check(target: str, pair):

@@ -113,6 +113,11 @@ CONTRACT: dict[str, dict[str, tuple[dict, dict]]] = {
         "ApprovePartnerEmployee": ({**PAIR, "user_id": TEXT}, ASSIGNMENT),
         "RevokePartnerEmployee": ({**PAIR, "user_id": TEXT}, ASSIGNMENT),
     },
+    "AdminService": {  # third round: data in and out
+        "Import": ({"records": many(MESSAGE)}, {"records": INT64, "revision": TEXT}),
+        "Export": (PAST, {"records": many(TEXT), "revision": TEXT}),
+        "ErasePerson": ({"user_id": TEXT, **WRITE}, {"revision": TEXT}),
+    },
     "EventService": {
         "ListEvents": ({"since_revision": TEXT, "organization_id": TEXT, **PAGING},
                        {"events": many(MESSAGE), "next_page_token": TEXT}),
@@ -130,7 +135,8 @@ ELEMENTS = {
     ("PartnerService", "ListPartners", "connections"): CONNECTION,
     ("EventService", "ListEvents", "events"): EVENT,
 }
-SERVER_STREAMS = {("EventService", "Watch")}
+SERVER_STREAMS = {("EventService", "Watch"), ("AdminService", "Export")}
+CLIENT_STREAMS = {("AdminService", "Import")}
 
 
 def _field_problems(where: str, message, wanted: dict) -> list[str]:
@@ -173,6 +179,9 @@ def problems(address: str) -> tuple[int, list[str]]:
                 if ((service_name, rpc) in SERVER_STREAMS) != method.server_streaming:
                     found.append(f"{service_name}.{rpc}: server streaming should be "
                                  f"{(service_name, rpc) in SERVER_STREAMS}")
+                if ((service_name, rpc) in CLIENT_STREAMS) != method.client_streaming:
+                    found.append(f"{service_name}.{rpc}: client streaming should be "
+                                 f"{(service_name, rpc) in CLIENT_STREAMS}")
                 for (element_service, element_rpc, field_name), shape in ELEMENTS.items():
                     if (element_service, element_rpc) == (service_name, rpc):
                         element = method.output_type.fields_by_name[field_name].message_type

@@ -11,6 +11,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mandate.v1 import (
     authorization_pb2,
     authorization_pb2_grpc,
@@ -151,6 +153,12 @@ INVALID = [
      None),
     # "²" is a digit to str.isdigit() but not to int(): it must be refused, not crash the request.
     ("check-unicode-digit-revision", A, "Check", lambda i: check_request(at_least_revision="²"),
+     "at_least_revision", None),
+    # A pattern's "$" also matches before a final newline: every value is matched whole.
+    ("check-id-with-a-trailing-newline", A, "Check", lambda i: check_request(resource=ref("Project", "p1\n")),
+     "resource.id", None),
+    ("check-action-with-a-trailing-newline", A, "Check", lambda i: check_request(action="read\n"), "action", None),
+    ("check-revision-with-a-trailing-newline", A, "Check", lambda i: check_request(at_least_revision="5\n"),
      "at_least_revision", None),
     ("batch-over-1000", A, "BatchCheck",
      lambda i: authorization_pb2.BatchCheckRequest(checks=[check_request()] * 1001), "checks", None),
@@ -339,3 +347,21 @@ def test_unexpected_error_is_internal_without_internals(client, ids, world, monk
     assert "Traceback" not in details
     assert error_info(error).reason == "INTERNAL"
     assert "incident" in details
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZ09_-.: \t\n\x00\x7f\u00e9\u00b2\uff21"), max_size=45)
+       | st.text(max_size=3))
+def test_the_plain_checks_of_ids_types_and_actions_accept_nothing_their_patterns_refuse(value):
+    """Issue 22 item 4: the check plane validates ids, type names and actions with string methods
+    first (faster than the patterns); whatever those accept, the pattern accepts too, so a value
+    they refuse is still judged by the pattern alone and every answer stays the same."""
+    from mandate.api import validate
+
+    if value:
+        assert validate._plain_id(value) <= bool(validate._ID.fullmatch(value))
+        assert validate._plain_type(value) <= bool(validate._TYPE.fullmatch(value))
+        assert validate._plain_action(value) <= bool(validate._ACTION.fullmatch(value))
+    for accepted in ("User", "Project", "read", "can_read", "user-000123", "p:1/2~x"):
+        assert validate._plain_id(accepted)
+    assert validate._plain_type("Project") and validate._plain_action("can_read")

@@ -38,6 +38,9 @@ ORGANIZATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,40}")
 # The one answer to every credential that names no caller: a refusal tells nothing about why
 # (a token valid only with its certificate is refused as a random one is).
 NOT_A_CALLER = "no known caller: send 'authorization: Bearer <token>' or the client certificate of a known caller"
+# Credentials recognized lately, so that a call does not hash its token again: at most this many
+# (emptied when full, and at every reload).
+RECOGNIZED_LIMIT = 1024
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,10 @@ class Callers:
 
     def _set(self, from_file: list[Caller]) -> None:
         everyone = self._env + from_file
-        self._by_token = [c for c in everyone if c.token_sha256 is not None]
+        by_token = [c for c in everyone if c.token_sha256 is not None]
+        # Replaced whole, so that a call never mixes the callers of before and after a reload.
+        # `recognized`: (authorization header, certificate subject) -> the caller they name.
+        self._known: tuple[list[Caller], dict[tuple, Caller]] = (by_token, {})
         self._by_subject = {c.subject: c for c in everyone if c.token_sha256 is None and c.subject is not None}
         # Whether a request's client-certificate subject needs to be read at all.
         self.wants_subject = any(c.subject is not None for c in everyone)
@@ -253,15 +259,21 @@ class Callers:
             if caller is None:
                 raise Unauthenticated(NOT_A_CALLER)
             return caller
+        by_token, recognized = self._known
+        found = recognized.get((presented, subject))
+        if found is not None:  # these very credentials named this caller since the last reload
+            return found
         scheme, _, token = presented.partition(" ")
         digest = hashlib.sha256(token.strip().encode()).digest()
-        found = None
-        for caller in self._by_token:  # no early exit: the time taken says nothing
+        for caller in by_token:  # no early exit: the time taken says nothing
             if hmac.compare_digest(digest, caller.token_sha256):
                 found = caller
         if found is None or scheme.lower() != "bearer" or not token.strip() or \
                 (found.subject is not None and found.subject != subject):
             raise Unauthenticated(NOT_A_CALLER)
+        if len(recognized) >= RECOGNIZED_LIMIT:
+            recognized.clear()
+        recognized[(presented, subject)] = found
         return found
 
 

@@ -192,7 +192,10 @@ def register_services(router: Router, app: App, plumbing: Plumbing, changes: Cha
 class MandateServer:
     """One gRPC server on one event loop. Create it on the loop that will run it."""
 
-    def __init__(self, config: Config, app: App | None = None, *, reuse_port: bool = False):
+    def __init__(self, config: Config, app: App | None = None, *, reuse_port: bool = False,
+                 counting: bool = True):
+        """`counting` False: the calls update no metric (`mandate serve` without a metrics
+        endpoint, where nothing reads them; a server embedded in a process counts them)."""
         check_listen(config.listen, "--listen", reuse_port)
         if config.authzen_listen:
             check_listen(config.authzen_listen, "--authzen-listen", reuse_port)
@@ -204,7 +207,7 @@ class MandateServer:
         self.plumbing = Plumbing(self.callers, StreamLimits(config.max_streams_per_caller, config.max_streams),
                                  self.workers, requests=RequestLimits(config.max_requests_per_caller,
                                                                       config.workers_per_caller),
-                                 observer=Observer())
+                                 observer=Observer(counting=counting))
         self.certificates = (Certificates(config.tls_cert, config.tls_key, config.tls_client_ca)
                              if config.tls else None)
         self.health = health.aio.HealthServicer()
@@ -499,7 +502,7 @@ def serve(config: Config, *, app: App | None = None, reuse_port: bool = False, r
 async def _serve(config: Config, app: App | None, reuse_port: bool, report) -> None:
     loop = asyncio.get_running_loop()
     tracing.setup()
-    server = MandateServer(config, app, reuse_port=reuse_port)
+    server = MandateServer(config, app, reuse_port=reuse_port, counting=metrics_wanted(config))
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(server.reload()))
     # One of several processes leaves Ctrl-C to its parent, which drains every process with SIGTERM.

@@ -610,33 +610,21 @@ def actor_of(request) -> str:
 
 class Observer:
     """The request's log line (logger mandate.request; health, reflection and answered checks
-    at DEBUG) and its metrics. Decisions are counted by resource type, action and result once `decisions` is set."""
+    at DEBUG) and its metrics. Decisions are counted by resource type, action and result once
+    `decisions` is set. With `counting` False (no metrics endpoint: nobody reads them), a call
+    updates no metric."""
 
-    def __init__(self):
+    def __init__(self, counting: bool = True):
+        self.counting = counting
         self.decisions: metrics.Decisions | None = None
-        self._handled: dict = {}
-        self._handling: dict = {}
+        self._handled: dict = {}  # (method, code) -> (handled, handling, started) children
+        self._quiet: dict = {}  # method -> whether its answered calls log at DEBUG only
 
     def finished(self, outcome: Outcome) -> None:
         seconds = time.perf_counter() - outcome.started
         method, code = outcome.method, outcome.code
-        handled = self._handled.get((method, code))
-        if handled is None:
-            service, _, name = method.strip("/").partition("/")
-            handled = self._handled[(method, code)] = metrics.handled.labels(outcome.kind, service, name, code.name)
-            if method not in self._handling:
-                self._handling[method] = (metrics.handling.labels(outcome.kind, service, name),
-                                          metrics.started.labels(outcome.kind, service, name))
-        handled.inc()
-        handling, started = self._handling[method]
-        handling.observe(seconds)
-        started.inc()
-        if outcome.reason:
-            metrics.refusals.labels(outcome.reason).inc()
-        elif self.decisions is not None and outcome.decided:
-            self.decisions.count_many(outcome.decided)
-        elif self.decisions is not None and outcome.reply is not None and method in DECISIONS:
-            self._count_decisions(method, outcome)
+        if self.counting:
+            self._count(outcome, seconds)
         if outcome.span is not None:
             tracing.end_call(outcome.span, outcome.span_token, code.name, code in SERVER_FAILURES, {
                 "rpc.grpc.status_code": code.value[0], "mandate.caller": outcome.caller,
@@ -644,9 +632,10 @@ class Observer:
                 "mandate.revision": getattr(outcome.reply, "revision", "") if outcome.reply is not None else ""})
         # Answered checks are the hot path: their lines cost as much as the check, so they are
         # DEBUG; every change, list, event read, refusal and error is INFO.
-        quiet = method.startswith(OPEN_PREFIXES) or (code is grpc.StatusCode.OK
-                                                     and method.startswith((CHECK_PLANE, AUTHZEN)))
-        level = logging.DEBUG if quiet else logging.INFO
+        quiet = self._quiet.get(method)
+        if quiet is None:
+            quiet = self._quiet[method] = (method.startswith(OPEN_PREFIXES), method.startswith((CHECK_PLANE, AUTHZEN)))
+        level = logging.DEBUG if quiet[0] or (quiet[1] and code is grpc.StatusCode.OK) else logging.INFO
         if not request_log.isEnabledFor(level):
             return
         request = outcome.request
@@ -660,6 +649,26 @@ class Observer:
                          if fields.get(key))
         request_log.log(level, "%s %s caller=%s actor=%s %.1f ms%s", method, code.name, fields["caller"],
                         fields["actor"] or "-", fields["duration_ms"], extras, extra={"fields": fields})
+
+    def _count(self, outcome: Outcome, seconds: float) -> None:
+        method = outcome.method
+        children = self._handled.get((method, outcome.code))
+        if children is None:
+            service, _, name = method.strip("/").partition("/")
+            children = self._handled[(method, outcome.code)] = (
+                metrics.handled.labels(outcome.kind, service, name, outcome.code.name),
+                metrics.handling.labels(outcome.kind, service, name),
+                metrics.started.labels(outcome.kind, service, name))
+        handled, handling, started = children
+        handled.inc()
+        handling.observe(seconds)
+        started.inc()
+        if outcome.reason:
+            metrics.refusals.labels(outcome.reason).inc()
+        elif self.decisions is not None and outcome.decided:
+            self.decisions.count_many(outcome.decided)
+        elif self.decisions is not None and outcome.reply is not None and method in DECISIONS:
+            self._count_decisions(method, outcome)
 
     def _count_decisions(self, method: str, outcome: Outcome) -> None:
         request, reply = outcome.request, outcome.reply

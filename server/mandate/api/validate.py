@@ -44,10 +44,25 @@ def clip(message: str, limit: int = 200) -> str:
     return message if len(message) <= limit else message[:limit] + "..."
 
 
+# The checks of the check plane's hot path first try plain string methods (each a subset of its
+# pattern's language), and ask the pattern only when those say no: same answers, less time.
+def _plain_id(value: str) -> bool:
+    return len(value) <= 200 and value.isascii() and value.isprintable() and " " not in value
+
+
+def _plain_type(value: str) -> bool:
+    return len(value) <= 40 and value.isascii() and value.isalnum() and value[0].isupper()
+
+
+def _plain_action(value: str) -> bool:
+    return len(value) <= 100 and value.isascii() and value[0].islower() and value.islower() \
+        and value.replace("_", "").isalnum()
+
+
 def identifier(field: str, value: str) -> str:
     if not value:
         raise InvalidArgument(field, "is required")
-    if not _ID.match(value):
+    if not (_plain_id(value) or _ID.fullmatch(value)):
         raise InvalidArgument(field, "must be 1 to 200 printable ASCII characters without spaces")
     return value
 
@@ -138,7 +153,7 @@ def seat_limit(field: str, value: int) -> int:
 
 
 def action(field: str, value: str) -> str:
-    if not _ACTION.match(value or ""):
+    if not (value and _plain_action(value) or _ACTION.fullmatch(value or "")):
         raise InvalidArgument(field, "must be a lower-case action name such as 'read'")
     return value
 
@@ -146,13 +161,16 @@ def action(field: str, value: str) -> str:
 def object_ref(field: str, ref, present: bool) -> tuple[str, str]:
     if not present:
         raise InvalidArgument(field, "is required")
-    if not _TYPE.match(ref.type or ""):
+    ref_type, ref_id = ref.type, ref.id
+    if not (ref_type and _plain_type(ref_type) or _TYPE.fullmatch(ref_type)):
         raise InvalidArgument(f"{field}.type", "must be a type name such as 'User' or 'Project'")
-    return ref.type, identifier(f"{field}.id", ref.id)
+    if not (ref_id and _plain_id(ref_id)):
+        identifier(f"{field}.id", ref_id)  # the pattern decides; raises when it says no
+    return ref_type, ref_id
 
 
 def resource_type(field: str, value: str) -> str:
-    if not _TYPE.match(value or ""):
+    if not _TYPE.fullmatch(value or ""):
         raise InvalidArgument(field, "must be a type name such as 'Project'")
     return value
 
@@ -160,7 +178,7 @@ def resource_type(field: str, value: str) -> str:
 def revision(field: str, value: str) -> int | None:
     if not value:
         return None
-    if not _REVISION.match(value):
+    if not _REVISION.fullmatch(value):
         raise InvalidArgument(field, "must be a revision returned by Mandate")
     return int(value)
 
