@@ -89,9 +89,11 @@ class App:
         announced = self.index.revision
         while not self._stop.is_set():
             try:
-                self._feed.wait(POLL_SECONDS)
+                notified = self._feed.wait(POLL_SECONDS)
                 if self._stop.is_set():
                     break
+                if notified is not None and notified <= self.index.revision:
+                    continue  # this process's own writes, applied as they committed: nothing to read
                 revision = self.index.catch_up()
                 self.store.mark_available()
                 if revision > announced:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select, update
 
 from mandate import callers, errors
 from mandate.domain.authorization import Authorizer, MemberRef
@@ -157,20 +157,25 @@ class Memberships:
     def _set_status(self, actor_id, organization_id, user_id, action, target_action, status, event) -> Member:
         with self.store.write(actor_id) as tx:
             self.authorizer.require(actor_id, action, organization_id)
-            membership = get_member(tx.session, organization_id, user_id)
+            found = tx.execute(_MEMBER_AND_EMAIL, {"organization_id": organization_id, "user_id": user_id}).first()
+            if found is None or found.status == Status.REMOVED:
+                raise errors.NotFound(f"user_id: user {user_id!r} is not a member of organization {organization_id!r}",
+                                      Reason.MEMBER_NOT_FOUND)
             # R7: whom the actor may pause or resume (nobody pauses an owner, a legal
             # representative or themself) is the policy's.
             self.authorizer.require_target(actor_id, target_action, MemberRef(organization_id, user_id))
-            if membership.status == status:
+            if found.status == status:
                 already = Reason.MEMBER_ALREADY_PAUSED if status == Status.PAUSED else Reason.MEMBER_ALREADY_ACTIVE
                 raise errors.FailedPrecondition(f"user_id: the member is already {status}", already)
-            if status == Status.PAUSED and membership.role == models.Role.OWNER:
+            if status == Status.PAUSED and found.role == models.Role.OWNER:
                 check_keeps_an_active_owner(tx, organization_id, user_id)
-            membership.status = status
-            membership.revision = tx.revision
+            tx.execute(_SET_STATUS, {"key_organization_id": organization_id, "key_user_id": user_id,
+                                     "new_status": status, "new_revision": tx.revision})
             # R22: the notification goes to the member; the email is resolved by the relay.
             tx.emit(event, organization_id=organization_id, user_id=user_id)
-            return Member(membership, email_of(tx.session, user_id))
+            membership = models.Membership(**{c: getattr(found, c) for c in _MEMBERSHIP_COLUMNS})
+            membership.status, membership.revision = status, tx.revision
+            return Member(membership, found.email)
 
     @reports_unchanged
     def set_member_role(self, actor_id: str, organization_id: str, user_id: str, role: str,
@@ -231,6 +236,19 @@ class Memberships:
             tx.emit("member.tagged" if tagged else "member.untagged", organization_id=organization_id,
                     user_id=user_id)
             return Member(membership, email_of(tx.session, user_id))
+
+
+# Pause and resume, the most frequent mutations, in plain statements built once: the membership
+# with its email in one round trip, and the change in another.
+_MEMBERSHIPS, _USERS = models.Membership.__table__, models.User.__table__
+_MEMBERSHIP_COLUMNS = tuple(c.name for c in _MEMBERSHIPS.columns)
+_MEMBER_AND_EMAIL = (select(_MEMBERSHIPS, _USERS.c.email).join(_USERS, _USERS.c.id == _MEMBERSHIPS.c.user_id)
+                     .where(_MEMBERSHIPS.c.organization_id == bindparam("organization_id"),
+                            _MEMBERSHIPS.c.user_id == bindparam("user_id")))
+_SET_STATUS = (update(_MEMBERSHIPS)
+               .where(_MEMBERSHIPS.c.organization_id == bindparam("key_organization_id"),
+                      _MEMBERSHIPS.c.user_id == bindparam("key_user_id"))
+               .values(status=bindparam("new_status"), revision=bindparam("new_revision")))
 
 
 def seats_taken(tx: Transaction, organization_id: str, now: str) -> int:

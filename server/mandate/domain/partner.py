@@ -8,14 +8,13 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 
 from mandate import callers, errors
 from mandate.domain.authorization import Authorizer, ConnectionRef, InvitationRef
 from mandate.domain.common import (
     end_assignments,
     get_connection,
-    get_member,
     get_organization,
     get_user,
     new_id,
@@ -230,49 +229,64 @@ class Partners:
         With `access_expires_at`, the assignment ends by itself then; assigning someone already
         assigned with `access_expires_at` moves (or, with `never`, clears) that end."""
         with self.store.write(actor_id) as tx:
-            session = tx.session
             self.authorizer.require_target(actor_id, ConnectionAction.ASSIGN, ConnectionRef(partner_id, client_id))
-            get_connection(session, partner_id, client_id)
-            membership = get_member(session, partner_id, user_id)
+            pair = {"partner_id": partner_id, "client_id": client_id}
+            connection = tx.execute(_CONNECTION_STATUS, pair).first()
+            if connection is None or connection.status == models.ConnectionStatus.DISCONNECTED:
+                raise errors.NotFound(
+                    f"client_id: organization {client_id!r} is not a connected client of partner {partner_id!r}",
+                    Reason.CONNECTION_NOT_FOUND,
+                )
+            membership = tx.execute(_MEMBER_STATUS, {"organization_id": partner_id, "user_id": user_id}).first()
+            if membership is None or membership.status == models.MemberStatus.REMOVED:
+                raise errors.NotFound(
+                    f"user_id: user {user_id!r} is not a member of organization {partner_id!r}",
+                    Reason.MEMBER_NOT_FOUND,
+                )
             if not membership.partner_employee:
                 raise errors.NotPartnerEmployee(
                     f"user_id: user {user_id} is not tagged as a partner employee of {partner_id} (R15)"
                 )
-            other = session.execute(select(models.Assignment.partner_id).where(
-                models.Assignment.user_id == user_id, models.Assignment.client_id == client_id,
-                models.Assignment.partner_id != partner_id, models.Assignment.assigned.is_(True),
-            )).first()
-            if other:
+            # Every partner record of this person at this client, in one look-up (R19).
+            records = tx.execute(_RECORDS_AT_CLIENT, {"user_id": user_id, "client_id": client_id}).all()
+            if any(r.partner_id != partner_id and r.assigned for r in records):
                 raise errors.PartnerRecordConflict(
                     f"user_id: user {user_id} is already associated with another partner record for this client (R19)"
                 )
-            assignment = session.get(models.Assignment, (partner_id, client_id, user_id))
-            if assignment is not None and assignment.assigned:
+            own = next((r for r in records if r.partner_id == partner_id), None)
+            key = {"key_partner_id": partner_id, "key_client_id": client_id, "key_user_id": user_id}
+            if own is not None and own.assigned:
                 if not access_expires_at:
                     raise errors.AlreadyExists(f"user_id: user {user_id} is already assigned to this client",
                                                Reason.ALREADY_ASSIGNED)
-                assignment.access_expires_at = self.lifetimes.access_end(access_expires_at,
-                                                                         assignment.access_expires_at)
-                assignment.revision = tx.revision
+                ends = self.lifetimes.access_end(access_expires_at, own.access_expires_at)
+                tx.execute(_MOVE_ASSIGNMENT_END, {**key, "new_end": ends, "new_revision": tx.revision})
                 tx.emit("partner_employee.access_expiry_changed", partner_id=partner_id, client_id=client_id,
-                        user_id=user_id, access_expires_at=assignment.access_expires_at or "never")
-                return assignment
-            assignment = session.merge(models.Assignment(
-                partner_id=partner_id, client_id=client_id, user_id=user_id, assigned=True,
-                client_approved=False, access_expires_at=self.lifetimes.access_end(access_expires_at, None),
-                revision=tx.revision,
-            ))
+                        user_id=user_id, access_expires_at=ends or "never")
+                return _assignment(own, access_expires_at=ends, revision=tx.revision)
+            values = {"assigned": True, "client_approved": False,
+                      "access_expires_at": self.lifetimes.access_end(access_expires_at, None), "revision": tx.revision}
+            if own is None:
+                tx.execute(_INSERT_ASSIGNMENT, {"partner_id": partner_id, "client_id": client_id, "user_id": user_id,
+                                                **values})
+            else:
+                tx.execute(_REASSIGN, {**key, **{f"new_{k}": v for k, v in values.items()}})
             tx.emit("partner_employee.assigned", partner_id=partner_id, client_id=client_id, user_id=user_id)
-            return assignment
+            return models.Assignment(partner_id=partner_id, client_id=client_id, user_id=user_id, **values)
 
     def unassign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str) -> models.Assignment:
         """R17: the partner withdraws the employee from this client."""
         with self.store.write(actor_id) as tx:
             self.authorizer.require_target(actor_id, ConnectionAction.UNASSIGN, ConnectionRef(partner_id, client_id))
-            assignment = get_assignment(tx, partner_id, client_id, user_id)
-            end_assignments(tx, models.Assignment.partner_id == partner_id,
-                            models.Assignment.client_id == client_id, models.Assignment.user_id == user_id)
-            return assignment
+            ended = tx.execute(_UNASSIGN, {"key_partner_id": partner_id, "key_client_id": client_id,
+                                           "key_user_id": user_id, "new_revision": tx.revision}).first()
+            if ended is None:
+                raise errors.NotFound(
+                    f"user_id: user {user_id} is not assigned to client {client_id} by partner {partner_id}",
+                    Reason.ASSIGNMENT_NOT_FOUND,
+                )
+            tx.emit("partner_employee.unassigned", partner_id=partner_id, client_id=client_id, user_id=user_id)
+            return _assignment(ended)
 
     def approve_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
                                  user_id: str) -> models.Assignment:
@@ -304,6 +318,35 @@ class Partners:
             assignment.revision = tx.revision
             tx.emit(event, partner_id=partner_id, client_id=client_id, user_id=user_id)
             return assignment
+
+
+# Assigning and unassigning, frequent mutations, in plain statements built once.
+_CONNECTIONS, _MEMBERSHIPS, _ASSIGNMENTS = (models.Connection.__table__, models.Membership.__table__,
+                                            models.Assignment.__table__)
+_CONNECTION_STATUS = select(_CONNECTIONS.c.status).where(_CONNECTIONS.c.partner_id == bindparam("partner_id"),
+                                                         _CONNECTIONS.c.client_id == bindparam("client_id"))
+_MEMBER_STATUS = select(_MEMBERSHIPS.c.status, _MEMBERSHIPS.c.partner_employee).where(
+    _MEMBERSHIPS.c.organization_id == bindparam("organization_id"), _MEMBERSHIPS.c.user_id == bindparam("user_id"))
+_RECORDS_AT_CLIENT = select(_ASSIGNMENTS).where(_ASSIGNMENTS.c.user_id == bindparam("user_id"),
+                                                _ASSIGNMENTS.c.client_id == bindparam("client_id"))
+_ONE_ASSIGNMENT = (_ASSIGNMENTS.c.partner_id == bindparam("key_partner_id"),
+                   _ASSIGNMENTS.c.client_id == bindparam("key_client_id"),
+                   _ASSIGNMENTS.c.user_id == bindparam("key_user_id"))
+_INSERT_ASSIGNMENT = insert(_ASSIGNMENTS)
+_REASSIGN = update(_ASSIGNMENTS).where(*_ONE_ASSIGNMENT).values(
+    assigned=bindparam("new_assigned"), client_approved=bindparam("new_client_approved"),
+    access_expires_at=bindparam("new_access_expires_at"), revision=bindparam("new_revision"))
+_MOVE_ASSIGNMENT_END = update(_ASSIGNMENTS).where(*_ONE_ASSIGNMENT).values(
+    access_expires_at=bindparam("new_end"), revision=bindparam("new_revision"))
+# R17: a withdrawn assignment is kept, unassigned and unapproved; only a live one can be withdrawn.
+_UNASSIGN = (update(_ASSIGNMENTS).where(*_ONE_ASSIGNMENT, _ASSIGNMENTS.c.assigned.is_(True))
+             .values(assigned=False, client_approved=False, revision=bindparam("new_revision"))
+             .returning(*_ASSIGNMENTS.c))
+
+
+def _assignment(row, **changed) -> models.Assignment:
+    """An assignment as the reply shows it, from a plain row (not kept in any session)."""
+    return models.Assignment(**{**row._asdict(), **changed})
 
 
 def get_assignment(tx: Transaction, partner_id: str, client_id: str, user_id: str) -> models.Assignment:

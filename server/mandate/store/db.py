@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, exc, func, select, text, update
+from sqlalchemy import bindparam, create_engine, event, exc, func, insert, literal_column, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -109,8 +109,38 @@ def make_engine(url: str, settings: DatabaseSettings | None = None) -> Engine:
             # A database host that vanished without closing the connection is noticed in seconds.
             "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
         }
-    return create_engine(url, pool_pre_ping=True, pool_size=settings.pool_size, max_overflow=settings.max_overflow,
-                         pool_timeout=settings.pool_timeout, pool_recycle=1800, connect_args=connect_args)
+    engine = create_engine(url, pool_size=settings.pool_size, max_overflow=settings.max_overflow,
+                           pool_timeout=settings.pool_timeout, pool_recycle=1800, connect_args=connect_args)
+    _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection idle for longer than this is tried (a round trip) before it is used again.
+IDLE_PING_SECONDS = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """A connection that waited in the pool a while is pinged before use, and replaced (with every
+    other pooled one) when the database is gone: a database that restarted costs no call. One in
+    steady use is not: a ping on every checkout was a round trip per write and per catch-up. A
+    connection lost meanwhile fails its statement, which reports the database unavailable and
+    empties the pool (see database_error)."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy):
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            if engine.dialect.is_disconnect(error, dbapi_connection, None):
+                raise exc.InvalidatePoolError(str(error)) from error
+            raise
 
 
 class Conflict(Exception):
@@ -142,7 +172,7 @@ class Transaction:
     session: Session
     revision: int
     actor_id: str
-    events: list[models.Event] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # rows of models.Event, but occurred_at
     caller: str = field(default_factory=callers.current_name)  # the calling service (named callers)
     # A bulk write (an import): its history is recorded by set-based statements, and readers
     # read its rows back from the store instead of being handed them.
@@ -153,23 +183,25 @@ class Transaction:
     # Called once the transaction committed (the outermost one, when writes joined it).
     after_commit: list = field(default_factory=list)
 
+    def execute(self, statement, parameters=None):
+        """A Core statement in this transaction, after any change still held as objects: one
+        round trip, no ORM objects loaded or kept (the hot mutations use it)."""
+        session = self.session
+        if session.new or session.dirty or session.deleted:
+            session.flush()
+        return session.connection().execute(statement, parameters)
+
     def emit(self, type: str, *, cause: str = "", **attributes: object) -> None:
         """Record an event of this change (R22); values are stored as strings. `cause` says why
         the service made a change that was not asked for (models.EventCause)."""
         text = {k: _as_text(v) for k, v in attributes.items()}
         organization_id, other_organization_id = models.event_organizations(text)
-        row = models.Event(
-            revision=self.revision,
-            type=type,
-            actor_id=self.actor_id,
-            attributes=text,
-            occurred_at="",  # stamped with the time of the commit (Store.write)
-            organization_id=organization_id,
-            other_organization_id=other_organization_id,
-            caller=self.caller,
-            cause=cause,
-        )
-        self.events.append(row)  # written with the change, just before it commits
+        # Plain rows, written together in one statement just before the change commits.
+        self.events.append({
+            "revision": self.revision, "type": type, "actor_id": self.actor_id, "attributes": text,
+            "organization_id": organization_id, "other_organization_id": other_organization_id,
+            "caller": self.caller, "cause": cause,
+        })
 
 
 def _as_text(value: object) -> str:
@@ -185,11 +217,19 @@ def _as_text(value: object) -> str:
 _PG_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 _NEWEST_TIME = select(func.max(models.Event.occurred_at))
 _TICK = datetime.timedelta(microseconds=1)
+# The last look of a write, in one round trip: which fact tables it wrote (history.record) and
+# its time (Store._stamp), with on PostgreSQL the NOTIFY of its revision.
+_WRITTEN_AND_STAMP = {
+    False: history.NEWEST.add_columns(_NEWEST_TIME.scalar_subquery()),
+    True: history.NEWEST.add_columns(func.pg_notify(bindparam("channel"), bindparam("notified")),
+                                     literal_column(_PG_NOW), _NEWEST_TIME.scalar_subquery()),
+}
+_FACT_TABLES = len(history.FACT_MODELS)
 
 # Built once: every write runs it first.
-_NEXT_REVISION = (update(models.RevisionCounter.__table__)
-                  .values(value=models.RevisionCounter.__table__.c.value + 1)
-                  .returning(models.RevisionCounter.__table__.c.value))
+_COUNTER = models.RevisionCounter.__table__
+_NEXT_REVISION = update(_COUNTER).values(value=_COUNTER.c.value + 1).returning(_COUNTER.c.value)
+_INSERT_EVENTS = insert(models.Event.__table__)
 
 
 class Store:
@@ -282,51 +322,55 @@ class Store:
             return
         if not self._available and time.monotonic() - self._checked_at < RECHECK_SECONDS:
             raise errors.DatabaseUnavailable("the database cannot be reached; retry")
-        with tracing.span("mandate.store.write") as span, self._writer, self._reporting(), \
-                self._write_sessions() as session:
-            token = _open.set((self, None))
-            try:
-                revision = self._next_revision(session)
-                if span is not None:
-                    span.set_attribute("mandate.revision", str(revision))
-                tx = Transaction(session, revision, actor_id)
-                _open.set((self, tx))
-                yield tx
-                deadlines.check()  # a caller that gave up while this waited gets no change
-                # The versions this change made (access history).
-                written = history.record_bulk(session, revision) if tx.bulk else history.record(session, revision)
-                committed_at = self._stamp(session, revision)  # events carry the time of their commit
-                for event in tx.events:
-                    event.occurred_at = committed_at
-                session.add_all(tx.events)
-                session.commit()
-                self._written = (revision, written)
-            except BaseException:
-                with contextlib.suppress(exc.DBAPIError):  # a lost connection has nothing to roll back
-                    session.rollback()
-                raise
-            finally:
-                _open.reset(token)
-        self.mark_available()
-        if tx.announce_later:
-            threading.Thread(target=self.announce, args=(revision,), name="bulk-announce", daemon=True).start()
-        else:
-            self.announce(revision)
+        with tracing.span("mandate.store.write") as span, self._writer:
+            with self._reporting(), self._write_sessions() as session:
+                token = _open.set((self, None))
+                try:
+                    revision = self._next_revision(session)
+                    if span is not None:
+                        span.set_attribute("mandate.revision", str(revision))
+                    tx = Transaction(session, revision, actor_id)
+                    _open.set((self, tx))
+                    yield tx
+                    deadlines.check()  # a caller that gave up while this waited gets no change
+                    last_look = session.execute(_WRITTEN_AND_STAMP[self.postgres],  # after every change
+                                                {"channel": CHANNEL, "notified": str(revision)}
+                                                if self.postgres else {}).one()
+                    # The versions this change made (access history); the time of the commit.
+                    written = (history.record_bulk(session, revision) if tx.bulk
+                               else history.record(session, revision, tuple(last_look[:_FACT_TABLES])))
+                    committed_at = self._stamp(tuple(last_look[_FACT_TABLES:]))
+                    if tx.events:
+                        session.connection().execute(_INSERT_EVENTS, [dict(e, occurred_at=committed_at)
+                                                                      for e in tx.events])
+                    session.commit()
+                    self._written = (revision, written)
+                except BaseException:
+                    with contextlib.suppress(exc.DBAPIError):  # a lost connection has nothing to roll back
+                        session.rollback()
+                    raise
+                finally:
+                    _open.reset(token)
+            self.mark_available()
+            if tx.announce_later:
+                threading.Thread(target=self.announce, args=(revision,), name="bulk-announce", daemon=True).start()
+            else:
+                # Before the next writer of this process starts: the fact index applies the rows
+                # just written, so that writer's decisions (made on the index) need no look at the store.
+                self.announce(revision)
         for callback in tx.after_commit:
             callback()
 
-    def _stamp(self, session: Session, revision: int) -> str:
-        """The time of the write of `revision`, taken under the revision lock: the store's clock
-        (PostgreSQL's, the same for every replica), and always later than the time of every
-        revision before it, so the times of revisions rise with them (`as_of` relies on it). On
-        PostgreSQL the same statement sends the NOTIFY that wakes the other replicas at commit
-        (mandate.store.follow)."""
+    def _stamp(self, looked: tuple) -> str:
+        """The time of a write, taken under the revision lock: the store's clock (PostgreSQL's,
+        the same for every replica), and always later than the time of every revision before it,
+        so the times of revisions rise with them (`as_of` relies on it). `looked`: the write's
+        last look (_WRITTEN_AND_STAMP), which on PostgreSQL also sent the NOTIFY that wakes the
+        other replicas at commit (mandate.store.follow)."""
         if self.postgres:
-            now, newest = session.execute(text(
-                f"SELECT pg_notify(:channel, :revision), {_PG_NOW}, (SELECT max(occurred_at) FROM events)"),
-                {"channel": CHANNEL, "revision": str(revision)}).one()[1:]
+            _notified, now, newest = looked
         else:
-            now, newest = utc_now(), session.execute(_NEWEST_TIME).scalar_one()
+            now, (newest,) = utc_now(), looked
         return now if newest is None or now > newest else clock.as_text(clock.parse(newest) + _TICK)
 
     def now(self, session: Session) -> str:

@@ -21,23 +21,29 @@ class ChangeFeed:
         self._stop = stop
         self._connection = None
 
-    def wait(self, timeout: float) -> None:
-        """Until another transaction commits, or `timeout` seconds. Raises the driver's error
-        when the database is lost (the caller marks it so, and calls again later)."""
+    def wait(self, timeout: float) -> int | None:
+        """Until another transaction commits, or `timeout` seconds. Returns the newest revision
+        notified (None after the timeout, or for a notification that names none). Raises the
+        driver's error when the database is lost (the caller marks it so, and calls again later)."""
         if not self.store.postgres:
             self._stop.wait(timeout)
-            return
+            return None
         if self._connection is None:
             self._connection = self._listen()
+        revisions = []
         try:
-            for _ in self._connection.notifies(timeout=timeout, stop_after=1):
-                pass
+            for notification in self._connection.notifies(timeout=timeout, stop_after=1):
+                revisions.append(notification.payload)
             # Several commits in a row need one catch-up: take the notifications already here.
-            for _ in self._connection.notifies(timeout=0.001):
-                pass
+            for notification in self._connection.notifies(timeout=0.001):
+                revisions.append(notification.payload)
         except Exception:
             self.reset()
             raise
+        try:
+            return max(int(revision) for revision in revisions) if revisions else None
+        except ValueError:
+            return None
 
     def _listen(self):
         import psycopg

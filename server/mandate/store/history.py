@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Column, bindparam, func, insert, or_, select, update
+from sqlalchemy import Column, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.visitors import replacement_traverse
 
@@ -59,36 +59,50 @@ def _statements():
     for model in FACT_MODELS:
         table, history = model.__table__, HISTORY[model]
         keys = [c.name for c in table.primary_key]
-        written = select(table).where(table.c.revision == bindparam("revision"))
+        revision = bindparam("written")  # not "revision": a column of the history has that name
+        written_keys = select(*(table.c[k] for k in keys)).where(table.c.revision == revision)
+        history_keys = tuple_(*(history.c[k] for k in keys)) if len(keys) > 1 else history.c[keys[0]]
         # Each written row ends its current version, found by the history's primary key (the
         # row's key, then the revision): a few index look-ups, whatever the size of the history.
         end = (update(history)
-               .where(history.c.ended_revision.is_(None), *(history.c[k] == bindparam(f"key_{k}") for k in keys))
-               .values(ended_revision=bindparam("ended")))
-        per_model[model] = (keys, written, end, insert(history))
+               .where(history.c.ended_revision.is_(None), history_keys.in_(written_keys))
+               .values(ended_revision=revision))
+        # The new versions are copied inside the database, and come back as the rows written.
+        columns = [c.name for c in table.columns]
+        add = (insert(history)
+               .from_select(columns, select(*(table.c[c] for c in columns)).where(table.c.revision == revision))
+               .returning(*(history.c[c] for c in columns)))
+        per_model[model] = (end, add)
     return newest, per_model
 
 
 _NEWEST, _PER_MODEL = _statements()
 
 
-def record(session: Session, revision: int) -> list[tuple[object, list]]:
+# Which fact tables a write touched: the newest revision of each, in FACT_MODELS order (the
+# writer may run it with more columns after these, to save a round trip: see Store.write).
+NEWEST = _NEWEST
+
+
+def record(session: Session, revision: int, newest: tuple | None = None) -> list[tuple[object, list]]:
     """Inside the write transaction of `revision`: end the versions of the rows it wrote and add
-    their new versions. Only the tables it wrote are touched (one statement finds them).
+    their new versions. Only the tables it wrote are touched (one statement finds them), with
+    two statements each that move no rows through the service but the new versions they return.
     Returns the rows it wrote, per fact model: after the commit, the fact index of this
-    process applies them as they are instead of reading them again (FactIndex.apply_written)."""
-    newest = session.execute(_NEWEST).one()
+    process applies them as they are instead of reading them again (FactIndex.apply_written).
+    `newest`: the answer of NEWEST, when the caller asked it already (after every change)."""
+    if newest is None:
+        session.flush()  # the changes still held as objects
+        newest = session.connection().execute(_NEWEST).one()
+    connection = session.connection()
     written = []
-    connection = None
+    parameters = {"written": revision}
     for model, latest in zip(FACT_MODELS, newest, strict=True):
         if latest != revision:
             continue
-        keys, select_written, end, add = _PER_MODEL[model]
-        connection = connection or session.connection()
-        rows = connection.execute(select_written, {"revision": revision}).all()
-        connection.execute(end, [{"ended": revision, **{f"key_{k}": getattr(row, k) for k in keys}} for row in rows])
-        connection.execute(add, [row._asdict() for row in rows])
-        written.append((model, rows))
+        end, add = _PER_MODEL[model]
+        connection.execute(end, parameters)  # before the new versions exist: it must not end them
+        written.append((model, connection.execute(add, parameters).all()))
     return written
 
 
