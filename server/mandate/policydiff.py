@@ -40,8 +40,6 @@ from mandate.index import FactIndex
 from mandate.policy import Policy, PolicyError, rules
 from mandate.store import models
 
-# The resources of the check plane: what a (user, action, resource) triple is about.
-RESOURCE_TYPES = ("Organization", "Project")
 ALLOW, DENY = "allow", "deny"
 
 
@@ -258,17 +256,24 @@ def diff(index: FactIndex, store, base: PolicySide, new: PolicySide, facts_sourc
     groups = []
     # The same files (the version hashes them): no decision can change, none is asked.
     same = base.policy.version == new.policy.version
+    types = resource_types(base.policy, new.policy)
+    shapes = _shapes(index, types)
+    holders = _role_holders(index)
     for subject, where in ({} if same else by_subject).items():
-        for resource_type in RESOURCE_TYPES:
-            before = _actions(base.policy, subject, resource_type)
-            after = _actions(new.policy, subject, resource_type)
-            if before == after:
-                continue
-            cells = {organization_id: [Cell(users, sorted(index.resources_of(resource_type, organization_id)),
-                                            f"{resource_type}:{{target}}")]
-                     for organization_id, users in where.items() if index.resources_of(resource_type, organization_id)}
-            for action in sorted(before ^ after):
-                groups += _group(subject, resource_type, action, before, after, cells)
+        for resource_type in types:
+            by_shape: dict[tuple[str, ...], dict[str, list[Cell]]] = defaultdict(dict)
+            for organization_id, users in where.items():
+                # A user with a role on a resource of the organization is decided resource by resource.
+                users = [user_id for user_id in users if organization_id not in holders.get(user_id, ())]
+                for shape, ids in shapes.get((resource_type, organization_id), {}).items():
+                    if users:
+                        by_shape[shape][organization_id] = [Cell(users, ids, f"{resource_type}:{{target}}")]
+            for shape, cells in by_shape.items():
+                situation = subject if shape == (resource_type,) else replace(subject, chain=shape)
+                groups += _flips(base.policy, new.policy, situation, resource_type, cells)
+    if not same:
+        for (situation, resource_type), cells in _with_roles(index, types, holders).items():
+            groups += _flips(base.policy, new.policy, situation, resource_type, cells)
     if not same:
         # A target type none of whose rules the change can reach is not decided at all.
         types = [target for target in TARGET_TYPES if _reaches(base.policy, new.policy, target)]
@@ -292,6 +297,69 @@ def diff(index: FactIndex, store, base: PolicySide, new: PolicySide, facts_sourc
                                        policy=new.policy)
     pairs = sum(len(users) for where in by_subject.values() for users in where.values())
     return Diff(base, new, facts_source, index.revision, len(by_subject), pairs, groups, index)
+
+
+def resource_types(base: Policy, new: Policy) -> list[str]:
+    """The resources of the check plane: organizations, and every type either policy declares."""
+    return ["Organization", *sorted(set(base.resource_types) | set(new.resource_types))]
+
+
+def _flips(base: Policy, new: Policy, situation: Subject, resource_type: str,
+           cells: dict[str, list[Cell]]) -> list[Group]:
+    before = _actions(base, situation, resource_type)
+    after = _actions(new, situation, resource_type)
+    groups = []
+    for action in sorted(before ^ after):
+        groups += _group(situation, resource_type, action, before, after, cells)
+    return groups
+
+
+def _shapes(index: FactIndex, types: list[str]) -> dict[tuple[str, str], dict[tuple[str, ...], list[str]]]:
+    """Per (resource type, organization), its resources by the types of their chain: a top-level
+    one's is its own type, a nested one's its type, its parent's, ... up to the top one."""
+    found: dict[tuple[str, str], dict[tuple[str, ...], list[str]]] = defaultdict(lambda: defaultdict(list))
+    with index.one_state():
+        for organization_id in index.organizations:
+            found[("Organization", organization_id)][("Organization",)] = [organization_id]
+        for (resource_type, organization_id), ids in index.by_organization.items():
+            if resource_type not in types:
+                continue
+            for resource_id in sorted(ids):
+                key = (resource_type, resource_id)
+                chain_types = index.nested_chain(key)[1] if key in index.parents else (resource_type,)
+                if chain_types:  # a chain that does not reach an organization decides nothing
+                    found[(resource_type, organization_id)][chain_types].append(resource_id)
+    return found
+
+
+def _role_holders(index: FactIndex) -> dict[str, set[str]]:
+    """Per user with a role on a resource (GrantResourceRole), the organizations of those resources."""
+    with index.one_state():
+        return {user_id: {index.resources[key] for key in held if key in index.resources}
+                for user_id, held in index.resource_roles.items() if held}
+
+
+def _with_roles(index: FactIndex, types: list[str], holders: dict[str, set[str]]):
+    """The decisions of users with roles on resources, in the organizations of those resources:
+    one by one, per resource of each type, with the roles they hold on its chain (a user whose
+    only fact there is such a role included)."""
+    found: dict[tuple[Subject, str], dict[str, list[Cell]]] = defaultdict(lambda: defaultdict(list))
+    with index.one_state():
+        for user_id in sorted(holders):
+            for organization_id in sorted(holders[user_id]):
+                subject = index.subject(user_id, organization_id)
+                found[(subject, "Organization")][organization_id].append(
+                    Cell([user_id], [organization_id], "Organization:{target}"))
+                for resource_type in types[1:]:
+                    for resource_id in sorted(index.resources_of(resource_type, organization_id)):
+                        key = (resource_type, resource_id)
+                        chain, chain_types = index.nested_chain(key) if key in index.parents else ((key,), (resource_type,))
+                        if not chain:
+                            continue
+                        situation = replace(subject, chain=chain_types, resource_roles=index.roles_on(user_id, chain))
+                        found[(situation, resource_type)][organization_id].append(
+                            Cell([user_id], [resource_id], f"{resource_type}:{{target}}"))
+    return found
 
 
 def _group(subject: Subject, resource_type: str, action: str, before: frozenset[str], after: frozenset[str],
