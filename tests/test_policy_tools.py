@@ -220,6 +220,33 @@ def test_access_matrix_is_current():
         "`.venv/bin/mandate policy matrix > docs/access-matrix.md` and review the difference")
 
 
+def test_issue20_the_matrix_shows_every_type_the_policy_declares(tmp_path):
+    """issue 20: the matrix decides every resource type the policy declares, with its permissions as
+    actions: a nested type under its parent, and each role of a type held on a resource of it."""
+    directory = tmp_path / "platform"
+    directory.mkdir()
+    for path in [*POLICY_DIR.glob("*.polar"), ROOT / "examples" / "platform" / "platform.polar"]:
+        shutil.copy(path, directory)
+    markdown = policytools.matrix_markdown(Policy(directory))
+    for heading in ("## Invoice (shop-invoice, in the client's organization)",
+                    "## Page (shop-page, in the client's organization)",
+                    "## Post (shop-page-post, under Page shop-page)",
+                    "## Project (shop-site, in the client's organization)"):
+        assert heading in markdown, heading
+    post = markdown.split("## Post ")[1].split("## ")[0]
+    # kim, a client member (persona 5), reads a post through its page, edits only the one she is an editor of.
+    kim = 4
+    cells = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ")[1:] for line in post.splitlines()
+             if line.startswith("| ") and not line.startswith("| action")}
+    assert cells["read"][kim] == "✓" and cells["edit"][kim] == "·"
+    assert cells["edit, holding editor on it"][kim] == "✓"
+    # paula, a paused colleague (persona 4), gets nothing from the role (the policy says so).
+    assert cells["edit, holding editor on it"][3] == "·"
+    csv = policytools.matrix_csv(Policy(directory)).splitlines()
+    assert csv[0] == "persona,resource_type,resource,role_held,action,allowed"
+    assert '"client member (role client)",Post,Post:shop-page-post-editor,editor,edit,true' in csv
+
+
 # -- mandate policy test ---------------------------------------------------------------------
 
 
