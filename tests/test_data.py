@@ -19,7 +19,7 @@ from mandate.config import Config
 from mandate.server import build_server
 from mandate.store import models
 from mandate.v1 import admin_pb2, directory_pb2, membership_pb2
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 
 from tests.conftest import PG_TEMPLATE, POLICY_DIR, TOKEN
 from tests.support import reason_of
@@ -132,8 +132,14 @@ def rich_world(world, app) -> dict:
                                   "2099-06-01T00:00:00.000000Z")
     app.partners.invite_client(owner, agency, "client-to-be@example.com", "Client To Be", "C-7", "EUR", ["read"])
     app.partners.create_invite_link(owner, agency, "Link Customer", "C-8", "EUR", ["read", "edit"])
+    shop_owner = world.owner_of(shop)
+    viewer = world.member(shop, "client")
+    app.directory.grant_resource_role(shop_owner, "Project", site, viewer, "viewer", "2099-02-01T00:00:00.000000Z")
+    app.directory.grant_resource_role(shop_owner, "Project", site, viewer, "editor")
+    app.directory.revoke_resource_role(shop_owner, "Project", site, viewer, "editor")  # revoked: no fact
     return {"agency": agency, "shop": shop, "shop_usd": shop_usd, "bakery": bakery, "emma": emma, "eric": eric,
-            "carl": carl, "lena": lena, "gone": gone, "site": site, "owner": owner}
+            "carl": carl, "lena": lena, "gone": gone, "site": site, "owner": owner,
+            "viewer": viewer}
 
 
 def decisions(app: App) -> dict:
@@ -152,12 +158,21 @@ def test_round_trip_of_a_world_with_every_kind_of_fact_is_exact(app, world, admi
     """issue 21 items 1 and 3: an export imported into an empty database gives the same
     decisions and the same export (every kind of fact: users, organizations, members with role,
     status, tag and end, pending invitations and links as hashes, connections, assignments,
-    linked accounts, resources)."""
-    rich_world(world, app)
+    linked accounts, resources; issue 20: a nested resource and a role on one resource)."""
+    facts = rich_world(world, app)
+    # A resource nested two levels deep, and a role on the nested one; a parent may come after its child.
+    do_import(admin, [{"kind": "resource", "type": "Post", "id": "hello", "parent": "Page:home"},
+                      {"kind": "resource", "type": "Page", "id": "home", "organization": facts["shop"]},
+                      {"kind": "resource_role", "resource": "Post:hello", "user": facts["carl"], "role": "author"}])
     revision, exported = do_export(admin)
     kinds = {json.loads(line)["kind"] for line in exported}
     assert kinds == {"user", "organization", "member", "member_invitation", "client_invitation", "connection",
-                     "assignment", "link", "resource"}
+                     "assignment", "link", "resource", "resource_role"}
+    records = [json.loads(line) for line in exported]
+    assert {"kind": "resource", "type": "Post", "id": "hello", "parent": "Page:home", "deleted": False} in records
+    assert {"kind": "resource_role", "resource": f"Project:{facts['site']}", "user": facts["viewer"],
+            "role": "viewer", "access_expires_at": "2099-02-01T00:00:00.000000Z"} in records
+    assert [r["role"] for r in records if r["kind"] == "resource_role"] == ["author", "viewer"]
     assert not any('"token"' in line for line in exported)
     with serving(other_app, callers_file) as (other, _):
         summary = do_import(other, [json.loads(line) for line in exported])
@@ -176,6 +191,11 @@ def test_round_trip_of_a_world_with_every_kind_of_fact_is_exact(app, world, admi
             kept = session.execute(select(models.HISTORY[models.User].c.id).where(
                 models.HISTORY[models.User].c.revision == int(summary.revision))).scalars().all()
             assert sorted(kept) == sorted(users)
+            roles = models.HISTORY[models.ResourceRole]
+            assert session.execute(select(func.count()).select_from(roles).where(
+                roles.c.revision == int(summary.revision))).scalar_one() == 2
+            nested = session.execute(select(models.Resource).where(models.Resource.id == "hello")).scalar_one()
+            assert (nested.parent_type, nested.parent_id, nested.organization_id) == ("Page", "home", facts["shop"])
         _, past = do_export(other, at_revision=summary.revision)
         assert past == [line for line in exported if '_invitation"' not in line]
 

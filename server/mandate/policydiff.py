@@ -353,7 +353,8 @@ def _with_roles(index: FactIndex, types: list[str], holders: dict[str, set[str]]
                 for resource_type in types[1:]:
                     for resource_id in sorted(index.resources_of(resource_type, organization_id)):
                         key = (resource_type, resource_id)
-                        chain, chain_types = index.nested_chain(key) if key in index.parents else ((key,), (resource_type,))
+                        chain, chain_types = (index.nested_chain(key) if key in index.parents
+                                              else ((key,), (resource_type,)))
                         if not chain:
                             continue
                         situation = replace(subject, chain=chain_types, resource_roles=index.roles_on(user_id, chain))

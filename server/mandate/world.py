@@ -31,10 +31,7 @@ from typing import Any
 
 import yaml
 
-from sqlalchemy.exc import IntegrityError
-
 from mandate import errors
-from mandate.store import models
 from mandate.store.db import Store
 from mandate.worldfile import Record, WorldError, read_records, world_records
 
@@ -52,17 +49,8 @@ def read_yaml(path: Path | str) -> dict[str, Any]:
     return data
 
 
-def read_world(path: Path | str) -> list[Record] | dict[str, Any]:
-    """The records of a world file, YAML or JSON Lines (docs/world-format.md); a YAML world with
-    nested resources or roles on one resource as its `world:` mapping (see `load_world`)."""
-    with open(path, encoding="utf-8") as handle:
-        head = handle.read(4096)
-    if not head.lstrip().startswith("{"):
-        data = read_yaml(path)
-        world = data.get("world") if isinstance(data.get("world"), dict) else None
-        if world is not None and ("resource_roles" in world or any(
-                isinstance(spec, dict) and spec.get("parent") for spec in world.get("resources") or [])):
-            return world
+def read_world(path: Path | str) -> list[Record]:
+    """The records of a world file, YAML or JSON Lines (docs/world-format.md)."""
     try:
         return list(read_records(path))
     except errors.DomainError as error:
@@ -72,39 +60,14 @@ def read_world(path: Path | str) -> list[Record] | dict[str, Any]:
 def load_world(store: Store, world: dict[str, Any] | list[Record] | None, policy=None) -> int:
     """Write the world (a `world:` mapping, or the records of a world file) into the store in one
     transaction; returns its revision. A test world may hold what the service would refuse
-    (docs/policy-tests.md): only its references are checked. Owners that are not among the
-    users are added. Nested `resources` (with a `parent`) and `resource_roles` of a mapping are
-    written after the rest, in a second transaction (with `policy`, checked against its types
-    and roles)."""
+    (docs/policy-tests.md): only its references are checked, and with `policy`, that its
+    resources are of types the policy declares and its roles on one resource roles of their
+    type. Owners that are not among the users are added."""
     from mandate.domain.admin import Admin
 
-    later: dict[str, Any] = {}
-    if isinstance(world, dict) and ("resource_roles" in world or any(
-            isinstance(spec, dict) and spec.get("parent") for spec in world.get("resources") or [])):
-        world = dict(world)
-        resources = list(world.get("resources") or [])
-        world["resources"] = [spec for spec in resources if not (isinstance(spec, dict) and spec.get("parent"))]
-        later = {"resources": [spec for spec in resources if isinstance(spec, dict) and spec.get("parent")],
-                 "resource_roles": world.pop("resource_roles", None) or []}
-    revision = _import(store, world, Admin)
-    if later:
-        for key in later:
-            for number, spec in enumerate(later[key]):
-                if not isinstance(spec, dict):
-                    raise WorldError(f"{key}[{number}]: must be a mapping, not {spec!r}")
-        try:
-            with store.write("world") as tx:
-                _load_resources(tx.session, later, tx.revision, policy)
-                tx.emit("world.loaded", resources=len(later["resources"]), roles=len(later["resource_roles"]))
-            revision = tx.revision
-        except IntegrityError as error:
-            raise WorldError(f"world: an entry names something that does not exist or repeats one "
-                             f"({error.orig})") from None
-    return revision
-
-
-def _import(store: Store, world, Admin) -> int:
-    records = list(world) if isinstance(world, list) else list(world_records(world))
+    records = list(world) if isinstance(world, list) else list(world_records(world or {}))
+    if policy is not None:
+        _check_types(records, policy)
     users = {str(r.fields.get("id")) for r in records if r.kind == "user"}
     for record in [r for r in records if r.kind == "organization"]:
         owner = record.fields.get("owner")
@@ -117,44 +80,18 @@ def _import(store: Store, world, Admin) -> int:
         raise WorldError(f"world: {error.message}") from None
 
 
-def _load_resources(session, world: dict[str, Any], revision: int, policy) -> None:
-    """`resources` (parents listed before their children) and `resource_roles`."""
-    declared = policy.resource_types if policy is not None else None
-    for number, spec in enumerate(world.get("resources") or []):
-        where = f"resources[{number}]"
-        resource_type, ident = str(_required(spec, "type", where)), str(_required(spec, "id", where))
-        if declared is not None and resource_type not in declared:
-            raise WorldError(f"{where}: the policy declares no resource type {resource_type!r}")
-        parent_type = parent_id = None
-        if spec.get("parent"):
-            parent_type, _, parent_id = str(spec["parent"]).partition(":")
-            parent = session.get(models.Resource, (parent_type, parent_id))
-            if parent is None:
-                raise WorldError(f"{where}: no resource {spec['parent']!r} listed before it")
-            organization_id = parent.organization_id
-        else:
-            organization_id = str(_required(spec, "organization", where))
-        session.add(models.Resource(type=resource_type, id=ident, organization_id=organization_id,
-                                    parent_type=parent_type, parent_id=parent_id, deleted=False, revision=revision))
-        session.flush()
-    for number, spec in enumerate(world.get("resource_roles") or []):
-        where = f"resource_roles[{number}]"
-        resource_type, _, ident = str(_required(spec, "resource", where)).partition(":")
-        role = str(_required(spec, "role", where))
-        if policy is not None and role not in policy.roles.get(resource_type, ()):
-            raise WorldError(f"{where}: a {resource_type} declares no role {role!r}")
-        if session.get(models.Resource, (resource_type, ident)) is None:
-            raise WorldError(f"{where}: no resource {spec['resource']!r}")
-        session.add(models.ResourceRole(resource_type=resource_type, resource_id=ident,
-                                        user_id=str(_required(spec, "user", where)), role=role, granted=True,
-                                        granted_by="", access_expires_at=spec.get("access_expires_at") or None,
-                                        revision=revision))
-
-
-def _required(spec: dict, key: str, where: str):
-    if not isinstance(spec, dict) or spec.get(key) in (None, ""):
-        raise WorldError(f"{where}: '{key}' is required")
-    return spec[key]
+def _check_types(records: list[Record], policy) -> None:
+    """A test world's resources are of types the policy declares, its roles on one resource the
+    roles of the resource's type."""
+    for record in records:
+        if record.kind == "resource" and record.fields.get("type") not in (None, "", *policy.resource_types):
+            raise WorldError(f"{record.where}: type: the policy declares no resource type "
+                             f"{record.fields['type']!r}")
+        if record.kind == "resource_role":
+            resource_type = str(record.fields.get("resource") or "").partition(":")[0]
+            if record.fields.get("role") not in policy.roles.get(resource_type, ()):
+                raise WorldError(f"{record.where}: role: a {resource_type} declares no role "
+                                 f"{record.fields.get('role')!r}")
 
 
 _migrated_template: Path | None = None

@@ -33,12 +33,12 @@ from mandate.store import models
 FORMAT = 1
 # Kinds in the order a world is written and imported: each refers only to kinds before it.
 KINDS = ("user", "organization", "member", "member_invitation", "client_invitation", "connection",
-         "assignment", "link", "resource")
+         "assignment", "link", "resource", "resource_role")
 # The YAML section of each kind, and the short sections the YAML spelling also reads.
 SECTIONS = {"users": "user", "organizations": "organization", "members": "member",
             "member_invitations": "member_invitation", "client_invitations": "client_invitation",
             "connections": "connection", "assignments": "assignment", "links": "link", "resources": "resource",
-            "projects": "resource"}
+            "resource_roles": "resource_role", "projects": "resource"}
 SECTION_OF = {kind: section for section, kind in SECTIONS.items() if section != "projects"}
 
 _ID = re.compile(r"[\x21-\x7e]{1,40}")  # user, organization and invitation ids: as the columns hold
@@ -91,6 +91,8 @@ def describe(kind: str, fields: dict) -> str:
         return "/".join(str(o)[:60] for o in pair) if isinstance(pair, list) else "?"
     if kind == "resource":
         return f"{get('type')}:{get('id')}"
+    if kind == "resource_role":
+        return f"{get('resource')}/{get('user')}/{get('role')}"
     return get("id")
 
 
@@ -435,14 +437,40 @@ def _resource(f: Fields, now: str) -> dict:
     resource_type = f.id("type", pattern=_TYPE)
     if resource_type in ("User", "Organization"):
         f.fail("type", "users and organizations are records of their own kinds")
+    parent_type = parent_id = None
+    if f.raw("parent") is not None:
+        if f.raw("organization") is not None:
+            f.fail("parent", "a nested resource is in its parent's organization: give organization or parent, "
+                   "not both")
+        parent_type, parent_id = _resource_ref(f, "parent")
     return {"type": resource_type, "id": f.id("id", pattern=_RESOURCE_ID),
-            "organization_id": f.id("organization"), "deleted": f.flag("deleted"),
-            "parent_type": None, "parent_id": None}  # nested resources: mandate.world writes them
+            # A nested resource's organization is its top ancestor's (the importer finds it).
+            "organization_id": None if parent_type else f.id("organization"), "deleted": f.flag("deleted"),
+            "parent_type": parent_type, "parent_id": parent_id}
+
+
+def _resource_ref(f: Fields, field: str) -> tuple[str, str]:
+    value = f.raw(field)
+    resource_type, _, resource_id = str(value).partition(":") if isinstance(value, str) else ("", "", "")
+    if not (_TYPE.fullmatch(resource_type) and _RESOURCE_ID.fullmatch(resource_id)) or resource_type in (
+            "User", "Organization"):
+        f.fail(field, 'must name a resource as "Type:id"')
+    return resource_type, resource_id
+
+
+def _resource_role(f: Fields, now: str) -> dict:
+    resource_type, resource_id = _resource_ref(f, "resource")
+    role = f.raw("role")
+    if not (isinstance(role, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", role)):
+        f.fail("role", "must be a role name (letters, digits and _, up to 100)")
+    return {"resource_type": resource_type, "resource_id": resource_id, "user_id": f.id("user"), "role": role,
+            "granted": True, "granted_by": "", "access_expires_at": f.time("access_expires_at", None)}
 
 
 _NORMALIZERS = {"user": _user, "organization": _organization, "member": _member,
                 "member_invitation": _member_invitation, "client_invitation": _client_invitation,
-                "connection": _connection, "assignment": _assignment, "link": _link, "resource": _resource}
+                "connection": _connection, "assignment": _assignment, "link": _link, "resource": _resource,
+                "resource_role": _resource_role}
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -490,8 +518,11 @@ def record_of(kind: str, row) -> dict:
     if kind == "link":
         return {"kind": kind, "organizations": [r.organization_id, r.other_organization_id]}
     if kind == "resource":
-        return {"kind": kind, "type": r.type, "id": r.id, "organization": r.organization_id,
-                "deleted": bool(r.deleted)}
+        where = {"parent": f"{r.parent_type}:{r.parent_id}"} if r.parent_type else {"organization": r.organization_id}
+        return {"kind": kind, "type": r.type, "id": r.id, **where, "deleted": bool(r.deleted)}
+    if kind == "resource_role":
+        return _drop_empty({"kind": kind, "resource": f"{r.resource_type}:{r.resource_id}", "user": r.user_id,
+                            "role": r.role, "access_expires_at": r.access_expires_at})
     raise ValueError(kind)
 
 

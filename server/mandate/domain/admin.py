@@ -44,7 +44,8 @@ M = models
 # Each kind: its table, its key columns, and the record fields that name the key.
 TABLES = {"user": M.User, "organization": M.Organization, "member": M.Membership,
           "member_invitation": M.Invitation, "client_invitation": M.Invitation, "connection": M.Connection,
-          "assignment": M.Assignment, "link": M.OrganizationLink, "resource": M.Resource}
+          "assignment": M.Assignment, "link": M.OrganizationLink, "resource": M.Resource,
+          "resource_role": M.ResourceRole}
 
 
 KEYS = {kind: tuple(c.name for c in model.__table__.primary_key) for kind, model in TABLES.items()}
@@ -277,6 +278,7 @@ def _export_rows(session, past: int | None):
     yield "assignment", rows(M.Assignment)
     yield "link", rows(M.OrganizationLink, lambda t: t.c.organization_id < t.c.other_organization_id)
     yield "resource", rows(M.Resource)
+    yield "resource_role", rows(M.ResourceRole, lambda t: t.c.granted.is_(True))  # a revoked role is no fact
 
 
 # -- import, inside the transaction -------------------------------------------------------
@@ -298,6 +300,7 @@ class _Writer:
         for kind in KINDS:
             self._find_existing(kind)
         self._resolve_conflicts()
+        self._place_resources()
         self._check_references()
         if self.checked:
             self._check_records()
@@ -365,7 +368,7 @@ class _Writer:
         wanted_orgs: dict[str, tuple[int, str, str]] = {}
 
         def need(ids, where, value, field_name, line, kind):
-            if value not in ids and value not in where:
+            if value is not None and value not in ids and value not in where:
                 where[value] = (line, kind, field_name)
 
         references = {
@@ -377,6 +380,7 @@ class _Writer:
             "assignment": (("partner_id", "partner", "o"), ("client_id", "client", "o"), ("user_id", "user", "u")),
             "link": (("organization_id", "organizations", "o"), ("other_organization_id", "organizations", "o")),
             "resource": (("organization_id", "organization", "o"),),
+            "resource_role": (("user_id", "user", "u"),),
         }
         for kind, fields in references.items():
             for line, columns in self.staged[kind].rows.values():
@@ -402,6 +406,40 @@ class _Writer:
             for row in self.session.execute(select(M.Organization.__table__).where(
                     M.Organization.id.in_(stored[start:start + LOOKUP_BATCH]))):
                 self.organizations[row.id] = row._asdict()
+
+    # Nested resources: in their top ancestor's organization; roles: on a resource that exists.
+    def _place_resources(self) -> None:
+        resources = self.staged["resource"].rows
+        stored: dict[tuple[str, str], str | None] = {}
+
+        def in_store(key: tuple[str, str]) -> str | None:
+            if key not in stored:
+                stored[key] = self.session.execute(select(M.Resource.organization_id).where(
+                    M.Resource.type == key[0], M.Resource.id == key[1], M.Resource.deleted.is_(False))).scalar()
+            return stored[key]
+
+        def organization_of(key: tuple[str, str], below: tuple) -> str:
+            columns = resources[key][1]
+            if columns["organization_id"] is not None:
+                return columns["organization_id"]
+            parent = (columns["parent_type"], columns["parent_id"])
+            if parent == key or parent in below:
+                self._fail("resource", key, errors.FailedPrecondition,
+                           "parent: the parents of the file's resources make a cycle", Reason.PARENT_CYCLE)
+            found = organization_of(parent, (*below, key)) if parent in resources else in_store(parent)
+            if found is None:
+                self._fail("resource", key, errors.NotFound, f"parent: no resource {':'.join(parent)!r} in the file "
+                           "or the store", Reason.PARENT_NOT_FOUND)
+            columns["organization_id"] = found
+            return found
+
+        for key in resources:
+            organization_of(key, ())
+        for key, (_, role) in self.staged["resource_role"].rows.items():
+            resource = (role["resource_type"], role["resource_id"])
+            if resource not in resources and in_store(resource) is None:
+                self._fail("resource_role", key, errors.NotFound, f"resource: no resource {':'.join(resource)!r} in "
+                           "the file or the store", Reason.RESOURCE_NOT_FOUND)
 
     def _present(self, column, ids: list[str]) -> set[str]:
         found = set()
@@ -599,5 +637,7 @@ def _fields_of(kind: str, columns: dict) -> dict:
     fields = {names.get(k, k): v for k, v in columns.items()}
     if kind == "link":
         fields["organizations"] = [columns["organization_id"], columns["other_organization_id"]]
+    if kind == "resource_role":
+        fields["resource"] = f"{columns['resource_type']}:{columns['resource_id']}"
     return fields
 
