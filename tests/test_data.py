@@ -247,6 +247,17 @@ def test_an_import_failing_halfway_leaves_nothing(app, world, admin):
     ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
       {"kind": "client_invitation", "id": "i", "partner": "o", "invited_by": "a", "token": "usable",
        "expires_at": "2099-01-01T00:00:00Z"}], "INVALID_ARGUMENT", 3),
+    # issue 20: a nested resource's parent exists and makes no cycle; a role is on a resource that exists.
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource", "type": "Post", "id": "p", "parent": "Page:nowhere"}], "PARENT_NOT_FOUND", 3),
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource", "type": "Folder", "id": "x", "parent": "Folder:y"},
+      {"kind": "resource", "type": "Folder", "id": "y", "parent": "Folder:x"}], "PARENT_CYCLE", 4),
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource", "type": "Page", "id": "p", "organization": "o", "parent": "Page:q"}],
+     "INVALID_ARGUMENT", 3),
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource_role", "resource": "Page:nowhere", "user": "a", "role": "editor"}], "RESOURCE_NOT_FOUND", 3),
 ])
 def test_an_import_is_checked_by_the_rules_of_the_rpcs(app, admin, records, reason, line):
     """issue 21 item 2: references, roles, R13 currency, scopes, R19 one partner record per
