@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from sqlalchemy.exc import IntegrityError
 
 from mandate import errors
