@@ -4,7 +4,6 @@ one resource by changing `policies/` alone, and every RPC takes them from the po
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import grpc
 import pytest

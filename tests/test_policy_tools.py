@@ -349,35 +349,35 @@ MALFORMED = [
                  "not valid YAML", id="invalid-yaml"),
     pytest.param("- just a list\n", "must be a mapping with a 'world' key", id="not-a-mapping"),
     pytest.param("world:\n  people: [alice]\nexpect:\n  - {deny: alice view Organization:acme}\n",
-                 "world: unknown keys ['people']", id="unknown-world-key"),
+                 "world: unknown key 'people'", id="unknown-world-key"),
     pytest.param(SMALL_WORLD, "expect: must be a non-empty list", id="no-expectations"),
     pytest.param("world:\n  organizations: {acme: {currency: EUR}}\nexpect:\n  - {deny: a view Organization:acme}\n",
-                 "organizations.acme: 'owner' is required", id="organization-without-owner"),
+                 "organization acme: owner: is required", id="organization-without-owner"),
     pytest.param("world:\n  organizations: {acme: {owner: alice}}\n  members: [bob]\n"
                  "expect:\n  - {deny: bob view Organization:acme}\n",
                  "members[0]: must be a mapping", id="member-not-a-mapping"),
     pytest.param("world:\n  organizations: {acme: {owner: alice}}\n"
                  "  members: [{organization: acme, user: bob, role: boss}]\n"
                  "expect:\n  - {deny: bob view Organization:acme}\n",
-                 "members[0]: unknown role 'boss'", id="unknown-role"),
+                 "member acme/bob: role: must be one of", id="unknown-role"),
     pytest.param("world:\n  organizations: {acme: {owner: alice}}\n"
                  "  members: [{organization: nowhere, user: alice}]\n"
                  "expect:\n  - {deny: alice view Organization:acme}\n",
-                 "an entry names something that does not exist", id="unknown-organization"),
+                 "member nowhere/alice: organization: no organization 'nowhere'", id="unknown-organization"),
     pytest.param("world:\n  organizations: {acme: {owner: alice}}\n"
                  "  connections: [{partner: agency, client: acme, granted: [read]}]\n"
                  "expect:\n  - {deny: alice view Organization:acme}\n",
-                 "connections[0]: no organization 'agency'", id="connection-to-unknown-partner"),
+                 "connection agency->acme: partner: no organization 'agency'", id="connection-to-unknown-partner"),
     pytest.param("world:\n  organizations: {acme: {owner: alice}, agency: {owner: ann}}\n"
                  "  connections: [{partner: agency, client: acme, granted: [read, own]}]\n"
                  "expect:\n  - {deny: alice view Organization:acme}\n",
-                 "connections[0]: unknown scopes ['own']", id="unknown-scope"),
+                 "connection agency->acme: granted: unknown scope 'own'", id="unknown-scope"),
     pytest.param("world:\n  organizations: {acme: {owner: alice}, agency: {owner: ann}}\n"
                  "  connections: [{partner: agency, client: acme, granted: [read], status: disconected}]\n"
                  "expect:\n  - {deny: ann read Project:x}\n",
-                 "connections[0]: status must be one of", id="misspelt-connection-status"),
+                 "connection agency->acme: status: must be one of", id="misspelt-connection-status"),
     pytest.param("world:\n  links: [[acme]]\nexpect:\n  - {deny: a view Organization:acme}\n",
-                 "links[0]: must be a pair", id="link-not-a-pair"),
+                 "link acme: organizations: must be a pair", id="link-not-a-pair"),
 ]
 
 

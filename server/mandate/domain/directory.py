@@ -120,7 +120,8 @@ class Directory:
                 raise errors.InvalidArgument("parent.type", f"a {resource_type} has no parent of type {parent[0]} "
                                              f"(its parent: {allowed})")
         elif "organization" not in relations:
-            raise errors.InvalidArgument("parent", f"is required: a {resource_type} lives under a {relations['parent']}")
+            raise errors.InvalidArgument(
+                "parent", f"is required: a {resource_type} lives under a {relations['parent']}")
         elif not organization_id:
             raise errors.InvalidArgument("organization_id", "is required (or give parent)")
         with self.store.write(actor_id) as tx:
