@@ -22,7 +22,7 @@ from mandate.domain.partner import Partners
 from mandate.domain.requests import RequestIds
 from mandate.index import FactIndex
 from mandate.policy import Policy, PolicyError
-from mandate.store.db import Conflict, Store, in_write
+from mandate.store.db import Conflict, Regroup, Store, grouping, in_write
 from mandate.store.follow import ChangeFeed
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ def _is_connection_error(error: Exception) -> bool:
 class Retrying:
     """A domain service whose every call runs again, whole, when the database aborted its
     transaction to keep writers serializable (serialization failure, deadlock): callers never
-    see those. Nothing of an aborted attempt was written, so running it again is safe."""
+    see those. Nothing of an aborted attempt was written, so running it again is safe. Its
+    writes may share a group commit; one not kept in its group runs again on its own."""
 
     def __init__(self, service):
         self._service = service
@@ -170,12 +171,20 @@ class Retrying:
 
         @functools.wraps(attribute)
         def call(*args, **kwargs):
-            for attempt in range(1, ATTEMPTS + 1):
+            grouped = True  # its write may share a group commit (mandate.store.db)
+            attempt = 0
+            while True:
                 try:
-                    return attribute(*args, **kwargs)
+                    with grouping(grouped):
+                        return attribute(*args, **kwargs)
                 except Conflict as conflict:
                     if in_write():  # joined a request's transaction: that whole request runs again
                         raise
+                    if isinstance(conflict, Regroup) and grouped:
+                        # Not kept in its group (nothing of it was written): it runs again at once, on its own.
+                        grouped = False
+                        continue
+                    attempt += 1
                     if attempt == ATTEMPTS:
                         raise errors.DatabaseUnavailable(
                             "the database aborted this change repeatedly under contention; retry") from conflict
