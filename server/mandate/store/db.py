@@ -321,6 +321,8 @@ class Store:
         self.group_commit = True
         self._groups = threading.Lock()
         self._open_group: _Group | None = None
+        # Counts of this process: group commits, mutations they kept, mutations sent to run alone.
+        self.group_counts = {"groups": 0, "kept": 0, "regrouped": 0}
         self._after_commit: list = []
         self._written: tuple[int, list] = (0, [])  # the last local commit's revision and fact rows
         self._available = True
@@ -526,8 +528,11 @@ class Store:
                     group.failed = lost
                     raise
             session.expunge_all()  # the next member loads its own rows; this one's stay as they were
+            if isinstance(error, Regroup):
+                self.group_counts["regrouped"] += 1
             if first or isinstance(error, Regroup | errors.DeadlineExceeded) or group.failed is not None:
                 raise
+            self.group_counts["regrouped"] += 1
             # A refusal (or no change) after another member may come from facts that member changed,
             # which the fact index does not hold yet: it is decided again, on its own.
             raise Regroup("a refusal inside a group is decided again on its own") from error
@@ -573,6 +578,8 @@ class Store:
                     session.rollback()
                 return
             self.mark_available()
+            self.group_counts["groups"] += 1
+            self.group_counts["kept"] += len(group.kept)
             for tx, written in group.kept:
                 self._written = (tx.revision, written)
                 if tx.announce_later:
