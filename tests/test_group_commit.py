@@ -5,14 +5,21 @@ the refusals and conflicts happen inside one group. Waits are bounded; no test a
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+from mandate.app import App
 from mandate.errors import DomainError
 from mandate.store import db, models
 from sqlalchemy import exc, select
+
+from tests.conftest import POLICY_DIR
 
 WAIT = 30.0
 
@@ -176,3 +183,66 @@ def test_a_database_error_inside_a_group_rolls_the_whole_group_back_and_every_ot
     assert isinstance(held.outcome[0], db.Regroup)  # the held first member is not kept: it may run again
     # The invitation ran again on its own (Retrying) and is there once.
     assert len(app.memberships.list_invitations(owner, organization, "", "pending", 100, "")) == 1
+
+
+# A process that is killed (SIGKILL) in the middle of a group commit, after every member ran and
+# before the commit: it prints each reply it got, and what it did, to its parent.
+CRASHING = """
+import os, signal, sys
+from concurrent.futures import ThreadPoolExecutor
+from mandate.app import App
+from mandate.store import db
+from tests.conftest import POLICY_DIR
+from tests.factories import World
+from tests.test_group_commit import HeldGroup
+
+app = App(sys.argv[1], POLICY_DIR)
+world = World(app)
+owners = [world.user("owner") for _ in range(3)]
+organizations = [world.organization(owner) for owner in owners]
+print("organizations", *organizations, flush=True)
+end = db.Store._end
+
+def killed_before_commit(store, group):
+    if len(group.kept) > 1:
+        print("killed with", len(group.kept), "members", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    end(store, group)
+
+db.Store._end = killed_before_commit
+
+def invite(owner, organization):
+    app.memberships.invite_member(owner, organization, "late@example.com", "colleague")
+    print("acknowledged", organization, flush=True)
+
+with HeldGroup(app.store) as held, ThreadPoolExecutor(3) as pool:
+    for owner, organization in zip(owners, organizations):
+        pool.submit(invite, owner, organization)
+    held.queued(3)
+    held.released.set()
+"""
+
+
+def test_a_kill_in_the_middle_of_a_group_loses_no_acknowledged_write(database_url):
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.run([sys.executable, "-c", CRASHING, database_url], cwd=root, capture_output=True, text=True,
+                           timeout=120, env=dict(os.environ, PYTHONPATH=str(root)))
+    lines = child.stdout.splitlines()
+    assert child.returncode == -9, child.stderr[-3000:]
+    assert any(line.startswith("killed with") for line in lines), child.stdout
+    organizations = next(line.split()[1:] for line in lines if line.startswith("organizations"))
+    assert not any(line.startswith("acknowledged") for line in lines)  # nobody answered before the commit
+    survivor = App(database_url, POLICY_DIR)
+    try:
+        with survivor.store.read() as session:
+            counter = session.execute(select(models.RevisionCounter.value)).scalar_one()
+            newest_event = session.execute(select(models.Event.revision).order_by(
+                models.Event.revision.desc()).limit(1)).scalar_one()
+            late = session.execute(select(models.Invitation).where(
+                models.Invitation.organization_id.in_(organizations))).scalars().all()
+        assert late == [] and counter == newest_event  # the whole group is gone, and only it
+        for organization in organizations:  # the store takes writes again
+            owner = survivor.directory.get_organization(organization).owner_id
+            survivor.memberships.invite_member(owner, organization, "again@example.com", "colleague")
+    finally:
+        survivor.close()
