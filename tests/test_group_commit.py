@@ -24,6 +24,17 @@ from tests.conftest import POLICY_DIR
 WAIT = 30.0
 
 
+def wait_queued(store: db.Store, count: int) -> None:
+    """Wait (bounded) until `count` writers wait for their turn in the store's open group."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        group = store._open_group
+        if group is not None and len(group.waiting) >= count:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{count} writers never queued in the group")
+
+
 class HeldGroup:
     """The first member of a group, held inside its transaction until `release`."""
 
@@ -52,13 +63,7 @@ class HeldGroup:
 
     def queued(self, count: int) -> None:
         """Wait (bounded) until `count` writers wait for their turn in the held group."""
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            group = self.store._open_group
-            if group is not None and len(group.waiting) >= count:
-                return
-            time.sleep(0.005)
-        raise AssertionError(f"{count} writers never queued in the group")
+        wait_queued(self.store, count)
 
     def __exit__(self, *_):
         self.released.set()
