@@ -48,6 +48,7 @@ class DatabaseSettings:
     max_overflow: int = 10
     pool_timeout: float = 5.0  # seconds a call waits for a free connection before UNAVAILABLE
     connect_timeout: int = 3  # seconds to open a connection before the database counts as lost
+    group_commit: bool = True  # writers arriving together share one transaction (mandate.store.db)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> DatabaseSettings:
@@ -61,6 +62,7 @@ class DatabaseSettings:
             connect_timeout=seconds(env.get("MANDATE_DATABASE_CONNECT_TIMEOUT", ""),
                                     "MANDATE_DATABASE_CONNECT_TIMEOUT", defaults.connect_timeout,
                                     CONNECT_TIMEOUT_BOUNDS, int),
+            group_commit=env.get("MANDATE_GROUP_COMMIT", "on").strip().lower() not in ("off", "0", "false", "no"),
         )
 
 

@@ -318,7 +318,7 @@ class Store:
         # waiting on the lock with connections in hand would otherwise exhaust the pool and stall it.
         self._writer = threading.Lock()
         # Group commit (see the module's docstring): the group that writers arriving now join.
-        self.group_commit = True
+        self.group_commit = self.settings.group_commit
         self._groups = threading.Lock()
         self._open_group: _Group | None = None
         # Counts of this process: group commits, mutations they kept, mutations sent to run alone.
