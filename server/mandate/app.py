@@ -22,7 +22,7 @@ from mandate.domain.partner import Partners
 from mandate.domain.requests import RequestIds
 from mandate.index import FactIndex
 from mandate.policy import Policy, PolicyError
-from mandate.store.db import Conflict, Regroup, Store, grouping, in_write
+from mandate.store.db import ALONE, JOIN, LEAD, Conflict, Regroup, Store, grouping, in_write
 from mandate.store.follow import ChangeFeed
 
 log = logging.getLogger(__name__)
@@ -171,18 +171,21 @@ class Retrying:
 
         @functools.wraps(attribute)
         def call(*args, **kwargs):
-            grouped = True  # its write may share a group commit (mandate.store.db)
+            mode = JOIN  # its write may share a group commit (mandate.store.db)
+            # Domain calls start with the actor, then the organization (or partner) acted on.
+            hint = frozenset(a for a in args[:2] if isinstance(a, str) and a)
             attempt = 0
             while True:
                 try:
-                    with grouping(grouped):
+                    with grouping(mode, hint):
                         return attribute(*args, **kwargs)
                 except Conflict as conflict:
                     if in_write():  # joined a request's transaction: that whole request runs again
                         raise
-                    if isinstance(conflict, Regroup) and grouped:
-                        # Not kept in its group (nothing of it was written): it runs again at once, on its own.
-                        grouped = False
+                    if isinstance(conflict, Regroup) and mode != ALONE:
+                        # Not kept in its group (nothing of it was written): it runs again at once, first
+                        # of a new group (deciding on the committed state), and alone if that fails too.
+                        mode = LEAD if mode == JOIN else ALONE
                         continue
                     attempt += 1
                     if attempt == ATTEMPTS:

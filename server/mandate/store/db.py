@@ -20,9 +20,9 @@ committed facts, so a member after the first could decide on facts an earlier me
 group just changed. The rule that keeps every decision exact: a later member is kept only if it
 succeeded and the ids it names (its actor, and every organization and `*_id` of its events) are
 disjoint from those of the members before it; otherwise it rolls back to its savepoint and runs
-again on its own after the commit (`Regroup`), deciding on the committed state. Its refusal is
-therefore only ever given by a run that saw everything committed before it. Only writes that can
-run again join groups: calls through `mandate.app.Retrying` (see `grouping`).
+again as the first member of a new group (`Regroup`), deciding on the committed state. Its
+refusal is therefore only ever given by a run that saw everything committed before it. Only
+writes that can run again join groups: calls through `mandate.app.Retrying` (see `grouping`).
 """
 
 from __future__ import annotations
@@ -56,18 +56,23 @@ _open: contextvars.ContextVar[tuple[Store, Transaction] | None] = contextvars.Co
     "mandate_open_write", default=None)
 
 
-# Whether a write started in this context may join a group (see the module's docstring): set by
-# the callers that run a write again, whole, when it raises `Regroup`.
-_grouping: contextvars.ContextVar[bool] = contextvars.ContextVar("mandate_grouping", default=False)
+# How a write started in this context commits (see the module's docstring), set by the callers
+# that run a write again, whole, when it raises `Regroup`: ALONE, JOIN (the open group, or a new
+# one) or LEAD (first of a new group: it decides on the committed state, as a write alone does).
+ALONE, JOIN, LEAD = "alone", "join", "lead"
+_grouping: contextvars.ContextVar[tuple[str, frozenset[str]]] = contextvars.ContextVar(
+    "mandate_grouping", default=(ALONE, frozenset()))
 # The most mutations one group commits together.
 GROUP_LIMIT = 64
 
 
 @contextlib.contextmanager
-def grouping(allowed: bool) -> Iterator[None]:
-    """Writes started inside may (or may not) join a group commit; the caller runs the whole
-    operation again when one raises `Regroup`."""
-    token = _grouping.set(allowed)
+def grouping(mode: str, hint: frozenset[str] = frozenset()) -> Iterator[None]:
+    """Writes started inside commit ALONE, JOIN a group or LEAD a new one; the caller runs the
+    whole operation again when one raises `Regroup`. `hint`: ids the write will likely name
+    (its actor, its organization): a write whose hint meets those of the group open now leads
+    a new group at once instead of running in vain. Only an economy: the overlap rule decides."""
+    token = _grouping.set((mode, hint))
     try:
         yield
     finally:
@@ -299,6 +304,7 @@ class _Group:
         self.waiting: deque[threading.Event] = deque()  # members waiting for their turn
         self.kept: list[tuple[Transaction, list | None]] = []  # in revision order, with their fact rows
         self.named: set[str] = set()  # what the kept members name (`_named`)
+        self.hinted: set[str] = set()  # what its members are likely to name (`grouping`)
         self.failed: BaseException | None = None  # the transaction is lost: every member runs again
         self.error: BaseException | None = None  # the commit's own error, for every kept member
         self.committed = threading.Event()
@@ -319,6 +325,7 @@ class Store:
         self._writer = threading.Lock()
         # Group commit (see the module's docstring): the group that writers arriving now join.
         self.group_commit = self.settings.group_commit
+        self.group_hints = True  # tests turn them off to put overlapping writes in one group
         self._groups = threading.Lock()
         self._open_group: _Group | None = None
         # Counts of this process: group commits, mutations they kept, mutations sent to run alone.
@@ -392,8 +399,8 @@ class Store:
         database is lost, and `Conflict` when the database aborted it (the caller runs it again:
         see mandate.app). A write inside an open write of this store joins it (one transaction:
         a request with a request_id runs its mutation and records its reply together). Inside
-        `grouping(True)` it may share a group commit with writes that arrive with it (`Regroup`:
-        run it again, on its own)."""
+        `grouping(JOIN)` or `grouping(LEAD)` it may share a group commit with writes that arrive
+        with it (`Regroup`: run it again, leading a new group)."""
         joined = _open.get()
         if joined is not None and joined[0] is self:
             if actor_id:
@@ -402,8 +409,9 @@ class Store:
             return
         if not self._available and time.monotonic() - self._checked_at < RECHECK_SECONDS:
             raise errors.DatabaseUnavailable("the database cannot be reached; retry")
-        if self.group_commit and _grouping.get():
-            with self._grouped(actor_id) as tx:
+        mode, hint = _grouping.get()
+        if self.group_commit and mode != ALONE:
+            with self._grouped(actor_id, mode == LEAD, hint) as tx:
                 yield tx
             return
         with tracing.span("mandate.store.write") as span, self._writer:
@@ -453,17 +461,19 @@ class Store:
     # -- group commit (see the module's docstring) -----------------------------------------
 
     @contextlib.contextmanager
-    def _grouped(self, actor_id: str) -> Iterator[Transaction]:
+    def _grouped(self, actor_id: str, lead: bool, hint: frozenset[str]) -> Iterator[Transaction]:
         """One mutation of a group commit: it waits for its turn (the first opens the group),
         runs inside a savepoint, hands the session to the next member, and returns once the
         whole group committed."""
         turn = threading.Event()
         with self._groups:
             group = self._open_group
-            opening = group is None or group.size >= GROUP_LIMIT
-            if opening:
+            opening = (lead or group is None or group.size >= GROUP_LIMIT
+                       or (self.group_hints and not hint.isdisjoint(group.hinted)))
+            if opening:  # writers arriving from now on join this group, behind the one open now
                 group = self._open_group = _Group()
-            else:
+            group.hinted |= hint
+            if not opening:
                 group.size += 1
                 group.waiting.append(turn)
         if not opening:
