@@ -38,8 +38,9 @@ def wait_queued(store: db.Store, count: int) -> None:
 class HeldGroup:
     """The first member of a group, held inside its transaction until `release`."""
 
-    def __init__(self, store: db.Store):
+    def __init__(self, store: db.Store, refusal: DomainError | None = None):
         self.store = store
+        self.refusal = refusal  # raised by the held member once released
         self.opened = threading.Event()
         self.released = threading.Event()
         self.outcome: list[object] = []
@@ -50,6 +51,8 @@ class HeldGroup:
             with db.grouping(db.JOIN), self.store.write() as tx:
                 self.opened.set()
                 assert self.released.wait(WAIT)
+                if self.refusal is not None:
+                    raise self.refusal
             self.outcome.append(tx.revision)  # committed
         except BaseException as error:  # noqa: BLE001 - the test reads it
             self.outcome.append(error)
@@ -108,6 +111,28 @@ def test_a_refusal_inside_a_group_changes_nothing_and_fails_no_other_member(app,
     assert app.store.group_counts["regrouped"] > before["regrouped"]  # the refusal was decided again, alone
     assert app.memberships.list_invitations(owners[1], organizations[1], "", "pending", 100, "") == []
     for owner, organization in ((owners[0], organizations[0]), (owners[2], organizations[2])):
+        assert len(app.memberships.list_invitations(owner, organization, "", "pending", 100, "")) == 1
+
+
+def test_a_refused_first_member_rolls_back_alone_and_the_group_goes_on(app, world):
+    owners = [world.user("owner") for _ in range(2)]
+    organizations = [world.organization(owner) for owner in owners]
+    with app.store.read() as session:
+        start = session.execute(select(models.RevisionCounter.value)).scalar_one()
+    refusal = DomainError("refused by the test", "TEST_REFUSAL")
+    with HeldGroup(app.store, refusal) as held, ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(app.memberships.invite_member, owner, organization, "after@example.com", "colleague")
+                   for owner, organization in zip(owners, organizations, strict=True)]
+        held.queued(2)
+        held.released.set()
+        for future in futures:
+            future.result(WAIT)
+    assert held.outcome == [refusal]
+    with app.store.read() as session:
+        revisions = session.execute(select(models.Event.revision).where(models.Event.revision > start)).scalars().all()
+        counter = session.execute(select(models.RevisionCounter.value)).scalar_one()
+    assert sorted(set(revisions)) == [start + 1, start + 2] and counter == start + 2  # no revision left unused
+    for owner, organization in zip(owners, organizations, strict=True):
         assert len(app.memberships.list_invitations(owner, organization, "", "pending", 100, "")) == 1
 
 

@@ -12,17 +12,17 @@ NOTIFY that wakes the other replicas (see mandate.store.follow). Losing the data
 reported as `errors.DatabaseUnavailable`, never as an unexpected error.
 
 Group commit. Writers of one process that arrive together share one transaction: one counter
-update and one commit (one fsync) for the group. Each mutation still runs alone in its turn, inside
-a SAVEPOINT, with its own revision, history, events and time; a refused one rolls back to its
-savepoint and changes nothing, and the others go on. Nobody is answered before the group commits,
-so a crash loses no acknowledged write. Mutations decide with the fact index, which holds only
-committed facts, so a member after the first could decide on facts an earlier member of the same
-group just changed. The rule that keeps every decision exact: a later member is kept only if it
-succeeded and the ids it names (its actor, and every organization and `*_id` of its events) are
-disjoint from those of the members before it; otherwise it rolls back to its savepoint and runs
-again as the first member of a new group (`Regroup`), deciding on the committed state. Its
-refusal is therefore only ever given by a run that saw everything committed before it. Only
-writes that can run again join groups: calls through `mandate.app.Retrying` (see `grouping`).
+update and one commit (one fsync) for the group. Each mutation still runs alone in its turn (after
+the first kept, inside a SAVEPOINT), with its own revision, history, events and time; a refused
+one rolls back (to its savepoint) and changes nothing, and the others go on. Nobody is answered
+before the group commits, so a crash loses no acknowledged write. Mutations decide with the fact
+index, which holds only committed facts, so a member after the first could decide on facts an
+earlier member of the same group just changed. The rule that keeps every decision exact: a later
+member is kept only if it succeeded and the ids it names (its actor, and every organization and
+`*_id` of its events) are disjoint from those of the members before it; otherwise it rolls back
+to its savepoint and runs again as the first member of a new group (`Regroup`), deciding on the
+committed state. Its refusal is therefore only ever given by a run that saw everything committed
+before it. Only writes that can run again join groups: calls through `mandate.app.Retrying` (see `grouping`).
 """
 
 from __future__ import annotations
@@ -298,6 +298,7 @@ class _Group:
     def __init__(self) -> None:
         self.session: Session | None = None
         self.holding = False  # it holds the writers' lock of this process
+        self.counted = False  # its transaction took the revision (`Store._count`)
         self.base = 0  # the revision its counter update took: its first member's
         self.next = 0  # the revision the next member takes (a member rolled back gives its own back)
         self.size = 1
@@ -486,6 +487,8 @@ class Store:
             with tracing.span("mandate.store.write") as span, self._reporting():
                 if opening:
                     self._begin(group)
+                if not group.counted:
+                    self._count(group)
                 tx = Transaction(group.session, group.next, actor_id, group_base=group.base)
                 if span is not None:
                     span.set_attribute("mandate.revision", str(tx.revision))
@@ -505,21 +508,31 @@ class Store:
             callback()
 
     def _begin(self, group: _Group) -> None:
-        """Open the group's transaction: the writers' lock of this process, then the revision."""
+        """Open the group's transaction: the writers' lock of this process, then the session."""
         try:
             self._writer.acquire()
             group.holding = True
             group.session = self._write_sessions()
+        except BaseException as error:
+            group.failed = error
+            raise
+
+    def _count(self, group: _Group) -> None:
+        """Take the group's revision: the counter update, whose row lock queues the other replicas."""
+        try:
             group.base = group.next = self._next_revision(group.session)
+            group.counted = True
         except BaseException as error:
             group.failed = error
             raise
 
     def _member(self, group: _Group, tx: Transaction) -> Iterator[Transaction]:
-        """Run one member inside its savepoint; keep it, or roll it back to the savepoint."""
+        """Run one member; keep it, or roll it back. A member after a kept one runs inside a
+        savepoint; the first kept runs without one (a write alone costs no more statements than
+        without groups), and its refusal rolls the whole transaction back, counter included."""
         first = not group.kept
         session = group.session
-        nested = session.begin_nested()
+        nested = None if first else session.begin_nested()
         try:
             yield tx
             deadlines.check()
@@ -527,13 +540,18 @@ class Store:
             if not first and (not tx.events or named & group.named):
                 raise Regroup("this write names what an earlier write of its group changed; it runs on its own")
             written = self._seal(tx)
-            nested.commit()
+            if nested is not None:
+                nested.commit()
         except BaseException as error:
             if isinstance(error, exc.SQLAlchemyError | Conflict) and not isinstance(error, Regroup):
                 group.failed = error  # the transaction itself may be lost: nobody of the group is kept
             else:
                 try:
-                    nested.rollback()
+                    if nested is not None:
+                        nested.rollback()
+                    else:  # nothing kept yet: the next member takes the revision again
+                        session.rollback()
+                        group.counted = False
                 except BaseException as lost:
                     group.failed = lost
                     raise
