@@ -22,6 +22,7 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from sqlalchemy import func, select
@@ -108,6 +109,74 @@ class _Shared:
 
 _members, _links, _assigned = _Shared(), _Shared(), _Shared()
 NO_ASSIGNMENTS: dict[str, bool] = {}
+_NOTHING: dict = {}
+
+
+class PairMap(Mapping):
+    """A map keyed by pairs (a, b), held as a -> {b -> value}: no tuple object per entry, and a
+    look-up writes to no object of the map but the inner map and the value it finds (a server
+    process forked from the parent's index copies only the pages it writes to: see
+    `mandate.server.preload_index`)."""
+
+    __slots__ = ("_outer", "_size")
+
+    def __init__(self):
+        self._outer: dict = {}
+        self._size = 0
+
+    def get(self, key, default=None):
+        inner = self._outer.get(key[0])
+        return default if inner is None else inner.get(key[1], default)
+
+    def __contains__(self, key) -> bool:
+        inner = self._outer.get(key[0])
+        return inner is not None and key[1] in inner
+
+    def __getitem__(self, key):
+        inner = self._outer.get(key[0])
+        if inner is None:
+            raise KeyError(key)
+        return inner[key[1]]
+
+    def __setitem__(self, key, value) -> None:
+        first, second = key
+        inner = self._outer.get(first)
+        if inner is None:
+            inner = self._outer[first] = {}
+        if second not in inner:
+            self._size += 1
+        inner[second] = value
+
+    def pop(self, key, default=None):
+        first, second = key
+        inner = self._outer.get(first)
+        if inner is None or second not in inner:
+            return default
+        self._size -= 1
+        value = inner.pop(second)
+        if not inner:
+            del self._outer[first]
+        return value
+
+    def __delitem__(self, key) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.pop(key)
+
+    def of(self, first) -> dict:
+        """Every (second -> value) under `first` (read only)."""
+        return self._outer.get(first, _NOTHING)
+
+    def __iter__(self):
+        for first, inner in self._outer.items():
+            for second in inner:
+                yield first, second
+
+    def items(self):
+        return [((first, second), value) for first, inner in self._outer.items() for second, value in inner.items()]
+
+    def __len__(self) -> int:
+        return self._size
 
 
 class FactIndex:
@@ -126,7 +195,7 @@ class FactIndex:
         self._applying = threading.RLock()
         self.users: set[str] = set()
         self.organizations: set[str] = set()
-        self.resources: dict[tuple[str, str], str] = {}  # (type, id) -> organization id (the top ancestor's)
+        self.resources = PairMap()  # (type, id) -> organization id (the top ancestor's)
         self.by_organization: dict[tuple[str, str], set[str]] = {}  # (type, organization) -> resource ids
         self.parents: dict[tuple[str, str], tuple[str, str]] = {}  # (type, id) -> its parent's (nested ones)
         self.nested_in: dict[tuple[str, str], set[str]] = {}  # (type, organization) -> ids of nested ones
@@ -140,7 +209,7 @@ class FactIndex:
         self.members: dict[str, set[str]] = {}  # organization -> users (not removed)
         self.partners: dict[str, dict[str, Link]] = {}  # client -> partner -> connection (any status)
         self.clients: dict[str, set[str]] = {}  # partner -> clients (any status)
-        self.assignments: dict[tuple[str, str], dict[str, bool]] = {}  # (user, client) -> partner -> approved
+        self.assignments = PairMap()  # (user, client) -> partner -> approved (shared, read only)
         self.links: dict[str, set[str]] = {}  # organization -> linked organizations
         # When the live facts that end by themselves end: (MEMBERSHIP, user, organization),
         # (CONNECTION, partner, client), (ASSIGNMENT, user, client, partner) -> seconds since the epoch.
