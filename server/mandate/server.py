@@ -42,9 +42,12 @@ from mandate.api.authzen import AuthZen
 from mandate.api.directory import DirectoryService
 from mandate.api.events import ChangeFeed, EventService
 from mandate.api.http import AuthZenServer
-from mandate.api.interceptors import Observer, Plumbing, RequestLimits, StreamLimits, abort
+from mandate.api.interceptors import Plumbing
+from mandate.api.limits import RequestLimits, StreamLimits
 from mandate.api.membership import MembershipService
+from mandate.api.observe import Observer
 from mandate.api.partner import PartnerService
+from mandate.api.statuses import abort
 from mandate.app import App
 from mandate.callers import Callers
 from mandate.config import Config
@@ -376,7 +379,7 @@ class MandateServer:
         http_stopping = asyncio.ensure_future(self.authzen.stop()) if self.authzen is not None else None
         if grace:
             await asyncio.sleep(min(grace, DRAIN_NOTICE_SECONDS))
-        self.plumbing.drain()
+        self.plumbing.draining.drain()
         await stopping
         if http_stopping is not None:
             await http_stopping

@@ -15,7 +15,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     def __init__(self, app: App, run=None):
         self.admin = app.admin
         self.requests = app.requests
-        self.run = run  # runs blocking work in the server's worker pool (see api/interceptors.py)
+        self.run = run  # runs blocking work in the server's worker pool (see api/pool.py)
 
     async def Import(self, requests, context):
         """The records arrive first (held as received: no thread waits on the network); they

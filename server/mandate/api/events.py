@@ -86,7 +86,7 @@ class EventService(events_pb2_grpc.EventServiceServicer):
     def __init__(self, app: App, run=None, changes: ChangeFeed | None = None):
         self.events = app.events
         self.index = app.index
-        self.run = run  # runs blocking work in the server's worker pool (see api/interceptors.py)
+        self.run = run  # runs blocking work in the server's worker pool (see api/pool.py)
         self.changes = changes
 
     def ListEvents(self, request, context):
