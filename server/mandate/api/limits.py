@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from mandate.config import DEFAULT_REQUESTS_PER_CALLER, DEFAULT_STREAMS, DEFAULT_STREAMS_PER_CALLER
 from mandate.errors import TooManyRequests, TooManyStreams
-
-DEFAULT_STREAMS_PER_CALLER = 100
-DEFAULT_STREAMS = 1000
-DEFAULT_REQUESTS_PER_CALLER = 200
 
 
 class StreamLimits:
