@@ -29,7 +29,7 @@ from mandate import errors
 from mandate.domain.common import get_user, reports_unchanged, unchanged
 from mandate.domain.expiry import Lifetimes
 from mandate.domain.membership import end_membership
-from mandate.names import Reason
+from mandate.names import EventType, Reason
 from mandate.store import bulk, models
 from mandate.store.db import Store, Transaction
 from mandate.worldfile import KINDS, Record, normalize, record_of, to_json
@@ -102,7 +102,7 @@ class Admin:
             counts, skipped = writer.run()
             if not any(counts.values()):  # everything existed already: no revision, no event
                 unchanged(tx, ImportResult(tx.revision - 1, counts, skipped))
-            tx.emit("world.imported", records=sum(counts.values()), skipped=skipped,
+            tx.emit(EventType.WORLD_IMPORTED, records=sum(counts.values()), skipped=skipped,
                     **{kind: count for kind, count in counts.items() if count})
         return ImportResult(tx.revision, counts, skipped)
 
@@ -194,7 +194,7 @@ class Admin:
             self._erase_invitations(tx, email)
             _erase_from_events(session, [v for v in (email, name) if v])
             _erase_request_records(session, [v for v in (email, name) if len(v) >= 3])
-            tx.emit("person.erased", user_id=user_id)
+            tx.emit(EventType.PERSON_ERASED, user_id=user_id)
             if not self.store.postgres:
                 tx.after_commit.append(lambda: checkpoint(self.store))
         return tx.revision
@@ -205,8 +205,8 @@ class Admin:
         for invitation in invitations:
             if invitation.status == M.InvitationStatus.PENDING:
                 invitation.status = M.InvitationStatus.CANCELLED
-                tx.emit("invitation.cancelled", cause=M.EventCause.CASCADE, organization_id=invitation.organization_id,
-                        invitation_id=invitation.id, kind=invitation.kind)
+                tx.emit(EventType.INVITATION_CANCELLED, cause=M.EventCause.CASCADE,
+                        organization_id=invitation.organization_id, invitation_id=invitation.id, kind=invitation.kind)
             invitation.email = ""
             invitation.revision = tx.revision
 

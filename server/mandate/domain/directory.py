@@ -16,7 +16,7 @@ from mandate.domain.common import (
     unchanged,
 )
 from mandate.domain.expiry import Lifetimes, pending_invitation
-from mandate.names import OrganizationAction, Reason, ResourceAction, RoleGrantAction
+from mandate.names import EventType, OrganizationAction, Reason, ResourceAction, RoleGrantAction
 from mandate.policy import Policy
 from mandate.store import models
 from mandate.store.db import Store, utc_now
@@ -42,7 +42,7 @@ class Directory:
             session.add(user)
             session.flush()
             tx.actor_id = user.id
-            tx.emit("user.registered", user_id=user.id)
+            tx.emit(EventType.USER_REGISTERED, user_id=user.id)
             pending = session.execute(
                 select(models.Invitation).where(
                     models.Invitation.kind == models.InvitationKind.MEMBER,
@@ -59,7 +59,7 @@ class Directory:
                 ))
                 invitation.status = models.InvitationStatus.FINISHED
                 invitation.revision = tx.revision
-                tx.emit("member.joined", organization_id=invitation.organization_id, user_id=user.id,
+                tx.emit(EventType.MEMBER_JOINED, organization_id=invitation.organization_id, user_id=user.id,
                         role=invitation.role, invitation_id=invitation.id)
         return user, tx.revision
 
@@ -82,7 +82,7 @@ class Directory:
                 organization_id=organization.id, user_id=owner.id, role=models.Role.OWNER,
                 status=models.MemberStatus.ACTIVE, partner_employee=False, revision=tx.revision,
             ))
-            tx.emit("organization.created", organization_id=organization.id, owner_id=owner.id,
+            tx.emit(EventType.ORGANIZATION_CREATED, organization_id=organization.id, owner_id=owner.id,
                     currency=currency, seat_limit=organization.seat_limit)
             partner.connect_referrals(tx, self.authorizer, owner, organization, self.lifetimes.now())
         return organization
@@ -102,7 +102,7 @@ class Directory:
             for a, b in ((organization_id, other_id), (other_id, organization_id)):
                 tx.session.merge(models.OrganizationLink(organization_id=a, other_organization_id=b,
                                                          revision=tx.revision))
-            tx.emit("organization.linked", organization_id=organization_id, other_organization_id=other_id)
+            tx.emit(EventType.ORGANIZATION_LINKED, organization_id=organization_id, other_organization_id=other_id)
         return tx.revision
 
     @reports_unchanged
@@ -158,7 +158,7 @@ class Directory:
                     child.organization_id = organization_id
                     child.revision = tx.revision
             where = {"parent": f"{parent_type}:{parent_id}"} if parent is not None else {}
-            tx.emit("resource.put", resource_type=resource_type, resource_id=resource_id,
+            tx.emit(EventType.RESOURCE_PUT, resource_type=resource_type, resource_id=resource_id,
                     organization_id=organization_id, **where)
         return tx.revision
 
@@ -205,7 +205,7 @@ class Directory:
             resource.revision = tx.revision
             end_resource_roles(tx, models.ResourceRole.resource_type == resource_type,
                                models.ResourceRole.resource_id == resource_id, cause=models.EventCause.CASCADE)
-            tx.emit("resource.deleted", resource_type=resource_type, resource_id=resource_id,
+            tx.emit(EventType.RESOURCE_DELETED, resource_type=resource_type, resource_id=resource_id,
                     organization_id=resource.organization_id)
         return tx.revision
 
@@ -237,8 +237,9 @@ class Directory:
             row.granted = True
             row.access_expires_at = end
             row.revision = tx.revision
-            tx.emit("resource.role_granted", organization_id=resource.organization_id, resource_type=resource_type,
-                    resource_id=resource_id, user_id=user_id, role=role, access_expires_at=end or "")
+            tx.emit(EventType.RESOURCE_ROLE_GRANTED, organization_id=resource.organization_id,
+                    resource_type=resource_type, resource_id=resource_id, user_id=user_id, role=role,
+                    access_expires_at=end or "")
             session.flush()
         return row
 
@@ -257,8 +258,8 @@ class Directory:
             row.granted = False
             row.access_expires_at = None
             row.revision = tx.revision
-            tx.emit("resource.role_revoked", organization_id=resource.organization_id, resource_type=resource_type,
-                    resource_id=resource_id, user_id=user_id, role=role)
+            tx.emit(EventType.RESOURCE_ROLE_REVOKED, organization_id=resource.organization_id,
+                    resource_type=resource_type, resource_id=resource_id, user_id=user_id, role=role)
             session.flush()
         return row
 

@@ -26,6 +26,7 @@ from mandate.clock import as_text
 from mandate.domain.authorization import Authorizer
 from mandate.domain.expiry import Lifetimes
 from mandate.index import FactIndex
+from mandate.names import EventType
 from mandate.policy import Policy
 from mandate.store import history
 from mandate.store.db import Store, utc_now
@@ -99,7 +100,7 @@ class History:
                 if history.last_policy(tx.session) == policy.version:  # another replica was first
                     raise _AlreadyServing
                 history.record_policy(tx.session, policy.version, sources, tx.revision, utc_now())
-                tx.emit("policy.served", policy_version=policy.version)
+                tx.emit(EventType.POLICY_SERVED, policy_version=policy.version)
         except _AlreadyServing:
             pass
 

@@ -19,7 +19,7 @@ from mandate.domain.common import (
     unchanged,
 )
 from mandate.domain.expiry import Lifetimes, lapses_at, pending_invitation
-from mandate.names import MemberAction, OrganizationAction, Reason
+from mandate.names import EventType, MemberAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
@@ -75,7 +75,7 @@ class Memberships:
                 access_expires_at=ends, revision=tx.revision,
             )
             session.add(invitation)
-            tx.emit("member.invited", organization_id=organization_id, invitation_id=invitation.id,
+            tx.emit(EventType.MEMBER_INVITED, organization_id=organization_id, invitation_id=invitation.id,
                     email=email, role=role, registered=user is not None)
             if user is not None:
                 session.merge(models.Membership(
@@ -83,7 +83,7 @@ class Memberships:
                     partner_employee=False, access_expires_at=ends, revision=tx.revision,
                 ))
                 invitation.status = models.InvitationStatus.FINISHED
-                tx.emit("member.joined", organization_id=organization_id, user_id=user.id, role=role,
+                tx.emit(EventType.MEMBER_JOINED, organization_id=organization_id, user_id=user.id, role=role,
                         invitation_id=invitation.id)
         return invitation
 
@@ -97,7 +97,7 @@ class Memberships:
             require_pending(invitation, self.lifetimes.now(), "invitation_id: ")
             invitation.status = models.InvitationStatus.CANCELLED
             invitation.revision = tx.revision
-            tx.emit("invitation.cancelled", organization_id=invitation.organization_id,
+            tx.emit(EventType.INVITATION_CANCELLED, organization_id=invitation.organization_id,
                     invitation_id=invitation.id, kind=invitation.kind)
         return invitation
 
@@ -146,13 +146,13 @@ class Memberships:
     def pause_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
         """R7: a paused member keeps membership, assignments and grants, but every check denies."""
         return self._set_status(actor_id, organization_id, user_id, OrganizationAction.PAUSE_MEMBER,
-                                MemberAction.PAUSE, Status.PAUSED, "member.paused")
+                                MemberAction.PAUSE, Status.PAUSED, EventType.MEMBER_PAUSED)
 
     def resume_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
         """R7: resuming restores exactly the access the member had, whatever their role now (a
         paused member may have been made owner since)."""
         return self._set_status(actor_id, organization_id, user_id, OrganizationAction.RESUME_MEMBER,
-                                MemberAction.RESUME, Status.ACTIVE, "member.resumed")
+                                MemberAction.RESUME, Status.ACTIVE, EventType.MEMBER_RESUMED)
 
     def _set_status(self, actor_id, organization_id, user_id, action, target_action, status, event) -> Member:
         with self.store.write(actor_id) as tx:
@@ -204,11 +204,11 @@ class Memberships:
                 # re-assigned and re-approved.
                 membership.partner_employee = False
                 withdraw_assignments(tx, organization_id, user_id)
-                tx.emit("member.untagged", organization_id=organization_id, user_id=user_id)
+                tx.emit(EventType.MEMBER_UNTAGGED, organization_id=organization_id, user_id=user_id)
             if membership.role != role:
-                tx.emit("member.role_changed", organization_id=organization_id, user_id=user_id, role=role)
+                tx.emit(EventType.MEMBER_ROLE_CHANGED, organization_id=organization_id, user_id=user_id, role=role)
             if membership.access_expires_at != ends:
-                tx.emit("member.access_expiry_changed", organization_id=organization_id, user_id=user_id,
+                tx.emit(EventType.MEMBER_ACCESS_EXPIRY_CHANGED, organization_id=organization_id, user_id=user_id,
                         access_expires_at=ends or "never")
             membership.role = role
             membership.access_expires_at = ends
@@ -233,7 +233,7 @@ class Memberships:
             membership.revision = tx.revision
             if not tagged:
                 withdraw_assignments(tx, organization_id, user_id)
-            tx.emit("member.tagged" if tagged else "member.untagged", organization_id=organization_id,
+            tx.emit(EventType.MEMBER_TAGGED if tagged else EventType.MEMBER_UNTAGGED, organization_id=organization_id,
                     user_id=user_id)
             return Member(membership, email_of(tx.session, user_id))
 
@@ -312,7 +312,7 @@ def end_membership(tx: Transaction, membership: models.Membership) -> None:
     membership.revision = tx.revision
     withdraw_assignments(tx, organization_id, user_id)
     end_roles_of_member(tx, organization_id, user_id, cause=models.EventCause.CASCADE)
-    tx.emit("member.removed", organization_id=organization_id, user_id=user_id)
+    tx.emit(EventType.MEMBER_REMOVED, organization_id=organization_id, user_id=user_id)
 
 
 def withdraw_assignments(tx: Transaction, partner_id: str, user_id: str) -> None:

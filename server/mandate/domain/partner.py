@@ -24,7 +24,7 @@ from mandate.domain.common import (
 from mandate.domain.expiry import Lifetimes, pending_invitation
 from mandate.domain.membership import escape_like, require_pending
 from mandate.facts import HOME, InvitationTarget, MembershipFact, Subject
-from mandate.names import ConnectionAction, InvitationAction, OrganizationAction, Reason
+from mandate.names import ConnectionAction, EventType, InvitationAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
@@ -56,7 +56,7 @@ class Partners:
         with self.store.write(actor_id) as tx:
             invitation = self._new_client_invitation(tx, actor_id, partner_id, customer_name, customer_number,
                                                      currency, scopes, email=email)
-            tx.emit("client.invited", partner_id=partner_id, invitation_id=invitation.id, email=email,
+            tx.emit(EventType.CLIENT_INVITED, partner_id=partner_id, invitation_id=invitation.id, email=email,
                     customer_name=customer_name)
         return invitation
 
@@ -67,7 +67,7 @@ class Partners:
         with self.store.write(actor_id) as tx:
             invitation = self._new_client_invitation(tx, actor_id, partner_id, customer_name, customer_number,
                                                      currency, scopes, token_hash=hash_token(token))
-            tx.emit("client.invite_link_created", partner_id=partner_id, invitation_id=invitation.id,
+            tx.emit(EventType.CLIENT_INVITE_LINK_CREATED, partner_id=partner_id, invitation_id=invitation.id,
                     customer_name=customer_name)
         return CreatedLink(invitation, token)
 
@@ -172,12 +172,12 @@ class Partners:
             if sorted(connection.granted_scopes) == sorted(set(scopes)) and connection.access_expires_at == ends:
                 unchanged(tx, connection, connection)
             if connection.access_expires_at != ends:
-                tx.emit("client.access_expiry_changed", partner_id=partner_id, client_id=client_id,
+                tx.emit(EventType.CLIENT_ACCESS_EXPIRY_CHANGED, partner_id=partner_id, client_id=client_id,
                         access_expires_at=ends or "never")
             connection.granted_scopes = sorted(set(scopes))
             connection.access_expires_at = ends
             connection.revision = tx.revision
-            tx.emit("client.scopes_updated", partner_id=partner_id, client_id=client_id,
+            tx.emit(EventType.CLIENT_SCOPES_UPDATED, partner_id=partner_id, client_id=client_id,
                     granted_scopes=connection.granted_scopes)
             return connection
 
@@ -185,22 +185,22 @@ class Partners:
         """R14: the partner asks; access continues until the client accepts."""
         return self._move(actor_id, partner_id, client_id, ConnectionAction.REQUEST_DISCONNECT,
                           (models.ConnectionStatus.ACTIVE,), models.ConnectionStatus.DISCONNECT_REQUESTED,
-                          "client.disconnect_requested")
+                          EventType.CLIENT_DISCONNECT_REQUESTED)
 
     def accept_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         return self._move(actor_id, partner_id, client_id, ConnectionAction.ACCEPT_DISCONNECT,
                           (models.ConnectionStatus.DISCONNECT_REQUESTED,), models.ConnectionStatus.DISCONNECTED,
-                          "client.disconnected")
+                          EventType.CLIENT_DISCONNECTED)
 
     def decline_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         return self._move(actor_id, partner_id, client_id, ConnectionAction.DECLINE_DISCONNECT,
                           (models.ConnectionStatus.DISCONNECT_REQUESTED,), models.ConnectionStatus.ACTIVE,
-                          "client.disconnect_declined")
+                          EventType.CLIENT_DISCONNECT_DECLINED)
 
     def revoke_partner(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         """R14: the client, who owns its data, ends the relationship at once."""
         return self._move(actor_id, partner_id, client_id, ConnectionAction.REVOKE, Live,
-                          models.ConnectionStatus.DISCONNECTED, "partner.revoked")
+                          models.ConnectionStatus.DISCONNECTED, EventType.PARTNER_REVOKED)
 
     def _move(self, actor_id, partner_id, client_id, action, from_states, to_state, event):
         with self.store.write(actor_id) as tx:
@@ -261,7 +261,7 @@ class Partners:
                                                Reason.ALREADY_ASSIGNED)
                 ends = self.lifetimes.access_end(access_expires_at, own.access_expires_at)
                 tx.execute(_MOVE_ASSIGNMENT_END, {**key, "new_end": ends, "new_revision": tx.revision})
-                tx.emit("partner_employee.access_expiry_changed", partner_id=partner_id, client_id=client_id,
+                tx.emit(EventType.PARTNER_EMPLOYEE_ACCESS_EXPIRY_CHANGED, partner_id=partner_id, client_id=client_id,
                         user_id=user_id, access_expires_at=ends or "never")
                 return _assignment(own, access_expires_at=ends, revision=tx.revision)
             values = {"assigned": True, "client_approved": False,
@@ -271,7 +271,7 @@ class Partners:
                                                 **values})
             else:
                 tx.execute(_REASSIGN, {**key, **{f"new_{k}": v for k, v in values.items()}})
-            tx.emit("partner_employee.assigned", partner_id=partner_id, client_id=client_id, user_id=user_id)
+            tx.emit(EventType.PARTNER_EMPLOYEE_ASSIGNED, partner_id=partner_id, client_id=client_id, user_id=user_id)
             return models.Assignment(partner_id=partner_id, client_id=client_id, user_id=user_id, **values)
 
     def unassign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str) -> models.Assignment:
@@ -285,20 +285,20 @@ class Partners:
                     f"user_id: user {user_id} is not assigned to client {client_id} by partner {partner_id}",
                     Reason.ASSIGNMENT_NOT_FOUND,
                 )
-            tx.emit("partner_employee.unassigned", partner_id=partner_id, client_id=client_id, user_id=user_id)
+            tx.emit(EventType.PARTNER_EMPLOYEE_UNASSIGNED, partner_id=partner_id, client_id=client_id, user_id=user_id)
             return _assignment(ended)
 
     def approve_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
                                  user_id: str) -> models.Assignment:
         """R16: the client adds the assigned person; only then do they reach the client."""
         return self._consent(actor_id, client_id, partner_id, user_id, ConnectionAction.APPROVE_EMPLOYEE, True,
-                             "partner_employee.approved")
+                             EventType.PARTNER_EMPLOYEE_APPROVED)
 
     def revoke_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
                                 user_id: str) -> models.Assignment:
         """R17: the client withdraws its approval."""
         return self._consent(actor_id, client_id, partner_id, user_id, ConnectionAction.REVOKE_EMPLOYEE, False,
-                             "partner_employee.revoked")
+                             EventType.PARTNER_EMPLOYEE_REVOKED)
 
     @reports_unchanged
     def _consent(self, actor_id, client_id, partner_id, user_id, action, approved, event) -> models.Assignment:
@@ -380,7 +380,7 @@ def connect(tx: Transaction, invitation: models.Invitation, client_id: str, scop
     ))
     invitation.status = models.InvitationStatus.FINISHED
     invitation.revision = tx.revision
-    tx.emit("client.connected", partner_id=invitation.organization_id, client_id=client_id,
+    tx.emit(EventType.CLIENT_CONNECTED, partner_id=invitation.organization_id, client_id=client_id,
             invitation_id=invitation.id, granted_scopes=connection.granted_scopes, referral=referral,
             employee_approval=employee_approval)
     return connection
