@@ -29,6 +29,7 @@ from mandate import errors
 from mandate.domain.common import get_user, reports_unchanged, unchanged
 from mandate.domain.expiry import Lifetimes
 from mandate.domain.membership import end_membership
+from mandate.domain.retrying import retried
 from mandate.names import EventType, Reason
 from mandate.store import bulk, models
 from mandate.store.db import Store, Transaction
@@ -86,6 +87,7 @@ class Admin:
 
     # -- import ----------------------------------------------------------------------------
 
+    @retried
     @reports_unchanged
     def import_records(self, records: Iterable[Record], on_conflict: str = "fail", *,
                        checked: bool = True) -> ImportResult:
@@ -140,6 +142,7 @@ class Admin:
 
     # -- export ----------------------------------------------------------------------------
 
+    @retried
     def export(self, at_revision: int | None, as_of: str | None) -> Iterator:
         """A generator: first the revision exported, then lists of records (JSON text), in the
         order of the world file, all read in one snapshot. Closing it ends the read."""
@@ -168,6 +171,7 @@ class Admin:
 
     # -- erasure ---------------------------------------------------------------------------
 
+    @retried
     def erase_person(self, user_id: str) -> int:
         """The person's email and display name leave every table; their memberships end as a
         removal ends them (R6, R18); refused with LAST_OWNER, naming the organization, while

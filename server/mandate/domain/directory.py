@@ -16,6 +16,7 @@ from mandate.domain.common import (
     unchanged,
 )
 from mandate.domain.expiry import Lifetimes, pending_invitation
+from mandate.domain.retrying import retried
 from mandate.names import EventType, OrganizationAction, Reason, ResourceAction, RoleGrantAction
 from mandate.policy import Policy
 from mandate.store import models
@@ -30,6 +31,7 @@ class Directory:
         self.authorizer = authorizer
         self.lifetimes = lifetimes or Lifetimes()
 
+    @retried
     def register_user(self, email: str, display_name: str) -> tuple[models.User, int]:
         """R4: signing up completes every pending member invitation for the email."""
         with self.store.write() as tx:
@@ -63,6 +65,7 @@ class Directory:
                         role=invitation.role, invitation_id=invitation.id)
         return user, tx.revision
 
+    @retried
     def create_organization(
         self, actor_id: str, name: str, currency: str, seat_limit: int | None
     ) -> models.Organization:
@@ -87,6 +90,7 @@ class Directory:
             partner.connect_referrals(tx, self.authorizer, owner, organization, self.lifetimes.now())
         return organization
 
+    @retried
     @reports_unchanged
     def link_organizations(self, actor_id: str, organization_id: str, other_id: str) -> int:
         """R13: an owner links two of their master accounts to switch between them."""
@@ -105,6 +109,7 @@ class Directory:
             tx.emit(EventType.ORGANIZATION_LINKED, organization_id=organization_id, other_organization_id=other_id)
         return tx.revision
 
+    @retried
     @reports_unchanged
     def put_resource(self, actor_id: str, resource_type: str, resource_id: str, organization_id: str,
                      parent: tuple[str, str] | None = None) -> int:
@@ -183,6 +188,7 @@ class Directory:
             at = session.get(models.Resource, (at.parent_type, at.parent_id)) if at.parent_type else None
         return row.organization_id
 
+    @retried
     def delete_resource(self, actor_id: str, resource_type: str, resource_id: str) -> int:
         """Unregister a resource. One with children is refused (RESOURCE_HAS_CHILDREN): delete or
         move them first, so that nothing disappears by accident. The roles given on it end."""
@@ -211,6 +217,7 @@ class Directory:
 
     # -- roles on one resource ---------------------------------------------------------------
 
+    @retried
     @reports_unchanged
     def grant_resource_role(self, actor_id: str, resource_type: str, resource_id: str, user_id: str, role: str,
                             access_expires_at: str = "") -> models.ResourceRole:
@@ -243,6 +250,7 @@ class Directory:
             session.flush()
         return row
 
+    @retried
     def revoke_resource_role(self, actor_id: str, resource_type: str, resource_id: str, user_id: str,
                              role: str) -> models.ResourceRole:
         self._declared_role(resource_type, role)
@@ -263,6 +271,7 @@ class Directory:
             session.flush()
         return row
 
+    @retried
     def list_resource_roles(self, actor_id: str, resource_type: str, resource_id: str, page_size: int,
                             after: str) -> tuple[list[models.ResourceRole], str, int]:
         """The roles given on one resource, by user and role; for who may see the organization's members."""
@@ -289,6 +298,7 @@ class Directory:
             raise errors.InvalidArgument("role", f"a {resource_type} declares no role {role!r}; its roles: "
                                          f"{', '.join(roles) or 'none'}", Reason.UNKNOWN_ROLE)
 
+    @retried
     def get_organization(self, organization_id: str) -> models.Organization:
         with self.store.read() as session:
             return get_organization(session, organization_id)

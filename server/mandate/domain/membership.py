@@ -19,6 +19,7 @@ from mandate.domain.common import (
     unchanged,
 )
 from mandate.domain.expiry import Lifetimes, lapses_at, pending_invitation
+from mandate.domain.retrying import retried
 from mandate.names import EventType, MemberAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
@@ -38,6 +39,7 @@ class Memberships:
         self.authorizer = authorizer
         self.lifetimes = lifetimes or Lifetimes()
 
+    @retried
     def invite_member(self, actor_id: str, organization_id: str, email: str, role: str,
                       access_expires_at: str = "") -> models.Invitation:
         """R4: a registered user joins at once; anyone else gets a pending invitation. R5: either
@@ -87,6 +89,7 @@ class Memberships:
                         invitation_id=invitation.id)
         return invitation
 
+    @retried
     def cancel_invitation(self, actor_id: str, invitation_id: str) -> models.Invitation:
         with self.store.write(actor_id) as tx:
             invitation = tx.session.get(models.Invitation, invitation_id)
@@ -101,6 +104,7 @@ class Memberships:
                     invitation_id=invitation.id, kind=invitation.kind)
         return invitation
 
+    @retried
     def list_invitations(self, actor_id: str, organization_id: str, query: str, status: str,
                          page_size: int, after: str, by_email: bool = True) -> list[models.Invitation]:
         """R11: searchable by customer name (or email, unless `by_email` is false: a read-only
@@ -118,6 +122,7 @@ class Memberships:
         with self.store.read() as session:
             return list(session.execute(statement.order_by(models.Invitation.id).limit(page_size + 1)).scalars())
 
+    @retried
     def list_members(self, actor_id: str, organization_id: str, page_size: int, after: str) -> list[Member]:
         self.authorizer.require(actor_id, OrganizationAction.LIST_MEMBERS, organization_id)
         statement = (
@@ -132,6 +137,7 @@ class Memberships:
         with self.store.read() as session:
             return [Member(m, email) for m, email in session.execute(statement)]
 
+    @retried
     def remove_member(self, actor_id: str, organization_id: str, user_id: str) -> int:
         """R6: the member loses every access through the organization at once, including every
         client they were assigned to (R18). The last active owner stays."""
@@ -143,11 +149,13 @@ class Memberships:
             end_membership(tx, membership)
         return tx.revision
 
+    @retried
     def pause_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
         """R7: a paused member keeps membership, assignments and grants, but every check denies."""
         return self._set_status(actor_id, organization_id, user_id, OrganizationAction.PAUSE_MEMBER,
                                 MemberAction.PAUSE, Status.PAUSED, EventType.MEMBER_PAUSED)
 
+    @retried
     def resume_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
         """R7: resuming restores exactly the access the member had, whatever their role now (a
         paused member may have been made owner since)."""
@@ -177,6 +185,7 @@ class Memberships:
             membership.status, membership.revision = status, tx.revision
             return Member(membership, found.email)
 
+    @retried
     @reports_unchanged
     def set_member_role(self, actor_id: str, organization_id: str, user_id: str, role: str,
                         access_expires_at: str = "") -> Member:
@@ -215,6 +224,7 @@ class Memberships:
             membership.revision = tx.revision
             return Member(membership, email_of(tx.session, user_id))
 
+    @retried
     @reports_unchanged
     def tag_partner_employee(self, actor_id: str, organization_id: str, user_id: str, tagged: bool) -> Member:
         """R15: only tagged users can be assigned to clients; removing the tag withdraws every

@@ -23,6 +23,7 @@ from mandate.domain.common import (
 )
 from mandate.domain.expiry import Lifetimes, pending_invitation
 from mandate.domain.membership import escape_like, require_pending
+from mandate.domain.retrying import retried
 from mandate.facts import HOME, InvitationTarget, MembershipFact, Subject
 from mandate.names import ConnectionAction, EventType, InvitationAction, OrganizationAction, Reason
 from mandate.store import models
@@ -49,6 +50,7 @@ class Partners:
 
     # -- inviting clients ------------------------------------------------------------------
 
+    @retried
     def invite_client(self, actor_id: str, partner_id: str, email: str, customer_name: str,
                       customer_number: str, currency: str, scopes: list[str]) -> models.Invitation:
         """R9, R10: a registered client accepts; an unregistered one is connected when it
@@ -60,6 +62,7 @@ class Partners:
                     customer_name=customer_name)
         return invitation
 
+    @retried
     def create_invite_link(self, actor_id: str, partner_id: str, customer_name: str, customer_number: str,
                            currency: str, scopes: list[str]) -> CreatedLink:
         """R11: one link, one customer, single use. Only the token's hash is stored."""
@@ -90,6 +93,7 @@ class Partners:
         tx.session.add(invitation)
         return invitation
 
+    @retried
     def accept_client_invitation(self, actor_id: str, invitation_id: str, token: str, client_id: str,
                                  granted_scopes: list[str], employee_approval: str,
                                  access_expires_at: str = "") -> models.Connection:
@@ -131,6 +135,7 @@ class Partners:
 
     # -- reading connections ----------------------------------------------------------------
 
+    @retried
     def list_clients(self, actor_id: str, partner_id: str, query: str, status: str, page_size: int,
                      after: str, permission: str = OrganizationAction.LIST_CLIENTS) -> list[models.Connection]:
         """The partner's clients; R21's export reads the same list under `export_clients`."""
@@ -148,6 +153,7 @@ class Partners:
         with self.store.read() as session:
             return list(session.execute(statement).scalars())
 
+    @retried
     def list_partners(self, actor_id: str, client_id: str, page_size: int, after: str) -> list[models.Connection]:
         self.authorizer.require(actor_id, OrganizationAction.LIST_PARTNERS, client_id)
         statement = select(models.Connection).where(models.Connection.client_id == client_id)
@@ -159,6 +165,7 @@ class Partners:
 
     # -- changing a connection ----------------------------------------------------------------
 
+    @retried
     @reports_unchanged
     def update_granted_scopes(self, actor_id: str, partner_id: str, client_id: str,
                               scopes: list[str], access_expires_at: str = "") -> models.Connection:
@@ -181,22 +188,26 @@ class Partners:
                     granted_scopes=connection.granted_scopes)
             return connection
 
+    @retried
     def request_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         """R14: the partner asks; access continues until the client accepts."""
         return self._move(actor_id, partner_id, client_id, ConnectionAction.REQUEST_DISCONNECT,
                           (models.ConnectionStatus.ACTIVE,), models.ConnectionStatus.DISCONNECT_REQUESTED,
                           EventType.CLIENT_DISCONNECT_REQUESTED)
 
+    @retried
     def accept_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         return self._move(actor_id, partner_id, client_id, ConnectionAction.ACCEPT_DISCONNECT,
                           (models.ConnectionStatus.DISCONNECT_REQUESTED,), models.ConnectionStatus.DISCONNECTED,
                           EventType.CLIENT_DISCONNECTED)
 
+    @retried
     def decline_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         return self._move(actor_id, partner_id, client_id, ConnectionAction.DECLINE_DISCONNECT,
                           (models.ConnectionStatus.DISCONNECT_REQUESTED,), models.ConnectionStatus.ACTIVE,
                           EventType.CLIENT_DISCONNECT_DECLINED)
 
+    @retried
     def revoke_partner(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         """R14: the client, who owns its data, ends the relationship at once."""
         return self._move(actor_id, partner_id, client_id, ConnectionAction.REVOKE, Live,
@@ -223,6 +234,7 @@ class Partners:
 
     # -- partner employees ------------------------------------------------------------------
 
+    @retried
     def assign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str,
                       access_expires_at: str = "") -> models.Assignment:
         """R15, R16, R19: only tagged employees; one partner record per person and client.
@@ -274,6 +286,7 @@ class Partners:
             tx.emit(EventType.PARTNER_EMPLOYEE_ASSIGNED, partner_id=partner_id, client_id=client_id, user_id=user_id)
             return models.Assignment(partner_id=partner_id, client_id=client_id, user_id=user_id, **values)
 
+    @retried
     def unassign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str) -> models.Assignment:
         """R17: the partner withdraws the employee from this client."""
         with self.store.write(actor_id) as tx:
@@ -288,12 +301,14 @@ class Partners:
             tx.emit(EventType.PARTNER_EMPLOYEE_UNASSIGNED, partner_id=partner_id, client_id=client_id, user_id=user_id)
             return _assignment(ended)
 
+    @retried
     def approve_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
                                  user_id: str) -> models.Assignment:
         """R16: the client adds the assigned person; only then do they reach the client."""
         return self._consent(actor_id, client_id, partner_id, user_id, ConnectionAction.APPROVE_EMPLOYEE, True,
                              EventType.PARTNER_EMPLOYEE_APPROVED)
 
+    @retried
     def revoke_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
                                 user_id: str) -> models.Assignment:
         """R17: the client withdraws its approval."""

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from mandate import callers, errors
 from mandate.clock import as_text
 from mandate.domain.expiry import REQUEST_RETENTION, Lifetimes
+from mandate.domain.retrying import retried
 from mandate.names import Reason
 from mandate.store import models
 from mandate.store.db import Store
@@ -61,6 +62,7 @@ class RequestIds:
         self.store = store
         self.lifetimes = lifetimes
 
+    @retried
     def once(self, request_id: str, method: str, request, reply_type, run, forget: tuple[str, ...] = ()):
         """`run()` (the mutation, returning its reply) once per caller and `request_id`; the
         fields in `forget` are cleared from the reply before it is kept."""
