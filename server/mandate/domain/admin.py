@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Text, cast, func, or_, select, text, tuple_, update
 
 from mandate import errors
-from mandate.domain.common import get_user, reports_unchanged, unchanged
+from mandate.domain.common import calling_service, get_user, reports_unchanged, unchanged
 from mandate.domain.expiry import Lifetimes
 from mandate.domain.membership import end_membership
 from mandate.domain.retrying import retried
@@ -97,7 +97,7 @@ class Admin:
         if on_conflict not in ON_CONFLICT:
             raise errors.InvalidArgument("on_conflict", f"must be one of: {', '.join(ON_CONFLICT)}")
         staged = self._stage(records)
-        with self.store.write() as tx:
+        with self.store.write(caller=calling_service()) as tx:
             tx.bulk = True
             tx.announce_later = checked  # a test world is read at once; an import is followed as a replica would
             writer = _Writer(tx, staged, on_conflict, checked, self.lifetimes.now())
@@ -176,7 +176,7 @@ class Admin:
         """The person's email and display name leave every table; their memberships end as a
         removal ends them (R6, R18); refused with LAST_OWNER, naming the organization, while
         they are the last active owner of one. Their id stays."""
-        with self.store.write() as tx:
+        with self.store.write(caller=calling_service()) as tx:
             session = tx.session
             user = get_user(session, user_id)
             email, name = user.email, user.display_name

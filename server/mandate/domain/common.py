@@ -9,10 +9,16 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mandate import errors
+from mandate import callers, errors
 from mandate.names import EventType, Reason
 from mandate.store import models
 from mandate.store.db import Transaction
+
+
+def calling_service() -> str:
+    """The name of the calling service of the request being served ("" outside a request): the
+    domain tells the store (`Store.write(caller=...)`, on the events) and keys request ids by it."""
+    return callers.current_name()
 
 
 class Unchanged(Exception):

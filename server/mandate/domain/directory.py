@@ -8,6 +8,7 @@ from mandate import callers, errors
 from mandate.domain import partner
 from mandate.domain.authorization import Authorizer, ProjectRef, RoleGrantRef, page
 from mandate.domain.common import (
+    calling_service,
     end_resource_roles,
     get_organization,
     get_user,
@@ -34,7 +35,7 @@ class Directory:
     @retried
     def register_user(self, email: str, display_name: str) -> tuple[models.User, int]:
         """R4: signing up completes every pending member invitation for the email."""
-        with self.store.write() as tx:
+        with self.store.write(caller=calling_service()) as tx:
             session = tx.session
             if session.execute(select(models.User.id).where(models.User.email == email)).first():
                 raise errors.AlreadyExists(f"email: a user with email {email} is already registered",
@@ -71,7 +72,7 @@ class Directory:
     ) -> models.Organization:
         """R1, R3: the creator is the owner. R10: pending client invitations for the creator's
         email connect the new organization to its partner at once, as a referral."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             session = tx.session
             owner = get_user(session, actor_id, "actor_id")
             organization = models.Organization(
@@ -96,7 +97,7 @@ class Directory:
         """R13: an owner links two of their master accounts to switch between them."""
         if organization_id == other_id:
             raise errors.InvalidArgument("other_organization_id", "must differ from organization_id")
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, OrganizationAction.LINK, organization_id)
             self.authorizer.require(actor_id, OrganizationAction.LINK, other_id)
             links = [tx.session.get(models.OrganizationLink, pair)
@@ -129,7 +130,7 @@ class Directory:
                 "parent", f"is required: a {resource_type} lives under a {relations['parent']}")
         elif not organization_id:
             raise errors.InvalidArgument("organization_id", "is required (or give parent)")
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             session = tx.session
             resource = session.get(models.Resource, (resource_type, resource_id))
             if resource is not None and not resource.deleted:
@@ -193,7 +194,7 @@ class Directory:
         """Unregister a resource. One with children is refused (RESOURCE_HAS_CHILDREN): delete or
         move them first, so that nothing disappears by accident. The roles given on it end."""
         declared_type(self.authorizer.policy, "resource.type", resource_type)
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             resource = tx.session.get(models.Resource, (resource_type, resource_id))
             live = resource is not None and not resource.deleted
             callers.within_scope(resource.organization_id if live else None)  # unknown is outside, too
@@ -224,7 +225,7 @@ class Directory:
         """Give `user_id` the role `role` (declared by the resource's type) on one resource. Who
         may give which role to whom is the policy's (RoleGrant "grant")."""
         self._declared_role(resource_type, role)
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             session = tx.session
             resource = live_resource(session, resource_type, resource_id)
             get_user(session, user_id)
@@ -254,7 +255,7 @@ class Directory:
     def revoke_resource_role(self, actor_id: str, resource_type: str, resource_id: str, user_id: str,
                              role: str) -> models.ResourceRole:
         self._declared_role(resource_type, role)
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             session = tx.session
             resource = live_resource(session, resource_type, resource_id)
             self.authorizer.require_target(actor_id, RoleGrantAction.REVOKE,

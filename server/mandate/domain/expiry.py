@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mandate import errors
 from mandate.clock import SystemClock, as_text, parse
-from mandate.domain.common import end_assignments, end_resource_roles, end_roles_of_member
+from mandate.domain.common import calling_service, end_assignments, end_resource_roles, end_roles_of_member
 from mandate.names import EventType
 from mandate.store import history, models
 from mandate.store.db import Store, Transaction
@@ -137,7 +137,7 @@ class Expiries:
             if not self._due(session, now):
                 return None
         try:
-            with self.store.write() as tx:
+            with self.store.write(caller=calling_service()) as tx:
                 if not self._due(tx.session, now):
                     raise _NothingDue
                 self._end_connections(tx, now)

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from mandate import callers, errors
 from mandate.domain.authorization import Authorizer, MemberRef
 from mandate.domain.common import (
+    calling_service,
     email_of,
     end_assignments,
     end_roles_of_member,
@@ -45,7 +46,7 @@ class Memberships:
         """R4: a registered user joins at once; anyone else gets a pending invitation. R5: either
         takes a seat, checked inside the transaction so racing invitations cannot overfill.
         With `access_expires_at`, the membership ends by itself then (mandate.domain.expiry)."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             session = tx.session
             self.authorizer.require(actor_id, OrganizationAction.INVITE_MEMBER, organization_id)
             ends = self.lifetimes.access_end(access_expires_at, None)
@@ -91,7 +92,7 @@ class Memberships:
 
     @retried
     def cancel_invitation(self, actor_id: str, invitation_id: str) -> models.Invitation:
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             invitation = tx.session.get(models.Invitation, invitation_id)
             callers.within_scope(invitation.organization_id if invitation is not None else None)
             if invitation is None:
@@ -141,7 +142,7 @@ class Memberships:
     def remove_member(self, actor_id: str, organization_id: str, user_id: str) -> int:
         """R6: the member loses every access through the organization at once, including every
         client they were assigned to (R18). The last active owner stays."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, OrganizationAction.REMOVE_MEMBER, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
             # R6: whom the actor may remove (only an owner removes an owner) is the policy's.
@@ -163,7 +164,7 @@ class Memberships:
                                 MemberAction.RESUME, Status.ACTIVE, EventType.MEMBER_RESUMED)
 
     def _set_status(self, actor_id, organization_id, user_id, action, target_action, status, event) -> Member:
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, action, organization_id)
             found = tx.execute(_MEMBER_AND_EMAIL, {"organization_id": organization_id, "user_id": user_id}).first()
             if found is None or found.status == Status.REMOVED:
@@ -192,7 +193,7 @@ class Memberships:
         """Also moves or clears the end of the membership: `access_expires_at` empty keeps it,
         `never` clears it. An owner's membership has no end (R6: making an owner clears it). The
         same role with the same end changes nothing."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, OrganizationAction.SET_MEMBER_ROLE, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
             # R2: who may give or take which role (making or unmaking an owner) is the policy's.
@@ -229,7 +230,7 @@ class Memberships:
     def tag_partner_employee(self, actor_id: str, organization_id: str, user_id: str, tagged: bool) -> Member:
         """R15: only tagged users can be assigned to clients; removing the tag withdraws every
         assignment at once."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, OrganizationAction.TAG_PARTNER_EMPLOYEE, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
             if tagged and membership.role != models.Role.COLLEAGUE:

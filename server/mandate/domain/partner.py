@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from mandate import callers, errors
 from mandate.domain.authorization import Authorizer, ConnectionRef, InvitationRef
 from mandate.domain.common import (
+    calling_service,
     end_assignments,
     get_connection,
     get_organization,
@@ -55,7 +56,7 @@ class Partners:
                       customer_number: str, currency: str, scopes: list[str]) -> models.Invitation:
         """R9, R10: a registered client accepts; an unregistered one is connected when it
         signs up and creates its organization."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             invitation = self._new_client_invitation(tx, actor_id, partner_id, customer_name, customer_number,
                                                      currency, scopes, email=email)
             tx.emit(EventType.CLIENT_INVITED, partner_id=partner_id, invitation_id=invitation.id, email=email,
@@ -67,7 +68,7 @@ class Partners:
                            currency: str, scopes: list[str]) -> CreatedLink:
         """R11: one link, one customer, single use. Only the token's hash is stored."""
         token = secrets.token_urlsafe(32)  # 256 bits
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             invitation = self._new_client_invitation(tx, actor_id, partner_id, customer_name, customer_number,
                                                      currency, scopes, token_hash=hash_token(token))
             tx.emit(EventType.CLIENT_INVITE_LINK_CREATED, partner_id=partner_id, invitation_id=invitation.id,
@@ -99,7 +100,7 @@ class Partners:
                                  access_expires_at: str = "") -> models.Connection:
         """R9, R11, R12: the client accepts, granting exactly the scopes it lists.
         A link is single use: the first acceptance finishes it, inside the transaction."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             # Permission first: someone who may not accept learns nothing about the token.
             self.authorizer.require(actor_id, OrganizationAction.ACCEPT_CLIENT_INVITATION, client_id)
             invitation = self._find_client_invitation(tx, invitation_id, token)
@@ -171,7 +172,7 @@ class Partners:
                               scopes: list[str], access_expires_at: str = "") -> models.Connection:
         """R12: the client changes what it grants, at any time, and until when (empty
         `access_expires_at` keeps the current end, `never` clears it)."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require_target(actor_id, ConnectionAction.UPDATE_GRANTED_SCOPES,
                                            ConnectionRef(partner_id, client_id))
             connection = get_connection(tx.session, partner_id, client_id)
@@ -214,7 +215,7 @@ class Partners:
                           models.ConnectionStatus.DISCONNECTED, EventType.PARTNER_REVOKED)
 
     def _move(self, actor_id, partner_id, client_id, action, from_states, to_state, event):
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             # R14: which side may make this move is the policy's (resource Connection).
             self.authorizer.require_target(actor_id, action, ConnectionRef(partner_id, client_id))
             connection = get_connection(tx.session, partner_id, client_id, live=False)
@@ -240,7 +241,7 @@ class Partners:
         """R15, R16, R19: only tagged employees; one partner record per person and client.
         With `access_expires_at`, the assignment ends by itself then; assigning someone already
         assigned with `access_expires_at` moves (or, with `never`, clears) that end."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require_target(actor_id, ConnectionAction.ASSIGN, ConnectionRef(partner_id, client_id))
             pair = {"partner_id": partner_id, "client_id": client_id}
             connection = tx.execute(_CONNECTION_STATUS, pair).first()
@@ -289,7 +290,7 @@ class Partners:
     @retried
     def unassign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str) -> models.Assignment:
         """R17: the partner withdraws the employee from this client."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require_target(actor_id, ConnectionAction.UNASSIGN, ConnectionRef(partner_id, client_id))
             ended = tx.execute(_UNASSIGN, {"key_partner_id": partner_id, "key_client_id": client_id,
                                            "key_user_id": user_id, "new_revision": tx.revision}).first()
@@ -317,7 +318,7 @@ class Partners:
 
     @reports_unchanged
     def _consent(self, actor_id, client_id, partner_id, user_id, action, approved, event) -> models.Assignment:
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require_target(actor_id, action, ConnectionRef(partner_id, client_id))
             assignment = get_assignment(tx, partner_id, client_id, user_id)
             connection = get_connection(tx.session, partner_id, client_id)

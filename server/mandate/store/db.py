@@ -28,7 +28,7 @@ from sqlalchemy import bindparam, create_engine, event, exc, func, insert, liter
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mandate import callers, clock, deadlines, errors, tracing
+from mandate import clock, deadlines, errors, tracing
 from mandate.config import DatabaseSettings
 from mandate.store import history, models
 
@@ -173,7 +173,7 @@ class Transaction:
     revision: int
     actor_id: str
     events: list[dict] = field(default_factory=list)  # rows of models.Event, but occurred_at
-    caller: str = field(default_factory=callers.current_name)  # the calling service (named callers)
+    caller: str = ""  # the calling service (named callers), as the domain told `Store.write`
     # A bulk write (an import): its history is recorded by set-based statements, and readers
     # read its rows back from the store instead of being handed them.
     bulk: bool = False
@@ -309,15 +309,18 @@ class Store:
             yield session
 
     @contextlib.contextmanager
-    def write(self, actor_id: str = "") -> Iterator[Transaction]:
+    def write(self, actor_id: str = "", caller: str = "") -> Iterator[Transaction]:
         """One read-write transaction. Raises `errors.DatabaseUnavailable` at once while the
         database is lost, and `Conflict` when the database aborted it (the caller runs it again:
         see mandate.app). A write inside an open write of this store joins it (one transaction:
-        a request with a request_id runs its mutation and records its reply together)."""
+        a request with a request_id runs its mutation and records its reply together). `caller`:
+        the calling service, recorded on the events (the store does not look for it)."""
         joined = _open.get()
         if joined is not None and joined[0] is self:
             if actor_id:
                 joined[1].actor_id = actor_id
+            if caller and not joined[1].caller:
+                joined[1].caller = caller
             yield joined[1]
             return
         if not self._available and time.monotonic() - self._checked_at < RECHECK_SECONDS:
@@ -329,7 +332,7 @@ class Store:
                     revision = self._next_revision(session)
                     if span is not None:
                         span.set_attribute("mandate.revision", str(revision))
-                    tx = Transaction(session, revision, actor_id)
+                    tx = Transaction(session, revision, actor_id, caller=caller)
                     _open.set((self, tx))
                     yield tx
                     deadlines.check()  # a caller that gave up while this waited gets no change
