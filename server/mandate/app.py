@@ -32,12 +32,19 @@ POLL_SECONDS = 0.5
 
 class App:
     def __init__(self, database_url: str, policy_dir, policy: Policy | None = None,
-                 database: DatabaseSettings | None = None, *, lifetimes: Lifetimes | None = None):
+                 database: DatabaseSettings | None = None, *, lifetimes: Lifetimes | None = None,
+                 index: FactIndex | None = None):
         # The clock and the invitation lifetime; tests pass a ManualClock and move it.
         self.lifetimes = lifetimes or Lifetimes()
         self.store = Store(database_url, database or DatabaseSettings.from_env())
         self.policy_dir = Path(policy_dir)
-        self.index = FactIndex(self.store, self.lifetimes.clock)
+        # `index`: one loaded before this process started (see mandate.server.preload_index),
+        # caught up from its revision below.
+        if index is None:
+            index = FactIndex(self.store, self.lifetimes.clock)
+        else:
+            index.adopt(self.store, self.lifetimes.clock)
+        self.index = index
         self.authorizer = Authorizer(self.store, self.index, policy or Policy(policy_dir))
         self.store.on_commit(self._caught_up_to)
         self.index.catch_up()

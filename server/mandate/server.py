@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -50,9 +51,12 @@ from mandate.api.partner import PartnerService
 from mandate.api.statuses import abort
 from mandate.app import App
 from mandate.callers import Callers
-from mandate.config import Config
+from mandate.clock import SystemClock
+from mandate.config import Config, DatabaseSettings
 from mandate.errors import DatabaseUnavailable, Unavailable
+from mandate.index import FactIndex
 from mandate.policy import PolicyError
+from mandate.store.db import Store
 from mandate.tls import Certificates
 from mandate.v1 import (
     admin_pb2,
@@ -302,7 +306,10 @@ class MandateServer:
                 await asyncio.sleep(RETRY_SECONDS)
 
     def _new_app(self) -> App:
-        app = App(self.config.database_url, self.config.policy_dir)
+        global _preloaded
+        # The parent's index, for the first App of a forked process (see preload_index).
+        app = App(self.config.database_url, self.config.policy_dir, index=_preloaded)
+        _preloaded = None
         app.lifetimes.invitation_ttl = self.config.invitation_ttl
         app.lifetimes.history_retention = self.config.history_retention
         app.history.memory_budget = self.config.history_memory_mib * 1024 * 1024
@@ -548,6 +555,36 @@ PARENT_SECONDS = 1.0
 STOP_MARGIN_SECONDS = 10.0  # beyond the grace period, before a process that does not stop is killed
 
 
+# The fact index the parent of `--processes` loaded before forking its server processes.
+_preloaded: FactIndex | None = None
+
+
+def preload_index(config: Config) -> FactIndex | None:
+    """The fact index, loaded once by the parent of `--processes` before any server process
+    starts. The processes are forked from it and share its pages copy-on-write: N processes
+    hold one index, not N. `gc.freeze()` keeps the collectors of the processes from writing to
+    those pages (a collection writes to every object it walks); each process then follows the
+    store from the revision loaded. None when it cannot be loaded here (the database does not
+    answer yet, say): each process then loads its own, retrying as one process does."""
+    started = time.monotonic()
+    try:
+        store = Store(config.database_url, DatabaseSettings.from_env())
+        try:
+            index = FactIndex(store, SystemClock())
+            index.catch_up()
+        finally:
+            store.engine.dispose()  # no connection crosses the fork
+    except Exception as error:  # noqa: BLE001 - each process loads its own then, and reports what fails
+        log.warning("the fact index was not loaded before starting the server processes; each loads its own: %s",
+                    error)
+        return None
+    gc.collect()
+    gc.freeze()
+    log.info("loaded the fact index (revision %d) in %.1f s; the server processes share it", index.revision,
+             time.monotonic() - started)
+    return index
+
+
 class Child:
     """One server process of the fleet, and what it has told its parent."""
 
@@ -591,7 +628,11 @@ def serve_processes(config: Config) -> int:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mandate-metrics-")
         serve_metrics(config.metrics_listen)
         logs.event(log, "metrics", "metrics of every process at http://%s/metrics", config.metrics_listen)
-    context = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
+    # Forked from the loaded index (this process never used gRPC: only a process that has may
+    # not fork); spawned fresh when it could not be loaded here.
+    global _preloaded
+    _preloaded = preload_index(config)
+    context = multiprocessing.get_context("spawn" if _preloaded is None else "fork")
     children: dict[int, Child] = {}
     stopping = threading.Event()
     failed = False
@@ -650,8 +691,12 @@ def serve_processes(config: Config) -> int:
 
 
 def child_main(config: Config, tell) -> None:
-    """One of the processes of `serve_processes` (a fresh interpreter). Its stdout and stderr
-    are the parent's: in JSON, the parent relays them."""
+    """One of the processes of `serve_processes` (a fresh interpreter, or forked from the parent
+    with the fact index loaded). Its stdout and stderr are the parent's: in JSON, the parent
+    relays them."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # not the parent's handlers (a forked process has them)
+        signal.signal(signum, signal.SIG_DFL)
+    metrics.follow_multiprocess()
     logs.setup(config.log_level, config.log_format, process=True, capture=False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
