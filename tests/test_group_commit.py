@@ -214,7 +214,7 @@ def test_a_database_error_inside_a_group_rolls_the_whole_group_back_and_every_ot
         with pytest.raises(Exception):  # noqa: B017 - the broken write's own error, whatever it maps to
             failing.result(WAIT)
     assert isinstance(held.outcome[0], db.Regroup)  # the held first member is not kept: it may run again
-    # The invitation ran again on its own (Retrying) and is there once.
+    # The invitation ran again on its own (@retried) and is there once.
     assert len(app.memberships.list_invitations(owner, organization, "", "pending", 100, "")) == 1
 
 

@@ -43,9 +43,12 @@ from mandate.api.authzen import AuthZen
 from mandate.api.directory import DirectoryService
 from mandate.api.events import ChangeFeed, EventService
 from mandate.api.http import AuthZenServer
-from mandate.api.interceptors import Observer, Plumbing, RequestLimits, StreamLimits, abort
+from mandate.api.interceptors import Plumbing
+from mandate.api.limits import RequestLimits, StreamLimits
 from mandate.api.membership import MembershipService
+from mandate.api.observe import Observer
 from mandate.api.partner import PartnerService
+from mandate.api.statuses import abort
 from mandate.app import App
 from mandate.callers import Callers
 from mandate.clock import SystemClock
@@ -172,20 +175,30 @@ def starting_handler(path: str, streaming: bool, client_streaming: bool = False)
     return grpc.unary_unary_rpc_method_handler(unary)
 
 
+def authorization_service(app: App, max_batch: int | None = None) -> AuthorizationService:
+    batch = {} if max_batch is None else {"max_batch": max_batch}
+    return AuthorizationService(app.authorizer, app.store, app.expiries, app.history, **batch)
+
+
+def servicers(app: App, run, changes: ChangeFeed, config: Config | None = None) -> dict:
+    """Each Mandate servicer, given the domain services it calls (never the whole App)."""
+    return {
+        AuthorizationService: authorization_service(app, config.max_batch if config is not None else None),
+        DirectoryService: DirectoryService(app.directory, app.requests),
+        MembershipService: MembershipService(app.memberships, app.requests),
+        PartnerService: PartnerService(app.partners, app.authorizer, app.requests),
+        EventService: EventService(app.events, app.index, run, changes),
+        AdminService: AdminService(app.admin, app.requests, run),
+    }
+
+
 def register_services(router: Router, app: App, plumbing: Plumbing, changes: ChangeFeed,
                       config: Config | None = None) -> None:
     """Every Mandate service, wrapped by the plumbing (authentication, parsing, workers, errors)."""
     collector = _Collector()
+    instances = servicers(app, plumbing.run, changes, config)
     for _, name, grpc_module, servicer in SERVICES:
-        if servicer is EventService:
-            instance = servicer(app, plumbing.run, changes)
-        elif servicer is AdminService:
-            instance = servicer(app, plumbing.run)
-        elif servicer is AuthorizationService and config is not None:
-            instance = servicer(app, max_batch=config.max_batch)
-        else:
-            instance = servicer(app)
-        getattr(grpc_module, f"add_{name}Servicer_to_server")(instance, collector)
+        getattr(grpc_module, f"add_{name}Servicer_to_server")(instances[servicer], collector)
     plumbing.inline.update({method: answered_from_memory(app) for method in INLINE})
     policy = app.authorizer.policy
     plumbing.observer.decisions = metrics.Decisions(
@@ -257,11 +270,11 @@ class MandateServer:
             self.app = await self._load()
             self.app.start_polling()
             self.app.start_expiring()
-        self.changes = ChangeFeed(self.app)
+        self.changes = ChangeFeed(self.app.index, self.app.store)
         self.changes.start()
         register_services(self.router, self.app, self.plumbing, self.changes, self.config)
         if self.authzen is not None:
-            self.authzen.ready(AuthZen(AuthorizationService(self.app, max_batch=self.config.max_batch),
+            self.authzen.ready(AuthZen(authorization_service(self.app, self.config.max_batch),
                                        self.config.max_batch))
         metrics.set_policy(None, self.app.authorizer.policy.version)
         await self._follow_database()
@@ -383,7 +396,7 @@ class MandateServer:
         http_stopping = asyncio.ensure_future(self.authzen.stop()) if self.authzen is not None else None
         if grace:
             await asyncio.sleep(min(grace, DRAIN_NOTICE_SECONDS))
-        self.plumbing.drain()
+        self.plumbing.draining.drain()
         await stopping
         if http_stopping is not None:
             await http_stopping

@@ -24,8 +24,10 @@ from pathlib import Path
 from mandate import deadlines, errors, tracing
 from mandate.clock import as_text
 from mandate.domain.authorization import Authorizer
+from mandate.domain.common import calling_service
 from mandate.domain.expiry import Lifetimes
 from mandate.index import FactIndex
+from mandate.names import EventType
 from mandate.policy import Policy
 from mandate.store import history
 from mandate.store.db import Store, utc_now
@@ -97,11 +99,11 @@ class History:
                 return
         sources = {source.path.name: source.text for source in policy.sources}
         try:
-            with self.store.write() as tx:
+            with self.store.write(caller=calling_service()) as tx:
                 if history.last_policy(tx.session) == policy.version:  # another replica was first
                     raise _AlreadyServing
                 history.record_policy(tx.session, policy.version, sources, tx.revision, utc_now())
-                tx.emit("policy.served", policy_version=policy.version)
+                tx.emit(EventType.POLICY_SERVED, policy_version=policy.version)
         except _AlreadyServing:
             pass
 

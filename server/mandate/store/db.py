@@ -22,7 +22,8 @@ member is kept only if it succeeded and the ids it names (its actor, and every o
 `*_id` of its events) are disjoint from those of the members before it; otherwise it rolls back
 to its savepoint and runs again as the first member of a new group (`Regroup`), deciding on the
 committed state. Its refusal is therefore only ever given by a run that saw everything committed
-before it. Only writes that can run again join groups: calls through `mandate.app.Retrying` (see `grouping`).
+before it. Only writes that can run again join groups: a domain service's methods marked
+`mandate.domain.retrying.retried` (see `grouping`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from sqlalchemy import bindparam, create_engine, event, exc, func, insert, liter
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mandate import callers, clock, deadlines, errors, tracing
+from mandate import clock, deadlines, errors, tracing
 from mandate.config import DatabaseSettings
 from mandate.store import history, models
 
@@ -217,7 +218,7 @@ class Transaction:
     revision: int
     actor_id: str
     events: list[dict] = field(default_factory=list)  # rows of models.Event, but occurred_at
-    caller: str = field(default_factory=callers.current_name)  # the calling service (named callers)
+    caller: str = ""  # the calling service (named callers), as the domain told `Store.write`
     # A bulk write (an import): its history is recorded by set-based statements, and readers
     # read its rows back from the store instead of being handed them.
     bulk: bool = False
@@ -395,24 +396,27 @@ class Store:
             yield session
 
     @contextlib.contextmanager
-    def write(self, actor_id: str = "") -> Iterator[Transaction]:
+    def write(self, actor_id: str = "", caller: str = "") -> Iterator[Transaction]:
         """One read-write transaction. Raises `errors.DatabaseUnavailable` at once while the
         database is lost, and `Conflict` when the database aborted it (the caller runs it again:
         see mandate.app). A write inside an open write of this store joins it (one transaction:
         a request with a request_id runs its mutation and records its reply together). Inside
         `grouping(JOIN)` or `grouping(LEAD)` it may share a group commit with writes that arrive
-        with it (`Regroup`: run it again, leading a new group)."""
+        with it (`Regroup`: run it again, leading a new group). `caller`: the calling service,
+        recorded on the events (the store does not look for it)."""
         joined = _open.get()
         if joined is not None and joined[0] is self:
             if actor_id:
                 joined[1].actor_id = actor_id
+            if caller and not joined[1].caller:
+                joined[1].caller = caller
             yield joined[1]
             return
         if not self._available and time.monotonic() - self._checked_at < RECHECK_SECONDS:
             raise errors.DatabaseUnavailable("the database cannot be reached; retry")
         mode, hint = _grouping.get()
         if self.group_commit and mode != ALONE:
-            with self._grouped(actor_id, mode == LEAD, hint) as tx:
+            with self._grouped(actor_id, caller, mode == LEAD, hint) as tx:
                 yield tx
             return
         with tracing.span("mandate.store.write") as span, self._writer:
@@ -422,7 +426,7 @@ class Store:
                     revision = self._next_revision(session)
                     if span is not None:
                         span.set_attribute("mandate.revision", str(revision))
-                    tx = Transaction(session, revision, actor_id, group_base=revision)
+                    tx = Transaction(session, revision, actor_id, caller=caller, group_base=revision)
                     _open.set((self, tx))
                     yield tx
                     deadlines.check()  # a caller that gave up while this waited gets no change
@@ -462,7 +466,7 @@ class Store:
     # -- group commit (see the module's docstring) -----------------------------------------
 
     @contextlib.contextmanager
-    def _grouped(self, actor_id: str, lead: bool, hint: frozenset[str]) -> Iterator[Transaction]:
+    def _grouped(self, actor_id: str, caller: str, lead: bool, hint: frozenset[str]) -> Iterator[Transaction]:
         """One mutation of a group commit: it waits for its turn (the first opens the group),
         runs inside a savepoint, hands the session to the next member, and returns once the
         whole group committed."""
@@ -489,7 +493,7 @@ class Store:
                     self._begin(group)
                 if not group.counted:
                     self._count(group)
-                tx = Transaction(group.session, group.next, actor_id, group_base=group.base)
+                tx = Transaction(group.session, group.next, actor_id, caller=caller, group_base=group.base)
                 if span is not None:
                     span.set_attribute("mandate.revision", str(tx.revision))
                 _open.set((self, tx))
