@@ -20,7 +20,6 @@ from mandate.config import (
     DEFAULT_LISTEN,
     DEFAULT_TOKEN_FILE,
     Config,
-    DatabaseSettings,
     add_flags,
 )
 from mandate.contexts import ContextError
@@ -134,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        config = Config.from_env()
-        if args.command == "serve":
-            DatabaseSettings.from_env()  # checked at start, not when the store opens
+        config = Config.from_env()  # the database's settings too: checked at start, not when the store opens
     except ValueError as error:
         print(f"mandate: {error}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@ with defaults that work on a fresh checkout."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ipaddress
 import os
@@ -32,6 +33,7 @@ HISTORY_RETENTION_BOUNDS = (datetime.timedelta(hours=1), datetime.timedelta(days
 GRACE_SECONDS_BOUNDS = (0.0, 3600.0)
 POOL_TIMEOUT_BOUNDS = (0.1, 600.0)
 CONNECT_TIMEOUT_BOUNDS = (1, 600)
+DATABASE = "database."  # the prefix of the settings of `Config.database` (DatabaseSettings) in SETTINGS
 
 
 def packaged_policy_dir() -> Path:
@@ -55,18 +57,14 @@ class DatabaseSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> DatabaseSettings:
+        """The pool's settings of the environment (those of `SETTINGS` named `database.*`)."""
         env = os.environ if env is None else env
-        defaults = cls()
-        return cls(
-            pool_size=number(env, "MANDATE_DATABASE_POOL_SIZE", defaults.pool_size),
-            max_overflow=number(env, "MANDATE_DATABASE_MAX_OVERFLOW", defaults.max_overflow, minimum=0),
-            pool_timeout=seconds(env.get("MANDATE_DATABASE_POOL_TIMEOUT", ""), "MANDATE_DATABASE_POOL_TIMEOUT",
-                                 defaults.pool_timeout, POOL_TIMEOUT_BOUNDS),
-            connect_timeout=seconds(env.get("MANDATE_DATABASE_CONNECT_TIMEOUT", ""),
-                                    "MANDATE_DATABASE_CONNECT_TIMEOUT", defaults.connect_timeout,
-                                    CONNECT_TIMEOUT_BOUNDS, int),
-            group_commit=env.get("MANDATE_GROUP_COMMIT", "on").strip().lower() not in ("off", "0", "false", "no"),
-        )
+        values = {}
+        for setting in SETTINGS:
+            text = _env_text(env, setting) if setting.name and setting.name.startswith(DATABASE) else ""
+            if text:
+                values[setting.name.removeprefix(DATABASE)] = setting.read(text, setting.env)
+        return cls(**values)
 
 
 @dataclass
@@ -98,14 +96,15 @@ class Config:
     max_batch: int = DEFAULT_MAX_BATCH  # checks in one BatchCheck
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # largest request or reply
     authzen_listen: str = ""  # host:port of the AuthZEN endpoints (HTTP, JSON); empty: off
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)  # the settings named `database.*`
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
         """The settings of the environment (`SETTINGS`); a variable unset or blank keeps its default."""
         env = os.environ if env is None else env
-        config = cls()
+        config = cls(database=DatabaseSettings.from_env(env))
         for setting in SETTINGS:
-            text = env.get(setting.env, "").strip() if setting.name and setting.env else ""
+            text = _env_text(env, setting) if setting.name and not setting.name.startswith(DATABASE) else ""
             if text:
                 setattr(config, setting.name, setting.read(text, setting.env))
         return config
@@ -115,8 +114,13 @@ class Config:
         environment; a bad value is a ValueError naming the flag."""
         for setting in SETTINGS:
             value = getattr(args, setting.name, None) if setting.name and setting.flag else None
-            if value is not None:
-                setattr(self, setting.name, True if setting.switch else setting.read(value.strip(), setting.flag))
+            if value is None:
+                continue
+            value = True if setting.switch else setting.read(value.strip(), setting.flag)
+            if setting.name.startswith(DATABASE):
+                self.database = dataclasses.replace(self.database, **{setting.name.removeprefix(DATABASE): value})
+            else:
+                setattr(self, setting.name, value)
 
     @property
     def tls(self) -> bool:
@@ -153,14 +157,6 @@ class Config:
         if self.callers_file is not None:
             return []
         return [read_or_create_token(self.token_file)]
-
-
-def number(env, name: str, default, kind=int, minimum=1):
-    """A numeric setting from the environment; a bad value stops the server with its name."""
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    return whole_number(text, name, kind, minimum)
 
 
 def whole_number(text: str, name: str, kind=int, minimum=1):
@@ -282,6 +278,11 @@ class Setting:
     note: str = ""
 
 
+def _env_text(env, setting: Setting) -> str:
+    """The setting's variable in `env`, stripped; blank when unset (the default then holds)."""
+    return env.get(setting.env, "").strip() if setting.env else ""
+
+
 def _at_least(minimum: int) -> Callable[[str, str], int]:
     return lambda text, name: whole_number(text, name, int, minimum)
 
@@ -302,12 +303,50 @@ def _grace(text: str, name: str) -> float:
     return seconds(text, name, None, GRACE_SECONDS_BOUNDS)
 
 
+def _pool_timeout(text: str, name: str) -> float:
+    return seconds(text, name, None, POOL_TIMEOUT_BOUNDS)
+
+
+def _connect_timeout(text: str, name: str) -> int:
+    return seconds(text, name, None, CONNECT_TIMEOUT_BOUNDS, int)
+
+
+def _on_or_off(text: str, name: str) -> bool:
+    value = text.lower()
+    if value in ("on", "1", "true", "yes"):
+        return True
+    if value in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"{name}: {text[:20]!r} is not on or off")
+
+
+def _bounds(bounds: tuple) -> str:
+    return f"{bounds[0]:g} to {bounds[1]:g}"
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("listen", "MANDATE_LISTEN", "--listen", "listen address, host:port", f"`{DEFAULT_LISTEN}`",
             metavar="ADDR"),
     Setting("database_url", "MANDATE_DATABASE_URL", "--database-url", "database URL", f"`{DEFAULT_DATABASE_URL}`",
             metavar="URL", note="(`postgresql://user:password@host/db` for a fleet of replicas: "
                                 "[docs/deploying.md](docs/deploying.md))"),
+    Setting("database.pool_size", "MANDATE_DATABASE_POOL_SIZE", "--database-pool-size",
+            "PostgreSQL: connections each process keeps open", str(DatabaseSettings.pool_size), _at_least(1),
+            metavar="N"),
+    Setting("database.max_overflow", "MANDATE_DATABASE_MAX_OVERFLOW", "--database-max-overflow",
+            "PostgreSQL: extra connections a process may open at peaks", str(DatabaseSettings.max_overflow),
+            _at_least(0), metavar="N"),
+    Setting("database.pool_timeout", "MANDATE_DATABASE_POOL_TIMEOUT", "--database-pool-timeout",
+            "seconds a call waits for a free connection, then UNAVAILABLE, reason DATABASE_UNAVAILABLE "
+            f"({_bounds(POOL_TIMEOUT_BOUNDS)})", f"{DatabaseSettings.pool_timeout:g}", _pool_timeout,
+            metavar="SECONDS"),
+    Setting("database.connect_timeout", "MANDATE_DATABASE_CONNECT_TIMEOUT", "--database-connect-timeout",
+            f"seconds to open a connection before the database counts as lost ({_bounds(CONNECT_TIMEOUT_BOUNDS)})",
+            str(DatabaseSettings.connect_timeout), _connect_timeout, metavar="SECONDS"),
+    Setting("database.group_commit", "MANDATE_GROUP_COMMIT", "--group-commit",
+            "on: the writers of a process that arrive together share one transaction; off: each commits alone",
+            "`on`" if DatabaseSettings.group_commit else "`off`", _on_or_off, metavar="on|off",
+            note="([docs/deploying.md](docs/deploying.md))"),
     Setting("policy_dir", "MANDATE_POLICY_DIR", "--policy-dir", "policy directory",
             "the packaged one (`mandate policy path`): `policies/` in a checkout", _path, metavar="DIR"),
     Setting("api_tokens", "MANDATE_API_TOKENS", None, "caller tokens, comma-separated, 16 characters or more each",
@@ -325,7 +364,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_streams", "MANDATE_MAX_STREAMS", "--max-streams", "open streams in all", str(DEFAULT_STREAMS),
             _at_least(1), metavar="N"),
     Setting("grace_seconds", "MANDATE_GRACE_SECONDS", "--grace",
-            "on SIGTERM, time for calls in flight to finish, in seconds (0 to 3600)", "10", _grace,
+            f"on SIGTERM, time for calls in flight to finish, in seconds ({_bounds(GRACE_SECONDS_BOUNDS)})",
+            f"{Config.grace_seconds:g}", _grace,
             metavar="SECONDS"),
     Setting("invitation_ttl", "MANDATE_INVITATION_TTL", "--invitation-ttl",
             "how long an invitation stays acceptable: a number with s, m, h or d, from 1m to 3650d", "`14d`",
@@ -384,11 +424,15 @@ def add_flags(parser) -> None:
             parser.add_argument(setting.flag, dest=setting.name, metavar=setting.metavar, help=help_text)
 
 
-def settings_table() -> str:
-    """The README's table of the settings of `mandate serve` (tests/settings_doc.py keeps it current)."""
+def settings_table(envs: list[str] | None = None) -> str:
+    """The README's table of the settings of `mandate serve`, or (`envs`) the rows of those
+    variables, in that order, without the README's notes, for another document
+    (tests/settings_doc.py keeps them current)."""
+    by_env = {setting.env: setting for setting in SETTINGS}
+    chosen = SETTINGS if envs is None else [by_env[env] for env in envs]
     rows = ["| setting | environment | flag of `mandate serve` | default |", "|---|---|---|---|"]
-    for setting in SETTINGS:
-        what = f"{setting.help} {setting.note}".strip()
+    for setting in chosen:
+        what = f"{setting.help} {setting.note}".strip() if envs is None else setting.help
         flag = f"`{setting.flag}`" if setting.flag else ""
         env = f"`{setting.env}`" if setting.env else ""
         rows.append(f"| {what} | {env} | {flag} | {setting.shown} |")

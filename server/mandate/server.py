@@ -52,7 +52,7 @@ from mandate.api.statuses import abort
 from mandate.app import App
 from mandate.callers import Callers
 from mandate.clock import SystemClock
-from mandate.config import Config, DatabaseSettings
+from mandate.config import Config
 from mandate.errors import DatabaseUnavailable, Unavailable
 from mandate.index import FactIndex
 from mandate.policy import PolicyError
@@ -308,7 +308,7 @@ class MandateServer:
     def _new_app(self) -> App:
         global _preloaded
         # The parent's index, for the first App of a forked process (see preload_index).
-        app = App(self.config.database_url, self.config.policy_dir, index=_preloaded)
+        app = App(self.config.database_url, self.config.policy_dir, self.config.database, index=_preloaded)
         _preloaded = None
         app.lifetimes.invitation_ttl = self.config.invitation_ttl
         app.lifetimes.history_retention = self.config.history_retention
@@ -568,7 +568,7 @@ def preload_index(config: Config) -> FactIndex | None:
     answer yet, say): each process then loads its own, retrying as one process does."""
     started = time.monotonic()
     try:
-        store = Store(config.database_url, DatabaseSettings.from_env())
+        store = Store(config.database_url, config.database)
         try:
             index = FactIndex(store, SystemClock())
             index.catch_up()
