@@ -17,6 +17,7 @@ import pytest
 from mandate.api.validate import encode_page_token
 from mandate.client import MandateClient
 from mandate.config import Config
+from mandate.names import EventType
 from mandate.server import build_server
 from mandate.v1 import authorization_pb2, common_pb2, events_pb2
 
@@ -228,7 +229,7 @@ def test_r7_granted_names_the_resume_that_gave_a_paused_colleague_their_access_b
     assert entry.granted_revision == str(resumed.membership.revision)
     assert entry.granted_by == acme.legal
     event = event_at(client, entry.granted_revision)
-    assert event.type == "member.resumed" and entry.granted_at == event.occurred_at
+    assert event.type == EventType.MEMBER_RESUMED and entry.granted_at == event.occurred_at
 
 
 def test_r12_granted_names_the_client_who_widened_the_scopes(client, world, acme):
@@ -247,11 +248,11 @@ def test_r16_granted_is_the_newest_change_among_the_paths_of_the_entry(client, w
     entry = entries[(acme.both, "Project", acme.projects[0])]
     # The newest row behind the two paths is Studio's assignment, made by Studio's owner.
     assert entry.granted_by == acme.studio_owner
-    assert event_at(client, entry.granted_revision).type == "partner_employee.assigned"
+    assert event_at(client, entry.granted_revision).type == EventType.PARTNER_EMPLOYEE_ASSIGNED
     # The owner's own membership dates from the organization's creation, by the owner.
     owner = entries[(acme.owner, "Project", acme.projects[0])]
     assert owner.granted_by == acme.owner
-    assert event_at(client, owner.granted_revision).type == "organization.created"
+    assert event_at(client, owner.granted_revision).type == EventType.ORGANIZATION_CREATED
 
 
 # -- paging and refusals ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from mandate.callers import CallersError, read_callers_file, subject_rdns
 from mandate.client import MandateClient
 from mandate.config import Config
+from mandate.names import EventType
 from mandate.server import build_server
 from mandate.v1 import directory_pb2, events_pb2, membership_pb2
 
@@ -80,7 +81,7 @@ def test_every_event_names_the_calling_service_and_the_acting_user(served, world
     by_type = {e.type: e for e in log}
     created = [e for e in log if e.attributes.get("organization_id") == made.id]
     assert created[0].caller == "billing" and created[0].actor_id == owner
-    assert by_type["member.invited"].caller == "env-0" and by_type["member.invited"].actor_id == owner
+    assert by_type[EventType.MEMBER_INVITED].caller == "env-0" and by_type[EventType.MEMBER_INVITED].actor_id == owner
 
 
 def test_a_read_only_caller_reads_and_checks_but_changes_nothing(served, world):
@@ -103,7 +104,7 @@ def test_a_read_only_caller_reads_and_checks_but_changes_nothing(served, world):
             assert reason_of(refused.value) == "READ_ONLY_CALLER"
         seen = events(reports)
     assert world.app.store.current_revision() == before  # a refused mutation changes nothing
-    invited = [e for e in seen if e.type == "member.invited"]
+    invited = [e for e in seen if e.type == EventType.MEMBER_INVITED]
     assert invited and all("@" not in value for e in seen for value in e.attributes.values())
     assert "email" not in invited[0].attributes and invited[0].attributes["organization_id"] == organization
 

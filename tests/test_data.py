@@ -16,6 +16,7 @@ import pytest
 from mandate.app import App
 from mandate.client import MandateClient
 from mandate.config import Config
+from mandate.names import EventType
 from mandate.server import build_server
 from mandate.store import models
 from mandate.v1 import admin_pb2, directory_pb2, membership_pb2
@@ -184,7 +185,8 @@ def test_round_trip_of_a_world_with_every_kind_of_fact_is_exact(app, world, admi
         assert decisions(other_app) == decisions(app)
         # One revision, one event with the counts; the history holds every fact at that revision.
         with other_app.store.read() as session:
-            imported = session.execute(select(models.Event).where(models.Event.type == "world.imported")).scalar_one()
+            imported = session.execute(
+                select(models.Event).where(models.Event.type == EventType.WORLD_IMPORTED)).scalar_one()
             assert str(imported.revision) == summary.revision
             assert imported.attributes["records"] == str(len(exported))
             users = session.execute(select(models.User.id)).scalars().all()
@@ -217,7 +219,7 @@ def test_an_import_failing_halfway_leaves_nothing(app, world, admin):
     assert do_export(admin) == (before_revision, before)
     with app.store.read() as session:
         assert session.get(models.User, "u1") is None
-        assert not session.execute(select(models.Event).where(models.Event.type == "world.imported")).first()
+        assert not session.execute(select(models.Event).where(models.Event.type == EventType.WORLD_IMPORTED)).first()
 
 
 @pytest.mark.parametrize(("records", "reason", "line"), [
@@ -369,7 +371,7 @@ def test_erasure_leaves_no_email_or_name_in_any_table(app, world, admin, engine)
         assigned = session.execute(select(models.Assignment.assigned).where(
             models.Assignment.user_id == zelda)).scalars().all()
         assert assigned == [False]
-        erased = session.execute(select(models.Event).where(models.Event.type == "person.erased")).scalar_one()
+        erased = session.execute(select(models.Event).where(models.Event.type == EventType.PERSON_ERASED)).scalar_one()
         assert str(erased.revision) == reply.revision and erased.attributes == {"user_id": zelda}
     if engine == "sqlite":
         path = Path(app.store.url.split("///", 1)[1])

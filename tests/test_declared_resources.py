@@ -10,6 +10,7 @@ import pytest
 from mandate.app import App
 from mandate.client import MandateClient
 from mandate.config import Config
+from mandate.names import EventType
 from mandate.server import build_server
 from mandate.v1 import authorization_pb2, common_pb2, directory_pb2, partner_pb2
 
@@ -145,7 +146,7 @@ def test_issue20_a_new_type_with_a_parent_and_a_role_needs_only_the_policy(platf
     assert client.check(("User", writer), "edit", "Post:hello", at_revision=before_removal)  # the history
     events = [e for e in app.events.list_events(0, 0, 1000, acme) if e.type.startswith("resource.role")]
     assert [(e.type, e.cause, e.attributes["user_id"]) for e in events] == [
-        ("resource.role_granted", "", writer), ("resource.role_revoked", "cascade", writer)]
+        (EventType.RESOURCE_ROLE_GRANTED, "", writer), (EventType.RESOURCE_ROLE_REVOKED, "cascade", writer)]
 
     # A role given for a while: Explain says when it ends.
     directory.GrantResourceRole(directory_pb2.GrantResourceRoleRequest(

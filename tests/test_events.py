@@ -9,6 +9,7 @@ import threading
 
 import grpc
 import pytest
+from mandate.names import EventType
 from mandate.v1 import common_pb2, events_pb2, membership_pb2
 
 from tests.support import reason_of
@@ -55,7 +56,7 @@ def test_every_tenants_events_go_to_any_caller_r22_list_events_filters_by_organi
     assert not any(f"pending-{globex}@example.com" in str(e.attributes) for e in acme_events)
     assert all(globex not in str(e) for e in acme_events)
     # A connection is an event of both sides.
-    connected = [e for e in everything if e.type == "client.connected"]
+    connected = [e for e in everything if e.type == EventType.CLIENT_CONNECTED]
     assert connected and connected[0] in list_events(client, organization_id=acme)
     assert connected[0] in list_events(client, organization_id=customer)
     assert connected[0] not in list_events(client, organization_id=globex)
@@ -68,7 +69,7 @@ def test_r22_list_events_of_an_organization_since_a_revision(client, world, tena
     world.app.memberships.pause_member(world.owner_of(globex), globex, colleague)
     assert list_events(client, organization_id=acme, since_revision=str(start)) == []
     assert [e.type for e in list_events(client, organization_id=globex, since_revision=str(start))] == [
-        "member.invited", "member.joined", "member.paused"]
+        EventType.MEMBER_INVITED, EventType.MEMBER_JOINED, EventType.MEMBER_PAUSED]
 
 
 def test_r22_list_events_filter_refusals(client, world):
@@ -110,7 +111,7 @@ def test_every_tenants_events_go_to_any_caller_r22_watch_filters_by_organization
                                                          "colleague")
         event = received.get(timeout=20)
         assert isinstance(event, common_pb2.Event), event
-        assert (event.type, event.attributes["invitation_id"]) == ("member.invited", invitation.id)
+        assert (event.type, event.attributes["invitation_id"]) == (EventType.MEMBER_INVITED, invitation.id)
         assert event.attributes["organization_id"] == acme
     finally:
         stream.cancel()
@@ -133,8 +134,8 @@ def test_r18_cascade_events_say_so(client, world):
                                                                       user_id=employee))
     events = list_events(client, since_revision=str(start), organization_id=customer)
     assert [(e.type, e.attributes["user_id"], e.cause) for e in events] == [
-        ("partner_employee.unassigned", other, ""),
-        ("partner_employee.unassigned", employee, "cascade"),
+        (EventType.PARTNER_EMPLOYEE_UNASSIGNED, other, ""),
+        (EventType.PARTNER_EMPLOYEE_UNASSIGNED, employee, "cascade"),
     ]
     # The first was asked of the domain directly, the second by a calling service (env-0).
     assert [e.caller for e in events] == ["", "env-0"]

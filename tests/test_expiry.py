@@ -13,6 +13,7 @@ from mandate.app import App
 from mandate.clock import ManualClock, as_text
 from mandate.config import Config
 from mandate.domain.expiry import Lifetimes
+from mandate.names import EventType
 from mandate.v1 import authorization_pb2, common_pb2, directory_pb2, events_pb2, membership_pb2, partner_pb2
 
 from tests.conftest import POLICY_DIR
@@ -78,7 +79,7 @@ def test_r5_r11_invitations_lapse_after_the_ttl_free_their_seat_and_cannot_be_ac
         actor_id=owner, organization_id=agency, status="expired")).invitations
     assert sorted(i.id for i in expired) == sorted([invitation.id, link.id])
     assert {i.status for i in expired} == {"expired"}
-    assert expiry_events(client, revision) == [("invitation.expired", "expired")] * 2
+    assert expiry_events(client, revision) == [(EventType.INVITATION_EXPIRED, "expired")] * 2
     # Signing up later does not complete a lapsed invitation (R4).
     late = world.app.directory.register_user("late@example.com", "Late")[0].id
     assert not allowed(client, late, "view", "Organization", agency)
@@ -132,8 +133,8 @@ def test_r6_r14_r17_r18_access_ends_by_itself_with_the_trace_of_the_manual_chang
     assert app.expiries.sweep() is None  # nothing left: no empty change
 
     assert expiry_events(client, revision) == sorted([
-        ("member.removed", "expired"), ("partner_employee.unassigned", "cascade"),
-        ("client.disconnected", "expired"), ("partner_employee.unassigned", "expired")])
+        (EventType.MEMBER_REMOVED, "expired"), (EventType.PARTNER_EMPLOYEE_UNASSIGNED, "cascade"),
+        (EventType.CLIENT_DISCONNECTED, "expired"), (EventType.PARTNER_EMPLOYEE_UNASSIGNED, "expired")])
     listed = client.partner.ListClients(partner_pb2.ListClientsRequest(actor_id=owner, partner_id=partner))
     assert {c.client_id: c.status for c in listed.connections}[other_shop] == "disconnected"
 
@@ -184,7 +185,7 @@ def test_r6_the_sweeper_ends_access_within_a_second_and_replicas_write_it_once(d
             sweeper.join()
         assert sorted(results, key=str) == sorted([None, results[0] or results[1]], key=str)
         removals = [e for e in app.events.list_events(0, 0, 1000) if e.cause == "expired"]
-        assert [e.type for e in removals] == ["member.removed"]
+        assert [e.type for e in removals] == [EventType.MEMBER_REMOVED]
         # On PostgreSQL one replica holds the sweeper's lock, and another takes over when it goes.
         assert app.expiries._leader.held()
         assert replica.expiries._leader.held() == (app.store.engine.dialect.name != "postgresql")
@@ -296,8 +297,8 @@ def test_r4_r5_r6_an_invitation_whose_access_has_ended_makes_no_member_at_sign_u
     expired = client.membership.ListInvitations(membership_pb2.ListInvitationsRequest(
         actor_id=owner, organization_id=organization, status="expired")).invitations
     assert [i.id for i in expired] == [invitation.id]
-    assert ("invitation.expired", "expired") in expiry_events(client, revision)
-    assert "member.joined" not in {e.type for e in client.events.ListEvents(
+    assert (EventType.INVITATION_EXPIRED, "expired") in expiry_events(client, revision)
+    assert EventType.MEMBER_JOINED not in {e.type for e in client.events.ListEvents(
         events_pb2.ListEventsRequest(since_revision=revision, page_size=1000)).events}
 
 
@@ -411,4 +412,4 @@ def test_issue20_a_role_on_one_project_ends_by_itself(client, world, app, clock)
     assert not allowed(client, kim, "edit", "Project", site)  # its end passed: never granted, even before the sweep
     assert app.expiries.sweep() is not None
     assert not allowed(client, kim, "edit", "Project", site)
-    assert ("resource.role_revoked", "expired") in expiry_events(client, granted.revision)
+    assert (EventType.RESOURCE_ROLE_REVOKED, "expired") in expiry_events(client, granted.revision)

@@ -14,6 +14,7 @@ from mandate import errors
 from mandate.app import App
 from mandate.client import MandateClient
 from mandate.config import Config
+from mandate.names import EventType
 from mandate.server import build_server
 from mandate.v1 import authorization_pb2 as pb
 from mandate.v1 import common_pb2
@@ -283,7 +284,7 @@ def test_a_policy_starts_serving_with_a_revision_of_its_own(client, app, policy_
         request.at_revision = answer.revision
         again = client.authorization.Check(request)
         assert (again.revision, again.policy_version) == (answer.revision, answer.policy_version)
-    assert app.events.list_events(int(old.revision), 0, 10)[0].type == "policy.served"
+    assert app.events.list_events(int(old.revision), 0, 10)[0].type == EventType.POLICY_SERVED
 
 
 def test_replicas_recording_one_new_policy_together_record_it_once(database_url, policy_dir):
@@ -311,7 +312,7 @@ def test_replicas_recording_one_new_policy_together_record_it_once(database_url,
         for thread in threads:
             thread.join(timeout=60)
         assert failures == []
-        served = [e for e in apps[0].events.list_events(0, 0, 1000) if e.type == "policy.served"]
+        served = [e for e in apps[0].events.list_events(0, 0, 1000) if e.type == EventType.POLICY_SERVED]
         assert [e.attributes["policy_version"] for e in served][-1] == policy.version
         assert sum(e.attributes["policy_version"] == policy.version for e in served) == 1
     finally:

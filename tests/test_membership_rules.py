@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from mandate.app import App
-from mandate.names import OrganizationAction, ProjectAction
+from mandate.names import EventType, OrganizationAction, ProjectAction
 from mandate.v1 import (
     authorization_pb2,
     common_pb2,
@@ -268,7 +268,7 @@ def test_r4_unregistered_email_is_pending_until_sign_up(client, world):
     assert [i.id for i in finished] == [invitation.id]
     assert check(client, user.id, "approve", "Project", project, user.revision)
     assert not check(client, user.id, "edit", "Project", project, user.revision)
-    joined = [e for e in events_since(client, invitation.revision) if e.type == "member.joined"]
+    joined = [e for e in events_since(client, invitation.revision) if e.type == EventType.MEMBER_JOINED]
     assert [(e.attributes["user_id"], e.attributes["invitation_id"]) for e in joined] == [(user.id, invitation.id)]
 
 
@@ -388,7 +388,7 @@ def test_r6_removed_member_loses_access_at_once(client, world):
     assert not check(client, colleague, "view", "Organization", organization, reply.revision)
     assert colleague not in members(client, owner, organization)
     assert [e.attributes["user_id"] for e in events_since(client, int(reply.revision) - 1)
-            if e.type == "member.removed"] == [colleague]
+            if e.type == EventType.MEMBER_REMOVED] == [colleague]
 
 
 def test_r6_removed_member_loses_access_to_clients_reached_through_the_organization(client, world):
@@ -520,7 +520,7 @@ def test_r7_pause_and_resume_notify_the_colleague(client, paused_world, world):
     client.membership.PauseMember(member_request(owner, agency, colleague))
     client.membership.ResumeMember(member_request(owner, agency, colleague))
     events = events_since(client, start)
-    assert [e.type for e in events] == ["member.paused", "member.resumed"]
+    assert [e.type for e in events] == [EventType.MEMBER_PAUSED, EventType.MEMBER_RESUMED]
     for event in events:
         assert event.attributes["user_id"] == colleague
         assert event.attributes["organization_id"] == agency
@@ -551,7 +551,7 @@ def test_r22_list_events_pages_through_the_change_log(client, world):
     for email in emails:
         invite(client, owner, organization, email)
     everything = events_since(client, start)
-    assert [e.type for e in everything] == ["member.invited"] * 5
+    assert [e.type for e in everything] == [EventType.MEMBER_INVITED] * 5
     assert [e.attributes["email"] for e in everything] == emails
     revisions = [int(e.revision) for e in everything]
     assert revisions == sorted(revisions) and len(set(revisions)) == 5
@@ -585,8 +585,9 @@ def test_r22_event_types_name_the_change(client, world):
     client.membership.RemoveMember(membership_pb2.RemoveMemberRequest(actor_id=owner, organization_id=organization,
                                                                       user_id=user.id))
     types = [e.type for e in events_since(client, start)]
-    assert types == ["member.invited", "user.registered", "member.invited", "member.joined",
-                     "invitation.cancelled", "member.role_changed", "member.removed"]
+    assert types == [EventType.MEMBER_INVITED, EventType.USER_REGISTERED, EventType.MEMBER_INVITED,
+                     EventType.MEMBER_JOINED, EventType.INVITATION_CANCELLED, EventType.MEMBER_ROLE_CHANGED,
+                     EventType.MEMBER_REMOVED]
 
 
 def test_r22_watch_streams_history_then_new_changes(client, world):
@@ -609,11 +610,11 @@ def test_r22_watch_streams_history_then_new_changes(client, world):
     try:
         first = received.get(timeout=20)
         assert isinstance(first, common_pb2.Event), first
-        assert first.type == "member.invited" and first.attributes["invitation_id"] == earlier.id
+        assert first.type == EventType.MEMBER_INVITED and first.attributes["invitation_id"] == earlier.id
         later = invite(client, owner, organization, new_email("later"))
         second = received.get(timeout=20)
         assert isinstance(second, common_pb2.Event), second
-        assert (second.type, second.attributes["invitation_id"]) == ("member.invited", later.id)
+        assert (second.type, second.attributes["invitation_id"]) == (EventType.MEMBER_INVITED, later.id)
         assert second.revision == later.revision
     finally:
         stream.cancel()

@@ -27,6 +27,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from mandate.client import MandateClient
 from mandate.config import Config
+from mandate.names import EventType
 from mandate.server import build_server
 from mandate.v1 import directory_pb2, events_pb2
 
@@ -151,7 +152,7 @@ def test_mtls_needs_a_client_certificate_and_names_the_caller_by_its_subject(app
                 actor_id=owner, name="Gated", currency="EUR"))
             log = gateway.events.ListEvents(events_pb2.ListEventsRequest(page_size=100)).events
         # Every change the gateway asked for names it (the service's own record of its policy names none).
-        assert {e.caller for e in log if e.type != "policy.served"} == {"gateway"}
+        assert {e.caller for e in log if e.type != EventType.POLICY_SERVED} == {"gateway"}
 
 
 @pytest.mark.parametrize("subject_callers", [True, False])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from mandate.api import validate
+from mandate.names import EventType
 from mandate.v1 import events_pb2, membership_pb2, partner_pb2
 
 BUDGET = 4096  # a small budget, so a few dozen rows show what 64 KiB does to thousands
@@ -44,7 +45,7 @@ def test_a_client_that_stops_reading_grows_memory_r22_list_events_pages_are_boun
     assert len(replies) > 2
     assert all(r.ByteSize() <= BUDGET + 100 for r in replies)  # the events, plus the next page's token
     events = [e for r in replies for e in r.events]
-    assert [e.type for e in events] == ["organization.created"] + ["client.invite_link_created"] * 30
+    assert [e.type for e in events] == [EventType.ORGANIZATION_CREATED] + [EventType.CLIENT_INVITE_LINK_CREATED] * 30
     assert [e.attributes["customer_name"][:3] for e in events[1:]] == [f"{n:03d}" for n in range(30)]
 
 

@@ -14,6 +14,7 @@ import sys
 
 import grpc
 import pytest
+from mandate.names import EventType
 from mandate.v1 import (
     authorization_pb2,
     common_pb2,
@@ -964,9 +965,9 @@ def test_r22_every_partner_change_records_an_event(client, world, program):
     link = invite_link(client, program.rep, program.partner)
     connected = accept(client, program.client_owner, program.client, invitation_id=invitation.id)
     steps = [
-        (program.rep, "client.invited", invitation.revision),
-        (program.rep, "client.invite_link_created", link.revision),
-        (program.client_owner, "client.connected", connected.revision),
+        (program.rep, EventType.CLIENT_INVITED, invitation.revision),
+        (program.rep, EventType.CLIENT_INVITE_LINK_CREATED, link.revision),
+        (program.client_owner, EventType.CLIENT_CONNECTED, connected.revision),
     ]
 
     def step(actor, event, call, request):
@@ -974,33 +975,35 @@ def test_r22_every_partner_change_records_an_event(client, world, program):
 
     client_side = (program.client_owner, program.partner, program.client)
     partner_side = (program.rep, program.partner, program.client)
-    step(program.client_owner, "client.scopes_updated", client.partner.UpdateGrantedScopes,
+    step(program.client_owner, EventType.CLIENT_SCOPES_UPDATED, client.partner.UpdateGrantedScopes,
          scopes_update(*client_side, ["read"]))
-    step(program.rep, "partner_employee.assigned", client.partner.AssignClient,
+    step(program.rep, EventType.PARTNER_EMPLOYEE_ASSIGNED, client.partner.AssignClient,
          assignment(*partner_side, program.employee))
-    step(program.client_owner, "partner_employee.approved", client.partner.ApprovePartnerEmployee,
+    step(program.client_owner, EventType.PARTNER_EMPLOYEE_APPROVED, client.partner.ApprovePartnerEmployee,
          assignment(*client_side, program.employee))
-    step(program.client_owner, "partner_employee.revoked", client.partner.RevokePartnerEmployee,
+    step(program.client_owner, EventType.PARTNER_EMPLOYEE_REVOKED, client.partner.RevokePartnerEmployee,
          assignment(*client_side, program.employee))
-    step(program.rep, "partner_employee.unassigned", client.partner.UnassignClient,
+    step(program.rep, EventType.PARTNER_EMPLOYEE_UNASSIGNED, client.partner.UnassignClient,
          assignment(*partner_side, program.employee))
-    step(program.rep, "client.disconnect_requested", client.partner.RequestDisconnect, pair(*partner_side))
-    step(program.client_owner, "client.disconnect_declined", client.partner.DeclineDisconnect, pair(*client_side))
-    step(program.rep, "client.disconnect_requested", client.partner.RequestDisconnect, pair(*partner_side))
-    step(program.client_owner, "client.disconnected", client.partner.AcceptDisconnect, pair(*client_side))
-    step(program.rep, "invitation.cancelled", client.membership.CancelInvitation,
+    step(program.rep, EventType.CLIENT_DISCONNECT_REQUESTED, client.partner.RequestDisconnect, pair(*partner_side))
+    step(program.client_owner, EventType.CLIENT_DISCONNECT_DECLINED, client.partner.DeclineDisconnect,
+         pair(*client_side))
+    step(program.rep, EventType.CLIENT_DISCONNECT_REQUESTED, client.partner.RequestDisconnect, pair(*partner_side))
+    step(program.client_owner, EventType.CLIENT_DISCONNECTED, client.partner.AcceptDisconnect, pair(*client_side))
+    step(program.rep, EventType.INVITATION_CANCELLED, client.membership.CancelInvitation,
          membership_pb2.CancelInvitationRequest(actor_id=program.rep, invitation_id=link.id))
 
     recorded = events(client, since)
     assert [(actor, event, revision) for revision, event, actor, _ in recorded] == steps
     for _, event, _, attributes in recorded:
-        assert attributes["partner_id" if event != "invitation.cancelled" else "organization_id"] == program.partner
+        named = "partner_id" if event != EventType.INVITATION_CANCELLED else "organization_id"
+        assert attributes[named] == program.partner
     by_type = {event: attributes for _, event, _, attributes in recorded}
-    assert by_type["client.invited"]["email"] == world.email(program.client_owner)
-    assert by_type["client.connected"]["client_id"] == program.client
-    assert by_type["client.connected"]["invitation_id"] == invitation.id
-    assert by_type["partner_employee.assigned"]["user_id"] == program.employee
-    assert by_type["client.scopes_updated"]["granted_scopes"] == "read"
+    assert by_type[EventType.CLIENT_INVITED]["email"] == world.email(program.client_owner)
+    assert by_type[EventType.CLIENT_CONNECTED]["client_id"] == program.client
+    assert by_type[EventType.CLIENT_CONNECTED]["invitation_id"] == invitation.id
+    assert by_type[EventType.PARTNER_EMPLOYEE_ASSIGNED]["user_id"] == program.employee
+    assert by_type[EventType.CLIENT_SCOPES_UPDATED]["granted_scopes"] == "read"
 
 
 def test_r22_revoking_a_partner_records_it_and_the_withdrawn_assignments(client, world, program):
@@ -1010,7 +1013,7 @@ def test_r22_revoking_a_partner_records_it_and_the_withdrawn_assignments(client,
     revoked = client.partner.RevokePartner(pair(program.client_owner, program.partner, program.client))
     recorded = events(client, since)
     assert {(event, revision) for revision, event, _, _ in recorded} == {
-        ("partner.revoked", revoked.revision), ("partner_employee.unassigned", revoked.revision)}
+        (EventType.PARTNER_REVOKED, revoked.revision), (EventType.PARTNER_EMPLOYEE_UNASSIGNED, revoked.revision)}
     assert all(actor == program.client_owner for _, _, actor, _ in recorded)
 
 
@@ -1021,6 +1024,6 @@ def test_r22_referral_connection_records_its_event(client, program):
     since = latest_revision(client)
     organization = client.directory.CreateOrganization(directory_pb2.CreateOrganizationRequest(
         actor_id=user.id, name="Ref AG", currency="EUR"))
-    connected = [attributes for _, event, _, attributes in events(client, since) if event == "client.connected"]
+    connected = [attributes for _, event, _, attributes in events(client, since) if event == EventType.CLIENT_CONNECTED]
     assert connected == [{**connected[0], "client_id": organization.id, "referral": "true",
                           "partner_id": program.partner}]

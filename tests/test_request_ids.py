@@ -13,6 +13,7 @@ from mandate.api.membership import MembershipService
 from mandate.app import App
 from mandate.clock import ManualClock
 from mandate.domain.expiry import Lifetimes
+from mandate.names import EventType
 from mandate.v1 import events_pb2, membership_pb2, partner_pb2
 
 from tests.conftest import POLICY_DIR
@@ -51,7 +52,7 @@ def test_r5_r22_a_retried_invitation_returns_the_first_reply_and_changes_nothing
     first = client.membership.InviteMember(request)  # committed; say its reply was lost
     retried = client.membership.InviteMember(request)
     assert retried == first
-    assert event_types(client, before) == ["member.invited"]  # one change, one seat (R5)
+    assert event_types(client, before) == [EventType.MEMBER_INVITED]  # one change, one seat (R5)
     assert app.store.current_revision() == before + 1
 
     other = membership_pb2.InviteMemberRequest()
@@ -117,7 +118,7 @@ def test_r5_racing_retries_produce_one_change_in_one_server_and_across_replicas(
         with ThreadPoolExecutor(len(calls)) as pool:
             replies = list(pool.map(lambda call: call(), calls))
         assert len({reply.SerializeToString(deterministic=True) for reply in replies}) == 1
-        assert event_types(client, before) == ["member.invited"]
+        assert event_types(client, before) == [EventType.MEMBER_INVITED]
     finally:
         replica.close()
 

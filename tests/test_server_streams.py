@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from mandate.client import MandateClient
 from mandate.config import Config
+from mandate.names import EventType
 from mandate.server import build_server
 from mandate.v1 import authorization_pb2, common_pb2, directory_pb2, events_pb2, membership_pb2
 
@@ -121,7 +122,7 @@ def test_watch_streams_do_not_stall_checks(app, people, streams):
             actor_id=owner, organization_id=organization, user_id=colleague), timeout=STALL_TIMEOUT)
         assert not check(client, colleague, project, timeout=STALL_TIMEOUT)
         for watch in watches:
-            assert any(event.type == "member.paused" and event.revision == paused.revision for event in watch)
+            assert any(event.type == EventType.MEMBER_PAUSED and event.revision == paused.revision for event in watch)
 
 
 def refused_stream(call) -> grpc.RpcError:

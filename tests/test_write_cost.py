@@ -7,7 +7,7 @@ import contextlib
 
 import pytest
 from mandate import errors
-from mandate.names import Reason
+from mandate.names import EventType, Reason
 from mandate.store import models
 from mandate.store.models import HISTORY
 from sqlalchemy import event, func, select
@@ -63,7 +63,7 @@ def test_pause_and_resume_take_a_handful_of_statements_and_write_their_history(a
     M = HISTORY[models.Membership].c
     assert versions(app, models.Membership, M.organization_id == organization, M.user_id == member)[-2:] == [
         (revision, resumed.membership.revision), (resumed.membership.revision, None)]
-    assert events_at(app, revision) == ["member.paused"]
+    assert events_at(app, revision) == [EventType.MEMBER_PAUSED]
 
 
 def test_assign_and_unassign_take_a_handful_of_statements_and_keep_the_record(app):
@@ -86,7 +86,7 @@ def test_assign_and_unassign_take_a_handful_of_statements_and_keep_the_record(ap
     assert len(sent) <= 8, sent
     assert (withdrawn.assigned, withdrawn.client_approved, withdrawn.revision) == (False, False,
                                                                                     app.store.current_revision())
-    assert events_at(app, withdrawn.revision) == ["partner_employee.unassigned"]
+    assert events_at(app, withdrawn.revision) == [EventType.PARTNER_EMPLOYEE_UNASSIGNED]
     before = app.store.current_revision()
     with pytest.raises(errors.NotFound) as refused:
         app.partners.unassign_client(actor, partner, client, employee)
