@@ -308,7 +308,7 @@ class MandateServer:
     def _new_app(self) -> App:
         global _preloaded
         # The parent's index, for the first App of a forked process (see preload_index).
-        app = App(self.config.database_url, self.config.policy_dir, self.config.database, index=_preloaded)
+        app = App(self.config.database_url, self.config.policy_dir, database=self.config.database, index=_preloaded)
         _preloaded = None
         app.lifetimes.invitation_ttl = self.config.invitation_ttl
         app.lifetimes.history_retention = self.config.history_retention
