@@ -18,7 +18,7 @@ from mandate.client import MandateClient
 from mandate.config import Config
 from mandate.server import build_server
 from mandate.store import models
-from mandate.v1 import admin_pb2, directory_pb2, membership_pb2
+from mandate.v1 import admin_pb2, common_pb2, directory_pb2, membership_pb2
 from sqlalchemy import func, inspect, select, text
 
 from tests.conftest import PG_TEMPLATE, POLICY_DIR, TOKEN
@@ -493,3 +493,42 @@ def test_a_replica_serves_an_import_as_any_write(app, admin):
         assert not replica.authorizer.check("User", "rep-ann", "edit", "Project", "nowhere")
     finally:
         replica.close()
+
+
+def test_erasure_ends_every_role_the_person_holds_on_one_resource(app, world, admin):
+    """issue 20, R6, R18: erasing a person ends their roles on single resources, those that came
+    with a membership and those a world file gave without one, each with a cascaded
+    `resource.role_revoked` event under the resource's organization; the history keeps them."""
+    shop = world.organization(name="Shop")
+    owner = world.owner_of(shop)
+    site = world.project(shop, "erase-site")
+    member = world.member(shop, "client")
+    app.directory.grant_resource_role(owner, "Project", site, member, "editor")
+    outsider = world.user()  # no membership anywhere: only the role of a world file
+    do_import(admin, [{"kind": "resource_role", "resource": f"Project:{site}", "user": outsider, "role": "editor"}])
+    app.index.catch_up()
+    assert world.allowed(member, "edit", "Project", site)
+    listed = admin.directory.ListResourceRoles(directory_pb2.ListResourceRolesRequest(
+        actor_id=owner, resource=common_pb2.ObjectRef(type="Project", id=site)))
+    assert sorted(r.user_id for r in listed.roles) == sorted([member, outsider])
+    before = app.store.current_revision()
+
+    for person in (member, outsider):
+        reply = admin.admin.ErasePerson(admin_pb2.ErasePersonRequest(user_id=person))
+        app.index.catch_up()
+        assert not world.allowed(person, "edit", "Project", site)
+        assert not world.allowed(person, "read", "Project", site)
+        with app.store.read() as session:
+            live = session.execute(select(models.ResourceRole).where(
+                models.ResourceRole.user_id == person, models.ResourceRole.granted.is_(True))).scalars().all()
+            assert live == []
+            revoked = session.execute(select(models.Event).where(
+                models.Event.type == "resource.role_revoked", models.Event.revision == int(reply.revision)
+            )).scalars().all()
+            assert [(e.cause, e.organization_id, e.attributes["user_id"], e.attributes["role"]) for e in revoked] == [
+                ("cascade", shop, person, "editor")]
+    listed = admin.directory.ListResourceRoles(directory_pb2.ListResourceRolesRequest(
+        actor_id=owner, resource=common_pb2.ObjectRef(type="Project", id=site)))
+    assert list(listed.roles) == []
+    # The history keeps the roles as they were, under the person's id alone.
+    assert app.history.authorizer_at(before, None).check("User", member, "edit", "Project", site)

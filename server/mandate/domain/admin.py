@@ -11,7 +11,8 @@ revision, and one `world.imported` event carries the counts.
 
 Export reads every fact in one snapshot: now, or at a kept revision from the history.
 
-Erasing a person ends their memberships as a removal does and takes their email and display
+Erasing a person ends their memberships as a removal does, ends every role they hold on one
+resource, and takes their email and display
 name out of every table: the live facts, the history, invitations, events and request records.
 """
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Text, cast, func, or_, select, text, tuple_, update
 
 from mandate import errors
-from mandate.domain.common import get_user, reports_unchanged, unchanged
+from mandate.domain.common import end_resource_roles, get_user, reports_unchanged, unchanged
 from mandate.domain.expiry import Lifetimes
 from mandate.domain.membership import end_membership
 from mandate.names import Reason
@@ -170,7 +171,7 @@ class Admin:
 
     def erase_person(self, user_id: str) -> int:
         """The person's email and display name leave every table; their memberships end as a
-        removal ends them (R6, R18); refused with LAST_OWNER, naming the organization, while
+        removal ends them (R6, R18), and so does every role they hold on one resource; refused with LAST_OWNER, naming the organization, while
         they are the last active owner of one. Their id stays."""
         with self.store.write() as tx:
             session = tx.session
@@ -187,6 +188,9 @@ class Admin:
                         f"user_id: the person is the last active owner of organization "
                         f"{membership.organization_id}; transfer its ownership first (R6)",
                         organization_id=membership.organization_id) from None
+            # Roles on one resource held without a membership (a world file or an import may give
+            # them to any user) end too: an erased person keeps no access (R6, R18).
+            end_resource_roles(tx, M.ResourceRole.user_id == user_id, cause=M.EventCause.CASCADE)
             erased = ERASED_EMAIL.format(user_id=user_id)
             user.email, user.display_name, user.revision = erased, "", tx.revision
             users = models.HISTORY[M.User]
