@@ -15,7 +15,7 @@ from mandate.v1 import authorization_pb2, common_pb2, directory_pb2, partner_pb2
 
 from tests.conftest import POLICY_DIR, ROOT, TOKEN
 from tests.factories import World
-from tests.support import reason_of
+from tests.support import FOLDERS_POLAR, reason_of
 
 PLATFORM = ROOT / "examples" / "platform" / "platform.polar"
 
@@ -210,28 +210,7 @@ def test_issue20_a_cycle_is_refused(platform, tmp_path):
     """issue 20 item 2: a folder cannot be put under itself or under its own descendant (PARENT_CYCLE),
     and a type with both relations is top-level with an organization, nested with a parent."""
     app, client, policy_dir = platform
-    (policy_dir / "folders.polar").write_text('''
-# R2: folders nest; colleagues read every folder of the organization.
-resource Folder {
-  permissions = ["read"];
-  roles = ["viewer"];
-  relations = { organization: Organization, parent: Folder };
-  "read" if "colleague" on "organization";
-  "read" if "viewer";
-  "viewer" if "viewer" on "parent";
-}
-# R2: a viewer of a folder views what it holds.
-has_role(user: User, role: String, folder: Folder) if
-  grant in user.resource_roles and
-  grant.resource = folder and
-  grant.role = role;
-# R2: a top folder belongs to its organization.
-has_relation(org: Organization, "organization", folder: Folder) if
-  org = folder.organization;
-# R2: a folder sits in its parent.
-has_relation(parent: Folder, "parent", folder: Folder) if
-  parent = folder.parent;
-''')
+    (policy_dir / "folders.polar").write_text(FOLDERS_POLAR)
     app.reload_policy()
     world = World(app)
     owner = world.user("owner")

@@ -53,7 +53,7 @@ class App:
         self.expiries = Expiries(self.store, self.lifetimes)
         self.requests = Retrying(RequestIds(self.store, self.lifetimes))
         self.history = History(self.store, self.authorizer, self.lifetimes)
-        self.admin = Retrying(Admin(self.store, self.lifetimes, self.history))
+        self.admin = Retrying(Admin(self.store, self.lifetimes, self.history, lambda: self.authorizer.policy))
         self.history.record_policy(self.authorizer.policy)
         self.expiries.chores.append(self.history.forget_expired)
         self._stop = threading.Event()

@@ -33,7 +33,7 @@ from mandate.domain.membership import end_membership
 from mandate.names import Reason
 from mandate.store import bulk, models
 from mandate.store.db import Store, Transaction
-from mandate.worldfile import KINDS, Record, normalize, record_of, to_json
+from mandate.worldfile import KINDS, Record, RecordError, normalize, record_of, to_json
 
 ON_CONFLICT = ("fail", "skip", "touch")
 ERASED_EMAIL = "erased:{user_id}"  # not an email address: it can never sign up nor be invited
@@ -80,10 +80,13 @@ class ImportResult:
 
 
 class Admin:
-    def __init__(self, store: Store, lifetimes: Lifetimes | None = None, history=None):
+    def __init__(self, store: Store, lifetimes: Lifetimes | None = None, history=None, policy=None):
         self.store = store
         self.lifetimes = lifetimes or Lifetimes()
         self.history = history  # mandate.domain.history.History: which revision a past time names
+        # The policy the records' resource types and roles are checked against: a Policy, or a
+        # function giving the one served now (it may be reloaded); None checks no types.
+        self.policy = policy
 
     # -- import ----------------------------------------------------------------------------
 
@@ -110,12 +113,15 @@ class Admin:
     def _stage(self, records: Iterable[Record]) -> dict[str, Staged]:
         """Every record's fields checked, keyed; a key repeated in the file is refused."""
         now = self.lifetimes.now()
+        policy = self.policy() if callable(self.policy) else self.policy
         staged = {kind: Staged() for kind in KINDS}
         emails: dict[str, int] = {}
         hashes: dict[str, int] = {}
         for record in records:
             columns = normalize(record, now)
             kind = record.kind
+            if policy is not None and kind in ("resource", "resource_role"):
+                declared(policy, record, columns)
             key = key_of(kind, columns)
             if kind == "link" and key[::-1] in staged[kind].rows:
                 key = key[::-1]
@@ -171,8 +177,9 @@ class Admin:
 
     def erase_person(self, user_id: str) -> int:
         """The person's email and display name leave every table; their memberships end as a
-        removal ends them (R6, R18), and so does every role they hold on one resource; refused with LAST_OWNER, naming the organization, while
-        they are the last active owner of one. Their id stays."""
+        removal ends them (R6, R18), and so does every role they hold on one resource; refused
+        with LAST_OWNER, naming the organization, while they are the last active owner of one.
+        Their id stays."""
         with self.store.write() as tx:
             session = tx.session
             user = get_user(session, user_id)
@@ -213,6 +220,40 @@ class Admin:
                         invitation_id=invitation.id, kind=invitation.kind)
             invitation.email = ""
             invitation.revision = tx.revision
+
+
+def declared(policy, record: Record, columns: dict) -> None:
+    """A resource record is of a type the policy declares, under a parent its type may have (or at
+    the top of an organization when its type may be); a role on one resource is a role its type
+    declares. Else INVALID_ARGUMENT naming the record and the field: UNKNOWN_RESOURCE_TYPE,
+    UNKNOWN_ROLE (as PutResource and GrantResourceRole refuse them)."""
+
+    def declared_type(field: str, resource_type: str):
+        block = policy.resource_types.get(resource_type)
+        if block is None:
+            raise RecordError(record, field, f"the policy declares no resource type {resource_type!r}; it declares: "
+                                             f"{', '.join(policy.resource_types) or 'none'}",
+                              Reason.UNKNOWN_RESOURCE_TYPE)
+        return block
+
+    if record.kind == "resource":
+        resource_type = columns["type"]
+        relations = declared_type("type", resource_type).relations
+        if columns["parent_type"]:
+            declared_type("parent", columns["parent_type"])
+            if relations.get("parent") != columns["parent_type"]:
+                allowed = f"a {relations['parent']}" if "parent" in relations else "none"
+                raise RecordError(record, "parent", f"a {resource_type} has no parent of type "
+                                                    f"{columns['parent_type']} (its parent: {allowed})")
+        elif "organization" not in relations:
+            raise RecordError(record, "parent", f"is required: a {resource_type} lives under a {relations['parent']}")
+        return
+    resource_type, role = columns["resource_type"], columns["role"]
+    declared_type("resource", resource_type)
+    roles = policy.roles.get(resource_type, ())
+    if role not in roles:
+        raise RecordError(record, "role", f"a {resource_type} declares no role {role!r}; its roles: "
+                                          f"{', '.join(roles) or 'none'}", Reason.UNKNOWN_ROLE)
 
 
 def _erase_from_events(session, values: list[str]) -> None:
