@@ -294,3 +294,41 @@ def test_issue20_the_scopes_a_client_grants_are_the_policys(platform):
         'client_scopes(["read", "edit", "publish", "approve", "delete"]);', 'client_scopes(["read", "edit"]);'))
     app.reload_policy()
     assert refused(client.partner.CreateInviteLink, link) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_SCOPE")
+
+
+def test_issue20_a_partner_employees_role_on_a_client_project_follows_their_membership(app, world):
+    """issue 20 item 3 (R7, R6, R18, R9): a partner's legal representative gives their tagged
+    employee a role on one client project (R9: delegated to colleagues). Paused in the partner, the
+    role gives nothing (R7); resumed, it is back; removed from the partner, the role ends with the
+    membership (R6, R18: a cascaded `resource.role_revoked`) and does not come back when the person
+    returns."""
+    agency, shop = world.organization(name="Agency"), world.organization(name="Shop")
+    lena = world.member(agency, "legal_representative")
+    emma = world.member(agency, "colleague", partner_employee=True)
+    world.connect(agency, shop, scopes=("read", "edit"), employee_approval="partner")
+    site = world.project(shop, "partner-site")
+    owner = world.owner_of(agency)
+    assert not world.allowed(emma, "edit", "Project", site)
+    app.directory.grant_resource_role(lena, "Project", site, emma, "editor")
+    app.index.catch_up()
+    assert world.allowed(emma, "edit", "Project", site)
+
+    app.memberships.pause_member(owner, agency, emma)  # R7
+    app.index.catch_up()
+    assert not world.allowed(emma, "edit", "Project", site)
+    assert not world.allowed(emma, "read", "Project", site)
+    app.memberships.resume_member(owner, agency, emma)
+    app.index.catch_up()
+    assert world.allowed(emma, "edit", "Project", site)
+
+    app.memberships.remove_member(owner, agency, emma)  # R6, R18
+    app.index.catch_up()
+    assert not world.allowed(emma, "read", "Project", site)
+    roles, _, _ = app.directory.list_resource_roles(world.owner_of(shop), "Project", site, 10, "")
+    assert roles == []
+    events = [e for e in app.events.list_events(0, 0, 1000, shop) if e.type.startswith("resource.role")]
+    assert [(e.type, e.cause, e.attributes["user_id"]) for e in events] == [
+        ("resource.role_granted", "", emma), ("resource.role_revoked", "cascade", emma)]
+    world.member(agency, "colleague", emma, partner_employee=True)  # back in the partner: no role
+    app.index.catch_up()
+    assert not world.allowed(emma, "edit", "Project", site)
