@@ -570,6 +570,7 @@ def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[
         for organization_id in organization_ids:
             holding_in[organization_id].add(user_id)
     related: dict[str, set[str]] = {}
+    assigned_to: dict[str, dict[str, dict]] = defaultdict(dict)  # client -> user -> partner -> approved
 
     def kinds(organization_id: str, labels: tuple) -> dict[tuple, list[str]]:
         """The grantees named one by one (everyone with a fact about the organization, or a role
@@ -579,9 +580,17 @@ def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[
             if organization_id not in related:
                 related[organization_id] = index.candidate_users(organization_id) | holding_in[organization_id]
             grouped: dict[tuple, list[str]] = defaultdict(list)
-            candidates = set().union(related[organization_id], *(index.members.get(i, set()) for _, i in labels))
-            for user_id in sorted(candidates):
+            # Only a member of a labelled organization, or someone a labelled partner assigned to
+            # the organization, has a fact under the labels: the others are asked nothing.
+            idents = {ident for _, ident in labels}
+            labelled = set().union(*(index.members.get(ident, set()) for ident in idents))
+            labelled |= {user_id for user_id, partners in assigned_to.get(organization_id, {}).items()
+                         if idents.intersection(partners)}
+            for user_id in sorted(labelled):
                 grouped[_grantee_facts(index, user_id, organization_id, labels)].append(user_id)
+            factless = related[organization_id] - labelled
+            if factless:
+                grouped[((), ())] += sorted(factless)
             grantee_kinds[key] = grouped
         return grantee_kinds[key]
 
@@ -626,6 +635,9 @@ def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[
                                 actor_roles)
 
     with index.one_state():
+        for (user_id, client_id), by_partner in index.assignments.items():
+            if by_partner:
+                assigned_to[client_id][user_id] = by_partner
         for subject, where in by_subject.items():
             for organization_id, users in where.items():
                 decide(subject, organization_id, users)
