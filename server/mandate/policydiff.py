@@ -594,12 +594,16 @@ def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[
             grantee_kinds[key] = grouped
         return grantee_kinds[key]
 
-    def add(subject: Subject, organization_id: str, actors: list[str], labels: tuple, resource_type: str,
-            chain: tuple[str, ...], resource_ids: list[str], actor_roles: tuple = ()) -> None:
-        base = replace(subject, chain=chain, resource_roles=actor_roles)
+    def own_facts(organization_id: str, actors: list[str], labels: tuple) -> dict[tuple, list[str]]:
+        """The actors by their own facts as grantees (giving a role to themselves)."""
         own: dict[tuple, list[str]] = defaultdict(list)
         for user_id in actors:
             own[_grantee_facts(index, user_id, organization_id, labels)].append(user_id)
+        return own
+
+    def add(subject: Subject, organization_id: str, actors: list[str], labels: tuple, own: dict,
+            resource_type: str, chain: tuple[str, ...], resource_ids: list[str], actor_roles: tuple = ()) -> None:
+        base = replace(subject, chain=chain, resource_roles=actor_roles)
         for role in roles[resource_type]:
             shape = f"RoleGrant:{resource_type}/{{resource}}/{{grantee}}/{role}"
             for (memberships, assignments), grantees in kinds(organization_id, labels).items():
@@ -618,11 +622,13 @@ def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[
         plain = [user_id for user_id in users if organization_id not in holders.get(user_id, ())]
         holding = [user_id for user_id in users if organization_id in holders.get(user_id, ())]
         for labels, actors in _actor_labels(index, subject, organization_id, plain).items():
+            own = own_facts(organization_id, actors, labels)
             for resource_type, by_chain in by_type.items():
                 for chain, resource_ids in by_chain.items():
-                    add(subject, organization_id, actors, labels, resource_type, chain, resource_ids)
+                    add(subject, organization_id, actors, labels, own, resource_type, chain, resource_ids)
         for labels, actors in _actor_labels(index, subject, organization_id, holding).items():
             for user_id in actors:
+                own = own_facts(organization_id, [user_id], labels)
                 for resource_type, by_chain in by_type.items():
                     for chain_types, resource_ids in by_chain.items():
                         by_roles: dict[tuple, list[str]] = defaultdict(list)
@@ -631,8 +637,8 @@ def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[
                             chain = index.nested_chain(key)[0] if key in index.parents else (key,)
                             by_roles[index.roles_on(user_id, chain)].append(resource_id)
                         for actor_roles, ids in by_roles.items():
-                            add(subject, organization_id, [user_id], labels, resource_type, chain_types, ids,
-                                actor_roles)
+                            add(subject, organization_id, [user_id], labels, own, resource_type, chain_types,
+                                ids, actor_roles)
 
     with index.one_state():
         for (user_id, client_id), by_partner in index.assignments.items():
