@@ -312,11 +312,17 @@ def diff(index: FactIndex, store, base: PolicySide, new: PolicySide, facts_sourc
                 groups += _group(subject, resource_type, action, before, after, cells())
         if "RoleGrant" in types:
             roles = _declared_roles(base.policy, new.policy)
-            for subject, cells in grant_situations(index, by_subject, roles, holders).items():
+            answers = {}
+            for subject in grant_situations(index, by_subject, roles, holders, keep=SITUATIONS_ONLY):
                 before = _asked(base.policy, subject, "RoleGrant", None)
                 after = _asked(new.policy, subject, "RoleGrant", None)
-                for action in sorted(before ^ after):
-                    groups += _group(subject, "RoleGrant", action, before, after, cells)
+                if before != after:
+                    answers[subject] = (before, after)
+            if answers:
+                for subject, cells in grant_situations(index, by_subject, roles, holders, keep=answers).items():
+                    before, after = answers[subject]
+                    for action in sorted(before ^ after):
+                        groups += _group(subject, "RoleGrant", action, before, after, cells)
     groups.sort(key=lambda g: (-g.count, g.resource_type, g.action, g.before, g.example))
     authorizer = Authorizer(store, index, new.policy)
     for group in groups:
@@ -501,6 +507,14 @@ def target_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list
         yield replace(subject, target=target), "Connection", None, (lambda c=cells: c)
 
 
+class _SituationsOnly:
+    """`keep` for grant_situations that keeps no cell (the answer's keys are every situation)."""
+
+    def __contains__(self, _situation) -> bool:
+        return False
+
+
+SITUATIONS_ONLY = _SituationsOnly()
 ANYONE_ELSE = "(anyone else)"  # a grantee with no fact about the organization under the actor's labels
 
 
@@ -552,7 +566,7 @@ def _actor_labels(index: FactIndex, subject: Subject, organization_id: str,
 
 
 def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[str]]],
-                     roles: dict[str, tuple[str, ...]], holders: dict[str, set[str]]):
+                     roles: dict[str, tuple[str, ...]], holders: dict[str, set[str]], keep=None):
     """Every decision about giving or taking back a role on one resource that the facts hold, by
     situation: each (user, organization) pair with a fact (a role on one of its resources
     included), with each resource of the organization of a type that declares roles (by the
@@ -561,8 +575,19 @@ def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[
     actor themselves, and anyone else (one triple, ANYONE_ELSE: every other registered user is
     in that situation). Services ask grant and revoke with these facts (GrantResourceRole,
     RevokeResourceRole); the actor's roles on the resource's chain are facts too, so an actor
-    holding roles in the organization is decided resource by resource."""
+    holding roles in the organization is decided resource by resource.
+
+    With `keep`, only the cells of the situations it holds are kept: a large store has millions
+    of cells, of which a change flips few, so the diff first lists the situations alone (keep
+    SITUATIONS_ONLY: the keys of the answer are every situation), decides them, and then keeps
+    the cells of those that flip."""
     found: dict[Subject, dict[str, list[GrantCell]]] = defaultdict(lambda: defaultdict(list))
+
+    def put(situation: Subject, organization_id: str, *cell, own: bool = False) -> None:
+        if keep is None or situation in keep:
+            found[situation][organization_id].append(GrantCell(*cell, own=own))
+        elif keep is SITUATIONS_ONLY:
+            found.setdefault(situation, {})
     shapes = _shapes(index, list(roles))
     grantee_kinds: dict[tuple, dict[tuple, list[str]]] = {}
     holding_in: dict[str, set[str]] = defaultdict(set)  # organization -> users holding a role there
@@ -608,12 +633,12 @@ def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[
             shape = f"RoleGrant:{resource_type}/{{resource}}/{{grantee}}/{role}"
             for (memberships, assignments), grantees in kinds(organization_id, labels).items():
                 situation = replace(base, target=RoleGrantTarget(role, memberships, assignments, False))
-                found[situation][organization_id].append(GrantCell(actors, resource_ids, grantees, shape, own=True))
+                put(situation, organization_id, actors, resource_ids, grantees, shape, own=True)
             situation = replace(base, target=RoleGrantTarget(role, (), (), False))
-            found[situation][organization_id].append(GrantCell(actors, resource_ids, [ANYONE_ELSE], shape))
+            put(situation, organization_id, actors, resource_ids, [ANYONE_ELSE], shape)
             for (memberships, assignments), mine in own.items():
                 situation = replace(base, target=RoleGrantTarget(role, memberships, assignments, True))
-                found[situation][organization_id].append(GrantCell(mine, resource_ids, None, shape))
+                put(situation, organization_id, mine, resource_ids, None, shape)
 
     def decide(subject: Subject, organization_id: str, users: list[str]) -> None:
         by_type = {t: shapes[(t, organization_id)] for t in roles if (t, organization_id) in shapes}
