@@ -38,8 +38,10 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+import shutil
 import subprocess
 import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -180,6 +182,11 @@ FIXUPS = [
 SKIP_SUFFIXES = (".pem", ".key", ".png", ".jpg", ".gif", ".ico", ".whl", ".gz", ".zip", ".db")
 
 
+def docstring(text: str) -> str:
+    """A module docstring of lines within the project's line length."""
+    return '"""' + "\n".join(textwrap.wrap(text, 100)) + '"""\n'
+
+
 def die(message: str) -> None:
     print(f"move_packages: {message}", file=sys.stderr)
     sys.exit(1)
@@ -215,8 +222,9 @@ def git_tracked(path: Path) -> bool:
 
 def check_tree(allow_unmapped: bool) -> tuple[dict[str, str], dict[str, str]]:
     """(server moves that apply, test moves that apply), both as old -> new repository paths."""
-    if (PACKAGE / "engine").exists() or (PACKAGE / "runtime").exists():
-        die("server/mandate/engine or runtime exists already: this tree was moved (the script runs once)")
+    done = [new for new in SERVER_MOVES.values() if (PACKAGE / new).exists()]
+    if done:
+        die(f"server/mandate/{done[0]} exists already: this tree was moved (the script runs once)")
     present = server_modules()
     missing = [old for old in SERVER_MOVES if old not in present]
     if missing:
@@ -469,18 +477,20 @@ def main(argv: list[str]) -> int:
         others = [p for p in (PACKAGE / package).rglob("*.py") if p != init and "__pycache__" not in p.parts]
         if init.exists() and not others:
             git("rm", "-q", init.relative_to(ROOT).as_posix())
+        if not others:  # no namespace package left behind by a stale __pycache__
+            shutil.rmtree(PACKAGE / package, ignore_errors=True)
     for name, text in contents.items():
         (ROOT / name).write_text(text)
     created = []
     for package, doc in NEW_PACKAGES.items():
         init = PACKAGE / package / "__init__.py"
         if (PACKAGE / package).is_dir() and not init.exists():
-            init.write_text(f'"""{doc}"""\n')
+            init.write_text(docstring(doc))
             created.append(init)
     for area, doc in TEST_PACKAGE_DOC.items():
         init = ROOT / "tests" / area / "__init__.py"
         if init.parent.is_dir() and not init.exists():
-            init.write_text(f'"""Tests of the area: {doc}"""\n')
+            init.write_text(docstring(f"Tests of the area: {doc}"))
             created.append(init)
     git("add", *[str(p) for p in created])
     for name, old, new in FIXUPS:
