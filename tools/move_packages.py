@@ -513,7 +513,7 @@ def main(argv: list[str]) -> int:
     for area, doc in TEST_PACKAGE_DOC.items():
         init = ROOT / "tests" / area / "__init__.py"
         if init.parent.is_dir() and not init.exists():
-            init.write_text(docstring(f"Tests of the area: {doc}"))
+            init.write_text(docstring(f"Tests: {doc}"))
             created.append(init)
     git("add", *[str(p) for p in created])
     for name, old, new in FIXUPS:
