@@ -104,6 +104,19 @@ SERVER_MOVES = {
     "tracing.py": "runtime/tracing.py",
 }
 
+# Modules other branches of this session add (issue 19 step 2, issue 22): moved when present,
+# skipped when absent (a branch not merged, or a module renamed: then the unmapped check speaks).
+OPTIONAL_MOVES = {
+    "api/auth.py": "runtime/auth.py",
+    "api/draining.py": "runtime/draining.py",
+    "api/limits.py": "runtime/limits.py",
+    "api/observe.py": "runtime/observe.py",
+    "api/parsing.py": "runtime/parsing.py",
+    "api/pool.py": "runtime/pool.py",
+    "api/statuses.py": "runtime/statuses.py",
+    "domain/retrying.py": "shared/retrying.py",
+}
+
 # Modules that stay where they are: the public surface (pyproject's entry points name mandate.cli
 # and mandate.testing), the vocabulary every layer shares, the store, migrations, generated stubs.
 SERVER_KEEP = {
@@ -157,8 +170,15 @@ TEST_AREAS = {
     "public": ["test_cli.py", "test_client.py", "test_testing_plugin.py", "test_package.py", "test_contract.py",
                "test_readme.py", "test_rules_doc.py", "test_names.py"],
 }
+# Test modules other branches of this session add: moved when present.
+OPTIONAL_TESTS = {
+    "test_compact_index.py": "engine",
+    "test_group_commit.py": "store",
+    "test_policy_split.py": "engine",
+    "test_settings.py": "runtime",
+}
 TEST_KEEP = {"__init__.py", "conftest.py", "support.py", "factories.py", "contract.py", "reflection_call.py",
-             "rules_doc.py"}
+             "rules_doc.py", "settings_doc.py"}
 TEST_PACKAGE_DOC = {
     "membership": "MembershipService and the membership rules.",
     "partner": "PartnerService and the partner program's rules.",
@@ -249,15 +269,20 @@ def check_tree(allow_unmapped: bool) -> tuple[dict[str, str], dict[str, str]]:
     if done:
         die(f"server/mandate/{done[0]} exists already: this tree was moved (the script runs once)")
     present = server_modules()
+    for old, new in OPTIONAL_MOVES.items():
+        if old in present:
+            SERVER_MOVES[old] = new
     missing = [old for old in SERVER_MOVES if old not in present]
     if missing:
         die("modules named in SERVER_MOVES are gone from server/mandate (update the table):\n  "
             + "\n  ".join(missing))
+    tests_present = sorted(p.name for p in (ROOT / "tests").glob("*.py") if git_tracked(p))
     emptied_inits = {f"{package}/__init__.py" for package in SERVER_EMPTIED}
     unmapped = [m for m in present if m not in SERVER_MOVES and m not in SERVER_KEEP and m not in emptied_inits
                 and not m.startswith(SERVER_KEEP_DIRS)]
-    tests_present = sorted(p.name for p in (ROOT / "tests").glob("*.py") if git_tracked(p))
     test_moves = {f"tests/{name}": f"tests/{area}/{name}" for area, names in TEST_AREAS.items() for name in names}
+    test_moves.update({f"tests/{name}": f"tests/{area}/{name}" for name, area in OPTIONAL_TESTS.items()
+                       if name in tests_present})
     missing_tests = [old for old in test_moves if not (ROOT / old).exists()]
     if missing_tests:
         die("tests named in TEST_AREAS are gone from tests/ (update the table):\n  " + "\n  ".join(missing_tests))
@@ -541,10 +566,11 @@ def main(argv: list[str]) -> int:
             subprocess.run([str(ruff), "check", "--quiet", "--select", "I", "--fix", *touched], cwd=ROOT)
         else:
             print("move_packages: no .venv/bin/ruff: run `ruff check --select I --fix server tests bench examples`")
-        if python.exists():
-            subprocess.run([str(python), "-m", "tests.rules_doc"], cwd=ROOT, check=True)
-        else:
-            print("move_packages: no .venv/bin/python: run `python -m tests.rules_doc`")
+        for generator in sorted((ROOT / "tests").glob("*_doc.py")):  # rules_doc, settings_doc: generated docs
+            if python.exists():
+                subprocess.run([str(python), "-m", f"tests.{generator.stem}"], cwd=ROOT, check=True)
+            else:
+                print(f"move_packages: no .venv/bin/python: run `python -m tests.{generator.stem}`")
 
     left = leftovers(text_files())
     if left:
