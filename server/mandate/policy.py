@@ -547,7 +547,7 @@ def _new_oso(resource_types) -> Oso:
     return oso
 
 
-ROLES = ("", "owner", "legal_representative", "colleague", "client")
+ROLES = ("", *(role.value for role in models.Role))  # "": no role
 
 
 def fact_free_subjects(policy: Policy):

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import Text, cast, func, or_, select, text, tuple_, update
 
 from mandate import errors
-from mandate.domain.common import get_user, reports_unchanged, unchanged
+from mandate.domain.common import calling_service, get_user, reports_unchanged, unchanged
 from mandate.domain.expiry import Lifetimes
 from mandate.domain.membership import end_membership
-from mandate.names import Reason
+from mandate.domain.retrying import retried
+from mandate.names import EventType, Reason
 from mandate.store import bulk, models
 from mandate.store.db import Store, Transaction
 from mandate.worldfile import KINDS, Record, normalize, record_of, to_json
@@ -86,6 +87,7 @@ class Admin:
 
     # -- import ----------------------------------------------------------------------------
 
+    @retried
     @reports_unchanged
     def import_records(self, records: Iterable[Record], on_conflict: str = "fail", *,
                        checked: bool = True) -> ImportResult:
@@ -95,14 +97,14 @@ class Admin:
         if on_conflict not in ON_CONFLICT:
             raise errors.InvalidArgument("on_conflict", f"must be one of: {', '.join(ON_CONFLICT)}")
         staged = self._stage(records)
-        with self.store.write() as tx:
+        with self.store.write(caller=calling_service()) as tx:
             tx.bulk = True
             tx.announce_later = checked  # a test world is read at once; an import is followed as a replica would
             writer = _Writer(tx, staged, on_conflict, checked, self.lifetimes.now())
             counts, skipped = writer.run()
             if not any(counts.values()):  # everything existed already: no revision, no event
                 unchanged(tx, ImportResult(tx.revision - 1, counts, skipped))
-            tx.emit("world.imported", records=sum(counts.values()), skipped=skipped,
+            tx.emit(EventType.WORLD_IMPORTED, records=sum(counts.values()), skipped=skipped,
                     **{kind: count for kind, count in counts.items() if count})
         return ImportResult(tx.revision, counts, skipped)
 
@@ -140,6 +142,7 @@ class Admin:
 
     # -- export ----------------------------------------------------------------------------
 
+    @retried
     def export(self, at_revision: int | None, as_of: str | None) -> Iterator:
         """A generator: first the revision exported, then lists of records (JSON text), in the
         order of the world file, all read in one snapshot. Closing it ends the read."""
@@ -168,11 +171,12 @@ class Admin:
 
     # -- erasure ---------------------------------------------------------------------------
 
+    @retried
     def erase_person(self, user_id: str) -> int:
         """The person's email and display name leave every table; their memberships end as a
         removal ends them (R6, R18); refused with LAST_OWNER, naming the organization, while
         they are the last active owner of one. Their id stays."""
-        with self.store.write() as tx:
+        with self.store.write(caller=calling_service()) as tx:
             session = tx.session
             user = get_user(session, user_id)
             email, name = user.email, user.display_name
@@ -194,7 +198,7 @@ class Admin:
             self._erase_invitations(tx, email)
             _erase_from_events(session, [v for v in (email, name) if v])
             _erase_request_records(session, [v for v in (email, name) if len(v) >= 3])
-            tx.emit("person.erased", user_id=user_id)
+            tx.emit(EventType.PERSON_ERASED, user_id=user_id)
             if not self.store.postgres:
                 tx.after_commit.append(lambda: checkpoint(self.store))
         return tx.revision
@@ -205,8 +209,8 @@ class Admin:
         for invitation in invitations:
             if invitation.status == M.InvitationStatus.PENDING:
                 invitation.status = M.InvitationStatus.CANCELLED
-                tx.emit("invitation.cancelled", cause=M.EventCause.CASCADE, organization_id=invitation.organization_id,
-                        invitation_id=invitation.id, kind=invitation.kind)
+                tx.emit(EventType.INVITATION_CANCELLED, cause=M.EventCause.CASCADE,
+                        organization_id=invitation.organization_id, invitation_id=invitation.id, kind=invitation.kind)
             invitation.email = ""
             invitation.revision = tx.revision
 
