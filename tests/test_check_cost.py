@@ -5,7 +5,6 @@ field, and only names that passed are ever remembered."""
 from __future__ import annotations
 
 import pytest
-
 from mandate.api import validate as v
 from mandate.errors import InvalidArgument
 from mandate.v1 import common_pb2
