@@ -97,11 +97,9 @@ SERVER_MOVES = {
     "domain/requests.py": "runtime/requests.py",
     "callers.py": "runtime/callers.py",
     "config.py": "runtime/config.py",
-    "deadlines.py": "runtime/deadlines.py",
     "logs.py": "runtime/logs.py",
     "metrics.py": "runtime/metrics.py",
     "tls.py": "runtime/tls.py",
-    "tracing.py": "runtime/tracing.py",
 }
 
 # Modules other branches of this session add (issue 19 step 2, issue 22): moved when present,
@@ -122,6 +120,9 @@ OPTIONAL_MOVES = {
 SERVER_KEEP = {
     "__init__.py", "cli.py", "client.py", "contexts.py", "testing.py",
     "errors.py", "names.py", "clock.py",
+    # Cross-cutting, used by the store and the engine as much as by the runtime: a caller's
+    # deadline and the trace spans.
+    "deadlines.py", "tracing.py",
 }
 SERVER_KEEP_DIRS = ("store/", "migrations/", "v1/")
 # Packages emptied by the move (their __init__.py is removed with the last module).
@@ -144,7 +145,7 @@ NEW_PACKAGES = {
               "(expiry).",
     "runtime": "The running service: wiring (app), the server and its supervisor, the gRPC plumbing the areas' "
                "handlers share (interceptors, scope, retries, validate, convert, requests), callers, config, "
-               "logs, metrics, TLS, tracing, deadlines, and the ephemeral world (world).",
+               "logs, metrics, TLS and the ephemeral world (world).",
 }
 
 # --- Tests: area -> test modules of tests/ (shared helpers stay in tests/) -----------------------
