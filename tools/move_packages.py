@@ -177,6 +177,7 @@ OPTIONAL_TESTS = {
     "test_group_commit.py": "store",
     "test_policy_split.py": "engine",
     "test_settings.py": "runtime",
+    "test_check_cost.py": "checks",
 }
 TEST_KEEP = {"__init__.py", "conftest.py", "support.py", "factories.py", "contract.py", "reflection_call.py",
              "rules_doc.py", "settings_doc.py"}
