@@ -3,7 +3,8 @@
 In a fresh process: the resident set after importing the service and opening the store, then
 after loading the fact index (what `mandate serve` loads before it serves), garbage collected
 both times. Prints one JSON object: the index's bytes, its fact rows (every row the index
-holds: users, organizations, memberships, resources, connections, assignments, links), the
+holds: users, organizations, memberships, resources, connections, assignments, links, roles on
+one resource), the
 seconds the load took and its CPU seconds (on a shared machine the wall time also holds the
 waits for a core). The resident set also holds what the load freed but the allocator
 kept, as a server's does.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 # The tables whose rows the fact index holds (not invitations, events or history).
 FACT_TABLES = ("users", "organizations", "memberships", "resources", "connections", "assignments",
-               "organization_links")
+               "organization_links", "resource_roles")
 
 
 def rss_bytes() -> int:

@@ -55,7 +55,7 @@ class App:
         self.expiries = Expiries(self.store, self.lifetimes)
         self.requests = RequestIds(self.store, self.lifetimes)
         self.history = History(self.store, self.authorizer, self.lifetimes)
-        self.admin = Admin(self.store, self.lifetimes, self.history)
+        self.admin = Admin(self.store, self.lifetimes, self.history, lambda: self.authorizer.policy)
         self.history.record_policy(self.authorizer.policy)
         self.expiries.chores.append(self.history.forget_expired)
         self._stop = threading.Event()
