@@ -4,7 +4,7 @@ The policy sees only a `Subject` (facts.py), so its answer for a (subject, resou
 action) triple never changes until the policy itself changes: it is computed once and
 remembered. A check therefore costs a few dictionary look-ups once the situation has been
 seen; the policy still makes every decision. That is exact only while the policy keeps the
-contract stated in the header of policies/mandate.polar; `contract_problems` checks it at every
+contract stated in the header of policies/shared.polar; `contract_problems` checks it at every
 load, and a policy that breaks it never serves.
 """
 
@@ -336,7 +336,7 @@ class Policy:
     # -- the contract ------------------------------------------------------------------------
 
     def contract_problems(self) -> list[str]:
-        """Each way the policy breaks the contract in the header of policies/mandate.polar."""
+        """Each way the policy breaks the contract in the header of policies/shared.polar."""
         problems = []
         vocabulary = (FACT_VALUES | self.relations | {r for rs in self.roles.values() for r in rs}
                       | {p for ps in self.permissions.values() for p in ps})
