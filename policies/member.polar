@@ -3,7 +3,7 @@
 # action may touch is decided here too (as gitclub's OrgRole resources do).
 
 resource Member {
-  permissions = ["invite", "remove", "pause", "resume", "set_role"];
+  permissions = ["invite", "remove", "pause", "resume", "set_role", "tag", "untag"];
 }
 
 # R4, R2: whoever may invite members invites anyone as legal representative, colleague or
@@ -53,3 +53,12 @@ has_permission(user: User, "set_role", member: Member) if
 has_permission(user: User, "set_role", member: Member) if
   member.role = "owner" and
   has_role(user, "owner", member.organization);
+
+# R15 (decided here): whoever may tag partner employees tags colleagues only (a legal
+# representative, an owner or a client member is never a partner employee), and takes the tag
+# from anyone who carries it.
+has_permission(user: User, "tag", member: Member) if
+  member.role = "colleague" and
+  has_permission(user, "tag_partner_employee", member.organization);
+has_permission(user: User, "untag", member: Member) if
+  has_permission(user, "tag_partner_employee", member.organization);

@@ -65,13 +65,15 @@ class RoleGrantAction(StrEnum):
 
 
 class MemberAction(StrEnum):
-    """Asked about the membership a mutation changes (R2, R4, R6, R7)."""
+    """Asked about the membership a mutation changes (R2, R4, R6, R7, R15)."""
 
     INVITE = "invite"
     REMOVE = "remove"
     PAUSE = "pause"
     RESUME = "resume"
     SET_ROLE = "set_role"
+    TAG = "tag"  # R15: tagging the member a partner employee
+    UNTAG = "untag"
 
 
 class InvitationAction(StrEnum):

@@ -1,0 +1,97 @@
+"""The policy split per resource block (issue 19 step 4): the policy is every .polar file of its
+directory, a type is added by dropping a file there, and decisions that used to be made in
+Python are made by the policy files (R15: whom a manager may tag)."""
+
+from __future__ import annotations
+
+import pytest
+from mandate import errors
+from mandate.app import App
+from mandate.names import Reason
+from mandate.policy import Policy
+
+from tests.conftest import POLICY_DIR
+from tests.factories import World
+from tests.support import copy_policy, edit_policy
+
+BLOCK_FILES = {"Organization": "organization.polar", "Project": "project.polar", "Member": "member.polar",
+               "ClientInvitation": "client_invitation.polar", "Connection": "connection.polar",
+               "RoleGrant": "role_grant.polar"}
+
+
+def test_r23_the_shipped_policy_has_one_file_per_resource_block_and_the_shared_helpers():
+    policy = Policy(POLICY_DIR)
+    assert {name: block.file for name, block in policy.blocks.items()} == BLOCK_FILES
+    assert sorted(path.name for path in policy.files) == sorted([*BLOCK_FILES.values(), "shared.polar"])
+    shared = (POLICY_DIR / "shared.polar").read_text()
+    assert "actor User {}" in shared and "has_role(user: User" in shared and "THE CONTRACT" in shared
+
+
+def test_r23_every_rule_of_every_file_names_its_domain_rules():
+    """Explain cites a rule by the R-rules of its comment: none may be without one."""
+    for variant_note, _ in Policy(POLICY_DIR)._variants():
+        assert variant_note.names, f"{variant_note.file}:{variant_note.line} has no comment naming an R-rule"
+
+
+def test_r2_a_file_dropped_in_the_directory_adds_a_type(tmp_path):
+    """Issue 20: adding a type takes a change to policies/ and nothing else."""
+    directory = copy_policy(tmp_path / "policies")
+    (directory / "folder.polar").write_text(
+        "# R2: a folder of an organization, read by its colleagues.\n"
+        "resource Folder {\n"
+        '  permissions = ["read"];\n'
+        "  relations = { organization: Organization };\n"
+        '  "read" if "colleague" on "organization";\n'
+        "}\n"
+        "# R2: a folder belongs to the organization that registered it.\n"
+        'has_relation(org: Organization, "organization", folder: Folder) if\n'
+        "  org = folder.organization;\n")
+    policy = Policy(directory)
+    assert "Folder" in policy.resource_types and policy.blocks["Folder"].file == "folder.polar"
+    notes = {note.file for note, _ in policy._variants()}
+    assert "folder.polar" in notes and "project.polar" in notes
+
+
+def test_r23_a_contract_problem_names_the_file_it_is_in(tmp_path):
+    directory = copy_policy(tmp_path / "policies")
+    edit_policy(directory, '  "list_members" if "colleague";\n',
+                '  "list_members" if "colleague";\n  "view" if "guest";\n')
+    with pytest.raises(Exception) as caught:
+        Policy(directory)
+    assert "organization.polar" in str(caught.value)
+
+
+@pytest.fixture
+def tagging(database_url):
+    app = App(database_url, POLICY_DIR)
+    world = World(app)
+    partner = world.organization()
+    yield app, world, partner, world.owner_of(partner)
+    app.close()
+
+
+def test_r15_the_policy_decides_whom_a_manager_tags(tagging):
+    """R15: only colleagues are tagged (member.polar, "tag" on the Member), and the refusal keeps
+    its reason NOT_A_COLLEAGUE; untagging needs "untag" on the Member."""
+    app, world, partner, owner = tagging
+    colleague, client_member = world.member(partner, "colleague"), world.member(partner, "client")
+    assert app.memberships.tag_partner_employee(owner, partner, colleague, True).membership.partner_employee
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        app.memberships.tag_partner_employee(owner, partner, client_member, True)
+    assert refused.value.reason == Reason.NOT_A_COLLEAGUE
+    assert not app.memberships.tag_partner_employee(owner, partner, colleague, False).membership.partner_employee
+
+
+def test_r15_a_policy_that_lets_clients_be_tagged_is_obeyed(database_url, tmp_path):
+    """The decision is the policy's: change the rule, and the service follows."""
+    directory = copy_policy(tmp_path / "policies")
+    edit_policy(directory, '  member.role = "colleague" and\n  has_permission(user, "tag_partner_employee"',
+                '  member.role in ["colleague", "client"] and\n  has_permission(user, "tag_partner_employee"')
+    app = App(database_url, directory)
+    try:
+        world = World(app)
+        partner = world.organization()
+        owner, client_member = world.owner_of(partner), world.member(partner, "client")
+        assert app.memberships.tag_partner_employee(owner, partner, client_member, True).membership.partner_employee
+    finally:
+        app.close()
