@@ -26,8 +26,9 @@ client_consents(_connection: Connection, assignment: Assignment) if
   assignment.client_approved = true;
 
 # R10 with R12 (decided here): a client connected automatically as a referral has granted
-# nothing yet; its connection is active with no granted scopes until the client grants them
-# (update_granted_scopes), so connection_grants above allows nothing until then.
+# nothing yet; its connection starts active with these granted scopes (none) until the client
+# grants some (update_granted_scopes), so connection_grants above allows nothing until then.
+referral_scopes([]);
 
 # R12, R14, R16, R17: which side acts on a connection. The partner (its legal representatives)
 # asks to end it and assigns its employees; the client (its legal representatives), who owns

@@ -8,7 +8,7 @@ import pytest
 from mandate import errors
 from mandate.app import App
 from mandate.names import Reason
-from mandate.policy import Policy
+from mandate.policy import Policy, PolicyError
 
 from tests.conftest import POLICY_DIR
 from tests.factories import World
@@ -95,3 +95,46 @@ def test_r15_a_policy_that_lets_clients_be_tagged_is_obeyed(database_url, tmp_pa
         assert app.memberships.tag_partner_employee(owner, partner, client_member, True).membership.partner_employee
     finally:
         app.close()
+
+
+def referral(app: App, world: World) -> tuple[object, str]:
+    """A partner invites a client by email; the client signs up and creates its organization:
+    the connection made for it as a referral (R10), and the new organization."""
+    partner = world.organization()
+    rep = world.member(partner, "legal_representative")
+    app.partners.invite_client(rep, partner, "referral@example.com", "Referral AG", "K-1", "EUR", ["read", "edit"])
+    user, _ = app.directory.register_user("referral@example.com", "Referral")
+    organization = app.directory.create_organization(user.id, "Referral AG", "EUR", None)
+    [connection] = app.partners.list_clients(rep, partner, "", "", 10, "")
+    return connection, organization.id
+
+
+def test_r10_r12_the_policy_gives_a_referral_no_scopes(app):
+    """R10 with R12, decided by `referral_scopes([]);` (connection.polar): the referral starts
+    with nothing granted."""
+    assert Policy(POLICY_DIR).referral_scopes == ()
+    connection, client_id = referral(app, World(app))
+    assert connection.referral and connection.client_id == client_id and list(connection.granted_scopes) == []
+
+
+def test_r10_r12_a_policy_that_gives_referrals_a_scope_is_obeyed(database_url, tmp_path):
+    directory = copy_policy(tmp_path / "policies")
+    edit_policy(directory, "referral_scopes([]);", 'referral_scopes(["read"]);')
+    app = App(database_url, directory)
+    try:
+        connection, _ = referral(app, World(app))
+        assert connection.referral and list(connection.granted_scopes) == ["read"]
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize(("old", "new", "problem"), [
+    ("referral_scopes([]);", "", "declares no scopes a referral connection starts with"),
+    ("referral_scopes([]);", 'referral_scopes(["move"]);', "the referral scope 'move' is not a scope a client"),
+])
+def test_r10_r12_a_policy_must_say_what_a_referral_starts_with(tmp_path, old, new, problem):
+    directory = copy_policy(tmp_path / "policies")
+    edit_policy(directory, old, new)
+    with pytest.raises(PolicyError) as refused:
+        Policy(directory)
+    assert any(problem in line for line in refused.value.problems), refused.value.problems

@@ -103,6 +103,8 @@ FACT_VALUES = ({r.value for r in models.Role} | {s.value for s in models.MemberS
 SERVICE_BLOCKS = frozenset({"Organization", *facts.TARGET_TYPES})
 # The rule that declares the scopes a client can grant a partner (R12): `client_scopes([...]);`.
 SCOPES_RULE = "client_scopes"
+# The rule that declares the scopes a referral connection starts with (R10 with R12): `referral_scopes([]);`.
+REFERRAL_SCOPES_RULE = "referral_scopes"
 NEGATIONS = ("not", "forall", "cut")
 
 _SPECIALIZER = re.compile(r"\b\w+\s*:\s*([A-Z]\w*)")
@@ -260,7 +262,9 @@ class Policy:
             self._oso._load_sources([PolarSource(s.text, str(s.path)) for s in self.sources])
         except Exception as error:  # oso raises several unrelated types; all mean "does not load"
             raise PolicyError(f"policy does not load: {error}") from error
-        self.scopes = self._declared_scopes()
+        self.scopes = self._declared_list(SCOPES_RULE) or ()
+        # None when the policy does not declare them (`problems` reports it).
+        self.referral_scopes = self._declared_list(REFERRAL_SCOPES_RULE)
         self._lock = threading.Lock()
         self._allowed: dict[tuple, bool] = {}
         self._actions: dict[tuple, frozenset[str]] = {}
@@ -269,15 +273,15 @@ class Policy:
         if problems:
             raise PolicyError("policy fails validation: " + "; ".join(problems), problems)
 
-    def _declared_scopes(self) -> tuple[str, ...]:
-        """The scopes a client can grant a partner, as the policy declares them (empty when it
-        does not: `problems` reports it)."""
+    def _declared_list(self, rule: str) -> tuple[str, ...] | None:
+        """The list a rule `rule([...]);` of the policy declares (the scopes a client can grant a
+        partner, the scopes a referral starts with); None when it declares no such one list."""
         try:
-            found = list(self._oso.query_rule(SCOPES_RULE, Variable("scopes")))
+            found = list(self._oso.query_rule(rule, Variable("scopes")))
         except Exception:  # noqa: BLE001 - no such rule: reported by `problems`
-            return ()
+            return None
         if len(found) != 1 or not isinstance(found[0]["bindings"]["scopes"], list):
-            return ()
+            return None
         return tuple(str(scope) for scope in found[0]["bindings"]["scopes"])
 
     def _block_problems(self) -> list[str]:
@@ -310,6 +314,12 @@ class Policy:
         actions = {p for name in self.resource_types for p in self.permissions.get(name, ())}
         problems += [f"the scope {scope!r} is no permission of a resource type" for scope in self.scopes
                      if scope not in actions]
+        if self.referral_scopes is None:
+            problems.append("the policy declares no scopes a referral connection starts with: a rule "
+                            f"`{REFERRAL_SCOPES_RULE}([...]);` (R10, R12)")
+        else:
+            problems += [f"the referral scope {scope!r} is not a scope a client can grant ({SCOPES_RULE})"
+                         for scope in self.referral_scopes if scope not in self.scopes]
         for resource_type, chain in [("Organization", ()), *((t, c[0]) for t, c in self.chains.items() if c)]:
             user, resource = facts.views(Subject(chain=chain), resource_type)
             try:
