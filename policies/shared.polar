@@ -34,7 +34,9 @@
 #   - names no literal ids: organizations appear under local labels, so the only string
 #     literals allowed are roles, statuses, actions, scopes and the other names of this file;
 #   - grants nothing without a fact about the actor: a user with no membership is denied every
-#     action on every resource and target.
+#     action on every resource and target;
+#   - joins one partner path per rule: a partner's membership, connection and assignment, never
+#     one partner's with another's (decisions are made partner by partner).
 
 # R23: every check and every mutation is decided here: allowed only when a permission is granted.
 allow(actor, action, resource) if

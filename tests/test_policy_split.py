@@ -138,3 +138,27 @@ def test_r10_r12_a_policy_must_say_what_a_referral_starts_with(tmp_path, old, ne
     with pytest.raises(PolicyError) as refused:
         Policy(directory)
     assert any(problem in line for line in refused.value.problems), refused.value.problems
+
+
+CROSS_PATH_RULE = '''
+# R20: (a rule that breaks the contract) a partner's manager reaching a client's projects through
+# the scopes another partner was granted.
+has_permission(user: User, action: String, project: Project) if
+  mine in project.organization.partner_connections and
+  theirs in project.organization.partner_connections and
+  has_role(user, "legal_representative", mine.partner) and
+  connection_grants(theirs, action);
+'''
+
+
+def test_r20_r24_a_rule_joining_two_partners_facts_breaks_the_contract(tmp_path):
+    """Decisions are made one partner path at a time (facts.partner_paths): a rule that joins one
+    partner's membership with another partner's connection would be decided wrongly, so the
+    contract refuses it (R24: fail closed rather than answer differently than the policy says)."""
+    assert Policy(POLICY_DIR)._cross_path_grants() == []
+    directory = copy_policy(tmp_path / "policies")
+    (directory / "zz_cross.polar").write_text(CROSS_PATH_RULE)
+    with pytest.raises(PolicyError) as refused:
+        Policy(directory)
+    assert any("only by joining the facts of two partners" in line and "Project" in line
+               for line in refused.value.problems), refused.value.problems

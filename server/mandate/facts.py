@@ -237,8 +237,9 @@ def partner_paths(subject: Subject) -> list[Subject] | None:
 
     Deciding piece by piece keeps the policy's work linear in the number of partners (the
     policy joins memberships, connections and assignments by label: on the whole subject that
-    is quadratic), and equal pieces are one memo entry. It is exact for the rules the policy
-    has, which each join one partner path; it can only deny more, never allow more: the policy
+    is quadratic), and equal pieces are one memo entry. It is exact for rules that each join one
+    partner path, which the policy contract checks (`Policy._cross_path_grants`, at every load);
+    it can only deny more, never allow more: the policy
     has no negation (its contract), so an answer on fewer facts never grants what the whole
     would not."""
     connections = subject.connections

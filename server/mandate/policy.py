@@ -17,14 +17,22 @@ import itertools
 import logging
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from oso import Oso, Variable
 from polar.ffi import PolarSource
 
 from mandate import facts
-from mandate.facts import ConnectionFact, InvitationTarget, MembershipFact, MemberTarget, RoleGrantTarget, Subject
+from mandate.facts import (
+    AssignmentFact,
+    ConnectionFact,
+    InvitationTarget,
+    MembershipFact,
+    MemberTarget,
+    RoleGrantTarget,
+    Subject,
+)
 from mandate.names import SERVICE_ACTIONS, Reason
 from mandate.store import models
 
@@ -369,11 +377,40 @@ class Policy:
         if not self._fact_free_later and (self._subset_of is None
                                           or _contract_verdicts.get(self._subset_of.version) != []):
             problems += self._fact_free_grants()
+            problems += self._cross_path_grants()
         return problems
 
     def fact_free_problems(self) -> list[str]:
         """The part of the contract a policy built with `fact_free_later` has not checked yet."""
-        return self._fact_free_grants()
+        return self._fact_free_grants() + self._cross_path_grants()
+
+    def _cross_path_grants(self) -> list[str]:
+        """Each rule joins one partner path: a partner's membership, connection and assignment,
+        never one partner's with another's. Decisions are made path by path
+        (`facts.partner_paths`), which is exact only then; a rule that joins two paths would
+        grant on the whole subject what no path grants alone. Checked by asking both ways, for
+        pairs of paths that each hold half of what a grant needs."""
+        problems = []
+        targets = [("Organization", ())] + [(t, chains[0]) for t, chains in self.chains.items() if chains]
+        for first, second in itertools.permutations(PATH_SHAPES, 2):
+            paths = (path_facts(first, "p0", self.scopes), path_facts(second, "p1", self.scopes))
+            whole = Subject(memberships=tuple(m for m, _, _ in paths if m), connections=tuple(c for _, c, _ in paths),
+                            assignments=tuple(a for _, _, a in paths if a))
+            for resource_type, chain in targets:
+                subject = replace(whole, chain=chain)
+                try:
+                    user, resource = facts.views(subject, resource_type)
+                    together = {a for a in self._oso.authorized_actions(user, resource) if a != "*"}
+                    alone = self.actions(subject, resource_type)
+                except Exception:  # noqa: BLE001 - a policy that fails to decide: reported elsewhere
+                    return problems
+                if together - alone:
+                    problems.append(f"{CONTRACT} {self.sources[0].path.name}:1: grants "
+                                    f"{sorted(together - alone)} on a {resource_type} only by joining the facts "
+                                    "of two partners (a membership of one, the connection of another); every "
+                                    "rule must join one partner path")
+                    return problems
+        return problems
 
     def _fact_free_grants(self) -> list[str]:
         """A user with no membership at all must be denied every action on every resource and
@@ -558,6 +595,23 @@ def _new_oso(resource_types) -> Oso:
 
 
 ROLES = ("", "owner", "legal_representative", "colleague", "client")
+# Partner paths that each hold part of what a partner's grant needs (role, tagged, the connection
+# grants every scope, employee approval, assigned and approved): a manager or a tagged employee
+# whose connection grants nothing, and connections that grant everything to nobody of theirs.
+PATH_SHAPES = (
+    ("legal_representative", True, False, "partner", True),
+    ("colleague", True, False, "client", True),
+    ("", False, True, "partner", False),
+    ("", False, True, "client", True),
+)
+
+
+def path_facts(shape: tuple, label: str, scopes: tuple[str, ...]):
+    """The membership (or None), connection and assignment (or None) of one partner path."""
+    role, tagged, grants, approval, assigned = shape
+    return (MembershipFact(label, role, "active", tagged) if role else None,
+            ConnectionFact(label, "active", frozenset(scopes) if grants else frozenset(), approval),
+            AssignmentFact(label, True) if assigned else None)
 
 
 def fact_free_subjects(policy: Policy):
