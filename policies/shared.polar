@@ -1,7 +1,7 @@
 # Mandate's access policy: who may do what inside an organization, and how a partner's
 # people reach a client's projects. The policy is every .polar file of this directory, one per
 # resource block (organization.polar, project.polar, member.polar, client_invitation.polar,
-# connection.polar, role_grant.polar), and this file: the contract, the actor and the helpers
+# connection.polar, role_grant.polar, organization_link.polar), and this file: the contract, the actor and the helpers
 # the blocks share. A new type is a new file here (docs/policy.md). Every rule block names the domain rule it carries
 # (docs/rules.md lists them, with where each one lives). Mandate computes facts (memberships,
 # connections, assignments); only this policy turns them into access. Every mutation asks
@@ -23,6 +23,7 @@
 #     roles on the resource asked about and its ancestors
 #   Member: organization, role, status, partner_employee, is_actor, new_role
 #   ClientInvitation: client, by_link, sent_to_actor
+#   OrganizationLink: organization, other (the user's membership there is among their memberships)
 #   RoleGrant: resource, role, grantee (a User), is_actor
 #
 # THE CONTRACT (checked by `mandate policy check`, at server start and at every reload; a policy

@@ -16,7 +16,7 @@ from tests.support import copy_policy, edit_policy
 
 BLOCK_FILES = {"Organization": "organization.polar", "Project": "project.polar", "Member": "member.polar",
                "ClientInvitation": "client_invitation.polar", "Connection": "connection.polar",
-               "RoleGrant": "role_grant.polar"}
+               "RoleGrant": "role_grant.polar", "OrganizationLink": "organization_link.polar"}
 
 
 def test_r23_the_shipped_policy_has_one_file_per_resource_block_and_the_shared_helpers():
@@ -162,3 +162,30 @@ def test_r20_r24_a_rule_joining_two_partners_facts_breaks_the_contract(tmp_path)
         Policy(directory)
     assert any("only by joining the facts of two partners" in line and "Project" in line
                for line in refused.value.problems), refused.value.problems
+
+
+def test_r13_linking_needs_link_on_both_accounts_by_the_policy(app):
+    """R13 (organization_link.polar): the link is a target, OrganizationLink, with both accounts."""
+    world = World(app)
+    olga = world.user()
+    shop, shop_usd = world.organization(olga), world.organization(olga, currency="USD")
+    other = world.organization()
+    assert app.directory.link_organizations(olga, shop, shop_usd) > 0
+    with pytest.raises(errors.PermissionDenied):
+        app.directory.link_organizations(olga, shop, other)
+    with pytest.raises(errors.NotFound) as missing:
+        app.directory.link_organizations(olga, shop, "no-such-organization")
+    assert missing.value.reason == Reason.ORGANIZATION_NOT_FOUND
+
+
+def test_r13_a_policy_that_links_on_one_account_is_obeyed(database_url, tmp_path):
+    directory = copy_policy(tmp_path / "policies")
+    edit_policy(directory, ' and\n  has_permission(user, "link", link.other);', ";")
+    app = App(database_url, directory)
+    try:
+        world = World(app)
+        olga = world.user()
+        shop, other = world.organization(olga), world.organization()
+        assert app.directory.link_organizations(olga, shop, other) > 0
+    finally:
+        app.close()

@@ -96,6 +96,12 @@ class ConnectionAction(StrEnum):
     REVOKE_EMPLOYEE = "revoke_employee"
 
 
+class LinkAction(StrEnum):
+    """Asked about two master accounts being linked (R13)."""
+
+    CREATE = "create"
+
+
 # Every action the service asks about, by the resource type it asks on. A policy must declare
 # them all (checked at load).
 SERVICE_ACTIONS: dict[str, type[StrEnum]] = {
@@ -104,6 +110,7 @@ SERVICE_ACTIONS: dict[str, type[StrEnum]] = {
     "ClientInvitation": InvitationAction,
     "Connection": ConnectionAction,
     "RoleGrant": RoleGrantAction,
+    "OrganizationLink": LinkAction,
 }
 
 

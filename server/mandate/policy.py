@@ -28,6 +28,7 @@ from mandate.facts import (
     AssignmentFact,
     ConnectionFact,
     InvitationTarget,
+    LinkTarget,
     MembershipFact,
     MemberTarget,
     RoleGrantTarget,
@@ -635,6 +636,7 @@ def fact_free_subjects(policy: Policy):
         yield "Member", Subject(target=MemberTarget(role, status, tagged, is_actor, new_role))
     for by_link, sent_to_actor in itertools.product((False, True), repeat=2):
         yield "ClientInvitation", Subject(target=InvitationTarget(by_link, sent_to_actor))
+    yield "OrganizationLink", Subject(target=LinkTarget())
     for status, approval in itertools.product([s.value for s in models.ConnectionStatus], ("client", "partner")):
         for scopes in (frozenset(), frozenset(policy.scopes)):
             yield "Connection", Subject(target=ConnectionFact(facts.UNKNOWN_PARTNER, status, scopes, approval))
