@@ -8,7 +8,7 @@ import pytest
 from mandate import errors
 from mandate.app import App
 from mandate.names import Reason
-from mandate.policy import Policy, PolicyError
+from mandate.policy import Policy, PolicyError, policy_files
 
 from tests.conftest import POLICY_DIR
 from tests.factories import World
@@ -189,3 +189,18 @@ def test_r13_a_policy_that_links_on_one_account_is_obeyed(database_url, tmp_path
         assert app.directory.link_organizations(olga, shop, other) > 0
     finally:
         app.close()
+
+
+def test_r23_one_file_holding_the_whole_policy_still_loads(tmp_path):
+    """`--policy-dir`/MANDATE_POLICY_DIR names a directory of .polar files, or one .polar file
+    that holds the whole policy: both decide alike."""
+    whole = tmp_path / "mandate.polar"
+    whole.write_text("\n".join(path.read_text() for path in sorted(POLICY_DIR.glob("*.polar"))))
+    assert policy_files(whole) == [whole]
+    assert [path.name for path in policy_files(POLICY_DIR)] == sorted(path.name for path in POLICY_DIR.glob("*.polar"))
+    one, split = Policy(whole), Policy(POLICY_DIR)
+    assert one.permissions == split.permissions and one.referral_scopes == split.referral_scopes == ()
+    assert one.blocks["Member"].file == "mandate.polar"
+    assert policy_files(tmp_path / "missing.polar") == []
+    with pytest.raises(PolicyError, match="no .polar files"):
+        Policy(tmp_path / "missing.polar")

@@ -131,11 +131,21 @@ class SourceFile:
     text: str
 
 
+def policy_files(policy: Path | str) -> list[Path]:
+    """The files of a policy: every .polar file of a directory (one per resource block and the
+    shared helpers), or one .polar file that holds the whole policy."""
+    policy = Path(policy)
+    if policy.suffix == ".polar" and not policy.is_dir():
+        return [policy] if policy.exists() or policy.is_symlink() else []
+    return sorted(policy.glob("*.polar"))
+
+
 def read_sources(policy_dir: Path) -> list[SourceFile]:
-    """Read every .polar file of the directory exactly once. Any error (a dangling symlink, an
-    unreadable file, bytes that are not UTF-8) is a PolicyError, never anything else."""
+    """Read every .polar file of the directory (or the one file named) exactly once. Any error (a
+    dangling symlink, an unreadable file, bytes that are not UTF-8) is a PolicyError, never
+    anything else."""
     try:
-        paths = sorted(Path(policy_dir).glob("*.polar"))
+        paths = policy_files(policy_dir)
     except OSError as error:
         raise PolicyError(f"cannot list {policy_dir}: {error}") from error
     if not paths:

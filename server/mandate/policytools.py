@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mandate import policytest
-from mandate.policy import Policy, PolicyError, Rule, rules  # noqa: F401 - rules: part of this module's API
+from mandate.policy import Policy, PolicyError, Rule, policy_files, rules  # noqa: F401 - rules: part of this module's API
 from mandate.world import EphemeralApp
 
 # The canonical world: one partner (agency) with a connected client (shop), personas on both
@@ -507,7 +507,7 @@ def mutation_run(policy_dir: Path, test_paths: list[str] | None, kinds=KINDS,
     equivalent if listed in `equivalents`, else it survived."""
     policy_dir = Path(policy_dir)
     original = Policy(policy_dir)
-    mutants = [m for path in sorted(policy_dir.glob("*.polar")) for m in mutants_of(path, original, kinds)]
+    mutants = [m for path in policy_files(policy_dir) for m in mutants_of(path, original, kinds)]
     mutants = [m for m in mutants[::every] if select is None or select(m)]
     loaded = []
     try:
@@ -517,7 +517,7 @@ def mutation_run(policy_dir: Path, test_paths: list[str] | None, kinds=KINDS,
         order = [(n, number) for n, (_, _, expectations) in enumerate(loaded)
                  for number in range(1, len(expectations) + 1)]
         with tempfile.TemporaryDirectory(prefix="mandate-mutant-") as scratch:
-            for other in policy_dir.glob("*.polar"):
+            for other in policy_files(policy_dir):
                 shutil.copy(other, scratch)
             for mutant in mutants:
                 if not mutant.equivalent:

@@ -49,7 +49,7 @@ from mandate.app import App
 from mandate.callers import Callers
 from mandate.config import Config
 from mandate.errors import DatabaseUnavailable, Unavailable
-from mandate.policy import PolicyError
+from mandate.policy import PolicyError, policy_files
 from mandate.tls import Certificates
 from mandate.v1 import (
     admin_pb2,
@@ -665,7 +665,7 @@ def watch_policy(app: App, loop: asyncio.AbstractEventLoop, reload) -> None:
     and the reload itself refuses what it cannot load."""
     def fingerprint():
         marks = []
-        for path in sorted(app.policy_dir.glob("*.polar")):
+        for path in policy_files(app.policy_dir):
             try:
                 stat = path.stat()
                 marks.append((path.name, stat.st_mtime_ns, stat.st_size))
