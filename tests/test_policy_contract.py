@@ -80,6 +80,7 @@ def test_r24_the_contract_lists_exactly_the_attributes_the_policy_objects_have()
         "Assignment": facts.AssignmentFact("p0", True),
         "Member": facts.Member(facts.MemberTarget("colleague", "active", False, False), home),
         "ClientInvitation": facts.ClientInvitation(facts.InvitationTarget(True, False), home),
+        "OrganizationLink": facts.OrganizationLink(home, facts.Organization(facts.OTHER)),
     }
     assert set(objects) == set(facts.ATTRIBUTES)
     for name, attributes in facts.ATTRIBUTES.items():
