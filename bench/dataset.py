@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from mandate.store.db import Store
 from mandate.store.migrate import alembic_config, upgrade
 from sqlalchemy import insert, select, update
 
-GENERATOR_VERSION = 2  # 2: history tables with their look-up indexes (0004)
+GENERATOR_VERSION = 3  # 2: history tables with their look-up indexes (0004); 3: pages, posts, resource roles
 SEED = 20240601
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / "var" / "bench"
@@ -66,15 +67,21 @@ class Shape:
     client_members: int  # average members of a client besides its owner
     assignments_per_connection: int  # average
     check_samples: int
+    page_trees: int = 0  # page, page in it, page in that, post on it: a post four levels deep
+    resource_roles: int = 0  # editor roles on posts, in all
+    heavy_grants: int = 0  # of them, held by one user (the ListResources-over-roles figure)
 
 
 SHAPES = {
     "small": Shape(partners=5, clients=200, users=1500, projects=3000, big_partner_clients=150, staff_share=0.1,
-                   big_partner_staff=40, client_members=8, assignments_per_connection=4, check_samples=4000),
+                   big_partner_staff=40, client_members=8, assignments_per_connection=4, check_samples=4000,
+                   page_trees=500, resource_roles=2000, heavy_grants=200),
     "large": Shape(partners=200, clients=20_000, users=100_000, projects=200_000, big_partner_clients=2000,
                    staff_share=0.1, big_partner_staff=400, client_members=14, assignments_per_connection=8,
-                   check_samples=20_000),
+                   check_samples=20_000, page_trees=25_000, resource_roles=100_000, heavy_grants=1000),
 }
+NESTING = ("Page", "Page", "Page", "Post")  # a tree's chain, top first: the post is four levels deep
+POLICY_FILE = Path(__file__).resolve().parent / "pages.polar"  # the bench's Page and Post
 
 
 @dataclass
@@ -104,6 +111,9 @@ class World:
     connections: dict[str, dict[str, Link]] = field(default_factory=lambda: defaultdict(dict))  # client -> partner
     assignments: dict[tuple[str, str, str], bool] = field(default_factory=dict)  # (partner, client, user)
     projects: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # client -> project ids
+    # (type, id) -> (organization, parent or None), parents first
+    pages: dict[tuple[str, str], tuple[str, tuple[str, str] | None]] = field(default_factory=dict)
+    resource_roles: set[tuple[str, str]] = field(default_factory=set)  # (post id, user): editor
 
     def allowed(self, user: str, action: str, client: str) -> bool:
         """The decision the domain rules predict for a Project of `client` (a reference model)."""
@@ -198,6 +208,7 @@ def build_world(shape: Shape, seed: int = SEED) -> tuple[World, dict]:
     samples = {
         "checks": check_samples(world, rng, shape.check_samples, set(reserved), tagged),
         "list_resources": list_resources_sample(world),
+        **page_trees(world, rng, shape, client_pool),
         "freshness": {},
         "mutation_slots": [],
     }
@@ -216,6 +227,39 @@ def build_world(shape: Shape, seed: int = SEED) -> tuple[World, dict]:
         samples["mutation_slots"].append({"actor_id": world.owner[partner], "partner_id": partner,
                                           "pause_user_id": paused, "employee_id": employee, "client_id": client})
     return world, samples
+
+
+def page_trees(world: World, rng: random.Random, shape: Shape, people: list[str]) -> dict:
+    """Trees of pages in clients (NESTING: the post of each is four levels deep) and editor roles
+    on their posts: `heavy_grants` of them held by one client-side user, the rest spread over
+    others. Samples: a Check on a top page and on a post four levels under it, by a colleague of
+    their client; ListResources of the posts the heavy user may edit (each of their roles)."""
+    if not shape.page_trees:
+        return {}
+    posts, nested = [], None
+    for number in range(shape.page_trees):
+        client = world.clients[number % len(world.clients)]
+        parent = None
+        for level, resource_type in enumerate(NESTING):
+            key = (resource_type, f"{resource_type.lower()}_{number:06d}_{level}")
+            world.pages[key] = (client, parent)
+            parent = key
+        posts.append(parent[1])
+        if nested is None:
+            plain = Member(COLLEAGUE, ACTIVE)
+            colleague = next((u for u in world.staff[client] if world.members[(client, u)] == plain), None)
+            if colleague is not None:
+                nested = {"actor_id": colleague, "action": "read", "top": ["Page", f"page_{number:06d}_0"],
+                          "deep": list(parent)}
+    heavy = people[-1]
+    for post in rng.sample(posts, min(shape.heavy_grants, len(posts))):
+        world.resource_roles.add((post, heavy))
+    others = people[:-1]
+    while len(world.resource_roles) < shape.resource_roles:
+        world.resource_roles.add((rng.choice(posts), rng.choice(others)))
+    return {"nested": nested, "role_grants": {
+        "actor_id": heavy, "action": "edit", "resource_type": "Post", "grants": shape.heavy_grants,
+        "expected_count": sum(1 for _, user in world.resource_roles if user == heavy)}}
 
 
 def add_member(world: World, organization: str, person: str, member: Member) -> None:
@@ -315,8 +359,16 @@ def rows(world: World, shape_name: str):
         {"partner_id": p, "client_id": c, "user_id": u, "assigned": True, "client_approved": approved,
          "revision": REVISION} for (p, c, u), approved in world.assignments.items()]
     yield models.Resource.__table__, [
-        {"type": "Project", "id": project, "organization_id": client, "deleted": False, "revision": REVISION}
-        for client, projects in world.projects.items() for project in projects]
+        {"type": "Project", "id": project, "organization_id": client, "deleted": False, "revision": REVISION,
+         "parent_type": None, "parent_id": None}
+        for client, projects in world.projects.items() for project in projects] + [
+        {"type": resource_type, "id": resource_id, "organization_id": client, "deleted": False, "revision": REVISION,
+         "parent_type": parent[0] if parent else None, "parent_id": parent[1] if parent else None}
+        for (resource_type, resource_id), (client, parent) in world.pages.items()]
+    yield models.ResourceRole.__table__, [
+        {"resource_type": "Post", "resource_id": post, "user_id": user, "role": "editor", "granted": True,
+         "granted_by": "", "access_expires_at": None, "revision": REVISION}
+        for post, user in sorted(world.resource_roles)]
 
 
 def write(url: str, world: World, shape_name: str, key: str) -> dict[str, int]:
@@ -349,8 +401,19 @@ def write(url: str, world: World, shape_name: str, key: str) -> dict[str, int]:
 
 def cache_key(shape: Shape, seed: int) -> str:
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    digest = hashlib.sha256(repr(shape).encode()).hexdigest()[:8]
+    digest = hashlib.sha256((repr(shape) + POLICY_FILE.read_text()).encode()).hexdigest()[:8]
     return f"generator-{GENERATOR_VERSION}:schema-{head}:shape-{digest}:seed-{seed}"
+
+
+def policy_dir() -> Path:
+    """The policy the bench serves: the shipped one and the bench's Page and Post (pages.polar)."""
+    directory = CACHE_DIR / "policies"
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    for path in [*(ROOT / "policies").glob("*.polar"), POLICY_FILE]:
+        shutil.copy(path, directory)
+    return directory
 
 
 def ensure(name: str, seed: int = SEED, log=print) -> tuple[Path, dict]:

@@ -48,6 +48,8 @@ class Server:
     server processes, all on that port)."""
 
     def __init__(self, database_url: str, log_path: Path, processes: int = 1):
+        from bench.dataset import policy_dir  # the shipped policy and the bench's Page and Post
+
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.authzen = f"127.0.0.1:{free_port()}"  # the AuthZEN endpoints, beside gRPC
@@ -58,7 +60,7 @@ class Server:
         self.started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mandate.cli", "serve", "--listen", self.target, "--authzen-listen", self.authzen,
-             "--database-url", database_url, "--policy-dir", str(ROOT / "policies")],
+             "--database-url", database_url, "--policy-dir", str(policy_dir())],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
         self.ready_seconds = 0.0

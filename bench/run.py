@@ -191,6 +191,18 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
     if listed != samples["list_resources"]["expected_count"]:
         say(f"WARNING: ListResources listed {listed} ids, the reference model expects "
             f"{samples['list_resources']['expected_count']}")
+    grants = samples.get("role_grants")
+    if grants:
+        listed = count_listed(server.target, grants)
+        info["role_grants_listed"] = listed
+        if listed != grants["expected_count"]:
+            say(f"WARNING: ListResources over roles listed {listed} posts, the dataset holds "
+                f"{grants['expected_count']}")
+    nested = samples.get("nested")
+    if nested:
+        for which in ("top", "deep"):
+            if not client_check(server.target, (nested["actor_id"], nested["action"], nested[which])).allowed:
+                say(f"WARNING: the {which} resource of the nesting sample is denied to its colleague")
     mix = interleave(allowed, denied)
     info["check_pairs"] = {"allowed": len(allowed), "denied": len(denied),
                            "actors": len({r[0] for r in allowed + denied}),
@@ -230,6 +242,14 @@ def measure(args, server: Server, workers: Workers, meta: dict) -> dict:
     phase("batch@32", {"kind": "closed_loop", "method": BATCH_CHECK, "requests": batches}, duration)
     phase("list_resources@1", {"kind": "pages", **samples["list_resources"], "freshness": samples["freshness"]},
           duration, processes=1, threads=1)
+    if grants:
+        phase("list_roles@1", {"kind": "pages", **grants, "freshness": samples["freshness"]}, short,
+              processes=1, threads=1)
+    if nested:  # a top page and a post four levels under it, in turns on one stream
+        top, deep = (check_request(nested["actor_id"], nested["action"], nested[which]).SerializeToString()
+                     for which in ("top", "deep"))
+        phase("nested@1", {"kind": "alternating", "methods": (CHECK, CHECK), "first_request": top,
+                           "requests": [deep]}, short, processes=1, threads=1)
     phase("freshness@1", {"kind": "freshness", "freshness": samples["freshness"]}, short, processes=1, threads=1)
     writers = len(samples["mutation_slots"])
     phase("mutations", {"kind": "mutations", "slots": samples["mutation_slots"], "nonce": time.time_ns()}, duration,
@@ -333,11 +353,13 @@ def interleave(allowed: list, denied: list) -> list:
     return [pair for two in zip(allowed[:count], denied[:count], strict=True) for pair in two]
 
 
-def check_request(actor: str, action: str, project: str, _expected=None):
+def check_request(actor: str, action: str, project, _expected=None):
+    """A Check on a project (its id), or on any resource (["Type", "id"])."""
     from mandate.v1 import authorization_pb2, common_pb2
 
+    resource_type, resource_id = project if isinstance(project, list | tuple) else ("Project", project)
     return authorization_pb2.CheckRequest(actor=common_pb2.ObjectRef(type="User", id=actor), action=action,
-                                          resource=common_pb2.ObjectRef(type="Project", id=project))
+                                          resource=common_pb2.ObjectRef(type=resource_type, id=resource_id))
 
 
 def evaluation_body(actor: str, action: str, project: str, _expected=None) -> bytes:
@@ -411,10 +433,31 @@ def figures(phases: dict[str, Result], peak_kib: int, store: str = "sqlite") -> 
                errors=mutation.errors, cpu_ms=cpu_ms_per_call(mutation)),
         streams_figure(phases),
         past_figure(phases),
+        *nested_figures(phases),
         figure("server peak RSS (VmHWM)", f"{peak_kib / 1024:,.0f} MiB", "< 1.5 GiB (large)", peak_kib / (1.5 * GIB),
                peak_kib < 1.5 * GIB, value_number=peak_kib),
     ]
     return rows
+
+
+def nested_figures(phases: dict[str, Result]) -> list[dict]:
+    """Resources with parents (issue 20): ListResources for a user holding roles on many posts, and
+    a Check on a post four levels deep next to one on a top-level page (same stream, in turns)."""
+    found = []
+    if "list_roles@1" in phases:
+        pages = phases["list_roles@1"]
+        p50 = pages.percentile(0.5) * 1000
+        found.append(figure("ListResources over roles on one resource (a user with many editor grants on posts, "
+                            "pages of 100)", f"p50 {p50:.1f} ms, p99 {pages.percentile(.99) * 1e3:.1f} ms",
+                            "p50 < 20 ms (large: 1,000 grants)", p50 / 20, p50 < 20, value_number=p50))
+    if "nested@1" in phases:
+        nested = phases["nested@1"]
+        top, deep = percentile(nested.other, 0.5), nested.percentile(0.5)
+        ratio = deep / top if top else None
+        found.append(figure("Check 4 levels deep (Page, Page, Page, Post) vs a top-level Page, 1 caller",
+                            f"p50 {deep * 1e3:.2f} ms vs {top * 1e3:.2f} ms", "<= 1.2 x top-level",
+                            ratio, ratio is not None and ratio <= 1.2, value_number=ratio))
+    return found
 
 
 def per_cpu_figure(phases: dict[str, Result]) -> dict:

@@ -64,11 +64,11 @@ class Bare:
 def serve(kind: str, port: int, database_url: str) -> None:
     """Serve the two methods until SIGTERM."""
     import grpc
-    from mandate.api.authorization import AuthorizationService
     from mandate.app import App
+    from mandate.server import authorization_service
     from mandate.v1 import authorization_pb2
 
-    service = AuthorizationService(App(database_url, ROOT / "policies"))
+    service = authorization_service(App(database_url, ROOT / "policies"))
     if kind.endswith("+frozen"):  # what was loaded stays out of the garbage collector's rounds
         import gc
 

@@ -49,6 +49,9 @@ EVENT = {"revision": TEXT, "type": TEXT, "actor_id": TEXT, "attributes": MESSAGE
 ACCESS_ENTRY = {"user_id": TEXT, "email": TEXT, "resource": MESSAGE, "actions": many(TEXT), "path": TEXT,
                 "granted_at": TEXT, "granted_revision": TEXT, "granted_by": TEXT}
 MEMBER = {"actor_id": TEXT, "organization_id": TEXT, "user_id": TEXT, **WRITE}
+# third round: roles on one resource
+RESOURCE_ROLE = {"resource": MESSAGE, "user_id": TEXT, "role": TEXT, "granted_by": TEXT, "access_expires_at": TEXT,
+                 "revision": TEXT}
 
 # service -> RPC -> (request fields, response fields)
 CONTRACT: dict[str, dict[str, tuple[dict, dict]]] = {
@@ -72,9 +75,17 @@ CONTRACT: dict[str, dict[str, tuple[dict, dict]]] = {
                                 "revision": TEXT}),
         "LinkOrganizations": ({"actor_id": TEXT, "organization_id": TEXT, "other_organization_id": TEXT, **WRITE},
                               {"revision": TEXT}),
-        "PutResource": ({"actor_id": TEXT, "resource": MESSAGE, "organization_id": TEXT, **WRITE},
+        "PutResource": ({"actor_id": TEXT, "resource": MESSAGE, "organization_id": TEXT, **WRITE,
+                         "parent": MESSAGE},  # third round: `parent`
                         {"revision": TEXT}),
         "DeleteResource": ({"actor_id": TEXT, "resource": MESSAGE, **WRITE}, {"revision": TEXT}),
+        # third round: resources the policy declares
+        "GrantResourceRole": ({"actor_id": TEXT, "resource": MESSAGE, "user_id": TEXT, "role": TEXT,
+                               "access_expires_at": TEXT, **WRITE}, RESOURCE_ROLE),
+        "RevokeResourceRole": ({"actor_id": TEXT, "resource": MESSAGE, "user_id": TEXT, "role": TEXT, **WRITE},
+                               RESOURCE_ROLE),
+        "ListResourceRoles": ({"actor_id": TEXT, "resource": MESSAGE, **PAGING},
+                              {"roles": many(MESSAGE), "next_page_token": TEXT, "revision": TEXT}),
     },
     "MembershipService": {
         "InviteMember": ({"actor_id": TEXT, "organization_id": TEXT, "email": TEXT, "role": TEXT,
@@ -131,6 +142,7 @@ ELEMENTS = {
     ("AuthorizationService", "AccessReview", "entries"): ACCESS_ENTRY,
     ("MembershipService", "ListInvitations", "invitations"): INVITATION,
     ("MembershipService", "ListMembers", "members"): MEMBERSHIP,
+    ("DirectoryService", "ListResourceRoles", "roles"): RESOURCE_ROLE,
     ("PartnerService", "ListClients", "connections"): CONNECTION,
     ("PartnerService", "ListPartners", "connections"): CONNECTION,
     ("EventService", "ListEvents", "events"): EVENT,

@@ -68,3 +68,28 @@ def wait_until(predicate, seconds: float = 20.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+# A type with both relations (issue 20): top folders belong to an organization, others to a folder.
+FOLDERS_POLAR = '''
+# R2: folders nest; colleagues read every folder of the organization.
+resource Folder {
+  permissions = ["read"];
+  roles = ["viewer"];
+  relations = { organization: Organization, parent: Folder };
+  "read" if "colleague" on "organization";
+  "read" if "viewer";
+  "viewer" if "viewer" on "parent";
+}
+# R2: a viewer of a folder views what it holds.
+has_role(user: User, role: String, folder: Folder) if
+  grant in user.resource_roles and
+  grant.resource = folder and
+  grant.role = role;
+# R2: a top folder belongs to its organization.
+has_relation(org: Organization, "organization", folder: Folder) if
+  org = folder.organization;
+# R2: a folder sits in its parent.
+has_relation(parent: Folder, "parent", folder: Folder) if
+  parent = folder.parent;
+'''

@@ -18,11 +18,11 @@ from mandate.client import MandateClient
 from mandate.config import Config
 from mandate.server import build_server
 from mandate.store import models
-from mandate.v1 import admin_pb2, directory_pb2, membership_pb2
+from mandate.v1 import admin_pb2, common_pb2, directory_pb2, membership_pb2
 from sqlalchemy import func, inspect, select, text
 
-from tests.conftest import PG_TEMPLATE, POLICY_DIR, TOKEN
-from tests.support import reason_of
+from tests.conftest import PG_TEMPLATE, POLICY_DIR, ROOT, TOKEN
+from tests.support import FOLDERS_POLAR, reason_of
 
 ADMIN = "admin-token-not-secret"
 OTHER = "other-token-not-secret"
@@ -85,6 +85,24 @@ def other_app(engine, request, tmp_path):
     application.close()
     if drop:
         drop[0].drop_database(drop[1])
+
+
+@pytest.fixture
+def platform_policy(tmp_path) -> Path:
+    """The shipped policy with the platform example's types (Page, Post, Invoice) and folders (a
+    type with both relations)."""
+    policy_dir = tmp_path / "platform-policies"
+    policy_dir.mkdir()
+    for path in [*POLICY_DIR.glob("*.polar"), ROOT / "examples" / "platform" / "platform.polar"]:
+        shutil.copy(path, policy_dir)
+    (policy_dir / "folders.polar").write_text(FOLDERS_POLAR)
+    return policy_dir
+
+
+def on_policy(app: App, policy_dir: Path) -> None:
+    """The application serves the policy of that directory from now on (a reload)."""
+    app.policy_dir = policy_dir
+    app.reload_policy()
 
 
 def records_request(records: list[dict], on_conflict: str = "") -> list[admin_pb2.ImportRequest]:
@@ -154,16 +172,19 @@ def decisions(app: App) -> dict:
             for u in users for t, i in targets for a in policy.permissions[t]}
 
 
-def test_round_trip_of_a_world_with_every_kind_of_fact_is_exact(app, world, admin, other_app, callers_file):
+def test_round_trip_of_a_world_with_every_kind_of_fact_is_exact(app, world, admin, other_app, callers_file,
+                                                                platform_policy):
     """issue 21 items 1 and 3: an export imported into an empty database gives the same
     decisions and the same export (every kind of fact: users, organizations, members with role,
     status, tag and end, pending invitations and links as hashes, connections, assignments,
     linked accounts, resources; issue 20: a nested resource and a role on one resource)."""
     facts = rich_world(world, app)
+    on_policy(app, platform_policy)
+    on_policy(other_app, platform_policy)
     # A resource nested two levels deep, and a role on the nested one; a parent may come after its child.
     do_import(admin, [{"kind": "resource", "type": "Post", "id": "hello", "parent": "Page:home"},
                       {"kind": "resource", "type": "Page", "id": "home", "organization": facts["shop"]},
-                      {"kind": "resource_role", "resource": "Post:hello", "user": facts["carl"], "role": "author"}])
+                      {"kind": "resource_role", "resource": "Post:hello", "user": facts["carl"], "role": "editor"}])
     revision, exported = do_export(admin)
     kinds = {json.loads(line)["kind"] for line in exported}
     assert kinds == {"user", "organization", "member", "member_invitation", "client_invitation", "connection",
@@ -172,7 +193,7 @@ def test_round_trip_of_a_world_with_every_kind_of_fact_is_exact(app, world, admi
     assert {"kind": "resource", "type": "Post", "id": "hello", "parent": "Page:home", "deleted": False} in records
     assert {"kind": "resource_role", "resource": f"Project:{facts['site']}", "user": facts["viewer"],
             "role": "viewer", "access_expires_at": "2099-02-01T00:00:00.000000Z"} in records
-    assert [r["role"] for r in records if r["kind"] == "resource_role"] == ["author", "viewer"]
+    assert [r["role"] for r in records if r["kind"] == "resource_role"] == ["editor", "viewer"]
     assert not any('"token"' in line for line in exported)
     with serving(other_app, callers_file) as (other, _):
         summary = do_import(other, [json.loads(line) for line in exported])
@@ -257,18 +278,70 @@ def test_an_import_failing_halfway_leaves_nothing(app, world, admin):
       {"kind": "resource", "type": "Page", "id": "p", "organization": "o", "parent": "Page:q"}],
      "INVALID_ARGUMENT", 3),
     ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
-      {"kind": "resource_role", "resource": "Page:nowhere", "user": "a", "role": "editor"}], "RESOURCE_NOT_FOUND", 3),
+      {"kind": "resource_role", "resource": "Post:nowhere", "user": "a", "role": "editor"}], "RESOURCE_NOT_FOUND", 3),
+    # issue 20: types and roles are the policy's (here the shipped one, the platform example and folders).
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource", "type": "Invoice", "id": "i", "organization": "o"},
+      {"kind": "resource", "type": "Ledger", "id": "l", "organization": "o"}], "UNKNOWN_RESOURCE_TYPE", 4),
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource", "type": "Post", "id": "p", "parent": "Ledger:l"}], "UNKNOWN_RESOURCE_TYPE", 3),
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource", "type": "Page", "id": "p", "organization": "o"},
+      {"kind": "resource_role", "resource": "Ledger:l", "user": "a", "role": "editor"}], "UNKNOWN_RESOURCE_TYPE", 4),
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource", "type": "Page", "id": "p", "organization": "o"},
+      {"kind": "resource_role", "resource": "Page:p", "user": "a", "role": "editor"}], "UNKNOWN_ROLE", 4),
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource", "type": "Project", "id": "s", "organization": "o"},
+      {"kind": "resource_role", "resource": "Project:s", "user": "a", "role": "owner"}], "UNKNOWN_ROLE", 4),
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource", "type": "Post", "id": "p", "organization": "o"}], "INVALID_ARGUMENT", 3),
+    ([{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+      {"kind": "resource", "type": "Page", "id": "p", "organization": "o"},
+      {"kind": "resource", "type": "Invoice", "id": "i", "parent": "Page:p"}], "INVALID_ARGUMENT", 4),
 ])
-def test_an_import_is_checked_by_the_rules_of_the_rpcs(app, admin, records, reason, line):
+def test_an_import_is_checked_by_the_rules_of_the_rpcs(app, admin, platform_policy, records, reason, line):
     """issue 21 item 2: references, roles, R13 currency, scopes, R19 one partner record per
-    person and client, R15 tagged employees, R6 an active owner, no usable link token; each
-    refusal names the record's line, and nothing is written."""
+    person and client, R15 tagged employees, R6 an active owner, no usable link token; issue 20:
+    resource types, parents and roles the policy declares. Each refusal names the record's line,
+    and nothing is written."""
+    on_policy(app, platform_policy)
     revision = app.store.current_revision()
     with pytest.raises(grpc.RpcError) as refused:
         do_import(admin, records)
     assert reason_of(refused.value) == reason, refused.value.details()
     assert f"line {line}:" in refused.value.details()
     assert app.store.current_revision() == revision
+
+
+@pytest.mark.parametrize(("record", "field", "reason"), [
+    ({"kind": "resource", "type": "Ledger", "id": "l", "organization": "o"}, "type", "UNKNOWN_RESOURCE_TYPE"),
+    ({"kind": "resource_role", "resource": "Ledger:l", "user": "a", "role": "viewer"}, "resource",
+     "UNKNOWN_RESOURCE_TYPE"),
+    ({"kind": "resource_role", "resource": "Project:s", "user": "a", "role": "admin"}, "role", "UNKNOWN_ROLE"),
+])
+def test_an_import_names_the_record_and_field_of_an_undeclared_type_or_role(app, admin, record, field, reason):
+    """issue 20: an import (Import RPC, `mandate import`) refuses a resource type the loaded policy
+    does not declare, and a role its type does not declare, naming the record and the field;
+    nothing changes. A test world (mandate.world) is refused the same way."""
+    from mandate.world import WorldError, load_world
+    from mandate.worldfile import Record
+
+    records = [{"kind": "user", "id": "a"}, {"kind": "organization", "id": "o", "owner": "a"},
+               {"kind": "resource", "type": "Project", "id": "s", "organization": "o"}, record]
+    revision, exported = do_export(admin)
+    with pytest.raises(grpc.RpcError) as refused:
+        do_import(admin, records)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(refused.value) == reason
+    assert f"{reason}: line 4: {record['kind']} " in refused.value.details()
+    assert f": {field}: " in refused.value.details()
+    assert do_export(admin) == (revision, exported)
+    with pytest.raises(WorldError) as world_refused:
+        load_world(app.store, [Record(number, r["kind"], {k: v for k, v in r.items() if k != "kind"})
+                               for number, r in enumerate(records, 1)], app.authorizer.policy)
+    assert f"line 4: {record['kind']} " in str(world_refused.value) and f": {field}: " in str(world_refused.value)
+    assert do_export(admin) == (revision, exported)
 
 
 def test_conflicts_fail_skip_and_touch(app, world, admin):
@@ -493,3 +566,42 @@ def test_a_replica_serves_an_import_as_any_write(app, admin):
         assert not replica.authorizer.check("User", "rep-ann", "edit", "Project", "nowhere")
     finally:
         replica.close()
+
+
+def test_erasure_ends_every_role_the_person_holds_on_one_resource(app, world, admin):
+    """issue 20, R6, R18: erasing a person ends their roles on single resources, those that came
+    with a membership and those a world file gave without one, each with a cascaded
+    `resource.role_revoked` event under the resource's organization; the history keeps them."""
+    shop = world.organization(name="Shop")
+    owner = world.owner_of(shop)
+    site = world.project(shop, "erase-site")
+    member = world.member(shop, "client")
+    app.directory.grant_resource_role(owner, "Project", site, member, "editor")
+    outsider = world.user()  # no membership anywhere: only the role of a world file
+    do_import(admin, [{"kind": "resource_role", "resource": f"Project:{site}", "user": outsider, "role": "editor"}])
+    app.index.catch_up()
+    assert world.allowed(member, "edit", "Project", site)
+    listed = admin.directory.ListResourceRoles(directory_pb2.ListResourceRolesRequest(
+        actor_id=owner, resource=common_pb2.ObjectRef(type="Project", id=site)))
+    assert sorted(r.user_id for r in listed.roles) == sorted([member, outsider])
+    before = app.store.current_revision()
+
+    for person in (member, outsider):
+        reply = admin.admin.ErasePerson(admin_pb2.ErasePersonRequest(user_id=person))
+        app.index.catch_up()
+        assert not world.allowed(person, "edit", "Project", site)
+        assert not world.allowed(person, "read", "Project", site)
+        with app.store.read() as session:
+            live = session.execute(select(models.ResourceRole).where(
+                models.ResourceRole.user_id == person, models.ResourceRole.granted.is_(True))).scalars().all()
+            assert live == []
+            revoked = session.execute(select(models.Event).where(
+                models.Event.type == "resource.role_revoked", models.Event.revision == int(reply.revision)
+            )).scalars().all()
+            assert [(e.cause, e.organization_id, e.attributes["user_id"], e.attributes["role"]) for e in revoked] == [
+                ("cascade", shop, person, "editor")]
+    listed = admin.directory.ListResourceRoles(directory_pb2.ListResourceRolesRequest(
+        actor_id=owner, resource=common_pb2.ObjectRef(type="Project", id=site)))
+    assert list(listed.roles) == []
+    # The history keeps the roles as they were, under the person's id alone.
+    assert app.history.authorizer_at(before, None).check("User", member, "edit", "Project", site)

@@ -15,7 +15,7 @@ from mandate.v1 import authorization_pb2, common_pb2, directory_pb2, partner_pb2
 
 from tests.conftest import POLICY_DIR, ROOT, TOKEN
 from tests.factories import World
-from tests.support import edit_policy, reason_of
+from tests.support import FOLDERS_POLAR, edit_policy, reason_of
 
 PLATFORM = ROOT / "examples" / "platform" / "platform.polar"
 
@@ -210,28 +210,7 @@ def test_issue20_a_cycle_is_refused(platform, tmp_path):
     """issue 20 item 2: a folder cannot be put under itself or under its own descendant (PARENT_CYCLE),
     and a type with both relations is top-level with an organization, nested with a parent."""
     app, client, policy_dir = platform
-    (policy_dir / "folders.polar").write_text('''
-# R2: folders nest; colleagues read every folder of the organization.
-resource Folder {
-  permissions = ["read"];
-  roles = ["viewer"];
-  relations = { organization: Organization, parent: Folder };
-  "read" if "colleague" on "organization";
-  "read" if "viewer";
-  "viewer" if "viewer" on "parent";
-}
-# R2: a viewer of a folder views what it holds.
-has_role(user: User, role: String, folder: Folder) if
-  grant in user.resource_roles and
-  grant.resource = folder and
-  grant.role = role;
-# R2: a top folder belongs to its organization.
-has_relation(org: Organization, "organization", folder: Folder) if
-  org = folder.organization;
-# R2: a folder sits in its parent.
-has_relation(parent: Folder, "parent", folder: Folder) if
-  parent = folder.parent;
-''')
+    (policy_dir / "folders.polar").write_text(FOLDERS_POLAR)
     app.reload_policy()
     world = World(app)
     owner = world.user("owner")
@@ -314,3 +293,41 @@ def test_issue20_the_scopes_a_client_grants_are_the_policys(platform):
                 'client_scopes(["read", "edit"]);')
     app.reload_policy()
     assert refused(client.partner.CreateInviteLink, link) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_SCOPE")
+
+
+def test_issue20_a_partner_employees_role_on_a_client_project_follows_their_membership(app, world):
+    """issue 20 item 3 (R7, R6, R18, R9): a partner's legal representative gives their tagged
+    employee a role on one client project (R9: delegated to colleagues). Paused in the partner, the
+    role gives nothing (R7); resumed, it is back; removed from the partner, the role ends with the
+    membership (R6, R18: a cascaded `resource.role_revoked`) and does not come back when the person
+    returns."""
+    agency, shop = world.organization(name="Agency"), world.organization(name="Shop")
+    lena = world.member(agency, "legal_representative")
+    emma = world.member(agency, "colleague", partner_employee=True)
+    world.connect(agency, shop, scopes=("read", "edit"), employee_approval="partner")
+    site = world.project(shop, "partner-site")
+    owner = world.owner_of(agency)
+    assert not world.allowed(emma, "edit", "Project", site)
+    app.directory.grant_resource_role(lena, "Project", site, emma, "editor")
+    app.index.catch_up()
+    assert world.allowed(emma, "edit", "Project", site)
+
+    app.memberships.pause_member(owner, agency, emma)  # R7
+    app.index.catch_up()
+    assert not world.allowed(emma, "edit", "Project", site)
+    assert not world.allowed(emma, "read", "Project", site)
+    app.memberships.resume_member(owner, agency, emma)
+    app.index.catch_up()
+    assert world.allowed(emma, "edit", "Project", site)
+
+    app.memberships.remove_member(owner, agency, emma)  # R6, R18
+    app.index.catch_up()
+    assert not world.allowed(emma, "read", "Project", site)
+    roles, _, _ = app.directory.list_resource_roles(world.owner_of(shop), "Project", site, 10, "")
+    assert roles == []
+    events = [e for e in app.events.list_events(0, 0, 1000, shop) if e.type.startswith("resource.role")]
+    assert [(e.type, e.cause, e.attributes["user_id"]) for e in events] == [
+        ("resource.role_granted", "", emma), ("resource.role_revoked", "cascade", emma)]
+    world.member(agency, "colleague", emma, partner_employee=True)  # back in the partner: no role
+    app.index.catch_up()
+    assert not world.allowed(emma, "edit", "Project", site)

@@ -8,7 +8,7 @@ import inspect
 import re
 
 from mandate import errors
-from mandate.names import SERVICE_ACTIONS, Reason
+from mandate.names import SERVICE_ACTIONS, ConnectionStatus, EmployeeApproval, EventType, MemberStatus, Reason, Role
 from mandate.policy import Policy
 
 from tests.conftest import POLICY_DIR, ROOT
@@ -65,3 +65,46 @@ def test_r23_the_policy_declares_exactly_the_actions_the_service_asks_about():
     policy = Policy(POLICY_DIR)
     for resource_type, actions in SERVICE_ACTIONS.items():
         assert set(policy.permissions[resource_type]) == {a.value for a in actions}, resource_type
+
+
+def test_r22_docs_events_lists_exactly_the_event_types():
+    text = (ROOT / "docs" / "events.md").read_text()
+    listed = re.findall(r"^\| `([a-z_]+\.[a-z_]+)` \|", text, re.M)
+    assert sorted(listed) == sorted(t.value for t in EventType)
+    assert len(listed) == len(set(listed))
+
+
+def test_r22_no_event_type_is_spelled_out_in_the_service_code():
+    """An event type written as a string literal would escape the enum (and docs/events.md)."""
+    types = {t.value for t in EventType}
+    found = []
+    for path in sorted((ROOT / "server" / "mandate").rglob("*.py")):
+        if path.name == "names.py" or "/v1/" in str(path):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for word in re.findall(r'"([a-z_]+\.[a-z_]+)"', line):
+                if word in types:
+                    found.append(f"{path.relative_to(ROOT)}:{number}: {word}")
+    assert found == []
+
+
+def _listed_after(text: str, row_start: str, key: str) -> set[str]:
+    """The backticked words after `key` in the docs table row starting with `row_start`, up to ';'."""
+    row = next(line for line in text.splitlines() if line.startswith(row_start))
+    return set(re.findall(r"`([a-z_]+)`", row.split(key, 1)[1].split(";", 1)[0]))
+
+
+def test_r2_the_docs_and_protos_list_exactly_the_roles_and_states():
+    roles = {r.value for r in Role}
+    world = (ROOT / "docs" / "world-format.md").read_text()
+    assert _listed_after(world, "| `member` ", "`role`:") == roles
+    assert _listed_after(world, "| `member` ", "`status`:") == {s.value for s in MemberStatus}
+    assert _listed_after(world, "| `connection` ", "`status`:") == {s.value for s in ConnectionStatus}
+    assert _listed_after(world, "| `connection` ", "`employee_approval`:") == {a.value for a in EmployeeApproval}
+    tests_doc = (ROOT / "docs" / "policy-tests.md").read_text()
+    assert _listed_after(tests_doc, "| `members` ", "`role`:") == roles
+    assert _listed_after(tests_doc, "| `connections` ", "`status`:") == {s.value for s in ConnectionStatus}
+    common = (ROOT / "protos" / "mandate" / "v1" / "common.proto").read_text()
+    member_roles = [set(re.findall(r'"([a-z_]+)"', line)) for line in common.splitlines()
+                    if "string role = " in line and '"' in line]
+    assert member_roles == [roles]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mandate import policydiff
 from mandate.cli import main
-from mandate.domain.authorization import ConnectionRef, InvitationRef, MemberRef
+from mandate.domain.authorization import ConnectionRef, InvitationRef, MemberRef, RoleGrantRef
 from mandate.index import FactIndex
 from mandate.policy import Policy
 from mandate.store.db import Store
@@ -425,10 +425,9 @@ def test_issue18_item18_the_diff_covers_every_type_the_policy_decides():
     """Every resource type the policy declares is diffed: the check plane's and the targets'."""
     policy = Policy(POLICY_DIR)
     declared = set(policy.permissions)
-    # Not yet: who may grant or revoke a role on one resource (RoleGrant, issue 20), and who may link
-    # two accounts (OrganizationLink, issue 19), are not diffed.
+    # RoleGrant (issue 20) included; not yet: who may link two accounts (OrganizationLink, issue 19).
     assert declared - set(policydiff.resource_types(policy, policy)) - set(policydiff.TARGET_TYPES) == {
-        "RoleGrant", "OrganizationLink"}
+        "OrganizationLink"}
     assert set(policydiff.TARGET_TYPES) <= declared
 
 
@@ -470,6 +469,91 @@ def test_issue18_item18_the_target_situations_are_the_servers(tmp_path):
                        for partner_id in index.partners.get(organization_id, {})}
         assert {(u, r) for *_, u, r in seen["Connection"]} == connections
         assert len(connections) > 10 and len(members) > 30
+
+
+MANAGERS_GRANT = ('has_permission(user: User, "grant", grant: RoleGrant) if\n'
+                  '  has_role(user, "legal_representative", grant.resource.organization) and\n')
+ROLE_WORLD = TARGET_WORLD.replace("  users: [olga,", "  users: [vic, olga,") + """\
+  resource_roles:
+    - {resource: "Project:site", user: vic, role: viewer}
+"""
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    # Only owners give roles: lars (an active legal representative) no longer gives any role on the
+    # site to anyone of the shop, himself included; paused lia could not anyway (R7), and ann's agency
+    # gives none (its people are not tagged).
+    pytest.param(MANAGERS_GRANT, MANAGERS_GRANT.replace('"legal_representative"', '"owner"'), {
+        ("lars", "grant", f"RoleGrant:Project/site/{grantee}/{role}")
+        for grantee in ("olga", "lars", "lia", "cole", "kim") for role in ("viewer", "editor")},
+        id="owners-only"),
+    # Anyone may be given a role by a manager: the grantee's membership no longer counts, so users with
+    # no fact about the shop (lena, ann, vic, who holds a role there only) and anyone else become
+    # grantees of olga and lars.
+    pytest.param(MANAGERS_GRANT + '  membership in grant.grantee.memberships and\n'
+                 '  membership.organization_id = grant.resource.organization.id;\n',
+                 MANAGERS_GRANT.removesuffix(" and\n") + ";\n", {
+                     (manager, "grant", f"RoleGrant:Project/site/{grantee}/{role}")
+                     for manager in ("olga", "lars") for grantee in ("lena", "ann", "vic", "(anyone else)")
+                     for role in ("viewer", "editor")}, id="to-anyone"),
+])
+def test_issue20_a_change_on_who_gives_roles_gives_exactly_its_effect(tmp_path, capsys, old, new, expected):
+    """issue 20: the diff covers RoleGrant (who may give or take back which role on which resource
+    to whom), as the other targets: each change flips exactly its decisions (R2, R4, R7)."""
+    world = tmp_path / "roles.yaml"
+    world.write_text(ROLE_WORLD)
+    changed = policy_with(tmp_path, old, new)
+    code, report, err = diff_json(capsys, "--base", str(POLICY_DIR), "--policy-dir", str(changed),
+                                  "--world", str(world))
+    assert (code, err) == (1, "")
+    found = {tuple(t.values()) for group in report["groups"] for t in group["triples"]}
+    assert found == {(u, a, r) for u, a, r in expected}
+    for group in report["groups"]:
+        assert group["resource_type"] == "RoleGrant"
+        assert sum(1 for _ in group["triples"]) == group["count"]
+        assert any(line.startswith("the target: the role ") for line in group["situation"])
+        assert group["explain"]["base" if group["before"] == "allow" else "new"][0].startswith("allowed: ")
+
+
+def test_issue20_the_grant_situations_are_the_servers(tmp_path):
+    """For every triple of every RoleGrant situation the diff decides, the Subject (the grantee's
+    facts and the actor's roles on the chain included) is the one the server builds for that
+    grant; and every (user with a fact, resource, grantee with a fact, role) is there once."""
+    world = read_yaml_text(tmp_path, RICH_WORLD.replace("  members:\n", """\
+  resource_roles:
+    - {resource: "Project:a", user: x2, role: editor}
+    - {resource: "Project:a", user: ghost, role: viewer}
+  members:
+""").replace("  users: [", "  users: [ghost, "))
+    with EphemeralApp(POLICY_DIR, world) as app:
+        index: FactIndex = app.index
+        policy = app.authorizer.policy
+        holders = policydiff._role_holders(index)
+        roles = policydiff._declared_roles(policy, policy)
+        seen = set()
+        found = policydiff.grant_situations(index, policydiff.situations(index), roles, holders)
+        for subject, cells in found.items():
+            for organization_id, grants in cells.items():
+                for cell in grants:
+                    for user_id, _, resource in cell.triples("x"):
+                        resource_type, resource_id, grantee, role = resource.removeprefix("RoleGrant:").split("/")
+                        assert (user_id, resource) not in seen, resource
+                        seen.add((user_id, resource))
+                        if grantee == policydiff.ANYONE_ELSE:
+                            grantee = "nobody-at-all"
+                        ref = RoleGrantRef(resource_type, resource_id, grantee, role)
+                        assert app.authorizer.target_subject(user_id, ref) == (organization_id, subject), resource
+        assert ("ghost", "RoleGrant:Project/a/ghost/viewer") in seen  # a role is their only fact
+        expected = set()
+        for organization_id in index.organizations:
+            users = index.candidate_users(organization_id)
+            for project in index.resources_of("Project", organization_id):
+                chain = (("Project", project),)
+                for user_id in users | index.candidate_users(organization_id, chain):
+                    for grantee in users:
+                        for role in ("viewer", "editor"):
+                            expected.add((user_id, f"RoleGrant:Project/{project}/{grantee}/{role}"))
+        assert expected <= seen and len(expected) > 100
 
 
 REACH_CHANGES = {

@@ -75,6 +75,7 @@ def test_r24_the_version_is_the_hash_of_the_bytes_that_were_loaded(policy_dir, m
     version hashes that text, and the replacement is not half in."""
     path = policy_dir / SHARED
     original = path.read_bytes()
+    texts = {other.name: other.read_bytes() for other in sorted(policy_dir.glob("*.polar"))}
     real_open = open
 
     def open_then_replace(file, mode="r", *args, **kwargs):
@@ -87,7 +88,8 @@ def test_r24_the_version_is_the_hash_of_the_bytes_that_were_loaded(policy_dir, m
     monkeypatch.setattr(policy_module, "open", open_then_replace, raising=False)
     loaded = Policy(policy_dir)
     monkeypatch.undo()
-    expected = hashlib.sha256(b"mandate.polar\0" + original + b"\0").hexdigest()[:12]
+    expected = hashlib.sha256(b"".join(name.encode() + b"\0" + text + b"\0" for name, text in texts.items()))
+    expected = expected.hexdigest()[:12]
     assert loaded.version == expected
     assert not loaded.is_allowed(COLLEAGUE, "Project", "approve")  # the replacement is not in
     replaced = Policy(policy_dir)

@@ -95,3 +95,36 @@ def test_r18_assignment_on_one_app_racing_removal_on_the_other_never_leaves_acce
         with pytest.raises(DomainError) as caught:
             second.partners.unassign_client(partner_owner, partner, client_org, employee)
         assert caught.value.reason == "ASSIGNMENT_NOT_FOUND"  # no assignment outlived the removal
+
+
+def test_r5_refusals_inside_groups_on_two_apps_keep_the_seat_limit_exact(app, second, world):
+    """One app holds a group open with three invitations queued behind it; the other app's three
+    invitations form a group waiting for the database's lock. Released, the two groups race for
+    the organization's seats: the refusals happen inside the groups."""
+    from tests.test_group_commit import HeldGroup, wait_queued
+
+    owner = world.user("owner")
+    organization = world.organization(owner, seat_limit=3)  # the owner and two more
+    second.index.catch_up()
+    second.store.group_hints = False  # the same owner's invitations queue in one group (HeldGroup does it for app)
+    results: list[str] = []
+
+    def invite(each, n):
+        try:
+            each.memberships.invite_member(owner, organization, f"grouped{n}@example.com", "colleague")
+            results.append("ok")
+        except DomainError as error:
+            results.append(error.reason)
+
+    with HeldGroup(app.store) as held, ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(invite, app, n) for n in range(3)]
+        held.queued(3)
+        futures += [pool.submit(invite, second, n) for n in range(3, 6)]
+        wait_queued(second.store, 2)  # the second app's group: its first waits for the database's lock
+        held.released.set()
+        for future in futures:
+            future.result(60)
+    assert sorted(results) == ["SEAT_LIMIT_REACHED"] * 4 + ["ok"] * 2
+    for each in (app, second):
+        each.index.catch_up()
+        assert len(each.memberships.list_invitations(owner, organization, "", "pending", 100, "")) == 2

@@ -102,7 +102,8 @@ def test_r5_racing_retries_produce_one_change_in_one_server_and_across_replicas(
                                                  email="race@example.com", role="colleague", request_id="race-1")
     replica = App(database_url, POLICY_DIR)
     try:
-        other_server = MembershipService(replica)  # the same handler a second replica serves
+        # the same handler a second replica serves
+        other_server = MembershipService(replica.memberships, replica.requests)
         before = app.store.current_revision()
 
         def on_the_replica():  # called by the same service (env-0): request ids belong to their caller
@@ -148,7 +149,7 @@ def as_caller(name: str, call):
 def test_r5_request_ids_of_two_callers_are_independent(world, app):
     owner = world.user("owner")
     agency = world.organization(owner, seat_limit=5)
-    handler = MembershipService(app)
+    handler = MembershipService(app.memberships, app.requests)
 
     def invite(email: str):
         return handler.InviteMember(membership_pb2.InviteMemberRequest(

@@ -362,7 +362,7 @@ def test_a_stream_step_failing_as_its_call_is_cancelled_is_no_asyncio_error(capl
             await asyncio.sleep(0)
             raise ConnectionResetError("the step failed as the client went away")
 
-        call = asyncio.ensure_future(plumbing._until_drained(step()))
+        call = asyncio.ensure_future(plumbing.draining.until(step()))
         await asyncio.sleep(0)  # the call waits on its step
         await asyncio.sleep(0)  # the step fails; the call is woken, but has not run yet
         call.cancel()  # the client cancels in that moment

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import random
 import threading
-import time
 from pathlib import Path
 
 from mandate import errors, policytrial
@@ -22,7 +19,7 @@ from mandate.domain.partner import Partners
 from mandate.domain.requests import RequestIds
 from mandate.index import FactIndex
 from mandate.policy import Policy, PolicyError
-from mandate.store.db import Conflict, Store, in_write
+from mandate.store.db import Store
 from mandate.store.follow import ChangeFeed
 
 log = logging.getLogger(__name__)
@@ -31,29 +28,34 @@ log = logging.getLogger(__name__)
 # woke it (PostgreSQL notifies at once; SQLite has only this timer). It is also how often a lost
 # database is tried again, so writes resume within about this long of its return.
 POLL_SECONDS = 0.5
-# A transaction the database aborted (serialization failure, deadlock) runs again this often at most.
-ATTEMPTS = 8
 
 
 class App:
     def __init__(self, database_url: str, policy_dir, policy: Policy | None = None,
-                 database: DatabaseSettings | None = None, *, lifetimes: Lifetimes | None = None):
+                 database: DatabaseSettings | None = None, *, lifetimes: Lifetimes | None = None,
+                 index: FactIndex | None = None):
         # The clock and the invitation lifetime; tests pass a ManualClock and move it.
         self.lifetimes = lifetimes or Lifetimes()
         self.store = Store(database_url, database or DatabaseSettings.from_env())
         self.policy_dir = Path(policy_dir)
-        self.index = FactIndex(self.store, self.lifetimes.clock)
+        # `index`: one loaded before this process started (see mandate.server.preload_index),
+        # caught up from its revision below.
+        if index is None:
+            index = FactIndex(self.store, self.lifetimes.clock)
+        else:
+            index.adopt(self.store, self.lifetimes.clock)
+        self.index = index
         self.authorizer = Authorizer(self.store, self.index, policy or Policy(policy_dir))
         self.store.on_commit(self._caught_up_to)
         self.index.catch_up()
-        self.directory = Retrying(Directory(self.store, self.authorizer, self.lifetimes))
-        self.memberships = Retrying(Memberships(self.store, self.authorizer, self.lifetimes))
-        self.partners = Retrying(Partners(self.store, self.authorizer, self.lifetimes))
+        self.directory = Directory(self.store, self.authorizer, self.lifetimes)
+        self.memberships = Memberships(self.store, self.authorizer, self.lifetimes)
+        self.partners = Partners(self.store, self.authorizer, self.lifetimes)
         self.events = Events(self.store)
         self.expiries = Expiries(self.store, self.lifetimes)
-        self.requests = Retrying(RequestIds(self.store, self.lifetimes))
+        self.requests = RequestIds(self.store, self.lifetimes)
         self.history = History(self.store, self.authorizer, self.lifetimes)
-        self.admin = Retrying(Admin(self.store, self.lifetimes, self.history))
+        self.admin = Admin(self.store, self.lifetimes, self.history, lambda: self.authorizer.policy)
         self.history.record_policy(self.authorizer.policy)
         self.expiries.chores.append(self.history.forget_expired)
         self._stop = threading.Event()
@@ -153,33 +155,3 @@ def _is_connection_error(error: Exception) -> bool:
     except ImportError:
         return False
     return isinstance(error, psycopg.OperationalError)
-
-
-class Retrying:
-    """A domain service whose every call runs again, whole, when the database aborted its
-    transaction to keep writers serializable (serialization failure, deadlock): callers never
-    see those. Nothing of an aborted attempt was written, so running it again is safe."""
-
-    def __init__(self, service):
-        self._service = service
-
-    def __getattr__(self, name: str):
-        attribute = getattr(self._service, name)
-        if not callable(attribute) or name.startswith("_"):
-            return attribute
-
-        @functools.wraps(attribute)
-        def call(*args, **kwargs):
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    return attribute(*args, **kwargs)
-                except Conflict as conflict:
-                    if in_write():  # joined a request's transaction: that whole request runs again
-                        raise
-                    if attempt == ATTEMPTS:
-                        raise errors.DatabaseUnavailable(
-                            "the database aborted this change repeatedly under contention; retry") from conflict
-                    log.info("%s: transaction aborted by the database (%s); running it again", name, conflict)
-                    time.sleep(random.uniform(0, 0.005 * 2 ** attempt))
-
-        return call

@@ -19,13 +19,9 @@ from mandate import logs
 from mandate.config import (
     DEFAULT_LISTEN,
     DEFAULT_TOKEN_FILE,
-    GRACE_SECONDS_BOUNDS,
     Config,
     DatabaseSettings,
-    history_retention,
-    invitation_ttl,
-    log_format,
-    seconds,
+    add_flags,
 )
 from mandate.contexts import ContextError
 
@@ -146,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         try:
-            config.log_format = log_format(args.log_format or config.log_format)
+            config.override(args)
         except ValueError as error:
             print(f"mandate: {error}", file=sys.stderr)
             return 2
@@ -174,65 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listen", help="host:port (overrides MANDATE_LISTEN)")
-    parser.add_argument("--database-url", help="overrides MANDATE_DATABASE_URL")
-    parser.add_argument("--policy-dir", help="overrides MANDATE_POLICY_DIR")
-    parser.add_argument("--workers", type=positive, help="threads for blocking work: SQL and writes (default 16)")
-    parser.add_argument("--processes", type=positive,
-                        help="server processes sharing the port (overrides MANDATE_PROCESSES; default 1)")
-    parser.add_argument("--max-streams-per-caller", type=positive,
-                        help="open streams one caller may hold (overrides MANDATE_MAX_STREAMS_PER_CALLER; default 100)")
-    parser.add_argument("--max-streams", type=positive,
-                        help="open streams in all (overrides MANDATE_MAX_STREAMS; default 1000)")
-    # Durations are checked in run_serve, against their bounds, with a one-line error.
-    parser.add_argument("--grace", metavar="SECONDS",
-                        help="on SIGTERM, time for calls in flight to finish, 0 to 3600 (overrides "
-                             "MANDATE_GRACE_SECONDS; default 10)")
-    parser.add_argument("--invitation-ttl", metavar="D",
-                        help="how long an invitation stays acceptable: a number with s, m, h or d, from 1m to 3650d "
-                             "(overrides MANDATE_INVITATION_TTL; default 14d)")
-    parser.add_argument("--history-retention", metavar="D",
-                        help="how long the access history is kept: `forever`, or a number with s, m, h or d, from 1h "
-                             "to 36500d (overrides MANDATE_HISTORY_RETENTION; default forever)")
-    parser.add_argument("--history-memory", type=non_negative, metavar="MIB",
-                        help="memory for the facts of past revisions kept between questions, in MiB "
-                             "(overrides MANDATE_HISTORY_MEMORY; default 256)")
-    parser.add_argument("--watch-policy", action="store_true", help="reload the policy when its files change")
+    add_flags(parser)  # every setting's flag (mandate.config.SETTINGS)
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
     parser.add_argument("--world", help="with --ephemeral: fill the database from this world file (YAML or JSON Lines)")
-    parser.add_argument("--callers", metavar="FILE", help="named callers, TOML (overrides MANDATE_CALLERS_FILE)")
-    parser.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain (MANDATE_TLS_CERT)")
-    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (MANDATE_TLS_KEY)")
-    parser.add_argument("--tls-client-ca", metavar="FILE",
-                        help="require client certificates signed by this CA (MANDATE_TLS_CLIENT_CA)")
-    parser.add_argument("--insecure", action="store_true",
-                        help="allow plaintext on an address other than loopback (MANDATE_INSECURE=1)")
-    parser.add_argument("--metrics-listen", metavar="ADDR",
-                        help="serve Prometheus metrics at http://ADDR/metrics (MANDATE_METRICS_LISTEN; default off)")
-    parser.add_argument("--authzen-listen", metavar="ADDR",
-                        help="serve the OpenID AuthZEN API (HTTP, JSON) on host:port (MANDATE_AUTHZEN_LISTEN; "
-                             "default off)")
-    parser.add_argument("--log-format", help="text (default) or json: one object per line (MANDATE_LOG_FORMAT)")
-    parser.add_argument("--max-requests-per-caller", type=positive,
-                        help="requests in flight per caller (MANDATE_MAX_REQUESTS_PER_CALLER; default 200)")
-    parser.add_argument("--max-batch", type=positive, help="checks in one BatchCheck (MANDATE_MAX_BATCH; default 1000)")
-    parser.add_argument("--max-message-bytes", type=positive,
-                        help="largest request or reply (MANDATE_MAX_MESSAGE_BYTES; default 4194304)")
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be at least 0")
-    return value
 
 
 CLIENT_FLAGS = (
@@ -265,36 +206,6 @@ def run_serve(config: Config, args) -> int:
     from mandate.server import CannotListen, serve
     from mandate.store.migrate import upgrade
 
-    config.listen = args.listen or config.listen
-    config.database_url = args.database_url or config.database_url
-    config.policy_dir = Path(args.policy_dir) if args.policy_dir else config.policy_dir
-    config.workers = args.workers or config.workers
-    config.processes = args.processes or config.processes
-    config.max_streams_per_caller = args.max_streams_per_caller or config.max_streams_per_caller
-    config.max_streams = args.max_streams or config.max_streams
-    try:
-        if args.grace is not None:
-            config.grace_seconds = seconds(args.grace, "--grace", config.grace_seconds, GRACE_SECONDS_BOUNDS)
-        if args.invitation_ttl is not None:
-            config.invitation_ttl = invitation_ttl(args.invitation_ttl)
-        if args.history_retention is not None:
-            config.history_retention = history_retention(args.history_retention)
-    except ValueError as error:
-        print(f"mandate: {error}", file=sys.stderr)
-        return 2
-    if args.history_memory is not None:
-        config.history_memory_mib = args.history_memory
-    config.watch_policy = args.watch_policy
-    config.callers_file = Path(args.callers) if args.callers else config.callers_file
-    config.tls_cert = Path(args.tls_cert) if args.tls_cert else config.tls_cert
-    config.tls_key = Path(args.tls_key) if args.tls_key else config.tls_key
-    config.tls_client_ca = Path(args.tls_client_ca) if args.tls_client_ca else config.tls_client_ca
-    config.insecure = args.insecure or config.insecure
-    config.metrics_listen = args.metrics_listen or config.metrics_listen
-    config.authzen_listen = args.authzen_listen or config.authzen_listen
-    config.max_requests_per_caller = args.max_requests_per_caller or config.max_requests_per_caller
-    config.max_batch = args.max_batch or config.max_batch
-    config.max_message_bytes = args.max_message_bytes or config.max_message_bytes
     if args.ephemeral and config.processes > 1:
         print("mandate: --ephemeral serves from one process (each would have its own throwaway database)",
               file=sys.stderr)

@@ -7,6 +7,7 @@ import datetime
 import ipaddress
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ DEFAULT_TOKEN_FILE = "var/api-token"
 MIN_TOKEN_LENGTH = 16
 DEFAULT_INVITATION_TTL = datetime.timedelta(days=14)
 DEFAULT_REQUESTS_PER_CALLER = 200
+DEFAULT_STREAMS_PER_CALLER = 100
+DEFAULT_STREAMS = 1000
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_HISTORY_MEMORY_MIB = 256
@@ -48,6 +51,7 @@ class DatabaseSettings:
     max_overflow: int = 10
     pool_timeout: float = 5.0  # seconds a call waits for a free connection before UNAVAILABLE
     connect_timeout: int = 3  # seconds to open a connection before the database counts as lost
+    group_commit: bool = True  # writers arriving together share one transaction (mandate.store.db)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> DatabaseSettings:
@@ -61,6 +65,7 @@ class DatabaseSettings:
             connect_timeout=seconds(env.get("MANDATE_DATABASE_CONNECT_TIMEOUT", ""),
                                     "MANDATE_DATABASE_CONNECT_TIMEOUT", defaults.connect_timeout,
                                     CONNECT_TIMEOUT_BOUNDS, int),
+            group_commit=env.get("MANDATE_GROUP_COMMIT", "on").strip().lower() not in ("off", "0", "false", "no"),
         )
 
 
@@ -75,8 +80,8 @@ class Config:
     workers: int = 16  # threads for blocking work (SQL, writes); streams and waiting hold none
     watch_policy: bool = False
     log_level: str = "INFO"
-    max_streams_per_caller: int = 100  # open Watch, health Watch and reflection streams
-    max_streams: int = 1000
+    max_streams_per_caller: int = DEFAULT_STREAMS_PER_CALLER  # open Watch, health Watch and reflection streams
+    max_streams: int = DEFAULT_STREAMS
     grace_seconds: float = 10.0  # SIGTERM: how long calls in flight may take to finish
     processes: int = 1  # server processes sharing the port (SO_REUSEPORT)
     invitation_ttl: datetime.timedelta = DEFAULT_INVITATION_TTL  # how long an invitation stays acceptable
@@ -96,37 +101,22 @@ class Config:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Config:
+        """The settings of the environment (`SETTINGS`); a variable unset or blank keeps its default."""
         env = os.environ if env is None else env
-        tokens = [t.strip() for t in env.get("MANDATE_API_TOKENS", "").split(",") if t.strip()]
-        return cls(
-            listen=env.get("MANDATE_LISTEN", DEFAULT_LISTEN),
-            database_url=env.get("MANDATE_DATABASE_URL", DEFAULT_DATABASE_URL),
-            policy_dir=Path(env["MANDATE_POLICY_DIR"]) if env.get("MANDATE_POLICY_DIR") else packaged_policy_dir(),
-            api_tokens=tokens,
-            token_file=Path(env.get("MANDATE_TOKEN_FILE", DEFAULT_TOKEN_FILE)),
-            log_level=env.get("MANDATE_LOG_LEVEL", "INFO"),
-            workers=number(env, "MANDATE_WORKERS", 16),
-            max_streams_per_caller=number(env, "MANDATE_MAX_STREAMS_PER_CALLER", 100),
-            max_streams=number(env, "MANDATE_MAX_STREAMS", 1000),
-            grace_seconds=seconds(env.get("MANDATE_GRACE_SECONDS", ""), "MANDATE_GRACE_SECONDS", 10.0,
-                                  GRACE_SECONDS_BOUNDS),
-            processes=number(env, "MANDATE_PROCESSES", 1),
-            invitation_ttl=invitation_ttl(env.get("MANDATE_INVITATION_TTL", ""), "MANDATE_INVITATION_TTL"),
-            history_retention=history_retention(env.get("MANDATE_HISTORY_RETENTION", ""),
-                                                "MANDATE_HISTORY_RETENTION"),
-            history_memory_mib=number(env, "MANDATE_HISTORY_MEMORY", DEFAULT_HISTORY_MEMORY_MIB, minimum=0),
-            callers_file=path(env, "MANDATE_CALLERS_FILE"),
-            tls_cert=path(env, "MANDATE_TLS_CERT"),
-            tls_key=path(env, "MANDATE_TLS_KEY"),
-            tls_client_ca=path(env, "MANDATE_TLS_CLIENT_CA"),
-            insecure=env.get("MANDATE_INSECURE", "").strip().lower() in ("1", "true", "yes"),
-            metrics_listen=env.get("MANDATE_METRICS_LISTEN", "").strip(),
-            log_format=log_format(env.get("MANDATE_LOG_FORMAT", "text"), "MANDATE_LOG_FORMAT"),
-            max_requests_per_caller=number(env, "MANDATE_MAX_REQUESTS_PER_CALLER", DEFAULT_REQUESTS_PER_CALLER),
-            max_batch=number(env, "MANDATE_MAX_BATCH", DEFAULT_MAX_BATCH),
-            max_message_bytes=number(env, "MANDATE_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024),
-            authzen_listen=env.get("MANDATE_AUTHZEN_LISTEN", "").strip(),
-        )
+        config = cls()
+        for setting in SETTINGS:
+            text = env.get(setting.env, "").strip() if setting.name and setting.env else ""
+            if text:
+                setattr(config, setting.name, setting.read(text, setting.env))
+        return config
+
+    def override(self, args) -> None:
+        """The flags of `mandate serve` given on the command line (`add_flags`) override the
+        environment; a bad value is a ValueError naming the flag."""
+        for setting in SETTINGS:
+            value = getattr(args, setting.name, None) if setting.name and setting.flag else None
+            if value is not None:
+                setattr(self, setting.name, True if setting.switch else setting.read(value.strip(), setting.flag))
 
     @property
     def tls(self) -> bool:
@@ -170,6 +160,11 @@ def number(env, name: str, default, kind=int, minimum=1):
     text = env.get(name, "").strip()
     if not text:
         return default
+    return whole_number(text, name, kind, minimum)
+
+
+def whole_number(text: str, name: str, kind=int, minimum=1):
+    """A number setting (`name`: the flag or the variable, for the error) of at least `minimum`."""
     try:
         value = kind(text)
     except ValueError:
@@ -263,3 +258,138 @@ def read_or_create_token(path: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
     return token
+
+
+# -- each setting declared once ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of `mandate serve`: the Config field it fills (None: read by a library, listed
+    for the README only), its environment variable, its flag (which overrides the variable), what
+    it is (the flag's help and the README's first column, plus `note` in the README only), and
+    its default as shown (the value itself is Config's). `read(text, name)` turns a non-blank
+    value into the setting, or raises ValueError naming `name` (the flag or the variable)."""
+
+    name: str | None
+    env: str | None
+    flag: str | None
+    help: str
+    shown: str
+    read: Callable[[str, str], object] = lambda text, _name: text
+    metavar: str | None = None
+    switch: bool = False  # a flag without a value; its variable is on with 1, true or yes
+    note: str = ""
+
+
+def _at_least(minimum: int) -> Callable[[str, str], int]:
+    return lambda text, name: whole_number(text, name, int, minimum)
+
+
+def _path(text: str, _name: str) -> Path:
+    return Path(text)
+
+
+def _tokens(text: str, _name: str) -> list[str]:
+    return [token.strip() for token in text.split(",") if token.strip()]
+
+
+def _on(text: str, _name: str) -> bool:
+    return text.lower() in ("1", "true", "yes")
+
+
+def _grace(text: str, name: str) -> float:
+    return seconds(text, name, None, GRACE_SECONDS_BOUNDS)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("listen", "MANDATE_LISTEN", "--listen", "listen address, host:port", f"`{DEFAULT_LISTEN}`",
+            metavar="ADDR"),
+    Setting("database_url", "MANDATE_DATABASE_URL", "--database-url", "database URL", f"`{DEFAULT_DATABASE_URL}`",
+            metavar="URL", note="(`postgresql://user:password@host/db` for a fleet of replicas: "
+                                "[docs/deploying.md](docs/deploying.md))"),
+    Setting("policy_dir", "MANDATE_POLICY_DIR", "--policy-dir", "policy directory",
+            "the packaged one (`mandate policy path`): `policies/` in a checkout", _path, metavar="DIR"),
+    Setting("api_tokens", "MANDATE_API_TOKENS", None, "caller tokens, comma-separated, 16 characters or more each",
+            "a random token in the token file (mode 0600); with a callers file, none (nothing is written or read)",
+            _tokens),
+    Setting("token_file", "MANDATE_TOKEN_FILE", None, "where the random token is kept when no token is set",
+            f"`{DEFAULT_TOKEN_FILE}`", _path),
+    Setting("processes", "MANDATE_PROCESSES", "--processes", "server processes sharing the port (SO_REUSEPORT)",
+            "1", _at_least(1), metavar="N"),
+    Setting("workers", "MANDATE_WORKERS", "--workers", "threads for blocking work (SQL, writes)", "16",
+            _at_least(1), metavar="N"),
+    Setting("max_streams_per_caller", "MANDATE_MAX_STREAMS_PER_CALLER", "--max-streams-per-caller",
+            "open streams one caller may hold (Watch, health Watch, reflection)", str(DEFAULT_STREAMS_PER_CALLER),
+            _at_least(1), metavar="N"),
+    Setting("max_streams", "MANDATE_MAX_STREAMS", "--max-streams", "open streams in all", str(DEFAULT_STREAMS),
+            _at_least(1), metavar="N"),
+    Setting("grace_seconds", "MANDATE_GRACE_SECONDS", "--grace",
+            "on SIGTERM, time for calls in flight to finish, in seconds (0 to 3600)", "10", _grace,
+            metavar="SECONDS"),
+    Setting("invitation_ttl", "MANDATE_INVITATION_TTL", "--invitation-ttl",
+            "how long an invitation stays acceptable: a number with s, m, h or d, from 1m to 3650d", "`14d`",
+            invitation_ttl, metavar="D"),
+    Setting("history_retention", "MANDATE_HISTORY_RETENTION", "--history-retention",
+            "how long the access history is kept: forever, or a number with s, m, h or d, from 1h to 36500d",
+            "`forever`", history_retention, metavar="D", note="([docs/history.md](docs/history.md))"),
+    Setting("history_memory_mib", "MANDATE_HISTORY_MEMORY", "--history-memory",
+            "memory for the facts of past revisions kept between questions, in MiB",
+            str(DEFAULT_HISTORY_MEMORY_MIB), _at_least(0), metavar="MIB",
+            note="([docs/history.md](docs/history.md))"),
+    Setting("watch_policy", "MANDATE_WATCH_POLICY", "--watch-policy", "reload the policy when its files change",
+            "off", _on, switch=True),
+    Setting("callers_file", "MANDATE_CALLERS_FILE", "--callers", "named callers, TOML (below)",
+            "none: only `MANDATE_API_TOKENS` (named `env-0`, `env-1`, ...)", _path, metavar="FILE"),
+    Setting("tls_cert", "MANDATE_TLS_CERT", "--tls-cert", "serve TLS with this certificate chain (with --tls-key)",
+            "plaintext", _path, metavar="FILE"),
+    Setting("tls_key", "MANDATE_TLS_KEY", "--tls-key", "the TLS certificate's private key", "none", _path,
+            metavar="FILE"),
+    Setting("tls_client_ca", "MANDATE_TLS_CLIENT_CA", "--tls-client-ca",
+            "mTLS: require client certificates signed by this CA", "no client certificates", _path, metavar="FILE"),
+    Setting("insecure", "MANDATE_INSECURE", "--insecure", "allow plaintext on an address other than loopback",
+            "refused: the server does not start", _on, switch=True),
+    Setting("metrics_listen", "MANDATE_METRICS_LISTEN", "--metrics-listen",
+            "serve Prometheus metrics at http://ADDR/metrics", "off", metavar="ADDR"),
+    Setting("authzen_listen", "MANDATE_AUTHZEN_LISTEN", "--authzen-listen",
+            "serve the OpenID AuthZEN API (HTTP, JSON) on host:port", "off", metavar="ADDR",
+            note="([docs/authzen.md](docs/authzen.md))"),
+    Setting(None, "OTEL_EXPORTER_OTLP_ENDPOINT", None,
+            "OpenTelemetry traces over OTLP (and the SDK's other variables: OTEL_SERVICE_NAME, ...)", "off",
+            note="([docs/authzen.md](docs/authzen.md#traces))"),
+    Setting("log_format", "MANDATE_LOG_FORMAT", "--log-format", "log lines: text, or json (one object per line)",
+            "`text`", log_format, metavar="FORMAT"),
+    Setting("log_level", "MANDATE_LOG_LEVEL", None, "the lowest level logged (DEBUG, INFO, WARNING, ERROR)",
+            "`INFO`", lambda text, _name: text.upper()),
+    Setting("max_requests_per_caller", "MANDATE_MAX_REQUESTS_PER_CALLER", "--max-requests-per-caller",
+            "requests in flight per caller", str(DEFAULT_REQUESTS_PER_CALLER), _at_least(1), metavar="N"),
+    Setting("max_batch", "MANDATE_MAX_BATCH", "--max-batch", "checks in one BatchCheck", str(DEFAULT_MAX_BATCH),
+            _at_least(1), metavar="N"),
+    Setting("max_message_bytes", "MANDATE_MAX_MESSAGE_BYTES", "--max-message-bytes",
+            "largest request or reply, in bytes (at least 1024)", f"{DEFAULT_MAX_MESSAGE_BYTES} (4 MiB)",
+            _at_least(1024), metavar="BYTES"),
+)
+
+
+def add_flags(parser) -> None:
+    """The flags of `mandate serve`, from `SETTINGS` (`Config.override` reads them)."""
+    for setting in SETTINGS:
+        if setting.name is None or setting.flag is None:
+            continue
+        shown = setting.shown.replace("`", "")
+        help_text = f"{setting.help} ({setting.env}; default {shown})"
+        if setting.switch:
+            parser.add_argument(setting.flag, dest=setting.name, action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(setting.flag, dest=setting.name, metavar=setting.metavar, help=help_text)
+
+
+def settings_table() -> str:
+    """The README's table of the settings of `mandate serve` (tests/settings_doc.py keeps it current)."""
+    rows = ["| setting | environment | flag of `mandate serve` | default |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        what = f"{setting.help} {setting.note}".strip()
+        flag = f"`{setting.flag}`" if setting.flag else ""
+        env = f"`{setting.env}`" if setting.env else ""
+        rows.append(f"| {what} | {env} | {flag} | {setting.shown} |")
+    return "\n".join(rows) + "\n"

@@ -16,10 +16,13 @@ from __future__ import annotations
 import collections
 import datetime
 import functools
+import gc
 import heapq
 import math
+import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from sqlalchemy import func, select
@@ -32,6 +35,21 @@ from mandate.store.db import Store
 
 # A build of the past looks at its caller's deadline this often (in rows applied).
 DEADLINE_ROWS = 10_000
+# The first load reads each table in pieces of this many rows, applied as they come: the rows of
+# a whole table at once would grow the process by far more than the facts they leave behind.
+LOAD_ROWS = 20_000
+# Shared values (see `_shared`) are kept while there are fewer than this many of a kind.
+SHARED_LIMIT = 100_000
+
+_intern = sys.intern
+
+
+def name(value):
+    """One string object per id, shared by every map that holds it (ids repeat across rows)."""
+    try:
+        return _intern(value)
+    except TypeError:  # a str subclass (an enum member), or None
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +70,114 @@ class Link:
 MEMBERSHIP, CONNECTION, ASSIGNMENT, ROLE = "membership", "connection", "assignment", "role"
 NOTHING_ENDED: frozenset = frozenset()
 
+# The columns each fact table's rows are read with (what the `_apply_*` methods use).
+COLUMNS = {
+    models.User: ("id",),
+    models.Organization: ("id",),
+    models.Membership: ("organization_id", "user_id", "role", "status", "partner_employee", "access_expires_at"),
+    models.Resource: ("type", "id", "organization_id", "deleted", "parent_type", "parent_id"),
+    models.Connection: ("partner_id", "client_id", "status", "granted_scopes", "employee_approval",
+                        "access_expires_at"),
+    models.Assignment: ("partner_id", "client_id", "user_id", "assigned", "client_approved", "access_expires_at"),
+    models.OrganizationLink: ("organization_id", "other_organization_id"),
+    models.ResourceRole: ("resource_type", "resource_id", "user_id", "role", "granted", "access_expires_at"),
+}
+
+
+def _columns(model):
+    return [model.__table__.c[column] for column in COLUMNS[model]]
+
+
+class _Shared:
+    """Equal immutable values as one object: the few distinct memberships (role, status,
+    employee), connections (status, scopes, approval) and partner sets of assignments are
+    held once for the whole process, not once per fact row."""
+
+    def __init__(self):
+        self._values: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, key, make):
+        value = self._values.get(key)
+        if value is None:
+            value = make()
+            if len(self._values) < SHARED_LIMIT:
+                with self._lock:
+                    value = self._values.setdefault(key, value)
+        return value
+
+
+_members, _links, _assigned = _Shared(), _Shared(), _Shared()
+NO_ASSIGNMENTS: dict[str, bool] = {}
+_NOTHING: dict = {}
+
+
+class PairMap(Mapping):
+    """A map keyed by pairs (a, b), held as a -> {b -> value}: no tuple object per entry, and a
+    look-up writes to no object of the map but the inner map and the value it finds (a server
+    process forked from the parent's index copies only the pages it writes to: see
+    `mandate.server.preload_index`)."""
+
+    __slots__ = ("_outer", "_size")
+
+    def __init__(self):
+        self._outer: dict = {}
+        self._size = 0
+
+    def get(self, key, default=None):
+        inner = self._outer.get(key[0])
+        return default if inner is None else inner.get(key[1], default)
+
+    def __contains__(self, key) -> bool:
+        inner = self._outer.get(key[0])
+        return inner is not None and key[1] in inner
+
+    def __getitem__(self, key):
+        inner = self._outer.get(key[0])
+        if inner is None:
+            raise KeyError(key)
+        return inner[key[1]]
+
+    def __setitem__(self, key, value) -> None:
+        first, second = key
+        inner = self._outer.get(first)
+        if inner is None:
+            inner = self._outer[first] = {}
+        if second not in inner:
+            self._size += 1
+        inner[second] = value
+
+    def pop(self, key, default=None):
+        first, second = key
+        inner = self._outer.get(first)
+        if inner is None or second not in inner:
+            return default
+        self._size -= 1
+        value = inner.pop(second)
+        if not inner:
+            del self._outer[first]
+        return value
+
+    def __delitem__(self, key) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.pop(key)
+
+    def of(self, first) -> dict:
+        """Every (second -> value) under `first` (read only)."""
+        return self._outer.get(first, _NOTHING)
+
+    def __iter__(self):
+        for first, inner in self._outer.items():
+            for second in inner:
+                yield first, second
+
+    def items(self):
+        return [((first, second), value) for first, inner in self._outer.items() for second, value in inner.items()]
+
+    def __len__(self) -> int:
+        return self._size
+
 
 class FactIndex:
     def __init__(self, store: Store, clock: SystemClock | None = None):
@@ -69,7 +195,7 @@ class FactIndex:
         self._applying = threading.RLock()
         self.users: set[str] = set()
         self.organizations: set[str] = set()
-        self.resources: dict[tuple[str, str], str] = {}  # (type, id) -> organization id (the top ancestor's)
+        self.resources = PairMap()  # (type, id) -> organization id (the top ancestor's)
         self.by_organization: dict[tuple[str, str], set[str]] = {}  # (type, organization) -> resource ids
         self.parents: dict[tuple[str, str], tuple[str, str]] = {}  # (type, id) -> its parent's (nested ones)
         self.nested_in: dict[tuple[str, str], set[str]] = {}  # (type, organization) -> ids of nested ones
@@ -83,7 +209,7 @@ class FactIndex:
         self.members: dict[str, set[str]] = {}  # organization -> users (not removed)
         self.partners: dict[str, dict[str, Link]] = {}  # client -> partner -> connection (any status)
         self.clients: dict[str, set[str]] = {}  # partner -> clients (any status)
-        self.assignments: dict[tuple[str, str], dict[str, bool]] = {}  # (user, client) -> partner -> approved
+        self.assignments = PairMap()  # (user, client) -> partner -> approved (shared, read only)
         self.links: dict[str, set[str]] = {}  # organization -> linked organizations
         # When the live facts that end by themselves end: (MEMBERSHIP, user, organization),
         # (CONNECTION, partner, client), (ASSIGNMENT, user, client, partner) -> seconds since the epoch.
@@ -153,6 +279,14 @@ class FactIndex:
 
     # -- keeping up with the store -------------------------------------------------------
 
+    def adopt(self, store: Store, clock: SystemClock | None) -> None:
+        """Carry on with this process's store and clock from an index loaded elsewhere (by the
+        parent of `--processes`, before it forked this process): `catch_up` then reads only
+        what changed since the revision loaded."""
+        if self.frozen:
+            raise ValueError("an index of the past is never adopted")
+        self.store, self.clock = store, clock
+
     def catch_up(self) -> int:
         """Apply every change committed since our revision; returns the revision reached.
 
@@ -166,6 +300,10 @@ class FactIndex:
                 return self.revision
             started = time.perf_counter()
             since = self.revision
+            if since < 0:
+                self._load()
+                self.catch_up_seconds.append(time.perf_counter() - started)
+                return self.revision
             changes = []
             with tracing.span("mandate.index.catch_up", **{"mandate.from_revision": str(since)}), \
                     self.store.read(snapshot=True) as session:
@@ -178,7 +316,7 @@ class FactIndex:
                 for (table, apply), latest in zip(tables, newest, strict=True):
                     if latest is not None and latest > since:
                         # Plain rows, not ORM objects: loading a large store at start is much faster.
-                        rows = session.execute(select(table.__table__).where(table.revision > since)).all()
+                        rows = session.execute(select(*_columns(table)).where(table.revision > since)).all()
                         changes.append((apply, rows))
             with self._applying:
                 for apply, rows in changes:
@@ -187,6 +325,25 @@ class FactIndex:
                 self.revision = max(self.revision, target)
             self.catch_up_seconds.append(time.perf_counter() - started)
             return self.revision
+
+    def _load(self) -> None:
+        """The first load: every fact row, read in one snapshot in pieces and applied as they
+        come (readers wait: there are none yet), with the garbage collector off meanwhile (the
+        load only adds live objects: collecting would walk them again and again)."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            with tracing.span("mandate.index.load"), self.store.read(snapshot=True) as session, self._applying:
+                target = session.execute(select(models.RevisionCounter.value)).scalar_one()
+                for table, apply in self._tables():
+                    result = session.execute(select(*_columns(table)).execution_options(yield_per=LOAD_ROWS))
+                    for rows in result.partitions():
+                        for row in rows:
+                            apply(row)
+                self.revision = max(self.revision, target)
+        finally:
+            if collecting:
+                gc.enable()
 
     def apply_written(self, revision: int, written: list) -> bool:
         """After a local commit of `revision`: apply the fact rows it wrote, as its transaction
@@ -217,75 +374,116 @@ class FactIndex:
             (models.ResourceRole, self._apply_resource_role),
         )
 
+    # Every id goes through `name` and every value through the shared ones: a fact row costs
+    # the map entries that find it, not copies of its strings (see docs/deploying.md, sizing).
+
     def _apply_user(self, row: models.User) -> None:
-        self.users.add(row.id)
+        self.users.add(name(row.id))
 
     def _apply_organization(self, row: models.Organization) -> None:
-        self.organizations.add(row.id)
+        self.organizations.add(name(row.id))
 
     def _apply_membership(self, row: models.Membership) -> None:
-        by_org = self.memberships.setdefault(row.user_id, {})
+        user_id, organization_id = name(row.user_id), name(row.organization_id)
+        by_org = self.memberships.get(user_id)
+        if by_org is None:
+            by_org = self.memberships[user_id] = {}
         removed = row.status == models.MemberStatus.REMOVED
         if removed:
-            by_org.pop(row.organization_id, None)
-            self.members.get(row.organization_id, set()).discard(row.user_id)
+            by_org.pop(organization_id, None)
+            self.members.get(organization_id, set()).discard(user_id)
         else:
-            by_org[row.organization_id] = Member(row.role, row.status, row.partner_employee)
-            self.members.setdefault(row.organization_id, set()).add(row.user_id)
+            role, status, employee = row.role, row.status, bool(row.partner_employee)
+            by_org[organization_id] = _members.get((role, status, employee),
+                                                   lambda: Member(name(role), name(status), employee))
+            members = self.members.get(organization_id)
+            if members is None:
+                members = self.members[organization_id] = set()
+            members.add(user_id)
         # An owner's membership never ends by itself (the sweeper only clears such an end).
         ends = None if removed or row.role == models.Role.OWNER else row.access_expires_at
-        self._set_end((MEMBERSHIP, row.user_id, row.organization_id), ends)
+        if ends is not None or self._ends:
+            self._set_end((MEMBERSHIP, user_id, organization_id), ends)
 
     def _apply_resource(self, row: models.Resource) -> None:
-        key = (row.type, row.id)
+        key = (name(row.type), name(row.id))
         if self._nested:
             self._nested = {}
         before = self.resources.pop(key, None)
         if before is not None:
-            self.by_organization.get((row.type, before), set()).discard(row.id)
+            self.by_organization.get((key[0], before), set()).discard(key[1])
         parent = self.parents.pop(key, None)
         if parent is not None:
             self.children.get(parent, set()).discard(key)
-            self.nested_in.get((row.type, before), set()).discard(row.id)
+            self.nested_in.get((key[0], before), set()).discard(key[1])
         if not row.deleted:
-            self.resources[key] = row.organization_id
-            self.by_organization.setdefault((row.type, row.organization_id), set()).add(row.id)
+            organization_id = name(row.organization_id)
+            self.resources[key] = organization_id
+            place = (key[0], organization_id)
+            ids = self.by_organization.get(place)
+            if ids is None:
+                ids = self.by_organization[place] = set()
+            ids.add(key[1])
             if row.parent_type is not None:
-                parent = (row.parent_type, row.parent_id)
+                parent = (name(row.parent_type), name(row.parent_id))
                 self.parents[key] = parent
                 self.children.setdefault(parent, set()).add(key)
-                self.nested_in.setdefault((row.type, row.organization_id), set()).add(row.id)
+                self.nested_in.setdefault(place, set()).add(key[1])
 
     def _apply_resource_role(self, row: models.ResourceRole) -> None:
-        key = (row.resource_type, row.resource_id)
-        held = self.resource_roles.setdefault(row.user_id, {})
+        user_id = name(row.user_id)
+        key = (name(row.resource_type), name(row.resource_id))
+        held = self.resource_roles.setdefault(user_id, {})
         roles = held.get(key, frozenset())
-        roles = roles | {row.role} if row.granted else roles - {row.role}
+        roles = roles | {name(row.role)} if row.granted else roles - {row.role}
         if roles:
             held[key] = roles
-            self.role_holders.setdefault(key, set()).add(row.user_id)
+            self.role_holders.setdefault(key, set()).add(user_id)
         else:
             held.pop(key, None)
-            self.role_holders.get(key, set()).discard(row.user_id)
-        self._set_end((ROLE, row.user_id, row.resource_type, row.resource_id, row.role),
-                      row.access_expires_at if row.granted else None)
+            self.role_holders.get(key, set()).discard(user_id)
+        ends = row.access_expires_at if row.granted else None
+        if ends is not None or self._ends:
+            self._set_end((ROLE, user_id, *key, row.role), ends)
 
     def _apply_connection(self, row: models.Connection) -> None:
         # Disconnected connections stay, with their status: the policy decides what they grant (R14).
-        link = Link(row.status, frozenset(row.granted_scopes), row.employee_approval)
-        self.partners.setdefault(row.client_id, {})[row.partner_id] = link
-        self.clients.setdefault(row.partner_id, set()).add(row.client_id)
+        partner_id, client_id = name(row.partner_id), name(row.client_id)
+        status, scopes, approval = row.status, frozenset(row.granted_scopes), row.employee_approval
+        link = _links.get((status, scopes, approval),
+                          lambda: Link(name(status), frozenset(name(scope) for scope in scopes), name(approval)))
+        partners = self.partners.get(client_id)
+        if partners is None:
+            partners = self.partners[client_id] = {}
+        partners[partner_id] = link
+        clients = self.clients.get(partner_id)
+        if clients is None:
+            clients = self.clients[partner_id] = set()
+        clients.add(client_id)
         live = row.status != models.ConnectionStatus.DISCONNECTED
-        self._set_end((CONNECTION, row.partner_id, row.client_id), row.access_expires_at if live else None)
+        ends = row.access_expires_at if live else None
+        if ends is not None or self._ends:
+            self._set_end((CONNECTION, partner_id, client_id), ends)
 
     def _apply_assignment(self, row: models.Assignment) -> None:
-        by_partner = self.assignments.setdefault((row.user_id, row.client_id), {})
+        # The partners of one (user, client) as a shared read-only map: replaced, never changed.
+        user_id, client_id, partner_id = name(row.user_id), name(row.client_id), name(row.partner_id)
+        key = (user_id, client_id)
+        before = self.assignments.get(key, NO_ASSIGNMENTS)
         if row.assigned:
-            by_partner[row.partner_id] = row.client_approved
-        else:
-            by_partner.pop(row.partner_id, None)
-        self._set_end((ASSIGNMENT, row.user_id, row.client_id, row.partner_id),
-                      row.access_expires_at if row.assigned else None)
+            approved = bool(row.client_approved)
+            if before.get(partner_id) is not approved:
+                after = {**before, partner_id: approved}
+                self.assignments[key] = _assigned.get(tuple(sorted(after.items())), lambda: after)
+        elif partner_id in before:
+            after = {p: a for p, a in before.items() if p != partner_id}
+            if after:
+                self.assignments[key] = _assigned.get(tuple(sorted(after.items())), lambda: after)
+            else:
+                del self.assignments[key]
+        ends = row.access_expires_at if row.assigned else None
+        if ends is not None or self._ends:
+            self._set_end((ASSIGNMENT, user_id, client_id, partner_id), ends)
 
     def _set_end(self, key: tuple, ends: str | None) -> None:
         if self.clock is None:  # nothing ever ends in an index of the past
@@ -339,7 +537,7 @@ class FactIndex:
             return passed
 
     def _apply_link(self, row: models.OrganizationLink) -> None:
-        self.links.setdefault(row.organization_id, set()).add(row.other_organization_id)
+        self.links.setdefault(name(row.organization_id), set()).add(name(row.other_organization_id))
 
     # -- questions of the check plane ----------------------------------------------------
 

@@ -48,6 +48,30 @@ in_flight = Gauge("mandate_requests_in_flight", "Unary requests being served.",
                   **({"multiprocess_mode": "livesum"} if MULTIPROCESS else {}))
 
 
+def follow_multiprocess() -> None:
+    """In a server process forked by the parent of `--processes` after it set
+    PROMETHEUS_MULTIPROC_DIR (this module was imported before): write the values there, as a
+    process started afresh does."""
+    global MULTIPROCESS
+    if MULTIPROCESS or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    from prometheus_client import values
+    from prometheus_client.metrics import MetricWrapperBase
+
+    values.ValueClass = values.get_value_class()
+    MULTIPROCESS = True
+    for gauge, mode in ((policy_info, "livemax"), (index_revision, "livemax"), (index_lag, "livemax"),
+                        (in_flight, "livesum")):
+        gauge._multiprocess_mode = gauge._kwargs["multiprocess_mode"] = mode
+    for metric in list(globals().values()):
+        if isinstance(metric, MetricWrapperBase):
+            if metric._labelnames:
+                with metric._lock:
+                    metric._metrics = {}
+            else:
+                metric._metric_init()
+
+
 class Decisions:
     """Counts decisions with bounded labels: types and actions the policy declares, else 'unknown'."""
 

@@ -1,6 +1,7 @@
-"""Names defined once: every action the service asks the policy about, per resource type, and
-every error reason a client can match on. The service, the policy's validation and the tests
-import them from here (warehouse keeps its permissions the same way)."""
+"""Names defined once: every action the service asks the policy about, per resource type, every
+error reason a client can match on, every event type, and the roles and states the store keeps.
+The service, the store, the policy's validation, the docs' tables (held by tests/test_names.py)
+and the tests import them from here (warehouse keeps its permissions the same way)."""
 
 from __future__ import annotations
 
@@ -177,3 +178,97 @@ class Reason(StrEnum):
     INTERNAL = "INTERNAL"
     # `mandate policy check`, server start and reload: a policy that breaks the contract
     POLICY_CONTRACT = "POLICY_CONTRACT"
+
+
+class EventType(StrEnum):
+    """The type of every event a change records (R22), `area.what_happened`. docs/events.md lists
+    exactly these (a test keeps it so); ListEvents and Watch return them in `Event.type`."""
+
+    # Directory
+    USER_REGISTERED = "user.registered"
+    ORGANIZATION_CREATED = "organization.created"
+    ORGANIZATION_LINKED = "organization.linked"
+    RESOURCE_PUT = "resource.put"
+    RESOURCE_DELETED = "resource.deleted"
+    RESOURCE_ROLE_GRANTED = "resource.role_granted"
+    RESOURCE_ROLE_REVOKED = "resource.role_revoked"
+    # Membership
+    MEMBER_INVITED = "member.invited"
+    MEMBER_JOINED = "member.joined"
+    MEMBER_PAUSED = "member.paused"
+    MEMBER_RESUMED = "member.resumed"
+    MEMBER_REMOVED = "member.removed"
+    MEMBER_ROLE_CHANGED = "member.role_changed"
+    MEMBER_TAGGED = "member.tagged"
+    MEMBER_UNTAGGED = "member.untagged"
+    MEMBER_ACCESS_EXPIRY_CHANGED = "member.access_expiry_changed"
+    INVITATION_CANCELLED = "invitation.cancelled"
+    INVITATION_EXPIRED = "invitation.expired"
+    # Partner program
+    CLIENT_INVITED = "client.invited"
+    CLIENT_INVITE_LINK_CREATED = "client.invite_link_created"
+    CLIENT_CONNECTED = "client.connected"
+    CLIENT_SCOPES_UPDATED = "client.scopes_updated"
+    CLIENT_ACCESS_EXPIRY_CHANGED = "client.access_expiry_changed"
+    CLIENT_DISCONNECT_REQUESTED = "client.disconnect_requested"
+    CLIENT_DISCONNECT_DECLINED = "client.disconnect_declined"
+    CLIENT_DISCONNECTED = "client.disconnected"
+    PARTNER_REVOKED = "partner.revoked"
+    PARTNER_EMPLOYEE_ASSIGNED = "partner_employee.assigned"
+    PARTNER_EMPLOYEE_UNASSIGNED = "partner_employee.unassigned"
+    PARTNER_EMPLOYEE_APPROVED = "partner_employee.approved"
+    PARTNER_EMPLOYEE_REVOKED = "partner_employee.revoked"
+    PARTNER_EMPLOYEE_ACCESS_EXPIRY_CHANGED = "partner_employee.access_expiry_changed"
+    # Operations
+    POLICY_SERVED = "policy.served"
+    WORLD_IMPORTED = "world.imported"
+    PERSON_ERASED = "person.erased"
+
+
+# -- roles and states, stored by value (mandate.store.models) ----------------------------------
+
+
+class Role(StrEnum):
+    """The roles a member holds in an organization. The policy gives them their meaning; the
+    protos, docs/world-format.md and docs/policy-tests.md list them (tests/test_names.py)."""
+
+    OWNER = "owner"
+    LEGAL_REPRESENTATIVE = "legal_representative"
+    COLLEAGUE = "colleague"
+    CLIENT = "client"
+
+
+class MemberStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    REMOVED = "removed"
+
+
+class InvitationKind(StrEnum):
+    MEMBER = "member"
+    CLIENT = "client"
+
+
+class InvitationStatus(StrEnum):
+    PENDING = "pending"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"  # nobody accepted it before its expires_at
+
+
+class ConnectionStatus(StrEnum):
+    ACTIVE = "active"
+    DISCONNECT_REQUESTED = "disconnect_requested"
+    DISCONNECTED = "disconnected"
+
+
+class EmployeeApproval(StrEnum):
+    CLIENT = "client"
+    PARTNER = "partner"
+
+
+class EventCause(StrEnum):
+    """Why the service made a change nobody asked for in so many words (empty: it was asked for)."""
+
+    CASCADE = "cascade"  # R18: a consequence of another change, such as a removal ending assignments
+    EXPIRED = "expired"

@@ -605,7 +605,7 @@ def _new_oso(resource_types) -> Oso:
     return oso
 
 
-ROLES = ("", "owner", "legal_representative", "colleague", "client")
+ROLES = ("", *(role.value for role in models.Role))  # "": no role
 # Partner paths that each hold part of what a partner's grant needs (role, tagged, the connection
 # grants every scope, employee approval, assigned and approved): a manager or a tagged employee
 # whose connection grants nothing, and connections that grant everything to nobody of theirs.

@@ -34,6 +34,7 @@ from mandate.facts import (
     InvitationTarget,
     MembershipFact,
     MemberTarget,
+    RoleGrantTarget,
     Subject,
 )
 from mandate.index import FactIndex
@@ -126,6 +127,33 @@ class Cell:
             for target in [user_id] if self.targets is None else sorted(self.targets):
                 if not (self.own and target == user_id):
                     yield user_id, action, self.shape.format(target=target)
+
+
+@dataclass(slots=True)
+class GrantCell:
+    """In one organization: actors in one situation giving (or taking back) one role on resources
+    of one chain shape to grantees in one situation. With `own`, an actor is never their own
+    grantee here (that is another situation); with `grantees` None, each actor is their own
+    grantee. `shape` is "RoleGrant:Type/{resource}/{grantee}/role", as `policy test` names it."""
+
+    users: list[str]
+    resources: list[str]
+    grantees: list[str] | None
+    shape: str
+    own: bool = False
+
+    def count(self) -> int:
+        if self.grantees is None:
+            return len(self.users) * len(self.resources)
+        mine = len(set(self.users) & set(self.grantees)) if self.own else 0
+        return (len(self.users) * len(self.grantees) - mine) * len(self.resources)
+
+    def triples(self, action: str) -> Iterator[tuple[str, str, str]]:
+        for user_id in sorted(self.users):
+            for resource_id in sorted(self.resources):
+                for grantee in [user_id] if self.grantees is None else sorted(self.grantees):
+                    if not (self.own and grantee == user_id):
+                        yield user_id, action, self.shape.format(resource=resource_id, grantee=grantee)
 
 
 @dataclass
@@ -282,6 +310,19 @@ def diff(index: FactIndex, store, base: PolicySide, new: PolicySide, facts_sourc
             after = _asked(new.policy, subject, resource_type, actions)
             for action in sorted(before ^ after):
                 groups += _group(subject, resource_type, action, before, after, cells())
+        if "RoleGrant" in types:
+            roles = _declared_roles(base.policy, new.policy)
+            answers = {}
+            for subject in grant_situations(index, by_subject, roles, holders, keep=SITUATIONS_ONLY):
+                before = _asked(base.policy, subject, "RoleGrant", None)
+                after = _asked(new.policy, subject, "RoleGrant", None)
+                if before != after:
+                    answers[subject] = (before, after)
+            if answers:
+                for subject, cells in grant_situations(index, by_subject, roles, holders, keep=answers).items():
+                    before, after = answers[subject]
+                    for action in sorted(before ^ after):
+                        groups += _group(subject, "RoleGrant", action, before, after, cells)
     groups.sort(key=lambda g: (-g.count, g.resource_type, g.action, g.before, g.example))
     authorizer = Authorizer(store, index, new.policy)
     for group in groups:
@@ -392,10 +433,11 @@ def _target_reasons(policy: Policy, group: Group) -> list[str]:
 # The membership and partner services ask about a target as follows (mandate.domain): remove,
 # pause and resume about an existing membership with no new role; set_role about an existing
 # membership with the new role; invite with the role given (the invitee is not a member yet);
-# accept about a client invitation by link, or by email (to the actor or to someone else); and
-# every Connection action about a connection of the organization, as the client.
+# accept about a client invitation by link, or by email (to the actor or to someone else); every
+# Connection action about a connection of the organization, as the client; and grant and revoke
+# about a role on one resource, with the grantee's facts (RoleGrant, see `grant_situations`).
 
-TARGET_TYPES = ("Member", "ClientInvitation", "Connection")
+TARGET_TYPES = ("Member", "ClientInvitation", "Connection", "RoleGrant")
 ROLES = tuple(role.value for role in models.Role)
 WITH_A_NEW_ROLE = {"invite", "set_role"}  # the Member actions asked with the role given
 
@@ -463,6 +505,180 @@ def target_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list
                                          for o, users in w.items()})
     for (subject, target), cells in connection_cells.items():
         yield replace(subject, target=target), "Connection", None, (lambda c=cells: c)
+
+
+class _SituationsOnly:
+    """`keep` for grant_situations that keeps no cell (the answer's keys are every situation)."""
+
+    def __contains__(self, _situation) -> bool:
+        return False
+
+
+SITUATIONS_ONLY = _SituationsOnly()
+ANYONE_ELSE = "(anyone else)"  # a grantee with no fact about the organization under the actor's labels
+
+
+def _declared_roles(base: Policy, new: Policy) -> dict[str, tuple[str, ...]]:
+    """Per resource type either policy declares, the roles either declares on it."""
+    found: dict[str, tuple[str, ...]] = {}
+    for policy in (base, new):
+        for resource_type in policy.resource_types:
+            roles = policy.roles.get(resource_type, ())
+            found[resource_type] = tuple(dict.fromkeys((*found.get(resource_type, ()), *roles)))
+    return {resource_type: roles for resource_type, roles in found.items() if roles}
+
+
+def _grantee_facts(index: FactIndex, user_id: str, organization_id: str,
+                   labels: tuple[tuple[str, str], ...]) -> tuple[tuple, tuple]:
+    """A grantee's facts about the organization under the actor's labels, as the server builds
+    them (Authorizer.target_subject): their memberships there, and their assignments to it by a
+    partner the actor belongs to."""
+    memberships = tuple(MembershipFact(label, m.role, m.status, m.partner_employee)
+                        for label, ident in labels if (m := index.member(user_id, ident)) is not None)
+    assigned = index.assignments.get((user_id, organization_id), {})
+    assignments = tuple(AssignmentFact(label, assigned[ident]) for label, ident in labels
+                        if label != HOME and ident in assigned)
+    return memberships, assignments
+
+
+def _actor_labels(index: FactIndex, subject: Subject, organization_id: str,
+                  users: list[str]) -> dict[tuple[tuple[str, str], ...], list[str]]:
+    """The actors of one situation by the organizations behind their labels (sorted label, id
+    pairs): a home member's only label is the organization; a partner's person with one path has
+    that partner as p0; anyone else is asked (index.subject)."""
+    found: dict[tuple, list[str]] = defaultdict(list)
+    if not subject.connections and not subject.linked:
+        found[((HOME, organization_id),)] = list(users)
+        return found
+    home = any(m.organization_id == HOME for m in subject.memberships)
+    partners = index.partners.get(organization_id, {})
+    for user_id in users:
+        own = index.memberships.get(user_id, {})
+        if len(subject.connections) == 1 and not subject.linked and not home:
+            partner_id = next(p for p in partners if p in own)
+            found[((HOME, organization_id), (PATH, partner_id))].append(user_id)
+            continue
+        labels: dict[str, str] = {}
+        index.subject(user_id, organization_id, labels)
+        labels.setdefault(HOME, organization_id)
+        found[tuple(sorted(labels.items()))].append(user_id)
+    return found
+
+
+def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[str]]],
+                     roles: dict[str, tuple[str, ...]], holders: dict[str, set[str]], keep=None):
+    """Every decision about giving or taking back a role on one resource that the facts hold, by
+    situation: each (user, organization) pair with a fact (a role on one of its resources
+    included), with each resource of the organization of a type that declares roles (by the
+    shape of its chain), each role, and each grantee: every user with a fact about the
+    organization or a role on one of its resources (by their facts under the actor's labels), the
+    actor themselves, and anyone else (one triple, ANYONE_ELSE: every other registered user is
+    in that situation). Services ask grant and revoke with these facts (GrantResourceRole,
+    RevokeResourceRole); the actor's roles on the resource's chain are facts too, so an actor
+    holding roles in the organization is decided resource by resource.
+
+    With `keep`, only the cells of the situations it holds are kept: a large store has millions
+    of cells, of which a change flips few, so the diff first lists the situations alone (keep
+    SITUATIONS_ONLY: the keys of the answer are every situation), decides them, and then keeps
+    the cells of those that flip."""
+    found: dict[Subject, dict[str, list[GrantCell]]] = defaultdict(lambda: defaultdict(list))
+
+    def put(situation: Subject, organization_id: str, *cell, own: bool = False) -> None:
+        if keep is None or situation in keep:
+            found[situation][organization_id].append(GrantCell(*cell, own=own))
+        elif keep is SITUATIONS_ONLY:
+            found.setdefault(situation, {})
+    shapes = _shapes(index, list(roles))
+    grantee_kinds: dict[tuple, dict[tuple, list[str]]] = {}
+    holding_in: dict[str, set[str]] = defaultdict(set)  # organization -> users holding a role there
+    for user_id, organization_ids in holders.items():
+        for organization_id in organization_ids:
+            holding_in[organization_id].add(user_id)
+    related: dict[str, set[str]] = {}
+    assigned_to: dict[str, dict[str, dict]] = defaultdict(dict)  # client -> user -> partner -> approved
+
+    def kinds(organization_id: str, labels: tuple) -> dict[tuple, list[str]]:
+        """The grantees named one by one (everyone with a fact about the organization, or a role
+        there, or a fact under the actor's labels), by their facts under the labels."""
+        key = (organization_id, labels)
+        if key not in grantee_kinds:
+            if organization_id not in related:
+                related[organization_id] = index.candidate_users(organization_id) | holding_in[organization_id]
+            grouped: dict[tuple, list[str]] = defaultdict(list)
+            # Only a member of a labelled organization, or someone a labelled partner assigned to
+            # the organization, has a fact under the labels: the others are asked nothing.
+            idents = {ident for _, ident in labels}
+            labelled = set().union(*(index.members.get(ident, set()) for ident in idents))
+            labelled |= {user_id for user_id, partners in assigned_to.get(organization_id, {}).items()
+                         if idents.intersection(partners)}
+            for user_id in sorted(labelled):
+                grouped[_grantee_facts(index, user_id, organization_id, labels)].append(user_id)
+            factless = related[organization_id] - labelled
+            if factless:
+                grouped[((), ())] += sorted(factless)
+            grantee_kinds[key] = grouped
+        return grantee_kinds[key]
+
+    def own_facts(organization_id: str, actors: list[str], labels: tuple) -> dict[tuple, list[str]]:
+        """The actors by their own facts as grantees (giving a role to themselves)."""
+        own: dict[tuple, list[str]] = defaultdict(list)
+        for user_id in actors:
+            own[_grantee_facts(index, user_id, organization_id, labels)].append(user_id)
+        return own
+
+    def add(subject: Subject, organization_id: str, actors: list[str], labels: tuple, own: dict,
+            resource_type: str, chain: tuple[str, ...], resource_ids: list[str], actor_roles: tuple = ()) -> None:
+        base = replace(subject, chain=chain, resource_roles=actor_roles)
+        for role in roles[resource_type]:
+            shape = f"RoleGrant:{resource_type}/{{resource}}/{{grantee}}/{role}"
+            for (memberships, assignments), grantees in kinds(organization_id, labels).items():
+                situation = replace(base, target=RoleGrantTarget(role, memberships, assignments, False))
+                put(situation, organization_id, actors, resource_ids, grantees, shape, own=True)
+            situation = replace(base, target=RoleGrantTarget(role, (), (), False))
+            put(situation, organization_id, actors, resource_ids, [ANYONE_ELSE], shape)
+            for (memberships, assignments), mine in own.items():
+                situation = replace(base, target=RoleGrantTarget(role, memberships, assignments, True))
+                put(situation, organization_id, mine, resource_ids, None, shape)
+
+    def decide(subject: Subject, organization_id: str, users: list[str]) -> None:
+        by_type = {t: shapes[(t, organization_id)] for t in roles if (t, organization_id) in shapes}
+        if not by_type:
+            return
+        plain = [user_id for user_id in users if organization_id not in holders.get(user_id, ())]
+        holding = [user_id for user_id in users if organization_id in holders.get(user_id, ())]
+        for labels, actors in _actor_labels(index, subject, organization_id, plain).items():
+            own = own_facts(organization_id, actors, labels)
+            for resource_type, by_chain in by_type.items():
+                for chain, resource_ids in by_chain.items():
+                    add(subject, organization_id, actors, labels, own, resource_type, chain, resource_ids)
+        for labels, actors in _actor_labels(index, subject, organization_id, holding).items():
+            for user_id in actors:
+                own = own_facts(organization_id, [user_id], labels)
+                for resource_type, by_chain in by_type.items():
+                    for chain_types, resource_ids in by_chain.items():
+                        by_roles: dict[tuple, list[str]] = defaultdict(list)
+                        for resource_id in resource_ids:
+                            key = (resource_type, resource_id)
+                            chain = index.nested_chain(key)[0] if key in index.parents else (key,)
+                            by_roles[index.roles_on(user_id, chain)].append(resource_id)
+                        for actor_roles, ids in by_roles.items():
+                            add(subject, organization_id, [user_id], labels, own, resource_type, chain_types,
+                                ids, actor_roles)
+
+    with index.one_state():
+        for (user_id, client_id), by_partner in index.assignments.items():
+            if by_partner:
+                assigned_to[client_id][user_id] = by_partner
+        for subject, where in by_subject.items():
+            for organization_id, users in where.items():
+                decide(subject, organization_id, users)
+        # Users whose only fact about an organization is a role on one of its resources.
+        for user_id in sorted(holders):
+            for organization_id in sorted(holders[user_id]):
+                subject = index.subject(user_id, organization_id)
+                if not subject.memberships:
+                    decide(subject, organization_id, [user_id])
+    return found
 
 
 def _connection_labels(index: FactIndex, subject: Subject, organization_id: str, partner_id: str,
@@ -662,6 +878,23 @@ def situation_words(subject: Subject) -> list[str]:
         how = "by link" if target.by_link else "by email to the user" if target.sent_to_actor else \
             "by email to someone else"
         words.append(f"the target: a client invitation for the organization, {how}")
+    elif isinstance(target, RoleGrantTarget):
+        chain = " in ".join(subject.chain) or "a resource"
+        if target.is_actor:
+            whom = "the user themselves"
+        elif not target.grantee_memberships and not target.grantee_assignments:
+            whom = "someone with no fact about the organization"
+        else:
+            facts = [f"{m.role} of {where(m.organization_id)} ({m.status}"
+                     f"{', tagged partner employee' if m.partner_employee else ''})"
+                     for m in target.grantee_memberships]
+            facts += [f"assigned by {where(a.partner_id)}" + ("" if a.client_approved else ", not approved")
+                      for a in target.grantee_assignments]
+            whom = "someone who is " + "; ".join(facts)
+        words.append(f"the target: the role {target.role} on a {chain}, for {whom}")
+        if subject.resource_roles:
+            held = ", ".join(f"{role} on {subject.chain[position]}" for position, role in subject.resource_roles)
+            words.append(f"the user holds: {held}")
     elif isinstance(target, ConnectionFact):
         scopes = ", ".join(sorted(target.granted_scopes)) or "nothing"
         words.append(f"the target: the connection of the organization with {where(target.partner_id)} "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -42,14 +43,20 @@ from mandate.api.authzen import AuthZen
 from mandate.api.directory import DirectoryService
 from mandate.api.events import ChangeFeed, EventService
 from mandate.api.http import AuthZenServer
-from mandate.api.interceptors import Observer, Plumbing, RequestLimits, StreamLimits, abort
+from mandate.api.interceptors import Plumbing
+from mandate.api.limits import RequestLimits, StreamLimits
 from mandate.api.membership import MembershipService
+from mandate.api.observe import Observer
 from mandate.api.partner import PartnerService
+from mandate.api.statuses import abort
 from mandate.app import App
 from mandate.callers import Callers
-from mandate.config import Config
+from mandate.clock import SystemClock
+from mandate.config import Config, DatabaseSettings
 from mandate.errors import DatabaseUnavailable, Unavailable
+from mandate.index import FactIndex
 from mandate.policy import PolicyError, policy_files
+from mandate.store.db import Store
 from mandate.tls import Certificates
 from mandate.v1 import (
     admin_pb2,
@@ -168,20 +175,30 @@ def starting_handler(path: str, streaming: bool, client_streaming: bool = False)
     return grpc.unary_unary_rpc_method_handler(unary)
 
 
+def authorization_service(app: App, max_batch: int | None = None) -> AuthorizationService:
+    batch = {} if max_batch is None else {"max_batch": max_batch}
+    return AuthorizationService(app.authorizer, app.store, app.expiries, app.history, **batch)
+
+
+def servicers(app: App, run, changes: ChangeFeed, config: Config | None = None) -> dict:
+    """Each Mandate servicer, given the domain services it calls (never the whole App)."""
+    return {
+        AuthorizationService: authorization_service(app, config.max_batch if config is not None else None),
+        DirectoryService: DirectoryService(app.directory, app.requests),
+        MembershipService: MembershipService(app.memberships, app.requests),
+        PartnerService: PartnerService(app.partners, app.authorizer, app.requests),
+        EventService: EventService(app.events, app.index, run, changes),
+        AdminService: AdminService(app.admin, app.requests, run),
+    }
+
+
 def register_services(router: Router, app: App, plumbing: Plumbing, changes: ChangeFeed,
                       config: Config | None = None) -> None:
     """Every Mandate service, wrapped by the plumbing (authentication, parsing, workers, errors)."""
     collector = _Collector()
+    instances = servicers(app, plumbing.run, changes, config)
     for _, name, grpc_module, servicer in SERVICES:
-        if servicer is EventService:
-            instance = servicer(app, plumbing.run, changes)
-        elif servicer is AdminService:
-            instance = servicer(app, plumbing.run)
-        elif servicer is AuthorizationService and config is not None:
-            instance = servicer(app, max_batch=config.max_batch)
-        else:
-            instance = servicer(app)
-        getattr(grpc_module, f"add_{name}Servicer_to_server")(instance, collector)
+        getattr(grpc_module, f"add_{name}Servicer_to_server")(instances[servicer], collector)
     plumbing.inline.update({method: answered_from_memory(app) for method in INLINE})
     policy = app.authorizer.policy
     plumbing.observer.decisions = metrics.Decisions(
@@ -253,11 +270,11 @@ class MandateServer:
             self.app = await self._load()
             self.app.start_polling()
             self.app.start_expiring()
-        self.changes = ChangeFeed(self.app)
+        self.changes = ChangeFeed(self.app.index, self.app.store)
         self.changes.start()
         register_services(self.router, self.app, self.plumbing, self.changes, self.config)
         if self.authzen is not None:
-            self.authzen.ready(AuthZen(AuthorizationService(self.app, max_batch=self.config.max_batch),
+            self.authzen.ready(AuthZen(authorization_service(self.app, self.config.max_batch),
                                        self.config.max_batch))
         metrics.set_policy(None, self.app.authorizer.policy.version)
         await self._follow_database()
@@ -289,7 +306,10 @@ class MandateServer:
                 await asyncio.sleep(RETRY_SECONDS)
 
     def _new_app(self) -> App:
-        app = App(self.config.database_url, self.config.policy_dir)
+        global _preloaded
+        # The parent's index, for the first App of a forked process (see preload_index).
+        app = App(self.config.database_url, self.config.policy_dir, index=_preloaded)
+        _preloaded = None
         app.lifetimes.invitation_ttl = self.config.invitation_ttl
         app.lifetimes.history_retention = self.config.history_retention
         app.history.memory_budget = self.config.history_memory_mib * 1024 * 1024
@@ -376,7 +396,7 @@ class MandateServer:
         http_stopping = asyncio.ensure_future(self.authzen.stop()) if self.authzen is not None else None
         if grace:
             await asyncio.sleep(min(grace, DRAIN_NOTICE_SECONDS))
-        self.plumbing.drain()
+        self.plumbing.draining.drain()
         await stopping
         if http_stopping is not None:
             await http_stopping
@@ -535,6 +555,36 @@ PARENT_SECONDS = 1.0
 STOP_MARGIN_SECONDS = 10.0  # beyond the grace period, before a process that does not stop is killed
 
 
+# The fact index the parent of `--processes` loaded before forking its server processes.
+_preloaded: FactIndex | None = None
+
+
+def preload_index(config: Config) -> FactIndex | None:
+    """The fact index, loaded once by the parent of `--processes` before any server process
+    starts. The processes are forked from it and share its pages copy-on-write: N processes
+    hold one index, not N. `gc.freeze()` keeps the collectors of the processes from writing to
+    those pages (a collection writes to every object it walks); each process then follows the
+    store from the revision loaded. None when it cannot be loaded here (the database does not
+    answer yet, say): each process then loads its own, retrying as one process does."""
+    started = time.monotonic()
+    try:
+        store = Store(config.database_url, DatabaseSettings.from_env())
+        try:
+            index = FactIndex(store, SystemClock())
+            index.catch_up()
+        finally:
+            store.engine.dispose()  # no connection crosses the fork
+    except Exception as error:  # noqa: BLE001 - each process loads its own then, and reports what fails
+        log.warning("the fact index was not loaded before starting the server processes; each loads its own: %s",
+                    error)
+        return None
+    gc.collect()
+    gc.freeze()
+    log.info("loaded the fact index (revision %d) in %.1f s; the server processes share it", index.revision,
+             time.monotonic() - started)
+    return index
+
+
 class Child:
     """One server process of the fleet, and what it has told its parent."""
 
@@ -578,7 +628,11 @@ def serve_processes(config: Config) -> int:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mandate-metrics-")
         serve_metrics(config.metrics_listen)
         logs.event(log, "metrics", "metrics of every process at http://%s/metrics", config.metrics_listen)
-    context = multiprocessing.get_context("spawn")  # never fork a process that has used gRPC
+    # Forked from the loaded index (this process never used gRPC: only a process that has may
+    # not fork); spawned fresh when it could not be loaded here.
+    global _preloaded
+    _preloaded = preload_index(config)
+    context = multiprocessing.get_context("spawn" if _preloaded is None else "fork")
     children: dict[int, Child] = {}
     stopping = threading.Event()
     failed = False
@@ -637,8 +691,12 @@ def serve_processes(config: Config) -> int:
 
 
 def child_main(config: Config, tell) -> None:
-    """One of the processes of `serve_processes` (a fresh interpreter). Its stdout and stderr
-    are the parent's: in JSON, the parent relays them."""
+    """One of the processes of `serve_processes` (a fresh interpreter, or forked from the parent
+    with the fact index loaded). Its stdout and stderr are the parent's: in JSON, the parent
+    relays them."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # not the parent's handlers (a forked process has them)
+        signal.signal(signum, signal.SIG_DFL)
+    metrics.follow_multiprocess()
     logs.setup(config.log_level, config.log_format, process=True, capture=False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:

@@ -66,8 +66,6 @@ def load_world(store: Store, world: dict[str, Any] | list[Record] | None, policy
     from mandate.domain.admin import Admin
 
     records = list(world) if isinstance(world, list) else list(world_records(world or {}))
-    if policy is not None:
-        _check_types(records, policy)
     users = {str(r.fields.get("id")) for r in records if r.kind == "user"}
     for record in [r for r in records if r.kind == "organization"]:
         owner = record.fields.get("owner")
@@ -75,23 +73,9 @@ def load_world(store: Store, world: dict[str, Any] | list[Record] | None, policy
             users.add(str(owner))
             records.insert(0, Record(0, "user", {"id": owner}))
     try:
-        return Admin(store).import_records(records, "fail", checked=False).revision
+        return Admin(store, policy=policy).import_records(records, "fail", checked=False).revision
     except errors.DomainError as error:
         raise WorldError(f"world: {error.message}") from None
-
-
-def _check_types(records: list[Record], policy) -> None:
-    """A test world's resources are of types the policy declares, its roles on one resource the
-    roles of the resource's type."""
-    for record in records:
-        if record.kind == "resource" and record.fields.get("type") not in (None, "", *policy.resource_types):
-            raise WorldError(f"{record.where}: type: the policy declares no resource type "
-                             f"{record.fields['type']!r}")
-        if record.kind == "resource_role":
-            resource_type = str(record.fields.get("resource") or "").partition(":")[0]
-            if record.fields.get("role") not in policy.roles.get(resource_type, ()):
-                raise WorldError(f"{record.where}: role: a {resource_type} declares no role "
-                                 f"{record.fields.get('role')!r}")
 
 
 _migrated_template: Path | None = None

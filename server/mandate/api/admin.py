@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from mandate.api import validate as v
 from mandate.api.retries import idempotent
-from mandate.app import App
+from mandate.domain.admin import Admin
+from mandate.domain.requests import RequestIds
 from mandate.errors import InvalidArgument
 from mandate.v1 import admin_pb2, admin_pb2_grpc, directory_pb2
 from mandate.worldfile import json_record
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, app: App, run=None):
-        self.admin = app.admin
-        self.requests = app.requests
-        self.run = run  # runs blocking work in the server's worker pool (see api/interceptors.py)
+    def __init__(self, admin: Admin, requests: RequestIds, run=None):
+        self.admin = admin
+        self.requests = requests
+        self.run = run  # runs blocking work in the server's worker pool (see api/pool.py)
 
     async def Import(self, requests, context):
         """The records arrive first (held as received: no thread waits on the network); they
@@ -31,7 +32,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                                        counts=result.counts, skipped=result.skipped)
 
     def _import(self, received, on_conflict):
-        # A list: the import runs again whole if the database aborts it (mandate.app.Retrying).
+        # A list: the import runs again whole if the database aborts it (mandate.domain.retrying).
         records = [json_record(r.json, r.line or number) for number, r in enumerate(received, 1)]
         return self.admin.import_records(records, on_conflict)
 

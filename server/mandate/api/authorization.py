@@ -5,13 +5,14 @@ from __future__ import annotations
 from mandate import callers, deadlines
 from mandate.api import convert
 from mandate.api import validate as v
-from mandate.app import App
 from mandate.domain.authorization import Authorizer
+from mandate.domain.expiry import Expiries
 from mandate.domain.explain import explain
-from mandate.domain.history import MAX_PAST_TIMES
+from mandate.domain.history import MAX_PAST_TIMES, History
 from mandate.domain.review import access_review
 from mandate.errors import InvalidArgument, TooManyRevisions
 from mandate.names import Reason
+from mandate.store.db import Store
 from mandate.v1 import authorization_pb2 as pb
 from mandate.v1 import authorization_pb2_grpc
 
@@ -23,11 +24,12 @@ def check_fields(request, field: str = "") -> tuple[str, str, str, str, str]:
 
 
 class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
-    def __init__(self, app: App, max_batch: int = v.MAX_BATCH):
-        self.authorizer = app.authorizer
-        self.store = app.store
-        self.expiries = app.expiries
-        self.history = app.history
+    def __init__(self, authorizer: Authorizer, store: Store, expiries: Expiries, history: History,
+                 max_batch: int = v.MAX_BATCH):
+        self.authorizer = authorizer
+        self.store = store
+        self.expiries = expiries
+        self.history = history
         self.max_batch = max_batch  # MANDATE_MAX_BATCH
 
     def view(self, request, field: str = "", decision: tuple | None = None) -> tuple[Authorizer, int]:
@@ -53,9 +55,15 @@ class AuthorizationService(authorization_pb2_grpc.AuthorizationServiceServicer):
 
     def Check(self, request, context):
         fields = check_fields(request)
-        within_scope(self.authorizer, *fields[3:], known_only=True)
-        authorizer, revision = self.view(request, decision=fields)
-        within_scope(authorizer, *fields[3:])
+        if not (request.at_least_revision or request.at_revision or request.as_of):  # the present, as it is
+            authorizer = self.authorizer
+            revision = authorizer.index.revision
+            if callers.current_organizations() is not None:
+                within_scope(authorizer, *fields[3:])
+        else:
+            within_scope(self.authorizer, *fields[3:], known_only=True)
+            authorizer, revision = self.view(request, decision=fields)
+            within_scope(authorizer, *fields[3:])
         policy = authorizer.policy
         return pb.CheckResponse(allowed=authorizer.check(*fields, policy), revision=str(revision),
                                 policy_version=policy.version)

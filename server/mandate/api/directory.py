@@ -5,16 +5,17 @@ from __future__ import annotations
 from mandate.api import convert
 from mandate.api import validate as v
 from mandate.api.retries import idempotent
-from mandate.app import App
+from mandate.domain.directory import Directory
+from mandate.domain.requests import RequestIds
 from mandate.errors import InvalidArgument
 from mandate.v1 import directory_pb2 as pb
 from mandate.v1 import directory_pb2_grpc
 
 
 class DirectoryService(directory_pb2_grpc.DirectoryServiceServicer):
-    def __init__(self, app: App):
-        self.directory = app.directory
-        self.requests = app.requests
+    def __init__(self, directory: Directory, requests: RequestIds):
+        self.directory = directory
+        self.requests = requests
 
     @idempotent(pb.User)
     def RegisterUser(self, request, context):

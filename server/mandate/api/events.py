@@ -12,8 +12,10 @@ from mandate import callers
 from mandate.api import convert
 from mandate.api import validate as v
 from mandate.api.membership import page
-from mandate.app import App
+from mandate.domain.events import Events
 from mandate.errors import InvalidArgument, OutsideCallerScope
+from mandate.index import FactIndex
+from mandate.store.db import Store
 from mandate.v1 import events_pb2, events_pb2_grpc
 
 WATCH_BATCH = 500
@@ -36,9 +38,9 @@ class ChangeFeed:
     revision every event up to it is readable: a watcher queries again only after the index
     moved past the revision it saw before its last query, and an idle stream costs nothing."""
 
-    def __init__(self, app: App):
-        self.index = app.index
-        self.store = app.store
+    def __init__(self, index: FactIndex, store: Store):
+        self.index = index
+        self.store = store
         self._changed: asyncio.Future | None = None
         self._ticker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,10 +85,10 @@ class ChangeFeed:
 
 
 class EventService(events_pb2_grpc.EventServiceServicer):
-    def __init__(self, app: App, run=None, changes: ChangeFeed | None = None):
-        self.events = app.events
-        self.index = app.index
-        self.run = run  # runs blocking work in the server's worker pool (see api/interceptors.py)
+    def __init__(self, events: Events, index: FactIndex, run=None, changes: ChangeFeed | None = None):
+        self.events = events
+        self.index = index
+        self.run = run  # runs blocking work in the server's worker pool (see api/pool.py)
         self.changes = changes
 
     def ListEvents(self, request, context):

@@ -35,8 +35,10 @@ from aiohttp import web
 
 from mandate import callers, tracing
 from mandate.api.authzen import AuthZen
-from mandate.api.interceptors import Outcome, Plumbing, as_domain_error
+from mandate.api.interceptors import Plumbing
+from mandate.api.observe import Outcome
 from mandate.api.scope import check_request
+from mandate.api.statuses import as_domain_error
 from mandate.callers import subject_rdns
 from mandate.errors import InvalidArgument, Status, Unavailable
 

@@ -6,7 +6,8 @@ from mandate import callers
 from mandate.api import convert
 from mandate.api import validate as v
 from mandate.api.retries import idempotent
-from mandate.app import App
+from mandate.domain.membership import Memberships
+from mandate.domain.requests import RequestIds
 from mandate.store import models
 from mandate.v1 import common_pb2, directory_pb2, membership_pb2, membership_pb2_grpc
 
@@ -14,9 +15,9 @@ INVITATION_STATUSES = [s.value for s in models.InvitationStatus]
 
 
 class MembershipService(membership_pb2_grpc.MembershipServiceServicer):
-    def __init__(self, app: App):
-        self.memberships = app.memberships
-        self.requests = app.requests
+    def __init__(self, memberships: Memberships, requests: RequestIds):
+        self.memberships = memberships
+        self.requests = requests
 
     @idempotent(common_pb2.Invitation)
     def InviteMember(self, request, context):

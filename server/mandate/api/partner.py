@@ -6,7 +6,9 @@ from mandate.api import convert
 from mandate.api import validate as v
 from mandate.api.membership import page
 from mandate.api.retries import idempotent
-from mandate.app import App
+from mandate.domain.authorization import Authorizer
+from mandate.domain.partner import Partners
+from mandate.domain.requests import RequestIds
 from mandate.errors import InvalidArgument
 from mandate.store import models
 from mandate.v1 import common_pb2, partner_pb2, partner_pb2_grpc
@@ -29,10 +31,10 @@ def customer(request, scopes: tuple[str, ...]) -> tuple[str, str, str, list[str]
 
 
 class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
-    def __init__(self, app: App):
-        self.partners = app.partners
-        self.authorizer = app.authorizer  # its policy declares the scopes
-        self.requests = app.requests
+    def __init__(self, partners: Partners, authorizer: Authorizer, requests: RequestIds):
+        self.partners = partners
+        self.authorizer = authorizer  # its policy declares the scopes
+        self.requests = requests
 
     @idempotent(common_pb2.Invitation)
     def InviteClient(self, request, context):

@@ -153,9 +153,20 @@ def seat_limit(field: str, value: int) -> int:
     return value
 
 
+# Actions and type names that passed their checks: a real load has few of them, so the hot
+# path looks each one up instead of checking it again. Bounded; only valid names ever enter.
+_VALID_ACTIONS: set[str] = set()
+_VALID_TYPES: set[str] = set()
+_VALID_LIMIT = 1024
+
+
 def action(field: str, value: str) -> str:
+    if value in _VALID_ACTIONS:
+        return value
     if not (value and _plain_action(value) or _ACTION.fullmatch(value or "")):
         raise InvalidArgument(field, "must be a lower-case action name such as 'read'")
+    if len(_VALID_ACTIONS) < _VALID_LIMIT:
+        _VALID_ACTIONS.add(value)
     return value
 
 
@@ -163,8 +174,11 @@ def object_ref(field: str, ref, present: bool) -> tuple[str, str]:
     if not present:
         raise InvalidArgument(field, "is required")
     ref_type, ref_id = ref.type, ref.id
-    if not (ref_type and _plain_type(ref_type) or _TYPE.fullmatch(ref_type)):
-        raise InvalidArgument(f"{field}.type", "must be a type name such as 'User' or 'Project'")
+    if ref_type not in _VALID_TYPES:
+        if not (ref_type and _plain_type(ref_type) or _TYPE.fullmatch(ref_type)):
+            raise InvalidArgument(f"{field}.type", "must be a type name such as 'User' or 'Project'")
+        if len(_VALID_TYPES) < _VALID_LIMIT:
+            _VALID_TYPES.add(ref_type)
     if not (ref_id and _plain_id(ref_id)):
         identifier(f"{field}.id", ref_id)  # the pattern decides; raises when it says no
     return ref_type, ref_id

@@ -11,7 +11,8 @@ revision, and one `world.imported` event carries the counts.
 
 Export reads every fact in one snapshot: now, or at a kept revision from the history.
 
-Erasing a person ends their memberships as a removal does and takes their email and display
+Erasing a person ends their memberships as a removal does, ends every role they hold on one
+resource, and takes their email and display
 name out of every table: the live facts, the history, invitations, events and request records.
 """
 
@@ -26,13 +27,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import Text, cast, func, or_, select, text, tuple_, update
 
 from mandate import errors
-from mandate.domain.common import get_user, reports_unchanged, unchanged
+from mandate.domain.common import calling_service, end_resource_roles, get_user, reports_unchanged, unchanged
 from mandate.domain.expiry import Lifetimes
 from mandate.domain.membership import end_membership
-from mandate.names import Reason
+from mandate.domain.retrying import retried
+from mandate.names import EventType, Reason
 from mandate.store import bulk, models
 from mandate.store.db import Store, Transaction
-from mandate.worldfile import KINDS, Record, normalize, record_of, to_json
+from mandate.worldfile import KINDS, Record, RecordError, normalize, record_of, to_json
 
 ON_CONFLICT = ("fail", "skip", "touch")
 ERASED_EMAIL = "erased:{user_id}"  # not an email address: it can never sign up nor be invited
@@ -79,13 +81,17 @@ class ImportResult:
 
 
 class Admin:
-    def __init__(self, store: Store, lifetimes: Lifetimes | None = None, history=None):
+    def __init__(self, store: Store, lifetimes: Lifetimes | None = None, history=None, policy=None):
         self.store = store
         self.lifetimes = lifetimes or Lifetimes()
         self.history = history  # mandate.domain.history.History: which revision a past time names
+        # The policy the records' resource types and roles are checked against: a Policy, or a
+        # function giving the one served now (it may be reloaded); None checks no types.
+        self.policy = policy
 
     # -- import ----------------------------------------------------------------------------
 
+    @retried
     @reports_unchanged
     def import_records(self, records: Iterable[Record], on_conflict: str = "fail", *,
                        checked: bool = True) -> ImportResult:
@@ -95,26 +101,29 @@ class Admin:
         if on_conflict not in ON_CONFLICT:
             raise errors.InvalidArgument("on_conflict", f"must be one of: {', '.join(ON_CONFLICT)}")
         staged = self._stage(records)
-        with self.store.write() as tx:
+        with self.store.write(caller=calling_service()) as tx:
             tx.bulk = True
             tx.announce_later = checked  # a test world is read at once; an import is followed as a replica would
             writer = _Writer(tx, staged, on_conflict, checked, self.lifetimes.now())
             counts, skipped = writer.run()
             if not any(counts.values()):  # everything existed already: no revision, no event
                 unchanged(tx, ImportResult(tx.revision - 1, counts, skipped))
-            tx.emit("world.imported", records=sum(counts.values()), skipped=skipped,
+            tx.emit(EventType.WORLD_IMPORTED, records=sum(counts.values()), skipped=skipped,
                     **{kind: count for kind, count in counts.items() if count})
         return ImportResult(tx.revision, counts, skipped)
 
     def _stage(self, records: Iterable[Record]) -> dict[str, Staged]:
         """Every record's fields checked, keyed; a key repeated in the file is refused."""
         now = self.lifetimes.now()
+        policy = self.policy() if callable(self.policy) else self.policy
         staged = {kind: Staged() for kind in KINDS}
         emails: dict[str, int] = {}
         hashes: dict[str, int] = {}
         for record in records:
             columns = normalize(record, now)
             kind = record.kind
+            if policy is not None and kind in ("resource", "resource_role"):
+                declared(policy, record, columns)
             key = key_of(kind, columns)
             if kind == "link" and key[::-1] in staged[kind].rows:
                 key = key[::-1]
@@ -140,6 +149,7 @@ class Admin:
 
     # -- export ----------------------------------------------------------------------------
 
+    @retried
     def export(self, at_revision: int | None, as_of: str | None) -> Iterator:
         """A generator: first the revision exported, then lists of records (JSON text), in the
         order of the world file, all read in one snapshot. Closing it ends the read."""
@@ -168,11 +178,13 @@ class Admin:
 
     # -- erasure ---------------------------------------------------------------------------
 
+    @retried
     def erase_person(self, user_id: str) -> int:
         """The person's email and display name leave every table; their memberships end as a
-        removal ends them (R6, R18); refused with LAST_OWNER, naming the organization, while
-        they are the last active owner of one. Their id stays."""
-        with self.store.write() as tx:
+        removal ends them (R6, R18), and so does every role they hold on one resource; refused
+        with LAST_OWNER, naming the organization, while they are the last active owner of one.
+        Their id stays."""
+        with self.store.write(caller=calling_service()) as tx:
             session = tx.session
             user = get_user(session, user_id)
             email, name = user.email, user.display_name
@@ -187,6 +199,9 @@ class Admin:
                         f"user_id: the person is the last active owner of organization "
                         f"{membership.organization_id}; transfer its ownership first (R6)",
                         organization_id=membership.organization_id) from None
+            # Roles on one resource held without a membership (a world file or an import may give
+            # them to any user) end too: an erased person keeps no access (R6, R18).
+            end_resource_roles(tx, M.ResourceRole.user_id == user_id, cause=M.EventCause.CASCADE)
             erased = ERASED_EMAIL.format(user_id=user_id)
             user.email, user.display_name, user.revision = erased, "", tx.revision
             users = models.HISTORY[M.User]
@@ -194,7 +209,7 @@ class Admin:
             self._erase_invitations(tx, email)
             _erase_from_events(session, [v for v in (email, name) if v])
             _erase_request_records(session, [v for v in (email, name) if len(v) >= 3])
-            tx.emit("person.erased", user_id=user_id)
+            tx.emit(EventType.PERSON_ERASED, user_id=user_id)
             if not self.store.postgres:
                 tx.after_commit.append(lambda: checkpoint(self.store))
         return tx.revision
@@ -205,10 +220,44 @@ class Admin:
         for invitation in invitations:
             if invitation.status == M.InvitationStatus.PENDING:
                 invitation.status = M.InvitationStatus.CANCELLED
-                tx.emit("invitation.cancelled", cause=M.EventCause.CASCADE, organization_id=invitation.organization_id,
-                        invitation_id=invitation.id, kind=invitation.kind)
+                tx.emit(EventType.INVITATION_CANCELLED, cause=M.EventCause.CASCADE,
+                        organization_id=invitation.organization_id, invitation_id=invitation.id, kind=invitation.kind)
             invitation.email = ""
             invitation.revision = tx.revision
+
+
+def declared(policy, record: Record, columns: dict) -> None:
+    """A resource record is of a type the policy declares, under a parent its type may have (or at
+    the top of an organization when its type may be); a role on one resource is a role its type
+    declares. Else INVALID_ARGUMENT naming the record and the field: UNKNOWN_RESOURCE_TYPE,
+    UNKNOWN_ROLE (as PutResource and GrantResourceRole refuse them)."""
+
+    def declared_type(field: str, resource_type: str):
+        block = policy.resource_types.get(resource_type)
+        if block is None:
+            raise RecordError(record, field, f"the policy declares no resource type {resource_type!r}; it declares: "
+                                             f"{', '.join(policy.resource_types) or 'none'}",
+                              Reason.UNKNOWN_RESOURCE_TYPE)
+        return block
+
+    if record.kind == "resource":
+        resource_type = columns["type"]
+        relations = declared_type("type", resource_type).relations
+        if columns["parent_type"]:
+            declared_type("parent", columns["parent_type"])
+            if relations.get("parent") != columns["parent_type"]:
+                allowed = f"a {relations['parent']}" if "parent" in relations else "none"
+                raise RecordError(record, "parent", f"a {resource_type} has no parent of type "
+                                                    f"{columns['parent_type']} (its parent: {allowed})")
+        elif "organization" not in relations:
+            raise RecordError(record, "parent", f"is required: a {resource_type} lives under a {relations['parent']}")
+        return
+    resource_type, role = columns["resource_type"], columns["role"]
+    declared_type("resource", resource_type)
+    roles = policy.roles.get(resource_type, ())
+    if role not in roles:
+        raise RecordError(record, "role", f"a {resource_type} declares no role {role!r}; its roles: "
+                                          f"{', '.join(roles) or 'none'}", Reason.UNKNOWN_ROLE)
 
 
 def _erase_from_events(session, values: list[str]) -> None:

@@ -9,10 +9,16 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mandate import errors
-from mandate.names import Reason
+from mandate import callers, errors
+from mandate.names import EventType, Reason
 from mandate.store import models
 from mandate.store.db import Transaction
+
+
+def calling_service() -> str:
+    """The name of the calling service of the request being served ("" outside a request): the
+    domain tells the store (`Store.write(caller=...)`, on the events) and keys request ids by it."""
+    return callers.current_name()
 
 
 class Unchanged(Exception):
@@ -96,7 +102,7 @@ def end_assignments(tx: Transaction, *conditions, cause: str = "") -> None:
         assignment.assigned = False
         assignment.client_approved = False
         assignment.revision = tx.revision
-        tx.emit("partner_employee.unassigned", cause=cause, partner_id=assignment.partner_id,
+        tx.emit(EventType.PARTNER_EMPLOYEE_UNASSIGNED, cause=cause, partner_id=assignment.partner_id,
                 client_id=assignment.client_id, user_id=assignment.user_id)
 
 
@@ -111,7 +117,7 @@ def end_resource_roles(tx: Transaction, *conditions, cause: str = "") -> None:
         role.revision = tx.revision
         organization_id = tx.session.execute(select(models.Resource.organization_id).where(
             models.Resource.type == role.resource_type, models.Resource.id == role.resource_id)).scalar()
-        tx.emit("resource.role_revoked", cause=cause, organization_id=organization_id or "",
+        tx.emit(EventType.RESOURCE_ROLE_REVOKED, cause=cause, organization_id=organization_id or "",
                 resource_type=role.resource_type, resource_id=role.resource_id, user_id=role.user_id, role=role.role)
 
 

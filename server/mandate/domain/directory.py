@@ -8,6 +8,7 @@ from mandate import callers, errors
 from mandate.domain import partner
 from mandate.domain.authorization import Authorizer, LinkRef, ProjectRef, RoleGrantRef, page
 from mandate.domain.common import (
+    calling_service,
     end_resource_roles,
     get_organization,
     get_user,
@@ -16,7 +17,8 @@ from mandate.domain.common import (
     unchanged,
 )
 from mandate.domain.expiry import Lifetimes, pending_invitation
-from mandate.names import LinkAction, OrganizationAction, Reason, ResourceAction, RoleGrantAction
+from mandate.domain.retrying import retried
+from mandate.names import EventType, LinkAction, OrganizationAction, Reason, ResourceAction, RoleGrantAction
 from mandate.policy import Policy
 from mandate.store import models
 from mandate.store.db import Store, utc_now
@@ -30,9 +32,10 @@ class Directory:
         self.authorizer = authorizer
         self.lifetimes = lifetimes or Lifetimes()
 
+    @retried
     def register_user(self, email: str, display_name: str) -> tuple[models.User, int]:
         """R4: signing up completes every pending member invitation for the email."""
-        with self.store.write() as tx:
+        with self.store.write(caller=calling_service()) as tx:
             session = tx.session
             if session.execute(select(models.User.id).where(models.User.email == email)).first():
                 raise errors.AlreadyExists(f"email: a user with email {email} is already registered",
@@ -42,7 +45,7 @@ class Directory:
             session.add(user)
             session.flush()
             tx.actor_id = user.id
-            tx.emit("user.registered", user_id=user.id)
+            tx.emit(EventType.USER_REGISTERED, user_id=user.id)
             pending = session.execute(
                 select(models.Invitation).where(
                     models.Invitation.kind == models.InvitationKind.MEMBER,
@@ -59,16 +62,17 @@ class Directory:
                 ))
                 invitation.status = models.InvitationStatus.FINISHED
                 invitation.revision = tx.revision
-                tx.emit("member.joined", organization_id=invitation.organization_id, user_id=user.id,
+                tx.emit(EventType.MEMBER_JOINED, organization_id=invitation.organization_id, user_id=user.id,
                         role=invitation.role, invitation_id=invitation.id)
         return user, tx.revision
 
+    @retried
     def create_organization(
         self, actor_id: str, name: str, currency: str, seat_limit: int | None
     ) -> models.Organization:
         """R1, R3: the creator is the owner. R10: pending client invitations for the creator's
         email connect the new organization to its partner at once, as a referral."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             session = tx.session
             owner = get_user(session, actor_id, "actor_id")
             organization = models.Organization(
@@ -82,17 +86,18 @@ class Directory:
                 organization_id=organization.id, user_id=owner.id, role=models.Role.OWNER,
                 status=models.MemberStatus.ACTIVE, partner_employee=False, revision=tx.revision,
             ))
-            tx.emit("organization.created", organization_id=organization.id, owner_id=owner.id,
+            tx.emit(EventType.ORGANIZATION_CREATED, organization_id=organization.id, owner_id=owner.id,
                     currency=currency, seat_limit=organization.seat_limit)
             partner.connect_referrals(tx, self.authorizer, owner, organization, self.lifetimes.now())
         return organization
 
+    @retried
     @reports_unchanged
     def link_organizations(self, actor_id: str, organization_id: str, other_id: str) -> int:
         """R13: an owner links two of their master accounts to switch between them."""
         if organization_id == other_id:
             raise errors.InvalidArgument("other_organization_id", "must differ from organization_id")
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, OrganizationAction.LINK, organization_id)
             if other_id not in self.authorizer.index.organizations:
                 raise errors.NotFound(f"organization {other_id!r} does not exist", Reason.ORGANIZATION_NOT_FOUND)
@@ -105,9 +110,10 @@ class Directory:
             for a, b in ((organization_id, other_id), (other_id, organization_id)):
                 tx.session.merge(models.OrganizationLink(organization_id=a, other_organization_id=b,
                                                          revision=tx.revision))
-            tx.emit("organization.linked", organization_id=organization_id, other_organization_id=other_id)
+            tx.emit(EventType.ORGANIZATION_LINKED, organization_id=organization_id, other_organization_id=other_id)
         return tx.revision
 
+    @retried
     @reports_unchanged
     def put_resource(self, actor_id: str, resource_type: str, resource_id: str, organization_id: str,
                      parent: tuple[str, str] | None = None) -> int:
@@ -127,7 +133,7 @@ class Directory:
                 "parent", f"is required: a {resource_type} lives under a {relations['parent']}")
         elif not organization_id:
             raise errors.InvalidArgument("organization_id", "is required (or give parent)")
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             session = tx.session
             resource = session.get(models.Resource, (resource_type, resource_id))
             if resource is not None and not resource.deleted:
@@ -161,7 +167,7 @@ class Directory:
                     child.organization_id = organization_id
                     child.revision = tx.revision
             where = {"parent": f"{parent_type}:{parent_id}"} if parent is not None else {}
-            tx.emit("resource.put", resource_type=resource_type, resource_id=resource_id,
+            tx.emit(EventType.RESOURCE_PUT, resource_type=resource_type, resource_id=resource_id,
                     organization_id=organization_id, **where)
         return tx.revision
 
@@ -186,11 +192,12 @@ class Directory:
             at = session.get(models.Resource, (at.parent_type, at.parent_id)) if at.parent_type else None
         return row.organization_id
 
+    @retried
     def delete_resource(self, actor_id: str, resource_type: str, resource_id: str) -> int:
         """Unregister a resource. One with children is refused (RESOURCE_HAS_CHILDREN): delete or
         move them first, so that nothing disappears by accident. The roles given on it end."""
         declared_type(self.authorizer.policy, "resource.type", resource_type)
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             resource = tx.session.get(models.Resource, (resource_type, resource_id))
             live = resource is not None and not resource.deleted
             callers.within_scope(resource.organization_id if live else None)  # unknown is outside, too
@@ -208,19 +215,20 @@ class Directory:
             resource.revision = tx.revision
             end_resource_roles(tx, models.ResourceRole.resource_type == resource_type,
                                models.ResourceRole.resource_id == resource_id, cause=models.EventCause.CASCADE)
-            tx.emit("resource.deleted", resource_type=resource_type, resource_id=resource_id,
+            tx.emit(EventType.RESOURCE_DELETED, resource_type=resource_type, resource_id=resource_id,
                     organization_id=resource.organization_id)
         return tx.revision
 
     # -- roles on one resource ---------------------------------------------------------------
 
+    @retried
     @reports_unchanged
     def grant_resource_role(self, actor_id: str, resource_type: str, resource_id: str, user_id: str, role: str,
                             access_expires_at: str = "") -> models.ResourceRole:
         """Give `user_id` the role `role` (declared by the resource's type) on one resource. Who
         may give which role to whom is the policy's (RoleGrant "grant")."""
         self._declared_role(resource_type, role)
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             session = tx.session
             resource = live_resource(session, resource_type, resource_id)
             get_user(session, user_id)
@@ -240,15 +248,17 @@ class Directory:
             row.granted = True
             row.access_expires_at = end
             row.revision = tx.revision
-            tx.emit("resource.role_granted", organization_id=resource.organization_id, resource_type=resource_type,
-                    resource_id=resource_id, user_id=user_id, role=role, access_expires_at=end or "")
+            tx.emit(EventType.RESOURCE_ROLE_GRANTED, organization_id=resource.organization_id,
+                    resource_type=resource_type, resource_id=resource_id, user_id=user_id, role=role,
+                    access_expires_at=end or "")
             session.flush()
         return row
 
+    @retried
     def revoke_resource_role(self, actor_id: str, resource_type: str, resource_id: str, user_id: str,
                              role: str) -> models.ResourceRole:
         self._declared_role(resource_type, role)
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             session = tx.session
             resource = live_resource(session, resource_type, resource_id)
             self.authorizer.require_target(actor_id, RoleGrantAction.REVOKE,
@@ -260,11 +270,12 @@ class Directory:
             row.granted = False
             row.access_expires_at = None
             row.revision = tx.revision
-            tx.emit("resource.role_revoked", organization_id=resource.organization_id, resource_type=resource_type,
-                    resource_id=resource_id, user_id=user_id, role=role)
+            tx.emit(EventType.RESOURCE_ROLE_REVOKED, organization_id=resource.organization_id,
+                    resource_type=resource_type, resource_id=resource_id, user_id=user_id, role=role)
             session.flush()
         return row
 
+    @retried
     def list_resource_roles(self, actor_id: str, resource_type: str, resource_id: str, page_size: int,
                             after: str) -> tuple[list[models.ResourceRole], str, int]:
         """The roles given on one resource, by user and role; for who may see the organization's members."""
@@ -291,6 +302,7 @@ class Directory:
             raise errors.InvalidArgument("role", f"a {resource_type} declares no role {role!r}; its roles: "
                                          f"{', '.join(roles) or 'none'}", Reason.UNKNOWN_ROLE)
 
+    @retried
     def get_organization(self, organization_id: str) -> models.Organization:
         with self.store.read() as session:
             return get_organization(session, organization_id)

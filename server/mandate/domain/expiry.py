@@ -29,7 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mandate import errors
 from mandate.clock import SystemClock, as_text, parse
-from mandate.domain.common import end_assignments, end_resource_roles, end_roles_of_member
+from mandate.domain.common import calling_service, end_assignments, end_resource_roles, end_roles_of_member
+from mandate.names import EventType
 from mandate.store import history, models
 from mandate.store.db import Store, Transaction
 
@@ -136,7 +137,7 @@ class Expiries:
             if not self._due(session, now):
                 return None
         try:
-            with self.store.write() as tx:
+            with self.store.write(caller=calling_service()) as tx:
                 if not self._due(tx.session, now):
                     raise _NothingDue
                 self._end_connections(tx, now)
@@ -158,7 +159,7 @@ class Expiries:
             connection.revision = tx.revision
             end_assignments(tx, models.Assignment.partner_id == connection.partner_id,
                             models.Assignment.client_id == connection.client_id, cause=Cause.CASCADE)
-            tx.emit("client.disconnected", cause=Cause.EXPIRED, partner_id=connection.partner_id,
+            tx.emit(EventType.CLIENT_DISCONNECTED, cause=Cause.EXPIRED, partner_id=connection.partner_id,
                     client_id=connection.client_id)
 
     def _end_memberships(self, tx: Transaction, now: str) -> None:
@@ -177,7 +178,7 @@ class Expiries:
             end_assignments(tx, models.Assignment.partner_id == membership.organization_id,
                             models.Assignment.user_id == membership.user_id, cause=Cause.CASCADE)
             end_roles_of_member(tx, membership.organization_id, membership.user_id, cause=Cause.CASCADE)
-            tx.emit("member.removed", cause=Cause.EXPIRED, organization_id=membership.organization_id,
+            tx.emit(EventType.MEMBER_REMOVED, cause=Cause.EXPIRED, organization_id=membership.organization_id,
                     user_id=membership.user_id)
 
     def _lapse_invitations(self, tx: Transaction, now: str) -> None:
@@ -186,7 +187,7 @@ class Expiries:
         for invitation in sorted(due.values(), key=lambda i: i.id):
             invitation.status = models.InvitationStatus.EXPIRED
             invitation.revision = tx.revision
-            tx.emit("invitation.expired", cause=Cause.EXPIRED, organization_id=invitation.organization_id,
+            tx.emit(EventType.INVITATION_EXPIRED, cause=Cause.EXPIRED, organization_id=invitation.organization_id,
                     invitation_id=invitation.id, kind=invitation.kind)
 
     def purge_request_records(self) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from mandate import callers, errors
 from mandate.domain.authorization import Authorizer, MemberRef
 from mandate.domain.common import (
+    calling_service,
     email_of,
     end_assignments,
     end_roles_of_member,
@@ -19,7 +20,8 @@ from mandate.domain.common import (
     unchanged,
 )
 from mandate.domain.expiry import Lifetimes, lapses_at, pending_invitation
-from mandate.names import MemberAction, OrganizationAction, Reason
+from mandate.domain.retrying import retried
+from mandate.names import EventType, MemberAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
@@ -38,12 +40,13 @@ class Memberships:
         self.authorizer = authorizer
         self.lifetimes = lifetimes or Lifetimes()
 
+    @retried
     def invite_member(self, actor_id: str, organization_id: str, email: str, role: str,
                       access_expires_at: str = "") -> models.Invitation:
         """R4: a registered user joins at once; anyone else gets a pending invitation. R5: either
         takes a seat, checked inside the transaction so racing invitations cannot overfill.
         With `access_expires_at`, the membership ends by itself then (mandate.domain.expiry)."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             session = tx.session
             self.authorizer.require(actor_id, OrganizationAction.INVITE_MEMBER, organization_id)
             ends = self.lifetimes.access_end(access_expires_at, None)
@@ -75,7 +78,7 @@ class Memberships:
                 access_expires_at=ends, revision=tx.revision,
             )
             session.add(invitation)
-            tx.emit("member.invited", organization_id=organization_id, invitation_id=invitation.id,
+            tx.emit(EventType.MEMBER_INVITED, organization_id=organization_id, invitation_id=invitation.id,
                     email=email, role=role, registered=user is not None)
             if user is not None:
                 session.merge(models.Membership(
@@ -83,12 +86,13 @@ class Memberships:
                     partner_employee=False, access_expires_at=ends, revision=tx.revision,
                 ))
                 invitation.status = models.InvitationStatus.FINISHED
-                tx.emit("member.joined", organization_id=organization_id, user_id=user.id, role=role,
+                tx.emit(EventType.MEMBER_JOINED, organization_id=organization_id, user_id=user.id, role=role,
                         invitation_id=invitation.id)
         return invitation
 
+    @retried
     def cancel_invitation(self, actor_id: str, invitation_id: str) -> models.Invitation:
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             invitation = tx.session.get(models.Invitation, invitation_id)
             callers.within_scope(invitation.organization_id if invitation is not None else None)
             if invitation is None:
@@ -97,10 +101,11 @@ class Memberships:
             require_pending(invitation, self.lifetimes.now(), "invitation_id: ")
             invitation.status = models.InvitationStatus.CANCELLED
             invitation.revision = tx.revision
-            tx.emit("invitation.cancelled", organization_id=invitation.organization_id,
+            tx.emit(EventType.INVITATION_CANCELLED, organization_id=invitation.organization_id,
                     invitation_id=invitation.id, kind=invitation.kind)
         return invitation
 
+    @retried
     def list_invitations(self, actor_id: str, organization_id: str, query: str, status: str,
                          page_size: int, after: str, by_email: bool = True) -> list[models.Invitation]:
         """R11: searchable by customer name (or email, unless `by_email` is false: a read-only
@@ -118,6 +123,7 @@ class Memberships:
         with self.store.read() as session:
             return list(session.execute(statement.order_by(models.Invitation.id).limit(page_size + 1)).scalars())
 
+    @retried
     def list_members(self, actor_id: str, organization_id: str, page_size: int, after: str) -> list[Member]:
         self.authorizer.require(actor_id, OrganizationAction.LIST_MEMBERS, organization_id)
         statement = (
@@ -132,10 +138,11 @@ class Memberships:
         with self.store.read() as session:
             return [Member(m, email) for m, email in session.execute(statement)]
 
+    @retried
     def remove_member(self, actor_id: str, organization_id: str, user_id: str) -> int:
         """R6: the member loses every access through the organization at once, including every
         client they were assigned to (R18). The last active owner stays."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, OrganizationAction.REMOVE_MEMBER, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
             # R6: whom the actor may remove (only an owner removes an owner) is the policy's.
@@ -143,19 +150,21 @@ class Memberships:
             end_membership(tx, membership)
         return tx.revision
 
+    @retried
     def pause_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
         """R7: a paused member keeps membership, assignments and grants, but every check denies."""
         return self._set_status(actor_id, organization_id, user_id, OrganizationAction.PAUSE_MEMBER,
-                                MemberAction.PAUSE, Status.PAUSED, "member.paused")
+                                MemberAction.PAUSE, Status.PAUSED, EventType.MEMBER_PAUSED)
 
+    @retried
     def resume_member(self, actor_id: str, organization_id: str, user_id: str) -> Member:
         """R7: resuming restores exactly the access the member had, whatever their role now (a
         paused member may have been made owner since)."""
         return self._set_status(actor_id, organization_id, user_id, OrganizationAction.RESUME_MEMBER,
-                                MemberAction.RESUME, Status.ACTIVE, "member.resumed")
+                                MemberAction.RESUME, Status.ACTIVE, EventType.MEMBER_RESUMED)
 
     def _set_status(self, actor_id, organization_id, user_id, action, target_action, status, event) -> Member:
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, action, organization_id)
             found = tx.execute(_MEMBER_AND_EMAIL, {"organization_id": organization_id, "user_id": user_id}).first()
             if found is None or found.status == Status.REMOVED:
@@ -177,13 +186,14 @@ class Memberships:
             membership.status, membership.revision = status, tx.revision
             return Member(membership, found.email)
 
+    @retried
     @reports_unchanged
     def set_member_role(self, actor_id: str, organization_id: str, user_id: str, role: str,
                         access_expires_at: str = "") -> Member:
         """Also moves or clears the end of the membership: `access_expires_at` empty keeps it,
         `never` clears it. An owner's membership has no end (R6: making an owner clears it). The
         same role with the same end changes nothing."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, OrganizationAction.SET_MEMBER_ROLE, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
             # R2: who may give or take which role (making or unmaking an owner) is the policy's.
@@ -204,22 +214,23 @@ class Memberships:
                 # re-assigned and re-approved.
                 membership.partner_employee = False
                 withdraw_assignments(tx, organization_id, user_id)
-                tx.emit("member.untagged", organization_id=organization_id, user_id=user_id)
+                tx.emit(EventType.MEMBER_UNTAGGED, organization_id=organization_id, user_id=user_id)
             if membership.role != role:
-                tx.emit("member.role_changed", organization_id=organization_id, user_id=user_id, role=role)
+                tx.emit(EventType.MEMBER_ROLE_CHANGED, organization_id=organization_id, user_id=user_id, role=role)
             if membership.access_expires_at != ends:
-                tx.emit("member.access_expiry_changed", organization_id=organization_id, user_id=user_id,
+                tx.emit(EventType.MEMBER_ACCESS_EXPIRY_CHANGED, organization_id=organization_id, user_id=user_id,
                         access_expires_at=ends or "never")
             membership.role = role
             membership.access_expires_at = ends
             membership.revision = tx.revision
             return Member(membership, email_of(tx.session, user_id))
 
+    @retried
     @reports_unchanged
     def tag_partner_employee(self, actor_id: str, organization_id: str, user_id: str, tagged: bool) -> Member:
         """R15: only tagged users can be assigned to clients; removing the tag withdraws every
         assignment at once."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, OrganizationAction.TAG_PARTNER_EMPLOYEE, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
             # R15: whom the manager may tag is the policy's decision, on the member (only colleagues).
@@ -238,7 +249,7 @@ class Memberships:
             membership.revision = tx.revision
             if not tagged:
                 withdraw_assignments(tx, organization_id, user_id)
-            tx.emit("member.tagged" if tagged else "member.untagged", organization_id=organization_id,
+            tx.emit(EventType.MEMBER_TAGGED if tagged else EventType.MEMBER_UNTAGGED, organization_id=organization_id,
                     user_id=user_id)
             return Member(membership, email_of(tx.session, user_id))
 
@@ -317,7 +328,7 @@ def end_membership(tx: Transaction, membership: models.Membership) -> None:
     membership.revision = tx.revision
     withdraw_assignments(tx, organization_id, user_id)
     end_roles_of_member(tx, organization_id, user_id, cause=models.EventCause.CASCADE)
-    tx.emit("member.removed", organization_id=organization_id, user_id=user_id)
+    tx.emit(EventType.MEMBER_REMOVED, organization_id=organization_id, user_id=user_id)
 
 
 def withdraw_assignments(tx: Transaction, partner_id: str, user_id: str) -> None:

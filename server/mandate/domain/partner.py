@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from mandate import callers, errors
 from mandate.domain.authorization import Authorizer, ConnectionRef, InvitationRef
 from mandate.domain.common import (
+    calling_service,
     end_assignments,
     get_connection,
     get_organization,
@@ -23,8 +24,9 @@ from mandate.domain.common import (
 )
 from mandate.domain.expiry import Lifetimes, pending_invitation
 from mandate.domain.membership import escape_like, require_pending
+from mandate.domain.retrying import retried
 from mandate.facts import HOME, InvitationTarget, MembershipFact, Subject
-from mandate.names import ConnectionAction, InvitationAction, OrganizationAction, Reason
+from mandate.names import ConnectionAction, EventType, InvitationAction, OrganizationAction, Reason
 from mandate.store import models
 from mandate.store.db import Store, Transaction, utc_now
 
@@ -49,25 +51,27 @@ class Partners:
 
     # -- inviting clients ------------------------------------------------------------------
 
+    @retried
     def invite_client(self, actor_id: str, partner_id: str, email: str, customer_name: str,
                       customer_number: str, currency: str, scopes: list[str]) -> models.Invitation:
         """R9, R10: a registered client accepts; an unregistered one is connected when it
         signs up and creates its organization."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             invitation = self._new_client_invitation(tx, actor_id, partner_id, customer_name, customer_number,
                                                      currency, scopes, email=email)
-            tx.emit("client.invited", partner_id=partner_id, invitation_id=invitation.id, email=email,
+            tx.emit(EventType.CLIENT_INVITED, partner_id=partner_id, invitation_id=invitation.id, email=email,
                     customer_name=customer_name)
         return invitation
 
+    @retried
     def create_invite_link(self, actor_id: str, partner_id: str, customer_name: str, customer_number: str,
                            currency: str, scopes: list[str]) -> CreatedLink:
         """R11: one link, one customer, single use. Only the token's hash is stored."""
         token = secrets.token_urlsafe(32)  # 256 bits
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             invitation = self._new_client_invitation(tx, actor_id, partner_id, customer_name, customer_number,
                                                      currency, scopes, token_hash=hash_token(token))
-            tx.emit("client.invite_link_created", partner_id=partner_id, invitation_id=invitation.id,
+            tx.emit(EventType.CLIENT_INVITE_LINK_CREATED, partner_id=partner_id, invitation_id=invitation.id,
                     customer_name=customer_name)
         return CreatedLink(invitation, token)
 
@@ -90,12 +94,13 @@ class Partners:
         tx.session.add(invitation)
         return invitation
 
+    @retried
     def accept_client_invitation(self, actor_id: str, invitation_id: str, token: str, client_id: str,
                                  granted_scopes: list[str], employee_approval: str,
                                  access_expires_at: str = "") -> models.Connection:
         """R9, R11, R12: the client accepts, granting exactly the scopes it lists.
         A link is single use: the first acceptance finishes it, inside the transaction."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             # Permission first: someone who may not accept learns nothing about the token.
             self.authorizer.require(actor_id, OrganizationAction.ACCEPT_CLIENT_INVITATION, client_id)
             invitation = self._find_client_invitation(tx, invitation_id, token)
@@ -131,6 +136,7 @@ class Partners:
 
     # -- reading connections ----------------------------------------------------------------
 
+    @retried
     def list_clients(self, actor_id: str, partner_id: str, query: str, status: str, page_size: int,
                      after: str, permission: str = OrganizationAction.LIST_CLIENTS) -> list[models.Connection]:
         """The partner's clients; R21's export reads the same list under `export_clients`."""
@@ -148,6 +154,7 @@ class Partners:
         with self.store.read() as session:
             return list(session.execute(statement).scalars())
 
+    @retried
     def list_partners(self, actor_id: str, client_id: str, page_size: int, after: str) -> list[models.Connection]:
         self.authorizer.require(actor_id, OrganizationAction.LIST_PARTNERS, client_id)
         statement = select(models.Connection).where(models.Connection.client_id == client_id)
@@ -159,12 +166,13 @@ class Partners:
 
     # -- changing a connection ----------------------------------------------------------------
 
+    @retried
     @reports_unchanged
     def update_granted_scopes(self, actor_id: str, partner_id: str, client_id: str,
                               scopes: list[str], access_expires_at: str = "") -> models.Connection:
         """R12: the client changes what it grants, at any time, and until when (empty
         `access_expires_at` keeps the current end, `never` clears it)."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require_target(actor_id, ConnectionAction.UPDATE_GRANTED_SCOPES,
                                            ConnectionRef(partner_id, client_id))
             connection = get_connection(tx.session, partner_id, client_id)
@@ -172,38 +180,42 @@ class Partners:
             if sorted(connection.granted_scopes) == sorted(set(scopes)) and connection.access_expires_at == ends:
                 unchanged(tx, connection, connection)
             if connection.access_expires_at != ends:
-                tx.emit("client.access_expiry_changed", partner_id=partner_id, client_id=client_id,
+                tx.emit(EventType.CLIENT_ACCESS_EXPIRY_CHANGED, partner_id=partner_id, client_id=client_id,
                         access_expires_at=ends or "never")
             connection.granted_scopes = sorted(set(scopes))
             connection.access_expires_at = ends
             connection.revision = tx.revision
-            tx.emit("client.scopes_updated", partner_id=partner_id, client_id=client_id,
+            tx.emit(EventType.CLIENT_SCOPES_UPDATED, partner_id=partner_id, client_id=client_id,
                     granted_scopes=connection.granted_scopes)
             return connection
 
+    @retried
     def request_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         """R14: the partner asks; access continues until the client accepts."""
         return self._move(actor_id, partner_id, client_id, ConnectionAction.REQUEST_DISCONNECT,
                           (models.ConnectionStatus.ACTIVE,), models.ConnectionStatus.DISCONNECT_REQUESTED,
-                          "client.disconnect_requested")
+                          EventType.CLIENT_DISCONNECT_REQUESTED)
 
+    @retried
     def accept_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         return self._move(actor_id, partner_id, client_id, ConnectionAction.ACCEPT_DISCONNECT,
                           (models.ConnectionStatus.DISCONNECT_REQUESTED,), models.ConnectionStatus.DISCONNECTED,
-                          "client.disconnected")
+                          EventType.CLIENT_DISCONNECTED)
 
+    @retried
     def decline_disconnect(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         return self._move(actor_id, partner_id, client_id, ConnectionAction.DECLINE_DISCONNECT,
                           (models.ConnectionStatus.DISCONNECT_REQUESTED,), models.ConnectionStatus.ACTIVE,
-                          "client.disconnect_declined")
+                          EventType.CLIENT_DISCONNECT_DECLINED)
 
+    @retried
     def revoke_partner(self, actor_id: str, partner_id: str, client_id: str) -> models.Connection:
         """R14: the client, who owns its data, ends the relationship at once."""
         return self._move(actor_id, partner_id, client_id, ConnectionAction.REVOKE, Live,
-                          models.ConnectionStatus.DISCONNECTED, "partner.revoked")
+                          models.ConnectionStatus.DISCONNECTED, EventType.PARTNER_REVOKED)
 
     def _move(self, actor_id, partner_id, client_id, action, from_states, to_state, event):
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             # R14: which side may make this move is the policy's (resource Connection).
             self.authorizer.require_target(actor_id, action, ConnectionRef(partner_id, client_id))
             connection = get_connection(tx.session, partner_id, client_id, live=False)
@@ -223,12 +235,13 @@ class Partners:
 
     # -- partner employees ------------------------------------------------------------------
 
+    @retried
     def assign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str,
                       access_expires_at: str = "") -> models.Assignment:
         """R15, R16, R19: only tagged employees; one partner record per person and client.
         With `access_expires_at`, the assignment ends by itself then; assigning someone already
         assigned with `access_expires_at` moves (or, with `never`, clears) that end."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require_target(actor_id, ConnectionAction.ASSIGN, ConnectionRef(partner_id, client_id))
             pair = {"partner_id": partner_id, "client_id": client_id}
             connection = tx.execute(_CONNECTION_STATUS, pair).first()
@@ -261,7 +274,7 @@ class Partners:
                                                Reason.ALREADY_ASSIGNED)
                 ends = self.lifetimes.access_end(access_expires_at, own.access_expires_at)
                 tx.execute(_MOVE_ASSIGNMENT_END, {**key, "new_end": ends, "new_revision": tx.revision})
-                tx.emit("partner_employee.access_expiry_changed", partner_id=partner_id, client_id=client_id,
+                tx.emit(EventType.PARTNER_EMPLOYEE_ACCESS_EXPIRY_CHANGED, partner_id=partner_id, client_id=client_id,
                         user_id=user_id, access_expires_at=ends or "never")
                 return _assignment(own, access_expires_at=ends, revision=tx.revision)
             values = {"assigned": True, "client_approved": False,
@@ -271,12 +284,13 @@ class Partners:
                                                 **values})
             else:
                 tx.execute(_REASSIGN, {**key, **{f"new_{k}": v for k, v in values.items()}})
-            tx.emit("partner_employee.assigned", partner_id=partner_id, client_id=client_id, user_id=user_id)
+            tx.emit(EventType.PARTNER_EMPLOYEE_ASSIGNED, partner_id=partner_id, client_id=client_id, user_id=user_id)
             return models.Assignment(partner_id=partner_id, client_id=client_id, user_id=user_id, **values)
 
+    @retried
     def unassign_client(self, actor_id: str, partner_id: str, client_id: str, user_id: str) -> models.Assignment:
         """R17: the partner withdraws the employee from this client."""
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require_target(actor_id, ConnectionAction.UNASSIGN, ConnectionRef(partner_id, client_id))
             ended = tx.execute(_UNASSIGN, {"key_partner_id": partner_id, "key_client_id": client_id,
                                            "key_user_id": user_id, "new_revision": tx.revision}).first()
@@ -285,24 +299,26 @@ class Partners:
                     f"user_id: user {user_id} is not assigned to client {client_id} by partner {partner_id}",
                     Reason.ASSIGNMENT_NOT_FOUND,
                 )
-            tx.emit("partner_employee.unassigned", partner_id=partner_id, client_id=client_id, user_id=user_id)
+            tx.emit(EventType.PARTNER_EMPLOYEE_UNASSIGNED, partner_id=partner_id, client_id=client_id, user_id=user_id)
             return _assignment(ended)
 
+    @retried
     def approve_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
                                  user_id: str) -> models.Assignment:
         """R16: the client adds the assigned person; only then do they reach the client."""
         return self._consent(actor_id, client_id, partner_id, user_id, ConnectionAction.APPROVE_EMPLOYEE, True,
-                             "partner_employee.approved")
+                             EventType.PARTNER_EMPLOYEE_APPROVED)
 
+    @retried
     def revoke_partner_employee(self, actor_id: str, client_id: str, partner_id: str,
                                 user_id: str) -> models.Assignment:
         """R17: the client withdraws its approval."""
         return self._consent(actor_id, client_id, partner_id, user_id, ConnectionAction.REVOKE_EMPLOYEE, False,
-                             "partner_employee.revoked")
+                             EventType.PARTNER_EMPLOYEE_REVOKED)
 
     @reports_unchanged
     def _consent(self, actor_id, client_id, partner_id, user_id, action, approved, event) -> models.Assignment:
-        with self.store.write(actor_id) as tx:
+        with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require_target(actor_id, action, ConnectionRef(partner_id, client_id))
             assignment = get_assignment(tx, partner_id, client_id, user_id)
             connection = get_connection(tx.session, partner_id, client_id)
@@ -380,7 +396,7 @@ def connect(tx: Transaction, invitation: models.Invitation, client_id: str, scop
     ))
     invitation.status = models.InvitationStatus.FINISHED
     invitation.revision = tx.revision
-    tx.emit("client.connected", partner_id=invitation.organization_id, client_id=client_id,
+    tx.emit(EventType.CLIENT_CONNECTED, partner_id=invitation.organization_id, client_id=client_id,
             invitation_id=invitation.id, granted_scopes=connection.granted_scopes, referral=referral,
             employee_approval=employee_approval)
     return connection

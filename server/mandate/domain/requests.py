@@ -18,27 +18,27 @@ another).
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from mandate import callers, errors
+from mandate import errors
 from mandate.clock import as_text
+from mandate.domain.common import calling_service
 from mandate.domain.expiry import REQUEST_RETENTION, Lifetimes
+from mandate.domain.retrying import retried
 from mandate.names import Reason
 from mandate.store import models
 from mandate.store.db import Store
+
+Reply = TypeVar("Reply")  # the transport's reply: the domain only runs, keeps and replays it
 
 # Refusals whose retry should run again: nothing about the request was decided.
 NOT_RECORDED = (errors.InvalidArgument, errors.DeadlineExceeded, errors.Unavailable, errors.DatabaseUnavailable,
                 errors.Unauthenticated,
                 errors.TooManyStreams)
-
-
-def calling_service() -> str:
-    """The name of the calling service, which request ids belong to ("" outside a request)."""
-    return callers.current_name()
 
 
 class Reused(errors.InvalidArgument):
@@ -61,17 +61,19 @@ class RequestIds:
         self.store = store
         self.lifetimes = lifetimes
 
-    def once(self, request_id: str, method: str, request, reply_type, run, forget: tuple[str, ...] = ()):
-        """`run()` (the mutation, returning its reply) once per caller and `request_id`; the
-        fields in `forget` are cleared from the reply before it is kept."""
+    @retried
+    def once(self, request_id: str, method: str, fingerprint: str, run: Callable[[], Reply],
+             keep: Callable[[Reply], bytes], replay: Callable[[bytes], Reply]) -> Reply:
+        """`run()` (the mutation, returning its reply) once per caller and `request_id`. The
+        transport says what the reply is: `keep(reply)` is the bytes a retry gets back, through
+        `replay(bytes)`; `fingerprint` is what makes two requests of `method` the same."""
         caller = calling_service()
-        fingerprint = fingerprint_of(method, request)
         with self.store.read() as session:
             record = self._find(session, caller, request_id)
         if record is not None:
-            return self._replay(record, method, fingerprint, reply_type)
+            return self._replay(record, method, fingerprint, replay)
         try:
-            with self.store.write() as tx:
+            with self.store.write(caller=caller) as tx:
                 record = self._find(tx.session, caller, request_id)
                 if record is not None:  # a racing retry committed while this one waited
                     raise _Recorded(record)
@@ -80,7 +82,7 @@ class RequestIds:
                 reply = run()
                 record = models.RequestRecord(
                     caller=caller, request_id=request_id, method=method, fingerprint=fingerprint,
-                    created_at=self.lifetimes.now(), response=kept_reply(reply, forget))
+                    created_at=self.lifetimes.now(), response=keep(reply))
                 if not tx.events:  # the mutation changed nothing: no revision (recorded below)
                     raise _Unchanged(record)
                 tx.session.add(record)
@@ -88,9 +90,9 @@ class RequestIds:
         except _Unchanged as nothing:
             self._record_outside(nothing.record)
         except _Recorded as recorded:
-            return self._replay(recorded.record, method, fingerprint, reply_type)
+            return self._replay(recorded.record, method, fingerprint, replay)
         except IntegrityError:
-            return self._replay(self._committed(caller, request_id), method, fingerprint, reply_type)
+            return self._replay(self._committed(caller, request_id), method, fingerprint, replay)
         except errors.DomainError as refusal:
             if isinstance(refusal, NOT_RECORDED):
                 raise
@@ -132,7 +134,7 @@ class RequestIds:
             pass  # a racing retry recorded its outcome first; a later retry gets that one
 
     @staticmethod
-    def _replay(record: models.RequestRecord, method: str, fingerprint: str, reply_type):
+    def _replay(record: models.RequestRecord, method: str, fingerprint: str, replay: Callable[[bytes], Reply]):
         if record.method != method:
             raise Reused(f"this request_id was used for {record.method} (keys are per request)")
         if record.fingerprint != fingerprint:
@@ -141,22 +143,7 @@ class RequestIds:
             refusal = errors.DomainError(record.error_message or "", record.error_reason)
             refusal.code = errors.Status[record.error_code]
             raise refusal
-        return reply_type.FromString(record.response or b"")
+        return replay(record.response or b"")
 
-
-def kept_reply(reply, forget: tuple[str, ...]) -> bytes:
-    kept = type(reply)()
-    kept.CopyFrom(reply)
-    for name in forget:
-        kept.ClearField(name)
-    return kept.SerializeToString(deterministic=True)
-
-
-def fingerprint_of(method: str, request) -> str:
-    """What makes two requests the same: the method and every field but the request_id."""
-    bare = type(request)()
-    bare.CopyFrom(request)
-    bare.ClearField("request_id")
-    return hashlib.sha256(method.encode() + b"\0" + bare.SerializeToString(deterministic=True)).hexdigest()
 
 

@@ -10,16 +10,32 @@ Writers run at READ COMMITTED, so every statement after that lock sees every cha
 before it: the transaction decides against the newest state. The same transaction sends a
 NOTIFY that wakes the other replicas (see mandate.store.follow). Losing the database is
 reported as `errors.DatabaseUnavailable`, never as an unexpected error.
+
+Group commit. Writers of one process that arrive together share one transaction: one counter
+update and one commit (one fsync) for the group. Each mutation still runs alone in its turn (after
+the first kept, inside a SAVEPOINT), with its own revision, history, events and time; a refused
+one rolls back (to its savepoint) and changes nothing, and the others go on. Nobody is answered
+before the group commits, so a crash loses no acknowledged write. Mutations decide with the fact
+index, which holds only committed facts, so a member after the first could decide on facts an
+earlier member of the same group just changed. The rule that keeps every decision exact: a later
+member is kept only if it succeeded and the ids it names (its actor, and every organization and
+`*_id` of its events) are disjoint from those of the members before it; otherwise it rolls back
+to its savepoint and runs again as the first member of a new group (`Regroup`), deciding on the
+committed state. Its refusal is therefore only ever given by a run that saw everything committed
+before it. Only writes that can run again join groups: a domain service's methods marked
+`mandate.domain.retrying.retried` (see `grouping`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import datetime
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +44,7 @@ from sqlalchemy import bindparam, create_engine, event, exc, func, insert, liter
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from mandate import callers, clock, deadlines, errors, tracing
+from mandate import clock, deadlines, errors, tracing
 from mandate.config import DatabaseSettings
 from mandate.store import history, models
 
@@ -39,6 +55,29 @@ log = logging.getLogger(__name__)
 # it: a request with a request_id runs its mutation and records its reply in one transaction.
 _open: contextvars.ContextVar[tuple[Store, Transaction] | None] = contextvars.ContextVar(
     "mandate_open_write", default=None)
+
+
+# How a write started in this context commits (see the module's docstring), set by the callers
+# that run a write again, whole, when it raises `Regroup`: ALONE, JOIN (the open group, or a new
+# one) or LEAD (first of a new group: it decides on the committed state, as a write alone does).
+ALONE, JOIN, LEAD = "alone", "join", "lead"
+_grouping: contextvars.ContextVar[tuple[str, frozenset[str]]] = contextvars.ContextVar(
+    "mandate_grouping", default=(ALONE, frozenset()))
+# The most mutations one group commits together.
+GROUP_LIMIT = 64
+
+
+@contextlib.contextmanager
+def grouping(mode: str, hint: frozenset[str] = frozenset()) -> Iterator[None]:
+    """Writes started inside commit ALONE, JOIN a group or LEAD a new one; the caller runs the
+    whole operation again when one raises `Regroup`. `hint`: ids the write will likely name
+    (its actor, its organization): a write whose hint meets those of the group open now leads
+    a new group at once instead of running in vain. Only an economy: the overlap rule decides."""
+    token = _grouping.set((mode, hint))
+    try:
+        yield
+    finally:
+        _grouping.reset(token)
 
 
 def in_write() -> bool:
@@ -148,6 +187,12 @@ class Conflict(Exception):
     failure, deadlock): nothing was written, and the whole operation may run again."""
 
 
+class Regroup(Conflict):
+    """A mutation of a group commit could not be kept in it (it was refused or changed nothing
+    after another member, or it names what an earlier member changed, or the group failed):
+    nothing of it was written, and it runs again on its own (not in a group)."""
+
+
 def database_error(error: Exception) -> Exception | None:
     """What a database error means to the service: `Conflict` (run it again),
     `errors.DatabaseUnavailable` (the database is lost or overloaded), or None (a bug: unexpected)."""
@@ -173,7 +218,7 @@ class Transaction:
     revision: int
     actor_id: str
     events: list[dict] = field(default_factory=list)  # rows of models.Event, but occurred_at
-    caller: str = field(default_factory=callers.current_name)  # the calling service (named callers)
+    caller: str = ""  # the calling service (named callers), as the domain told `Store.write`
     # A bulk write (an import): its history is recorded by set-based statements, and readers
     # read its rows back from the store instead of being handed them.
     bulk: bool = False
@@ -182,6 +227,9 @@ class Transaction:
     announce_later: bool = False
     # Called once the transaction committed (the outermost one, when writes joined it).
     after_commit: list = field(default_factory=list)
+    # The first revision of the group commit this write is part of (its own revision when it
+    # is alone): every revision below it is committed.
+    group_base: int = 0
 
     def execute(self, statement, parameters=None):
         """A Core statement in this transaction, after any change still held as objects: one
@@ -230,6 +278,38 @@ _FACT_TABLES = len(history.FACT_MODELS)
 _COUNTER = models.RevisionCounter.__table__
 _NEXT_REVISION = update(_COUNTER).values(value=_COUNTER.c.value + 1).returning(_COUNTER.c.value)
 _INSERT_EVENTS = insert(models.Event.__table__)
+_SET_REVISION = update(_COUNTER).values(value=bindparam("value"))
+
+
+def _named(tx: Transaction) -> set[str]:
+    """What a mutation names: its actor, and every organization and `*_id` of its events. Two
+    mutations naming nothing in common commute (the overlap rule of a group commit)."""
+    names = {tx.actor_id}
+    for change in tx.events:
+        names.update(v for k, v in change["attributes"].items() if k.endswith("_id") or k == "actor")
+        names.update((change["organization_id"], change["other_organization_id"]))
+    names.discard(None)
+    names.discard("")
+    return names
+
+
+class _Group:
+    """One group commit: its transaction, the revisions it hands out and its members' outcomes."""
+
+    def __init__(self) -> None:
+        self.session: Session | None = None
+        self.holding = False  # it holds the writers' lock of this process
+        self.counted = False  # its transaction took the revision (`Store._count`)
+        self.base = 0  # the revision its counter update took: its first member's
+        self.next = 0  # the revision the next member takes (a member rolled back gives its own back)
+        self.size = 1
+        self.waiting: deque[threading.Event] = deque()  # members waiting for their turn
+        self.kept: list[tuple[Transaction, list | None]] = []  # in revision order, with their fact rows
+        self.named: set[str] = set()  # what the kept members name (`_named`)
+        self.hinted: set[str] = set()  # what its members are likely to name (`grouping`)
+        self.failed: BaseException | None = None  # the transaction is lost: every member runs again
+        self.error: BaseException | None = None  # the commit's own error, for every kept member
+        self.committed = threading.Event()
 
 
 class Store:
@@ -245,6 +325,13 @@ class Store:
         # the database lock needs a second connection (the index catches up inside it), and writers
         # waiting on the lock with connections in hand would otherwise exhaust the pool and stall it.
         self._writer = threading.Lock()
+        # Group commit (see the module's docstring): the group that writers arriving now join.
+        self.group_commit = self.settings.group_commit
+        self.group_hints = True  # tests turn them off to put overlapping writes in one group
+        self._groups = threading.Lock()
+        self._open_group: _Group | None = None
+        # Counts of this process: group commits, mutations they kept, mutations sent to run alone.
+        self.group_counts = {"groups": 0, "kept": 0, "regrouped": 0}
         self._after_commit: list = []
         self._written: tuple[int, list] = (0, [])  # the last local commit's revision and fact rows
         self._available = True
@@ -309,19 +396,29 @@ class Store:
             yield session
 
     @contextlib.contextmanager
-    def write(self, actor_id: str = "") -> Iterator[Transaction]:
+    def write(self, actor_id: str = "", caller: str = "") -> Iterator[Transaction]:
         """One read-write transaction. Raises `errors.DatabaseUnavailable` at once while the
         database is lost, and `Conflict` when the database aborted it (the caller runs it again:
         see mandate.app). A write inside an open write of this store joins it (one transaction:
-        a request with a request_id runs its mutation and records its reply together)."""
+        a request with a request_id runs its mutation and records its reply together). Inside
+        `grouping(JOIN)` or `grouping(LEAD)` it may share a group commit with writes that arrive
+        with it (`Regroup`: run it again, leading a new group). `caller`: the calling service,
+        recorded on the events (the store does not look for it)."""
         joined = _open.get()
         if joined is not None and joined[0] is self:
             if actor_id:
                 joined[1].actor_id = actor_id
+            if caller and not joined[1].caller:
+                joined[1].caller = caller
             yield joined[1]
             return
         if not self._available and time.monotonic() - self._checked_at < RECHECK_SECONDS:
             raise errors.DatabaseUnavailable("the database cannot be reached; retry")
+        mode, hint = _grouping.get()
+        if self.group_commit and mode != ALONE:
+            with self._grouped(actor_id, caller, mode == LEAD, hint) as tx:
+                yield tx
+            return
         with tracing.span("mandate.store.write") as span, self._writer:
             with self._reporting(), self._write_sessions() as session:
                 token = _open.set((self, None))
@@ -329,20 +426,11 @@ class Store:
                     revision = self._next_revision(session)
                     if span is not None:
                         span.set_attribute("mandate.revision", str(revision))
-                    tx = Transaction(session, revision, actor_id)
+                    tx = Transaction(session, revision, actor_id, caller=caller, group_base=revision)
                     _open.set((self, tx))
                     yield tx
                     deadlines.check()  # a caller that gave up while this waited gets no change
-                    last_look = session.execute(_WRITTEN_AND_STAMP[self.postgres],  # after every change
-                                                {"channel": CHANNEL, "notified": str(revision)}
-                                                if self.postgres else {}).one()
-                    # The versions this change made (access history); the time of the commit.
-                    written = (history.record_bulk(session, revision) if tx.bulk
-                               else history.record(session, revision, tuple(last_look[:_FACT_TABLES])))
-                    committed_at = self._stamp(tuple(last_look[_FACT_TABLES:]))
-                    if tx.events:
-                        session.connection().execute(_INSERT_EVENTS, [dict(e, occurred_at=committed_at)
-                                                                      for e in tx.events])
+                    written = self._seal(tx)
                     session.commit()
                     self._written = (revision, written)
                 except BaseException:
@@ -360,6 +448,185 @@ class Store:
                 self.announce(revision)
         for callback in tx.after_commit:
             callback()
+
+    def _seal(self, tx: Transaction) -> list | None:
+        """The end of one mutation, after its changes: its history, its time and its events.
+        Returns the fact rows it wrote (None for a bulk write)."""
+        session, revision = tx.session, tx.revision
+        last_look = session.execute(_WRITTEN_AND_STAMP[self.postgres],  # after every change
+                                    {"channel": CHANNEL, "notified": str(revision)} if self.postgres else {}).one()
+        # The versions this change made (access history); the time of the commit.
+        written = (history.record_bulk(session, revision) if tx.bulk
+                   else history.record(session, revision, tuple(last_look[:_FACT_TABLES])))
+        committed_at = self._stamp(tuple(last_look[_FACT_TABLES:]))
+        if tx.events:
+            session.connection().execute(_INSERT_EVENTS, [dict(e, occurred_at=committed_at) for e in tx.events])
+        return written
+
+    # -- group commit (see the module's docstring) -----------------------------------------
+
+    @contextlib.contextmanager
+    def _grouped(self, actor_id: str, caller: str, lead: bool, hint: frozenset[str]) -> Iterator[Transaction]:
+        """One mutation of a group commit: it waits for its turn (the first opens the group),
+        runs inside a savepoint, hands the session to the next member, and returns once the
+        whole group committed."""
+        turn = threading.Event()
+        with self._groups:
+            group = self._open_group
+            opening = (lead or group is None or group.size >= GROUP_LIMIT
+                       or (self.group_hints and not hint.isdisjoint(group.hinted)))
+            if opening:  # writers arriving from now on join this group, behind the one open now
+                group = self._open_group = _Group()
+            group.hinted |= hint
+            if not opening:
+                group.size += 1
+                group.waiting.append(turn)
+        if not opening:
+            turn.wait()
+            if group.failed is not None:  # the group ended without this member's turn
+                raise Regroup("the group this write joined failed; it runs on its own") from group.failed
+        tx = None
+        token = _open.set((self, None))
+        try:
+            with tracing.span("mandate.store.write") as span, self._reporting():
+                if opening:
+                    self._begin(group)
+                if not group.counted:
+                    self._count(group)
+                tx = Transaction(group.session, group.next, actor_id, caller=caller, group_base=group.base)
+                if span is not None:
+                    span.set_attribute("mandate.revision", str(tx.revision))
+                _open.set((self, tx))
+                yield from self._member(group, tx)
+        finally:
+            _open.reset(token)
+            if self._pass_on(group):
+                self._end(group)
+            else:
+                group.committed.wait()
+        if group.failed is not None:
+            raise Regroup("the group this write was part of failed; it runs on its own") from group.failed
+        if group.error is not None:
+            raise copy.copy(group.error) from group.error
+        for callback in tx.after_commit:
+            callback()
+
+    def _begin(self, group: _Group) -> None:
+        """Open the group's transaction: the writers' lock of this process, then the session."""
+        try:
+            self._writer.acquire()
+            group.holding = True
+            group.session = self._write_sessions()
+        except BaseException as error:
+            group.failed = error
+            raise
+
+    def _count(self, group: _Group) -> None:
+        """Take the group's revision: the counter update, whose row lock queues the other replicas."""
+        try:
+            group.base = group.next = self._next_revision(group.session)
+            group.counted = True
+        except BaseException as error:
+            group.failed = error
+            raise
+
+    def _member(self, group: _Group, tx: Transaction) -> Iterator[Transaction]:
+        """Run one member; keep it, or roll it back. A member after a kept one runs inside a
+        savepoint; the first kept runs without one (a write alone costs no more statements than
+        without groups), and its refusal rolls the whole transaction back, counter included."""
+        first = not group.kept
+        session = group.session
+        nested = None if first else session.begin_nested()
+        try:
+            yield tx
+            deadlines.check()
+            named = _named(tx)
+            if not first and (not tx.events or named & group.named):
+                raise Regroup("this write names what an earlier write of its group changed; it runs on its own")
+            written = self._seal(tx)
+            if nested is not None:
+                nested.commit()
+        except BaseException as error:
+            if isinstance(error, exc.SQLAlchemyError | Conflict) and not isinstance(error, Regroup):
+                group.failed = error  # the transaction itself may be lost: nobody of the group is kept
+            else:
+                try:
+                    if nested is not None:
+                        nested.rollback()
+                    else:  # nothing kept yet: the next member takes the revision again
+                        session.rollback()
+                        group.counted = False
+                except BaseException as lost:
+                    group.failed = lost
+                    raise
+            session.expunge_all()  # the next member loads its own rows; this one's stay as they were
+            if isinstance(error, Regroup):
+                self.group_counts["regrouped"] += 1
+            if first or isinstance(error, Regroup | errors.DeadlineExceeded) or group.failed is not None:
+                raise
+            self.group_counts["regrouped"] += 1
+            # A refusal (or no change) after another member may come from facts that member changed,
+            # which the fact index does not hold yet: it is decided again, on its own.
+            raise Regroup("a refusal inside a group is decided again on its own") from error
+        session.expunge_all()  # the answer's rows stay as this member left them
+        group.kept.append((tx, written))
+        group.named |= named
+        group.next += 1
+
+    def _pass_on(self, group: _Group) -> bool:
+        """Wake the next member of the group; True when there is none (the caller ends the group)."""
+        with self._groups:
+            if group.failed is None and group.waiting:
+                following = group.waiting.popleft()
+            else:
+                following = None
+                if self._open_group is group:
+                    self._open_group = None  # writers arriving from now on open the next group
+        if following is None:
+            return True
+        following.set()
+        return False
+
+    def _end(self, group: _Group) -> None:
+        """Commit the group (one counter update and one commit for all its members) and tell the
+        readers of this process every revision it made, then let the next group begin."""
+        session = group.session
+        try:
+            if session is None:
+                return
+            if group.failed is not None or not group.kept:
+                with contextlib.suppress(exc.DBAPIError):
+                    session.rollback()
+                return
+            last = group.kept[-1][0].revision
+            try:
+                with self._reporting():
+                    if last != group.base:
+                        session.connection().execute(_SET_REVISION, {"value": last})
+                    session.commit()
+            except BaseException as error:
+                group.error = error
+                with contextlib.suppress(exc.DBAPIError):
+                    session.rollback()
+                return
+            self.mark_available()
+            self.group_counts["groups"] += 1
+            self.group_counts["kept"] += len(group.kept)
+            for tx, written in group.kept:
+                self._written = (tx.revision, written)
+                if tx.announce_later:
+                    threading.Thread(target=self.announce, args=(tx.revision,), name="bulk-announce",
+                                     daemon=True).start()
+                else:
+                    self.announce(tx.revision)
+        finally:
+            if session is not None:
+                session.close()
+            if group.holding:
+                self._writer.release()
+            group.committed.set()
+            for waiting in group.waiting:  # a failed group: they run on their own
+                waiting.set()
 
     def _stamp(self, looked: tuple) -> str:
         """The time of a write, taken under the revision lock: the store's clock (PostgreSQL's,
@@ -425,12 +692,13 @@ class Store:
         return session.connection().execute(_NEXT_REVISION).scalar_one()
 
     def writing_revision(self) -> int | None:
-        """The revision of the write transaction open in this context, if any. Writers take
-        revisions one at a time, so every revision below it is committed."""
+        """The first revision of the write transaction open in this context, if any (of its
+        group commit: see the module's docstring). Writers take revisions one at a time, so
+        every revision below it is committed."""
         joined = _open.get()
         if joined is None or joined[0] is not self or joined[1] is None:
             return None
-        return joined[1].revision
+        return joined[1].group_base or joined[1].revision
 
     def current_revision(self) -> int:
         # A plain connection, not an ORM session: the index asks this before every catch-up.

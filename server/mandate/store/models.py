@@ -8,45 +8,20 @@ import enum
 from sqlalchemy import JSON, BigInteger, Boolean, Column, ForeignKey, Index, Integer, LargeBinary, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# The roles and states stored in these tables are defined once, in mandate.names.
+from mandate.names import (  # noqa: F401 - models.Role and the others stay importable from here
+    ConnectionStatus,
+    EmployeeApproval,
+    EventCause,
+    InvitationKind,
+    InvitationStatus,
+    MemberStatus,
+    Role,
+)
+
 
 class Base(DeclarativeBase):
     pass
-
-
-class Role(enum.StrEnum):
-    OWNER = "owner"
-    LEGAL_REPRESENTATIVE = "legal_representative"
-    COLLEAGUE = "colleague"
-    CLIENT = "client"
-
-
-class MemberStatus(enum.StrEnum):
-    ACTIVE = "active"
-    PAUSED = "paused"
-    REMOVED = "removed"
-
-
-class InvitationKind(enum.StrEnum):
-    MEMBER = "member"
-    CLIENT = "client"
-
-
-class InvitationStatus(enum.StrEnum):
-    PENDING = "pending"
-    FINISHED = "finished"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"  # nobody accepted it before its expires_at
-
-
-class ConnectionStatus(enum.StrEnum):
-    ACTIVE = "active"
-    DISCONNECT_REQUESTED = "disconnect_requested"
-    DISCONNECTED = "disconnected"
-
-
-class EmployeeApproval(enum.StrEnum):
-    CLIENT = "client"
-    PARTNER = "partner"
 
 
 # The scopes a client can grant a partner are the policy's (`client_scopes`, Policy.scopes);
@@ -211,13 +186,6 @@ class Assignment(Base):
     revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
     __table_args__ = (Index("ix_assignments_user_client", "user_id", "client_id"),)
-
-
-class EventCause(enum.StrEnum):
-    """Why the service made a change nobody asked for in so many words (empty: it was asked for)."""
-
-    CASCADE = "cascade"  # R18: a consequence of another change, such as a removal ending assignments
-    EXPIRED = "expired"
 
 
 class Event(Base):
