@@ -41,7 +41,7 @@ MUTATION_SLOTS = 8  # one per concurrent writer in the mutation phase
 
 ACTIVE, PAUSED = models.MemberStatus.ACTIVE.value, models.MemberStatus.PAUSED.value
 OWNER, LEGAL, COLLEAGUE, CLIENT = (r.value for r in models.Role)
-# What each role of the resource's own organization may do on a Project (policies/mandate.polar, R2).
+# What each role of the resource's own organization may do on a Project (policies/project.polar, R2).
 ROLE_PROJECT_ACTIONS = {
     CLIENT: {"read", "approve"},
     COLLEAGUE: {"read", "edit", "publish"},

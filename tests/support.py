@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
+from pathlib import Path
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+# The policy file every other one shares (the contract, the actor, has_role): where a test appends
+# a change that only has to change the policy's version.
+SHARED = "shared.polar"
+
+
+def copy_policy(directory: Path) -> Path:
+    """A copy of the shipped policy's .polar files in `directory` (created)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for path in POLICY_DIR.glob("*.polar"):
+        shutil.copy(path, directory)
+    return directory
+
+
+def policy_file(directory: Path, text: str) -> Path:
+    """The one .polar file of `directory` that holds `text`, once."""
+    holding = [path for path in sorted(Path(directory).glob("*.polar")) if text in path.read_text()]
+    assert len(holding) == 1 and holding[0].read_text().count(text) == 1, (text, holding)
+    return holding[0]
+
+
+def edit_policy(directory: Path, old: str, new: str) -> Path:
+    """Replace `old`, found once in one .polar file of `directory`, by `new`; the file edited."""
+    path = policy_file(directory, old)
+    path.write_text(path.read_text().replace(old, new))
+    return path
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:

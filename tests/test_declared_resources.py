@@ -16,7 +16,7 @@ from mandate.v1 import authorization_pb2, common_pb2, directory_pb2, partner_pb2
 
 from tests.conftest import POLICY_DIR, ROOT, TOKEN
 from tests.factories import World
-from tests.support import FOLDERS_POLAR, reason_of
+from tests.support import FOLDERS_POLAR, edit_policy, reason_of
 
 PLATFORM = ROOT / "examples" / "platform" / "platform.polar"
 
@@ -290,9 +290,8 @@ def test_issue20_the_scopes_a_client_grants_are_the_policys(platform):
     link = partner_pb2.CreateInviteLinkRequest(actor_id=owner, partner_id=partner, customer_name="Shop",
                                                currency="EUR", requested_scopes=["read", "delete"])
     assert client.partner.CreateInviteLink(link).requested_scopes == ["delete", "read"]
-    text = (policy_dir / "mandate.polar").read_text()
-    (policy_dir / "mandate.polar").write_text(text.replace(
-        'client_scopes(["read", "edit", "publish", "approve", "delete"]);', 'client_scopes(["read", "edit"]);'))
+    edit_policy(policy_dir, 'client_scopes(["read", "edit", "publish", "approve", "delete"]);',
+                'client_scopes(["read", "edit"]);')
     app.reload_policy()
     assert refused(client.partner.CreateInviteLink, link) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_SCOPE")
 

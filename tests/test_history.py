@@ -21,7 +21,7 @@ from mandate.v1 import common_pb2
 
 from tests.conftest import POLICY_DIR, TOKEN
 from tests.factories import World
-from tests.support import reason_of
+from tests.support import SHARED, edit_policy, reason_of
 
 ACTIONS = {"Organization": ("view", "list_members", "invite_member", "remove_member", "add_client", "list_partners",
                             "assign_client", "update_granted_scopes"),
@@ -107,11 +107,7 @@ def test_the_history_answer_at_every_revision_is_the_answer_given_live(client, a
     live = {}
     for step in range(40):
         if step == 20:  # the policy changes: nobody deletes projects any more
-            path = policy_dir / "mandate.polar"
-            text = path.read_text()
-            edited = text.replace('  "delete" if "legal_representative" on "organization";\n', "")
-            assert edited != text
-            path.write_text(edited)
+            edit_policy(policy_dir, '  "delete" if "legal_representative" on "organization";\n', "")
             app.reload_policy()
             # The revision of the reload was then answered under the new policy: at_revision
             # answers with the last policy that served at a revision.
@@ -257,7 +253,7 @@ def test_r24_a_policy_the_history_cannot_record_does_not_serve(app, policy_dir, 
     from mandate.policy import PolicyError
 
     before = app.authorizer.policy.version
-    path = policy_dir / "mandate.polar"
+    path = policy_dir / SHARED
     path.write_text(path.read_text() + "\n# changed\n")
 
     def unreachable(policy):
@@ -275,7 +271,7 @@ def test_a_policy_starts_serving_with_a_revision_of_its_own(client, app, policy_
     request = pb.CheckRequest(actor=ref("User", world.owner_of(organization)), action="view",
                               resource=ref("Organization", organization))
     old = client.authorization.Check(request)
-    path = policy_dir / "mandate.polar"
+    path = policy_dir / SHARED
     path.write_text(path.read_text() + "\n# changed\n")
     app.reload_policy()  # no write in between: the reload is the change
     new = client.authorization.Check(request)
@@ -292,7 +288,7 @@ def test_replicas_recording_one_new_policy_together_record_it_once(database_url,
 
     apps = [App(database_url, policy_dir) for _ in range(3)]
     try:
-        path = policy_dir / "mandate.polar"
+        path = policy_dir / SHARED
         path.write_text(path.read_text() + "\n# changed\n")
         from mandate.policy import Policy
 

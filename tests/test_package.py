@@ -29,7 +29,7 @@ from mandate.policy import Policy
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from tests.support import free_port, wait_until
+from tests.support import copy_policy, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTSIDE_PROJECT = ROOT / "examples" / "outside-project"
@@ -115,7 +115,8 @@ def test_installed_cli_serves_the_packaged_policy(installed, tmp_path):
     _, bin_dir, env = installed
     path = Path(run([bin_dir / "mandate", "policy", "path"], cwd=tmp_path, env=env).stdout.strip())
     assert path == site_packages(bin_dir) / "mandate" / "policies"
-    assert (path / "mandate.polar").read_text() == (ROOT / "policies" / "mandate.polar").read_text()
+    for polar in (ROOT / "policies").glob("*.polar"):  # every file of the split policy
+        assert (path / polar.name).read_text() == polar.read_text()
     # The list of equivalent mutants goes with the policy, for `mandate policy mutate` (issue 18 item 19).
     assert (path / "equivalent-mutants.yaml").read_text() == (ROOT / "policies" / "equivalent-mutants.yaml").read_text()
     expected = f"mandate {version('mandate')}, policy {Policy(ROOT / 'policies').version} ({path})"
@@ -217,7 +218,8 @@ def test_in_a_checkout_the_default_policy_is_the_repositorys(tmp_path):
 def test_the_environment_and_the_flag_choose_another_policy(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
-    (other / "mandate.polar").write_text((ROOT / "policies" / "mandate.polar").read_text() + "\n# a copy\n")
+    copy_policy(other)
+    (other / "shared.polar").write_text((other / "shared.polar").read_text() + "\n# a copy\n")
     by_environment = mandate_in_checkout("policy", "path", cwd=tmp_path, MANDATE_POLICY_DIR=str(other))
     by_flag = mandate_in_checkout("policy", "path", "--policy-dir", str(other), cwd=ROOT)
     assert by_environment.stdout.strip() == by_flag.stdout.strip() == str(other)

@@ -2,12 +2,10 @@
 
 Each test hands `Policy("policies")` a `Subject` built by hand (the facts the fact index would
 compute for one user and one organization) and asks what the policy allows. Nothing here touches
-the store: these tests prove what `policies/mandate.polar` says, rule by rule (R2, R7, R8, R12,
+the store: these tests prove what the files of `policies/` say, rule by rule (R2, R7, R8, R12,
 R13, R14, R16, R20, R23, R24)."""
 
 from __future__ import annotations
-
-import shutil
 
 import pytest
 from mandate.facts import AssignmentFact, ConnectionFact, MembershipFact, Subject
@@ -15,6 +13,7 @@ from mandate.policy import Policy
 from polar.exceptions import PolarRuntimeError
 
 from tests.conftest import POLICY_DIR
+from tests.support import copy_policy
 
 PROJECT_ACTIONS = ("read", "edit", "publish", "approve", "delete")  # the scopes a client grants
 ALL_SCOPES = frozenset(PROJECT_ACTIONS)
@@ -347,7 +346,7 @@ def broken_policy(tmp_path) -> Policy:
     load-time checks (they never reach "publish"), and fails when a decision reaches the rule."""
     directory = tmp_path / "policies"
     directory.mkdir()
-    shutil.copy(POLICY_DIR / "mandate.polar", directory / "mandate.polar")
+    copy_policy(directory)
     (directory / "zz_broken.polar").write_text(
         "# a fact read from the wrong object: only shows at run time, once a member reaches it\n"
         "has_permission(user: User, \"publish\", project: Project) if\n"

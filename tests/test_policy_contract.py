@@ -1,11 +1,10 @@
-"""The policy contract (header of policies/mandate.polar, docs/policy.md): a policy that could
+"""The policy contract (header of policies/shared.polar, docs/policy.md): a policy that could
 make the remembered decisions or the lists wrong is refused at load, by `mandate policy check`,
 at server start and at every reload, and the old policy keeps serving (R24: fail closed)."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from mandate.facts import ConnectionFact, MembershipFact, Subject
 from mandate.policy import Policy, PolicyError
 
 from tests.conftest import POLICY_DIR, ROOT
+from tests.support import copy_policy
 
 # A client member approving wherever the client did not delegate approval: the Subject of a
 # client member carries no connections, so the negation would be true and allow (R24).
@@ -51,7 +51,7 @@ has_permission(user: User, "delete", project: Project) if
 def copy_with(tmp_path: Path, extra: str) -> Path:
     directory = tmp_path / "policies"
     directory.mkdir()
-    shutil.copy(POLICY_DIR / "mandate.polar", directory / "mandate.polar")
+    copy_policy(directory)
     (directory / "zz_extra.polar").write_text("# added for the test\n" + extra)
     return directory
 
@@ -80,6 +80,7 @@ def test_r24_the_contract_lists_exactly_the_attributes_the_policy_objects_have()
         "Assignment": facts.AssignmentFact("p0", True),
         "Member": facts.Member(facts.MemberTarget("colleague", "active", False, False), home),
         "ClientInvitation": facts.ClientInvitation(facts.InvitationTarget(True, False), home),
+        "OrganizationLink": facts.OrganizationLink(home, facts.Organization(facts.OTHER)),
     }
     assert set(objects) == set(facts.ATTRIBUTES)
     for name, attributes in facts.ATTRIBUTES.items():
@@ -144,7 +145,7 @@ def test_r24_policy_check_exits_1_and_prints_each_violation(tmp_path, extra):
 def test_r24_a_reload_that_breaks_the_contract_is_refused_and_the_old_policy_serves(tmp_path, database_url):
     directory = tmp_path / "live"
     directory.mkdir()
-    shutil.copy(POLICY_DIR / "mandate.polar", directory / "mandate.polar")
+    copy_policy(directory)
     app = App(database_url, directory)
     try:
         serving = app.authorizer.policy

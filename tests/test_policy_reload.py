@@ -14,7 +14,7 @@ import pytest
 from mandate.client import MandateClient
 from mandate.v1 import authorization_pb2, common_pb2
 
-from tests.support import free_port, wait_until
+from tests.support import SHARED, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "reload-test-token"
@@ -63,7 +63,7 @@ def test_sighup_swaps_a_valid_policy_and_refuses_a_broken_one(tmp_path, policy_d
     try:
         assert wait_until(lambda: version(client)), (tmp_path / "server.log").read_text()
         first = version(client)
-        policy = policy_dir / "mandate.polar"
+        policy = policy_dir / SHARED
         policy.write_text(policy.read_text() + "\n# a reviewed change\n")
         process.send_signal(signal.SIGHUP)
         assert wait_until(lambda: version(client) not in ("", first)), "the new policy was not swapped in"
@@ -82,7 +82,7 @@ def test_watch_policy_reloads_on_change(tmp_path, policy_dir):
     try:
         assert wait_until(lambda: version(client)), (tmp_path / "server.log").read_text()
         first = version(client)
-        policy = policy_dir / "mandate.polar"
+        policy = policy_dir / SHARED
         policy.write_text(policy.read_text() + "\n# watched change\n")
         assert wait_until(lambda: version(client) not in ("", first))
     finally:
@@ -90,7 +90,7 @@ def test_watch_policy_reloads_on_change(tmp_path, policy_dir):
 
 
 def test_server_refuses_to_start_on_a_broken_policy_with_the_line(tmp_path, policy_dir):
-    policy = policy_dir / "mandate.polar"
+    policy = policy_dir / SHARED
     policy.write_text(policy.read_text() + "\nallow(x, y, z) if x.\n")
     env = {**os.environ, "MANDATE_API_TOKENS": TOKEN, "MANDATE_POLICY_DIR": str(policy_dir),
            "MANDATE_DATABASE_URL": f"sqlite:///{tmp_path}/mandate.db"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +23,7 @@ from mandate.facts import MembershipFact, Subject
 from mandate.policy import Policy, PolicyError
 from mandate.v1 import authorization_pb2, common_pb2
 
-from tests.conftest import POLICY_DIR
-from tests.support import free_port, wait_until
+from tests.support import SHARED, copy_policy, free_port, wait_until
 
 TOKEN = "reload-safety-test-token"
 # A colleague approving: denied by the shipped policy, allowed by the change below (R2).
@@ -38,7 +36,7 @@ GRANT_APPROVE = ('\nhas_permission(user: User, "approve", project: Project) if\n
 def policy_dir(tmp_path) -> Path:
     directory = tmp_path / "policies"
     directory.mkdir()
-    shutil.copy(POLICY_DIR / "mandate.polar", directory / "mandate.polar")
+    copy_policy(directory)
     return directory
 
 
@@ -75,8 +73,9 @@ def test_r24_a_file_that_is_not_utf8_refuses_the_reload(live, policy_dir):
 def test_r24_the_version_is_the_hash_of_the_bytes_that_were_loaded(policy_dir, monkeypatch):
     """The file is replaced right after it was read: the policy is the text that was read, its
     version hashes that text, and the replacement is not half in."""
-    path = policy_dir / "mandate.polar"
+    path = policy_dir / SHARED
     original = path.read_bytes()
+    texts = {other.name: other.read_bytes() for other in sorted(policy_dir.glob("*.polar"))}
     real_open = open
 
     def open_then_replace(file, mode="r", *args, **kwargs):
@@ -89,7 +88,8 @@ def test_r24_the_version_is_the_hash_of_the_bytes_that_were_loaded(policy_dir, m
     monkeypatch.setattr(policy_module, "open", open_then_replace, raising=False)
     loaded = Policy(policy_dir)
     monkeypatch.undo()
-    expected = hashlib.sha256(b"mandate.polar\0" + original + b"\0").hexdigest()[:12]
+    expected = hashlib.sha256(b"".join(name.encode() + b"\0" + text + b"\0" for name, text in texts.items()))
+    expected = expected.hexdigest()[:12]
     assert loaded.version == expected
     assert not loaded.is_allowed(COLLEAGUE, "Project", "approve")  # the replacement is not in
     replaced = Policy(policy_dir)
@@ -179,7 +179,7 @@ def test_r24_sighup_and_the_watcher_survive_a_dangling_symlink(tmp_path, policy_
         assert version(client) == first  # the old policy keeps serving
         # The watcher is still alive: a valid change after the broken one is picked up.
         (policy_dir / "extra.polar").unlink()
-        (policy_dir / "mandate.polar").write_text((policy_dir / "mandate.polar").read_text() + "\n# reviewed\n")
+        (policy_dir / SHARED).write_text((policy_dir / SHARED).read_text() + "\n# reviewed\n")
         assert wait_until(lambda: version(client) not in ("", first)), log_path.read_text()
         assert process.poll() is None
     finally:

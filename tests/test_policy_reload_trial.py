@@ -19,6 +19,7 @@ from mandate.v1 import authorization_pb2, common_pb2
 from mandate.world import load_world
 
 from tests.conftest import POLICY_DIR, TOKEN
+from tests.support import edit_policy
 
 # A partner and a client: every kind of situation the sample must find (home members, a
 # partner's people, a connection).
@@ -42,10 +43,7 @@ FAILS_ON_INVITING_AN_OWNER = '  has_role(user, "owner", member.organization) and
 
 
 def edited(directory: Path, old: str, new: str) -> None:
-    policy = directory / "mandate.polar"
-    text = policy.read_text()
-    assert text.count(old) == 1, old
-    policy.write_text(text.replace(old, new))
+    edit_policy(directory, old, new)
 
 
 @pytest.fixture

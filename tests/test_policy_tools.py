@@ -16,6 +16,8 @@ import pytest
 from mandate import policytest, policytools
 from mandate.policy import Policy
 
+from tests.support import edit_policy
+
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_DIR = ROOT / "policies"
 TEST_DIR = POLICY_DIR / "tests"
@@ -67,8 +69,8 @@ def test_r23_shipped_policy_tests_pass():
 
 
 def test_r23_shipped_policy_tests_name_every_policy_rule():
-    """Every rule the policy file names is named by some expectation of the shipped tests."""
-    text = (POLICY_DIR / "mandate.polar").read_text()
+    """Every rule the policy files name is named by some expectation of the shipped tests."""
+    text = "\n".join(path.read_text() for path in POLICY_DIR.glob("*.polar"))
     named_in_policy = set(re.findall(r"(?<!\.)\bR\d+\b(?!\.\.)", text))  # not the range "R1..R24"
     named_in_tests = {o.rule for o in policytest.run([str(TEST_DIR)], Policy(POLICY_DIR))}
     assert named_in_policy - named_in_tests == set()
@@ -105,7 +107,7 @@ def test_issue18_item19_the_mutants_of_each_kind():
     assert (policytools.SWAPPED, '"owner" -> "legal_representative"') in changes
     assert (policytools.LEFT_OUT, 'leave "client" out of ["colleague", "client"]') in changes
     assert (policytools.COPIED, 'copy to "unassign"') in changes
-    original = (POLICY_DIR / "mandate.polar").read_text()
+    original = (POLICY_DIR / "member.polar").read_text()
     resume = next(m for m in by_kind[policytools.LEFT_OUT]
                   if m.change == 'leave "client" out of ["colleague", "client"]' and '"resume"' in m.rule.text)
     assert resume.text == original.replace(
@@ -114,7 +116,7 @@ def test_issue18_item19_the_mutants_of_each_kind():
     # A copy the policy grants already is equivalent by construction, with the rule that grants it.
     copy = next(m for m in by_kind[policytools.COPIED]
                 if m.rule.text == '"list_partners" if "legal_representative";' and m.change == 'copy to "view"')
-    assert copy.equivalent.startswith('"view" is granted already to whoever holds "colleague" (mandate.polar:')
+    assert copy.equivalent.startswith('"view" is granted already to whoever holds "colleague" (organization.polar:')
     # A copy to an action the role does not hold is a mutant to run.
     assert not next(m for m in by_kind[policytools.COPIED]
                     if m.rule.text == '"view" if "client";' and m.change == 'copy to "link"').equivalent
@@ -152,7 +154,7 @@ def test_issue18_item19_the_equivalents_list_is_current():
     mutants = {m.key: m for m in all_mutants()}
     assert listed and all(why for why in listed.values())
     stale = [key for key in listed if key not in mutants]
-    assert stale == [], "no such mutant of policies/mandate.polar (update equivalent-mutants.yaml):\n" + \
+    assert stale == [], "no such mutant of the policies/ files (update equivalent-mutants.yaml):\n" + \
         "\n".join(map(str, stale))
     assert [key for key in listed if mutants[key].equivalent] == []
 
@@ -191,7 +193,7 @@ def test_issue18_item19_policy_mutate_reports_the_counts_per_kind(tmp_path):
                      str(TEST_DIR / "r02_roles.yaml"))
     assert result.returncode == 1
     survivors = [line for line in result.stdout.splitlines() if line.startswith("SURVIVED")]
-    assert survivors and all("value left out at mandate.polar:" in line for line in survivors)
+    assert survivors and all("value left out at " in line and ".polar:" in line for line in survivors)
     assert result.stdout.splitlines()[-1].split()[-1] == str(len(survivors))
     # A malformed list of equivalents, an unknown kind: usage errors.
     bad = tmp_path / "equivalents.yaml"
@@ -204,11 +206,9 @@ def test_issue18_item19_policy_mutate_reports_the_counts_per_kind(tmp_path):
 def test_issue18_item18_letting_legal_representatives_resume_legal_representatives_fails_a_test(policy_copy):
     """issue 18 item 18: the policy's own tests cover the targets: a change that lets legal
     representatives resume paused legal representatives (R7) fails one of them."""
-    polar = policy_copy / "mandate.polar"
     old = ('has_permission(user: User, "resume", member: Member) if\n'
            '  member.role in ["colleague", "client"] and')
-    assert polar.read_text().count(old) == 1
-    polar.write_text(polar.read_text().replace(old, old.replace('"client"]', '"client", "legal_representative"]')))
+    edit_policy(policy_copy, old, old.replace('"client"]', '"client", "legal_representative"]'))
     failed = [o.title for o in policytest.run([str(TEST_DIR)], Policy(policy_copy)) if not o.passed]
     assert failed and all("(R7): deny" in title and "resume Member:" in title for title in failed), failed
 
@@ -295,8 +295,7 @@ def test_policy_test_exits_0_when_all_pass_and_honours_mandate_policy_dir(tmp_pa
     assert ET.parse(junit).getroot().find("testsuite").get("failures") == "0"
 
     # The environment chooses the policy: a policy that denies it makes the same file fail.
-    polar = policy_copy / "mandate.polar"
-    polar.write_text(polar.read_text().replace('"edit" if "colleague" on "organization";', ""))
+    edit_policy(policy_copy, '"edit" if "colleague" on "organization";', "")
     result = mandate("policy", "test", str(test_file), env={"MANDATE_POLICY_DIR": str(policy_copy)})
     assert result.returncode == 1, result.stdout + result.stderr
 
@@ -328,12 +327,8 @@ def test_policy_check_accepts_the_shipped_policy(policy_copy):
                  id="missing-service-action"),
 ])
 def test_r24_policy_check_refuses_a_broken_policy(policy_copy, edits, message):
-    polar = policy_copy / "mandate.polar"
-    text = polar.read_text()
     for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    polar.write_text(text)
+        edit_policy(policy_copy, old, new)
     result = mandate("policy", "check", "--policy-dir", str(policy_copy))
     assert result.returncode == 1, result.stdout
     assert message in result.stderr

@@ -295,7 +295,7 @@ def run_policy(args, policy_dir: Path) -> int:
     except PolicyError as error:
         if error.problems == [str(error)]:
             print(f"mandate: {error}", file=sys.stderr)
-        else:  # one line per problem, e.g. "POLICY_CONTRACT mandate.polar:12: ..."
+        else:  # one line per problem, e.g. "POLICY_CONTRACT member.polar:12: ..."
             print(f"mandate: the policy in {policy_dir} is refused:", file=sys.stderr)
             for problem in error.problems:
                 print(problem, file=sys.stderr)

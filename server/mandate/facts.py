@@ -73,7 +73,15 @@ class RoleGrantTarget:
     is_actor: bool = False
 
 
-Target = MemberTarget | InvitationTarget | ConnectionFact | RoleGrantTarget
+@dataclass(frozen=True, slots=True)
+class LinkTarget:
+    """Two master accounts being linked (R13): the decision's organization and another one, whose
+    fact is the user's membership there, among the subject's memberships under the label OTHER."""
+
+
+OTHER = "x"  # the label of the other organization of a LinkTarget
+
+Target = MemberTarget | InvitationTarget | ConnectionFact | RoleGrantTarget | LinkTarget
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,14 +208,22 @@ class ClientInvitation:
         self.sent_to_actor = target.sent_to_actor
 
 
+class OrganizationLink:
+    """Two master accounts being linked (see LinkTarget): `organization` and `other`."""
+
+    def __init__(self, organization: Organization, other: Organization):
+        self.organization = organization
+        self.other = other
+
+
 Membership = MembershipFact
 Assignment = AssignmentFact
 
 POLICY_CLASSES = (User, Organization, Connection, Membership, Assignment, Member, ClientInvitation, ResourceRole,
-                  RoleGrant)
+                  RoleGrant, OrganizationLink)
 # Targets of mutations, and the fact type each one carries.
 TARGET_TYPES = {"Member": MemberTarget, "ClientInvitation": InvitationTarget, "Connection": ConnectionFact,
-                "RoleGrant": RoleGrantTarget}
+                "RoleGrant": RoleGrantTarget, "OrganizationLink": LinkTarget}
 # The names the service gives its own classes: a declared resource type cannot take one.
 RESERVED_TYPES = frozenset({"User", "Organization", "Membership", "Assignment", "ResourceRole", *TARGET_TYPES})
 UNKNOWN_PARTNER = "t"  # the label of a target connection's partner the user does not belong to
@@ -224,6 +240,7 @@ ATTRIBUTES = {
     "Assignment": {"partner_id", "client_approved"},
     "Member": {"organization", "role", "status", "partner_employee", "is_actor", "new_role"},
     "ClientInvitation": {"client", "by_link", "sent_to_actor"},
+    "OrganizationLink": {"organization", "other"},
 }
 
 
@@ -237,8 +254,9 @@ def partner_paths(subject: Subject) -> list[Subject] | None:
 
     Deciding piece by piece keeps the policy's work linear in the number of partners (the
     policy joins memberships, connections and assignments by label: on the whole subject that
-    is quadratic), and equal pieces are one memo entry. It is exact for the rules the policy
-    has, which each join one partner path; it can only deny more, never allow more: the policy
+    is quadratic), and equal pieces are one memo entry. It is exact for rules that each join one
+    partner path, which the policy contract checks (`Policy._cross_path_grants`, at every load);
+    it can only deny more, never allow more: the policy
     has no negation (its contract), so an answer on fewer facts never grants what the whole
     would not."""
     connections = subject.connections
@@ -293,4 +311,6 @@ def views(subject: Subject, resource_type: str):
             return user, RoleGrant(target, links[0], grantee)
         if isinstance(target, ConnectionFact):
             return user, Connection(target, Organization(target.partner_id), home)
+        if isinstance(target, LinkTarget):
+            return user, OrganizationLink(home, Organization(OTHER))
     raise ValueError(f"the policy is not asked about a {resource_type!r} with target {target!r}")  # R24

@@ -66,13 +66,15 @@ class RoleGrantAction(StrEnum):
 
 
 class MemberAction(StrEnum):
-    """Asked about the membership a mutation changes (R2, R4, R6, R7)."""
+    """Asked about the membership a mutation changes (R2, R4, R6, R7, R15)."""
 
     INVITE = "invite"
     REMOVE = "remove"
     PAUSE = "pause"
     RESUME = "resume"
     SET_ROLE = "set_role"
+    TAG = "tag"  # R15: tagging the member a partner employee
+    UNTAG = "untag"
 
 
 class InvitationAction(StrEnum):
@@ -95,6 +97,12 @@ class ConnectionAction(StrEnum):
     REVOKE_EMPLOYEE = "revoke_employee"
 
 
+class LinkAction(StrEnum):
+    """Asked about two master accounts being linked (R13)."""
+
+    CREATE = "create"
+
+
 # Every action the service asks about, by the resource type it asks on. A policy must declare
 # them all (checked at load).
 SERVICE_ACTIONS: dict[str, type[StrEnum]] = {
@@ -103,6 +111,7 @@ SERVICE_ACTIONS: dict[str, type[StrEnum]] = {
     "ClientInvitation": InvitationAction,
     "Connection": ConnectionAction,
     "RoleGrant": RoleGrantAction,
+    "OrganizationLink": LinkAction,
 }
 
 

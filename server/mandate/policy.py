@@ -4,7 +4,7 @@ The policy sees only a `Subject` (facts.py), so its answer for a (subject, resou
 action) triple never changes until the policy itself changes: it is computed once and
 remembered. A check therefore costs a few dictionary look-ups once the situation has been
 seen; the policy still makes every decision. That is exact only while the policy keeps the
-contract stated in the header of policies/mandate.polar; `contract_problems` checks it at every
+contract stated in the header of policies/shared.polar; `contract_problems` checks it at every
 load, and a policy that breaks it never serves.
 """
 
@@ -17,14 +17,23 @@ import itertools
 import logging
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from oso import Oso, Variable
 from polar.ffi import PolarSource
 
 from mandate import facts
-from mandate.facts import ConnectionFact, InvitationTarget, MembershipFact, MemberTarget, RoleGrantTarget, Subject
+from mandate.facts import (
+    AssignmentFact,
+    ConnectionFact,
+    InvitationTarget,
+    LinkTarget,
+    MembershipFact,
+    MemberTarget,
+    RoleGrantTarget,
+    Subject,
+)
 from mandate.names import SERVICE_ACTIONS, Reason
 from mandate.store import models
 
@@ -103,6 +112,8 @@ FACT_VALUES = ({r.value for r in models.Role} | {s.value for s in models.MemberS
 SERVICE_BLOCKS = frozenset({"Organization", *facts.TARGET_TYPES})
 # The rule that declares the scopes a client can grant a partner (R12): `client_scopes([...]);`.
 SCOPES_RULE = "client_scopes"
+# The rule that declares the scopes a referral connection starts with (R10 with R12): `referral_scopes([]);`.
+REFERRAL_SCOPES_RULE = "referral_scopes"
 NEGATIONS = ("not", "forall", "cut")
 
 _SPECIALIZER = re.compile(r"\b\w+\s*:\s*([A-Z]\w*)")
@@ -120,11 +131,21 @@ class SourceFile:
     text: str
 
 
+def policy_files(policy: Path | str) -> list[Path]:
+    """The files of a policy: every .polar file of a directory (one per resource block and the
+    shared helpers), or one .polar file that holds the whole policy."""
+    policy = Path(policy)
+    if policy.suffix == ".polar" and not policy.is_dir():
+        return [policy] if policy.exists() or policy.is_symlink() else []
+    return sorted(policy.glob("*.polar"))
+
+
 def read_sources(policy_dir: Path) -> list[SourceFile]:
-    """Read every .polar file of the directory exactly once. Any error (a dangling symlink, an
-    unreadable file, bytes that are not UTF-8) is a PolicyError, never anything else."""
+    """Read every .polar file of the directory (or the one file named) exactly once. Any error (a
+    dangling symlink, an unreadable file, bytes that are not UTF-8) is a PolicyError, never
+    anything else."""
     try:
-        paths = sorted(Path(policy_dir).glob("*.polar"))
+        paths = policy_files(policy_dir)
     except OSError as error:
         raise PolicyError(f"cannot list {policy_dir}: {error}") from error
     if not paths:
@@ -260,7 +281,9 @@ class Policy:
             self._oso._load_sources([PolarSource(s.text, str(s.path)) for s in self.sources])
         except Exception as error:  # oso raises several unrelated types; all mean "does not load"
             raise PolicyError(f"policy does not load: {error}") from error
-        self.scopes = self._declared_scopes()
+        self.scopes = self._declared_list(SCOPES_RULE) or ()
+        # None when the policy does not declare them (`problems` reports it).
+        self.referral_scopes = self._declared_list(REFERRAL_SCOPES_RULE)
         self._lock = threading.Lock()
         self._allowed: dict[tuple, bool] = {}
         self._actions: dict[tuple, frozenset[str]] = {}
@@ -269,15 +292,15 @@ class Policy:
         if problems:
             raise PolicyError("policy fails validation: " + "; ".join(problems), problems)
 
-    def _declared_scopes(self) -> tuple[str, ...]:
-        """The scopes a client can grant a partner, as the policy declares them (empty when it
-        does not: `problems` reports it)."""
+    def _declared_list(self, rule: str) -> tuple[str, ...] | None:
+        """The list a rule `rule([...]);` of the policy declares (the scopes a client can grant a
+        partner, the scopes a referral starts with); None when it declares no such one list."""
         try:
-            found = list(self._oso.query_rule(SCOPES_RULE, Variable("scopes")))
+            found = list(self._oso.query_rule(rule, Variable("scopes")))
         except Exception:  # noqa: BLE001 - no such rule: reported by `problems`
-            return ()
+            return None
         if len(found) != 1 or not isinstance(found[0]["bindings"]["scopes"], list):
-            return ()
+            return None
         return tuple(str(scope) for scope in found[0]["bindings"]["scopes"])
 
     def _block_problems(self) -> list[str]:
@@ -310,6 +333,12 @@ class Policy:
         actions = {p for name in self.resource_types for p in self.permissions.get(name, ())}
         problems += [f"the scope {scope!r} is no permission of a resource type" for scope in self.scopes
                      if scope not in actions]
+        if self.referral_scopes is None:
+            problems.append("the policy declares no scopes a referral connection starts with: a rule "
+                            f"`{REFERRAL_SCOPES_RULE}([...]);` (R10, R12)")
+        else:
+            problems += [f"the referral scope {scope!r} is not a scope a client can grant ({SCOPES_RULE})"
+                         for scope in self.referral_scopes if scope not in self.scopes]
         for resource_type, chain in [("Organization", ()), *((t, c[0]) for t, c in self.chains.items() if c)]:
             user, resource = facts.views(Subject(chain=chain), resource_type)
             try:
@@ -336,7 +365,7 @@ class Policy:
     # -- the contract ------------------------------------------------------------------------
 
     def contract_problems(self) -> list[str]:
-        """Each way the policy breaks the contract in the header of policies/mandate.polar."""
+        """Each way the policy breaks the contract in the header of policies/shared.polar."""
         problems = []
         vocabulary = (FACT_VALUES | self.relations | {r for rs in self.roles.values() for r in rs}
                       | {p for ps in self.permissions.values() for p in ps})
@@ -359,11 +388,40 @@ class Policy:
         if not self._fact_free_later and (self._subset_of is None
                                           or _contract_verdicts.get(self._subset_of.version) != []):
             problems += self._fact_free_grants()
+            problems += self._cross_path_grants()
         return problems
 
     def fact_free_problems(self) -> list[str]:
         """The part of the contract a policy built with `fact_free_later` has not checked yet."""
-        return self._fact_free_grants()
+        return self._fact_free_grants() + self._cross_path_grants()
+
+    def _cross_path_grants(self) -> list[str]:
+        """Each rule joins one partner path: a partner's membership, connection and assignment,
+        never one partner's with another's. Decisions are made path by path
+        (`facts.partner_paths`), which is exact only then; a rule that joins two paths would
+        grant on the whole subject what no path grants alone. Checked by asking both ways, for
+        pairs of paths that each hold half of what a grant needs."""
+        problems = []
+        targets = [("Organization", ())] + [(t, chains[0]) for t, chains in self.chains.items() if chains]
+        for first, second in itertools.permutations(PATH_SHAPES, 2):
+            paths = (path_facts(first, "p0", self.scopes), path_facts(second, "p1", self.scopes))
+            whole = Subject(memberships=tuple(m for m, _, _ in paths if m), connections=tuple(c for _, c, _ in paths),
+                            assignments=tuple(a for _, _, a in paths if a))
+            for resource_type, chain in targets:
+                subject = replace(whole, chain=chain)
+                try:
+                    user, resource = facts.views(subject, resource_type)
+                    together = {a for a in self._oso.authorized_actions(user, resource) if a != "*"}
+                    alone = self.actions(subject, resource_type)
+                except Exception:  # noqa: BLE001 - a policy that fails to decide: reported elsewhere
+                    return problems
+                if together - alone:
+                    problems.append(f"{CONTRACT} {self.sources[0].path.name}:1: grants "
+                                    f"{sorted(together - alone)} on a {resource_type} only by joining the facts "
+                                    "of two partners (a membership of one, the connection of another); every "
+                                    "rule must join one partner path")
+                    return problems
+        return problems
 
     def _fact_free_grants(self) -> list[str]:
         """A user with no membership at all must be denied every action on every resource and
@@ -548,6 +606,23 @@ def _new_oso(resource_types) -> Oso:
 
 
 ROLES = ("", *(role.value for role in models.Role))  # "": no role
+# Partner paths that each hold part of what a partner's grant needs (role, tagged, the connection
+# grants every scope, employee approval, assigned and approved): a manager or a tagged employee
+# whose connection grants nothing, and connections that grant everything to nobody of theirs.
+PATH_SHAPES = (
+    ("legal_representative", True, False, "partner", True),
+    ("colleague", True, False, "client", True),
+    ("", False, True, "partner", False),
+    ("", False, True, "client", True),
+)
+
+
+def path_facts(shape: tuple, label: str, scopes: tuple[str, ...]):
+    """The membership (or None), connection and assignment (or None) of one partner path."""
+    role, tagged, grants, approval, assigned = shape
+    return (MembershipFact(label, role, "active", tagged) if role else None,
+            ConnectionFact(label, "active", frozenset(scopes) if grants else frozenset(), approval),
+            AssignmentFact(label, True) if assigned else None)
 
 
 def fact_free_subjects(policy: Policy):
@@ -571,6 +646,7 @@ def fact_free_subjects(policy: Policy):
         yield "Member", Subject(target=MemberTarget(role, status, tagged, is_actor, new_role))
     for by_link, sent_to_actor in itertools.product((False, True), repeat=2):
         yield "ClientInvitation", Subject(target=InvitationTarget(by_link, sent_to_actor))
+    yield "OrganizationLink", Subject(target=LinkTarget())
     for status, approval in itertools.product([s.value for s in models.ConnectionStatus], ("client", "partner")):
         for scopes in (frozenset(), frozenset(policy.scopes)):
             yield "Connection", Subject(target=ConnectionFact(facts.UNKNOWN_PARTNER, status, scopes, approval))

@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mandate.domain.authorization import ConnectionRef, InvitationRef, MemberRef, RoleGrantRef, TargetRef
+from mandate.domain.authorization import ConnectionRef, InvitationRef, LinkRef, MemberRef, RoleGrantRef, TargetRef
 from mandate.domain.explain import explain
 from mandate.policy import Policy
 from mandate.world import EphemeralApp, WorldError, read_yaml
@@ -154,10 +154,10 @@ def run_expectation(app, file: str, number: int, item, explain_failures: bool = 
 
 
 def target_ref(actor: str, resource_type: str, resource_id: str, new_role: str = "") -> TargetRef | None:
-    """The target of a mutation named as `Member:ORG/USER`, `Connection:PARTNER/CLIENT` or
-    `ClientInvitation:CLIENT/link` (or `/USER`: an invitation by email sent to USER); None for
-    the resources of the check plane."""
-    if resource_type not in ("Member", "Connection", "ClientInvitation", "RoleGrant"):
+    """The target of a mutation named as `Member:ORG/USER`, `Connection:PARTNER/CLIENT`,
+    `OrganizationLink:ORG/OTHER` or `ClientInvitation:CLIENT/link` (or `/USER`: an invitation by
+    email sent to USER); None for the resources of the check plane."""
+    if resource_type not in ("Member", "Connection", "ClientInvitation", "RoleGrant", "OrganizationLink"):
         return None
     if resource_type == "RoleGrant":
         parts = resource_id.split("/")
@@ -173,6 +173,8 @@ def target_ref(actor: str, resource_type: str, resource_id: str, new_role: str =
         raise ExpectationError("'to' is only for Member targets")
     if resource_type == "Connection":
         return ConnectionRef(first, second)
+    if resource_type == "OrganizationLink":
+        return LinkRef(first, second)
     return InvitationRef(first, by_link=second == "link", sent_to_actor=second == actor)
 
 

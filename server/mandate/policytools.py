@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mandate import policytest
-from mandate.policy import Policy, PolicyError, Rule, rules  # noqa: F401 - rules: part of this module's API
+from mandate.policy import Policy, PolicyError, Rule, policy_files, rules  # noqa: F401 - rules: part of this module's API
 from mandate.world import EphemeralApp
 
 # The canonical world: one partner (agency) with a connected client (shop), personas on both
@@ -362,38 +362,53 @@ _RELATION_TYPES = re.compile(r"\brelations\s*=\s*\{(.*?)\}", re.S)
 
 class _Grants:
     """What the shorthand rules of the resource blocks grant, read statically: enough to tell a
-    copy of a rule that grants nothing new (equivalent by construction) from one that does."""
+    copy of a rule that grants nothing new (equivalent by construction) from one that does. The
+    copies are of one file's rules; what grants them is read from every file of the policy (a
+    Connection's rules lean on the Organization's roles, declared in another file)."""
 
     def __init__(self, path: Path, text: str, policy: Policy):
         self.text, self.policy = text, policy
         self.rules = rules(path, text)
         self.parts = {rule.start: _parts(text[rule.start:rule.end]) for rule in self.rules}
         self.by_text = {rule.text for rule in self.rules}
-        self.blocks = [(m.start(), m.end(), m.group(1)) for m in _BLOCK.finditer(text)]
+        self.blocks = self._blocks(text)
         self.relation_types = {}  # (block, relation) -> the related resource type
-        for start, end, name in self.blocks:
+        # Per block, each shorthand rule: (head, condition, relation or "", "file:line").
+        self.shorthand: dict[str, list[tuple[str, str, str, str]]] = {}
+        self.impure: set[tuple[str, str]] = set()  # (type, permission) also granted some other way
+        sources = [(source.path, text if source.path.name == path.name else source.text) for source in policy.sources]
+        if path.name not in {source_path.name for source_path, _ in sources}:
+            sources.append((path, text))
+        for source_path, source_text in sources:
+            self._read(source_path, source_text)
+
+    @staticmethod
+    def _blocks(text: str) -> list[tuple[int, int, str]]:
+        return [(m.start(), m.end(), m.group(1)) for m in _BLOCK.finditer(text)]
+
+    def _read(self, path: Path, text: str) -> None:
+        blocks = self._blocks(text)
+        for start, end, name in blocks:
             for body in _RELATION_TYPES.findall(text[start:end]):
                 for relation, related in re.findall(r"(\w+)\s*:\s*(\w+)", body):
                     self.relation_types[(name, relation)] = related
-        # Per block, each shorthand rule: (head, condition, relation or "", line).
-        self.shorthand: dict[str, list[tuple[str, str, str, int]]] = {}
-        self.impure: set[tuple[str, str]] = set()  # (type, permission) also granted some other way
-        for rule in self.rules:
+        for rule in rules(path, text):
             raw = text[rule.start:rule.end]
-            parts = self.parts[rule.start]
-            block = self.block_of(rule.start)
+            parts = _parts(raw)
+            block = next((name for start, end, name in blocks if start <= rule.start < end), "")
             if block and parts.head:
                 condition = [value for _, _, value, _ in parts.literals]
                 relation = condition[1] if len(condition) == 2 and re.search(r"\bon\b", raw) else ""
                 if len(condition) in (1, 2):
-                    self.shorthand.setdefault(block, []).append((parts.head[0][2], condition[0], relation, rule.line))
+                    self.shorthand.setdefault(block, []).append(
+                        (parts.head[0][2], condition[0], relation, f"{path.name}:{rule.line}"))
                     if relation:
                         self.impure.add((block, parts.head[0][2]))
                 continue
             match = _HAS_PERMISSION.match(rule.text)
             if match:
                 resource_type = match.group(2)
-                for action in ([match.group(1)] if match.group(1) else policy.permissions.get(resource_type, ())):
+                for action in ([match.group(1)] if match.group(1) else self.policy.permissions.get(resource_type, ())):
                     self.impure.add((resource_type, action))
 
     def block_of(self, offset: int) -> str:
@@ -448,11 +463,11 @@ class _Grants:
             elif condition:
                 related = self.relation_types.get((block, relation), block) if relation else block
                 held = self.holds(related, condition)
-                for head, existing, existing_relation, line in self.shorthand.get(block, []):
+                for head, existing, existing_relation, where in self.shorthand.get(block, []):
                     if head == other and existing_relation == relation and existing in held:
                         on = f' on "{relation}"' if relation else ""
                         mutant.equivalent = (f'"{other}" is granted already to whoever holds "{existing}"{on} '
-                                             f'({rule.file.name}:{line}), as everyone who holds "{condition}" does')
+                                             f'({where}), as everyone who holds "{condition}" does')
                         break
             found.append(mutant)
         return found
@@ -492,7 +507,7 @@ def mutation_run(policy_dir: Path, test_paths: list[str] | None, kinds=KINDS,
     equivalent if listed in `equivalents`, else it survived."""
     policy_dir = Path(policy_dir)
     original = Policy(policy_dir)
-    mutants = [m for path in sorted(policy_dir.glob("*.polar")) for m in mutants_of(path, original, kinds)]
+    mutants = [m for path in policy_files(policy_dir) for m in mutants_of(path, original, kinds)]
     mutants = [m for m in mutants[::every] if select is None or select(m)]
     loaded = []
     try:
@@ -502,7 +517,7 @@ def mutation_run(policy_dir: Path, test_paths: list[str] | None, kinds=KINDS,
         order = [(n, number) for n, (_, _, expectations) in enumerate(loaded)
                  for number in range(1, len(expectations) + 1)]
         with tempfile.TemporaryDirectory(prefix="mandate-mutant-") as scratch:
-            for other in policy_dir.glob("*.polar"):
+            for other in policy_files(policy_dir):
                 shutil.copy(other, scratch)
             for mutant in mutants:
                 if not mutant.equivalent:

@@ -55,7 +55,7 @@ from mandate.clock import SystemClock
 from mandate.config import Config
 from mandate.errors import DatabaseUnavailable, Unavailable
 from mandate.index import FactIndex
-from mandate.policy import PolicyError
+from mandate.policy import PolicyError, policy_files
 from mandate.store.db import Store
 from mandate.tls import Certificates
 from mandate.v1 import (
@@ -723,7 +723,7 @@ def watch_policy(app: App, loop: asyncio.AbstractEventLoop, reload) -> None:
     and the reload itself refuses what it cannot load."""
     def fingerprint():
         marks = []
-        for path in sorted(app.policy_dir.glob("*.polar")):
+        for path in policy_files(app.policy_dir):
             try:
                 stat = path.stat()
                 marks.append((path.name, stat.st_mtime_ns, stat.st_size))

@@ -7,10 +7,12 @@ from dataclasses import dataclass, replace
 from mandate import deadlines, errors
 from mandate.facts import (
     HOME,
+    OTHER,
     UNKNOWN_PARTNER,
     AssignmentFact,
     ConnectionFact,
     InvitationTarget,
+    LinkTarget,
     MembershipFact,
     MemberTarget,
     RoleGrantTarget,
@@ -65,9 +67,17 @@ class RoleGrantRef:
     role: str
 
 
-TargetRef = MemberRef | InvitationRef | ConnectionRef | ProjectRef | RoleGrantRef
+@dataclass(frozen=True)
+class LinkRef:
+    """Two master accounts being linked (R13): `organization_id` and `other_id`."""
+
+    organization_id: str
+    other_id: str
+
+
+TargetRef = MemberRef | InvitationRef | ConnectionRef | ProjectRef | RoleGrantRef | LinkRef
 TARGET_TYPE = {MemberRef: "Member", InvitationRef: "ClientInvitation", ConnectionRef: "Connection",
-               RoleGrantRef: "RoleGrant"}
+               RoleGrantRef: "RoleGrant", LinkRef: "OrganizationLink"}
 
 
 def target_type(target: TargetRef) -> str:
@@ -273,6 +283,13 @@ class Authorizer:
                                 bool(member and member.partner_employee), target.user_id == actor_id,
                                 target.new_role)
             return target.organization_id, replace(index.subject(actor_id, target.organization_id), target=fact)
+        if isinstance(target, LinkRef):
+            subject = index.subject(actor_id, target.organization_id)
+            other = index.member(actor_id, target.other_id)
+            if other is not None:
+                subject = replace(subject, memberships=(*subject.memberships, MembershipFact(
+                    OTHER, other.role, other.status, other.partner_employee)))
+            return target.organization_id, replace(subject, target=LinkTarget())
         if isinstance(target, InvitationRef):
             fact = InvitationTarget(target.by_link, target.sent_to_actor)
             return target.client_id, replace(index.subject(actor_id, target.client_id), target=fact)
@@ -393,6 +410,8 @@ def describe_target(target: TargetRef) -> str:
         return f"{target.resource_type} {target.resource_id} of organization {target.organization_id}"
     if isinstance(target, RoleGrantRef):
         return f"the role {target.role} on {target.resource_type} {target.resource_id} of user {target.user_id}"
+    if isinstance(target, LinkRef):
+        return f"the link of organizations {target.organization_id} and {target.other_id}"
     if isinstance(target, InvitationRef):
         kind = "link" if target.by_link else "invitation by email"
         return f"a client {kind} for organization {target.client_id}"

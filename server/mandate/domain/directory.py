@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from mandate import callers, errors
 from mandate.domain import partner
-from mandate.domain.authorization import Authorizer, ProjectRef, RoleGrantRef, page
+from mandate.domain.authorization import Authorizer, LinkRef, ProjectRef, RoleGrantRef, page
 from mandate.domain.common import (
     calling_service,
     end_resource_roles,
@@ -18,7 +18,7 @@ from mandate.domain.common import (
 )
 from mandate.domain.expiry import Lifetimes, pending_invitation
 from mandate.domain.retrying import retried
-from mandate.names import EventType, OrganizationAction, Reason, ResourceAction, RoleGrantAction
+from mandate.names import EventType, LinkAction, OrganizationAction, Reason, ResourceAction, RoleGrantAction
 from mandate.policy import Policy
 from mandate.store import models
 from mandate.store.db import Store, utc_now
@@ -99,7 +99,10 @@ class Directory:
             raise errors.InvalidArgument("other_organization_id", "must differ from organization_id")
         with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, OrganizationAction.LINK, organization_id)
-            self.authorizer.require(actor_id, OrganizationAction.LINK, other_id)
+            if other_id not in self.authorizer.index.organizations:
+                raise errors.NotFound(f"organization {other_id!r} does not exist", Reason.ORGANIZATION_NOT_FOUND)
+            # R13: linking needs "link" on both accounts: the policy's decision (organization_link.polar).
+            self.authorizer.require_target(actor_id, LinkAction.CREATE, LinkRef(organization_id, other_id))
             links = [tx.session.get(models.OrganizationLink, pair)
                      for pair in ((organization_id, other_id), (other_id, organization_id))]
             if all(links):

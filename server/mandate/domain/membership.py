@@ -233,9 +233,14 @@ class Memberships:
         with self.store.write(actor_id, caller=calling_service()) as tx:
             self.authorizer.require(actor_id, OrganizationAction.TAG_PARTNER_EMPLOYEE, organization_id)
             membership = get_member(tx.session, organization_id, user_id)
-            if tagged and membership.role != models.Role.COLLEAGUE:
+            # R15: whom the manager may tag is the policy's decision, on the member (only colleagues).
+            target = MemberRef(organization_id, user_id)
+            if not tagged:
+                self.authorizer.require_target(actor_id, MemberAction.UNTAG, target)
+            elif not self.authorizer.check_target(actor_id, MemberAction.TAG, target):
                 raise errors.FailedPrecondition(
-                    f"user_id: only colleagues can be partner employees; this member is {membership.role}",
+                    f"user_id: only colleagues can be partner employees; this member is {membership.role} "
+                    "(R15, the policy's member.polar)",
                     Reason.NOT_A_COLLEAGUE,
                 )
             if membership.partner_employee == tagged:

@@ -405,8 +405,9 @@ def connect(tx: Transaction, invitation: models.Invitation, client_id: str, scop
 def connect_referrals(tx: Transaction, authorizer: Authorizer, owner: models.User,
                       organization: models.Organization, now: str) -> None:
     """R10: a client invited by email who signs up and creates an organization is connected to
-    the partner automatically, as its referral. R12 (decided in the policy's comments): the
-    referral grants nothing until the client grants scopes, so the connection starts with none."""
+    the partner automatically, as its referral. R12 (decided in the policy, `referral_scopes` in
+    connection.polar): the connection starts with the scopes the policy gives a referral (none:
+    the referral grants nothing until the client grants scopes)."""
     # The organization is created in this transaction, so the fact index does not know it yet:
     # its facts are the creator's new ownership and nothing else.
     creator = Subject(memberships=(MembershipFact(HOME, models.Role.OWNER, models.MemberStatus.ACTIVE, False),),
@@ -424,4 +425,5 @@ def connect_referrals(tx: Transaction, authorizer: Authorizer, owner: models.Use
     for invitation in pending:
         existing = tx.session.get(models.Connection, (invitation.organization_id, organization.id))
         if existing is None or existing.status == models.ConnectionStatus.DISCONNECTED:
-            connect(tx, invitation, organization.id, [], models.EmployeeApproval.CLIENT, referral=True)
+            connect(tx, invitation, organization.id, list(authorizer.policy.referral_scopes or ()),
+                    models.EmployeeApproval.CLIENT, referral=True)
