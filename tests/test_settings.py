@@ -50,7 +50,7 @@ def documented(pattern: str) -> list[tuple[str, str]]:
 def test_every_variable_the_docs_name_exists():
     """A variable of the docs is a setting of `mandate serve` (SETTINGS) or one the command-line
     client reads (mandate.cli); none is made up or left behind by a rename."""
-    client = set(re.findall(r'"(MANDATE_[A-Z_]+)"', Path(cli.__file__).read_text()))
+    client = set(re.findall(r'"(MANDATE_[A-Z_]+)"', Path(cli.__spec__.origin).read_text()))
     known = {setting.env for setting in SETTINGS} | client
     unknown = [(name, variable) for name, variable in documented(r"\bMANDATE_[A-Z_]*[A-Z]\b") if variable not in known]
     assert not unknown
