@@ -38,7 +38,7 @@ test: $(STUBS)
 # Only the outside view (also part of `test`): build the wheel, install it into a fresh
 # virtualenv, run an outside project and the ephemeral server from there.
 test-package: $(STUBS)
-	$(BIN)/python -m pytest -q tests/test_package.py
+	$(BIN)/python -m pytest -q tests/public/test_package.py
 
 policy-test: $(STUBS)
 	$(BIN)/mandate policy test $(if $(MANDATE_POLICY_DIR),--policy-dir $(MANDATE_POLICY_DIR),) policies/tests

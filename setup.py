@@ -8,7 +8,7 @@ files never conflict over stubs.
 
 An editable install (`pip install -e .`, as `make` does) generates the stubs into
 `server/mandate/v1/` with the same command as `make proto`, and serves the checkout's own
-`policies/` (see `mandate.config.packaged_policy_dir`).
+`policies/` (see `mandate.runtime.config.packaged_policy_dir`).
 """
 
 from __future__ import annotations

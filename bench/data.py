@@ -63,17 +63,17 @@ def generate(records: int, path: Path) -> int:
 
 def ordered(lines: list[str]) -> list[str]:
     """The world in kind order (every reference before it is used), as the importer accepts any."""
-    from mandate.worldfile import KINDS
+    from mandate.admin.worldfile import KINDS
 
     rank = {kind: n for n, kind in enumerate(KINDS)}
     return sorted(lines, key=lambda line: rank[json.loads(line)["kind"]])
 
 
 def measure(store: str, lines: list[str], postgres) -> dict:
-    from mandate.app import App
     from mandate.client import MandateClient
-    from mandate.config import Config
-    from mandate.server import build_server
+    from mandate.runtime.app import App
+    from mandate.runtime.config import Config
+    from mandate.runtime.server import build_server
     from mandate.store.migrate import upgrade
     from mandate.v1 import admin_pb2
 

@@ -12,8 +12,8 @@ import argparse
 import json
 import time
 
-from mandate.app import App
-from mandate.config import packaged_policy_dir
+from mandate.runtime.app import App
+from mandate.runtime.config import packaged_policy_dir
 
 from bench import dataset
 from bench.run import sqlite_copy

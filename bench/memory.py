@@ -32,8 +32,8 @@ def rss_bytes() -> int:
 
 
 def measure(database_url: str) -> dict:
-    from mandate.config import DatabaseSettings
-    from mandate.index import FactIndex
+    from mandate.engine.index import FactIndex
+    from mandate.runtime.config import DatabaseSettings
     from mandate.store.db import Store
     from sqlalchemy import inspect, text
 

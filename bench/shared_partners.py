@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mandate.app import App
-from mandate.config import packaged_policy_dir
-from mandate.domain.explain import explain
+from mandate.engine.explain import explain
+from mandate.runtime.app import App
+from mandate.runtime.config import packaged_policy_dir
 from mandate.store.migrate import upgrade
 
 TARGET_MS = 5.0

@@ -10,7 +10,7 @@ log line, no metrics. `/grpc.health.v1.Health/Check` is a no-op (bytes in, empty
 memo) and serializes the reply. The load is the bench's (4 client processes x 8 streams, the
 Check mix half allowed, half denied); the servers take turns (A B C C B A ...) so the noise of
 a shared machine weighs on each alike. Printed: calls per server CPU-second of each method on
-each server. Mandate's own server is the aio one with its plumbing (api/interceptors.py) on top:
+each server. Mandate's own server is the aio one with its plumbing (runtime/interceptors.py) on top:
 the difference between these figures and `make bench`'s is what the plumbing costs.
 """
 
@@ -64,8 +64,8 @@ class Bare:
 def serve(kind: str, port: int, database_url: str) -> None:
     """Serve the two methods until SIGTERM."""
     import grpc
-    from mandate.app import App
-    from mandate.server import authorization_service
+    from mandate.runtime.app import App
+    from mandate.runtime.server import authorization_service
     from mandate.v1 import authorization_pb2
 
     service = authorization_service(App(database_url, ROOT / "policies"))

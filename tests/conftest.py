@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from mandate.app import App
 from mandate.client import MandateClient
-from mandate.config import Config
-from mandate.server import build_server
+from mandate.runtime.app import App
+from mandate.runtime.config import Config
+from mandate.runtime.server import build_server
 from mandate.store.localpg import LocalPostgres
 from mandate.store.migrate import upgrade
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from mandate.app import App
+from mandate.runtime.app import App
 
 _numbers = itertools.count(1)
 

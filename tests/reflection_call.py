@@ -1,7 +1,7 @@
 """A grpcurl in a few lines: call an RPC of a running server knowing only its name, through
 server reflection, with a JSON request, and print the services and the JSON reply.
 
-tests/test_package.py runs it with the Python of a virtualenv that has mandate installed from
+tests/public/test_package.py runs it with the Python of a virtualenv that has mandate installed from
 the wheel, and it imports no mandate module: only what any gRPC client in Python has.
 
     python reflection_call.py HOST:PORT TOKEN mandate.v1.AuthorizationService/Check '{"action": "read", ...}'

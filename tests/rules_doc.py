@@ -9,7 +9,7 @@ the tree itself, between the markers `<!-- where Rn -->` and `<!-- /where -->`:
 A rule named in a range ("R15 to R18") counts for every rule of the range.
 
     .venv/bin/python -m tests.rules_doc          # rewrite the generated parts of docs/rules.md
-    .venv/bin/python -m tests.rules_doc --check  # exit 1 if they are stale (tests/test_rules_doc.py)
+    .venv/bin/python -m tests.rules_doc --check  # exit 1 if they are stale (tests/public/test_rules_doc.py)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from mandate.policy import rule_names
+from mandate.engine.policy import rule_names
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "rules.md"
@@ -82,7 +82,7 @@ def modules() -> dict[int, list[str]]:
 
 def tests() -> dict[int, list[str]]:
     found = defaultdict(list)
-    for path in sorted((ROOT / "tests").glob("test_*.py")):
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_"):
                 for rule in re.findall(r"(?:^|_)r(\d{1,2})(?=_|$)", node.name):

@@ -1,10 +1,10 @@
-"""Keeps the documents' settings tables the ones `mandate.config.SETTINGS` declares. A table
+"""Keeps the documents' settings tables the ones `mandate.runtime.config.SETTINGS` declares. A table
 lies between the markers `<!-- settings: ... -->` (every setting, with the README's notes) or
 `<!-- settings MANDATE_A MANDATE_B ...: ... -->` (those variables' rows, in that order) and
 `<!-- /settings -->`, in README.md and docs/*.md.
 
     .venv/bin/python -m tests.settings_doc          # rewrite the tables
-    .venv/bin/python -m tests.settings_doc --check  # exit 1 if one is stale (tests/test_settings.py)
+    .venv/bin/python -m tests.settings_doc --check  # exit 1 if one is stale (tests/runtime/test_settings.py)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from mandate.config import settings_table
+from mandate.runtime.config import settings_table
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import grpc
 
-from mandate import logs
-from mandate.config import (
+from mandate.contexts import ContextError
+from mandate.runtime import logs
+from mandate.runtime.config import (
     DEFAULT_LISTEN,
     DEFAULT_TOKEN_FILE,
     Config,
     add_flags,
 )
-from mandate.contexts import ContextError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
-    add_flags(parser)  # every setting's flag (mandate.config.SETTINGS)
+    add_flags(parser)  # every setting's flag (mandate.runtime.config.SETTINGS)
     parser.add_argument("--ephemeral", action="store_true",
                         help="serve from a throwaway database, deleted at exit (for other teams' tests)")
     parser.add_argument("--world", help="with --ephemeral: fill the database from this world file (YAML or JSON Lines)")
@@ -199,8 +199,8 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(config: Config, args) -> int:
-    from mandate.policy import PolicyError
-    from mandate.server import CannotListen, serve
+    from mandate.engine.policy import PolicyError
+    from mandate.runtime.server import CannotListen, serve
     from mandate.store.migrate import upgrade
 
     if args.ephemeral and config.processes > 1:
@@ -212,7 +212,7 @@ def run_serve(config: Config, args) -> int:
         return 2
     try:
         if args.ephemeral:
-            from mandate.world import EphemeralApp, WorldError, read_world
+            from mandate.runtime.world import EphemeralApp, WorldError, read_world
 
             try:
                 world = read_world(args.world) if args.world else None
@@ -237,7 +237,7 @@ def run_serve(config: Config, args) -> int:
             finally:
                 ephemeral.close()
         elif config.processes > 1:
-            from mandate.server import serve_processes
+            from mandate.runtime.server import serve_processes
 
             upgrade(config.database_url)
             return serve_processes(config)
@@ -262,7 +262,7 @@ class VersionAction(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from importlib.metadata import PackageNotFoundError, version
 
-        from mandate.policy import Policy, PolicyError
+        from mandate.engine.policy import Policy, PolicyError
 
         try:
             package_version = version("mandate")
@@ -279,8 +279,8 @@ class VersionAction(argparse.Action):
 
 
 def run_policy(args, policy_dir: Path) -> int:
-    from mandate import policytest, policytools
-    from mandate.policy import Policy, PolicyError
+    from mandate.engine import policytest, policytools
+    from mandate.engine.policy import Policy, PolicyError
 
     if args.policy_command == "diff":
         return run_policy_diff(args, policy_dir)
@@ -346,7 +346,7 @@ def run_policy(args, policy_dir: Path) -> int:
 
 def run_policy_diff(args, policy_dir: Path) -> int:
     """Exit 0: no decision changes; 1: some do; 2: a usage error (api.md)."""
-    from mandate import policydiff
+    from mandate.engine import policydiff
 
     try:
         result = policydiff.run(args.base, policy_dir, args.database, args.world)
@@ -785,8 +785,8 @@ def add_data_commands(commands) -> None:
 
 
 def run_world_import(args) -> int:
+    from mandate.admin.worldfile import WorldError, read_records, sniff_jsonl, to_json
     from mandate.v1 import admin_pb2
-    from mandate.worldfile import WorldError, read_records, sniff_jsonl, to_json
 
     path = Path(args.file)
     try:
@@ -875,8 +875,8 @@ def run_world_export(args) -> int:
     import os
     import tempfile
 
+    from mandate.admin.worldfile import YamlWriter
     from mandate.v1 import admin_pb2
-    from mandate.worldfile import YamlWriter
 
     output = args.output
     fmt = args.format or ("jsonl" if output and output.endswith((".jsonl", ".ndjson")) else "yaml")

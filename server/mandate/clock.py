@@ -1,10 +1,10 @@
 """Time, read in one place, so that tests can move it instead of waiting for it.
 
-Access that ends by itself is ended by a change the service writes (mandate.domain.expiry), so
+Access that ends by itself is ended by a change the service writes (mandate.shared.expiry), so
 the facts the policy sees stay free of time. The writers read the clock: to stamp an
 invitation's `expires_at`, to refuse an invitation that has lapsed, and to find what is due to
 expire; the fact index reads it only to take away, until that change comes, a fact whose end
-has passed (mandate.index).
+has passed (mandate.engine.index).
 
 Timestamps are stored as fixed-width RFC 3339 strings in UTC (`2026-11-26T08:00:00.000000Z`),
 so they compare as text in SQL on every engine.

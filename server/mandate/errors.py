@@ -2,7 +2,7 @@
 
 The domain knows nothing of the transport: a status here is one of the standard families every
 RPC framework shares, named as gRPC names them. One table in the transport
-(`api/statuses.py`, `GRPC_CODES`) turns each into its gRPC code, with the reason in a
+(`runtime/statuses.py`, `GRPC_CODES`) turns each into its gRPC code, with the reason in a
 google.rpc.ErrorInfo."""
 
 from __future__ import annotations

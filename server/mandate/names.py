@@ -1,6 +1,6 @@
 """Names defined once: every action the service asks the policy about, per resource type, every
 error reason a client can match on, every event type, and the roles and states the store keeps.
-The service, the store, the policy's validation, the docs' tables (held by tests/test_names.py)
+The service, the store, the policy's validation, the docs' tables (held by tests/public/test_names.py)
 and the tests import them from here (warehouse keeps its permissions the same way)."""
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ class EventType(StrEnum):
 
 class Role(StrEnum):
     """The roles a member holds in an organization. The policy gives them their meaning; the
-    protos, docs/world-format.md and docs/policy-tests.md list them (tests/test_names.py)."""
+    protos, docs/world-format.md and docs/policy-tests.md list them (tests/public/test_names.py)."""
 
     OWNER = "owner"
     LEGAL_REPRESENTATIVE = "legal_representative"

@@ -36,9 +36,9 @@ class RunningMandate:
 
     def __init__(self, world: dict | str | Path | None = None, policy_dir: Path | str | None = None):
         from mandate.client import MandateClient
-        from mandate.config import Config
-        from mandate.server import build_server
-        from mandate.world import EphemeralApp, read_world
+        from mandate.runtime.config import Config
+        from mandate.runtime.server import build_server
+        from mandate.runtime.world import EphemeralApp, read_world
 
         if isinstance(world, str | Path):
             world = read_world(world)

@@ -23,7 +23,7 @@ member is kept only if it succeeded and the ids it names (its actor, and every o
 to its savepoint and runs again as the first member of a new group (`Regroup`), deciding on the
 committed state. Its refusal is therefore only ever given by a run that saw everything committed
 before it. Only writes that can run again join groups: a domain service's methods marked
-`mandate.domain.retrying.retried` (see `grouping`).
+`mandate.shared.retrying.retried` (see `grouping`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mandate import clock, deadlines, errors, tracing
-from mandate.config import DatabaseSettings
+from mandate.runtime.config import DatabaseSettings
 from mandate.store import history, models
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,7 @@ class Store:
     def write(self, actor_id: str = "", caller: str = "") -> Iterator[Transaction]:
         """One read-write transaction. Raises `errors.DatabaseUnavailable` at once while the
         database is lost, and `Conflict` when the database aborted it (the caller runs it again:
-        see mandate.app). A write inside an open write of this store joins it (one transaction:
+        see mandate.runtime.app). A write inside an open write of this store joins it (one transaction:
         a request with a request_id runs its mutation and records its reply together). Inside
         `grouping(JOIN)` or `grouping(LEAD)` it may share a group commit with writes that arrive
         with it (`Regroup`: run it again, leading a new group). `caller`: the calling service,

@@ -1,5 +1,5 @@
 """Tables. Every row that carries access facts records the revision that last wrote it,
-so a reader can catch up on every change since a revision (see mandate.index)."""
+so a reader can catch up on every change since a revision (see mandate.engine.index)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class Membership(Base):
     role: Mapped[str] = mapped_column(enum_column(Role), nullable=False)
     status: Mapped[str] = mapped_column(enum_column(MemberStatus), nullable=False)
     partner_employee: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    # When the membership ends by itself (mandate.domain.expiry); None: it does not.
+    # When the membership ends by itself (mandate.shared.expiry); None: it does not.
     access_expires_at: Mapped[str | None] = mapped_column(String(40), index=True)
     revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
@@ -136,7 +136,7 @@ class ResourceRole(Base):
     role: Mapped[str] = mapped_column(String(100), primary_key=True)
     granted: Mapped[bool] = mapped_column(Boolean, nullable=False)
     granted_by: Mapped[str] = mapped_column(String(40), nullable=False, default="")
-    # When the role ends by itself (mandate.domain.expiry); None: it does not.
+    # When the role ends by itself (mandate.shared.expiry); None: it does not.
     access_expires_at: Mapped[str | None] = mapped_column(String(40), index=True)
     revision: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
 
@@ -226,7 +226,7 @@ def event_organizations(attributes: dict) -> tuple[str | None, str | None]:
 
 class RequestRecord(Base):
     """The outcome of a mutation that carried a `request_id`, kept 24 hours so that a retry gets
-    the same answer and changes nothing (mandate.domain.requests). Written in the mutation's own
+    the same answer and changes nothing (mandate.runtime.requests). Written in the mutation's own
     transaction; the primary key makes racing retries produce one change."""
 
     __tablename__ = "request_records"

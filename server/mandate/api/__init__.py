@@ -1,1 +1,0 @@
-"""The gRPC layer: handlers validate and convert, domain services decide."""

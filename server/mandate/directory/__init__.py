@@ -1,0 +1,2 @@
+"""The directory: users, organizations, linked accounts, registered resources and roles on them (rpc:
+the gRPC handlers; service)."""

@@ -1,1 +1,0 @@
-"""Domain services: each asks the policy, then changes the store in one transaction."""

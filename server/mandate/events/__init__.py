@@ -1,0 +1,1 @@
+"""The change log, listed or watched (rpc: the gRPC handlers; service)."""

@@ -1,0 +1,1 @@
+"""Membership: invitations and members of an organization (rpc: the gRPC handlers; service)."""

@@ -1,0 +1,1 @@
+"""Tests: AdminService: import, export, erase."""

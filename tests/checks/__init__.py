@@ -1,0 +1,1 @@
+"""Tests: The check plane: Check, lists, Explain, access review, AuthZEN, the past."""

@@ -1,0 +1,1 @@
+"""Tests: DirectoryService, declared resources and roles on them."""

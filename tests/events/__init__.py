@@ -1,0 +1,1 @@
+"""Tests: EventService: the change log."""

@@ -1,0 +1,1 @@
+"""Tests: MembershipService and the membership rules."""

@@ -1,0 +1,1 @@
+"""Tests: PartnerService and the partner program's rules."""

@@ -1,0 +1,2 @@
+"""Tests: What others see: the CLI, the client, the pytest plugin, the wheel, the API's names, the
+docs."""

@@ -1,0 +1,1 @@
+"""Tests: The running server: callers, limits, errors, lifecycle, reloads, operations."""
