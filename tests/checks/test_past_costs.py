@@ -144,11 +144,13 @@ def test_a_build_of_the_past_stops_when_its_caller_gives_up(client, app, past, m
     monkeypatch.setattr(mandate.engine.index, "DEADLINE_ROWS", 1)  # look at the caller after every row
     reading, release, stopped = threading.Event(), threading.Event(), threading.Event()
     original_rows, original_at = history.fact_rows, FactIndex.at.__func__
+    seen = {}  # what the build looks at to know that its caller cancelled
 
     def fact_rows(session, model, at_revision=None, *where):
         rows = original_rows(session, model, at_revision, *where)
         for number, row in enumerate(rows):
             if number == 1:
+                seen.setdefault("cancelled", deadlines._cancelled.get())
                 reading.set()
                 release.wait(WAIT)
             yield row
@@ -169,6 +171,9 @@ def test_a_build_of_the_past_stops_when_its_caller_gives_up(client, app, past, m
         call = client.authorization.BatchCheck.future(request)
         assert reading.wait(WAIT)
         call.cancel()
+        # The server learns of the cancel a moment later (later still on a busy machine); the
+        # build, held at its second row, goes on only once the server knows.
+        assert seen["cancelled"] is not None and seen["cancelled"].wait(WAIT)
     with pytest.raises(grpc.FutureCancelledError if gives_up == "cancel" else grpc.RpcError):
         call.result(WAIT)
     release.set()

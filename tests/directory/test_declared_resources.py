@@ -265,7 +265,7 @@ def test_issue20_the_platform_example_is_tested_and_every_rule_of_it_is_needed(t
     example, and deleting any rule of platform.polar makes one of them fail (mutation run)."""
     from mandate.engine import policytest
     from mandate.engine.policy import Policy
-    from mandate.engine.policytools import mutation_run
+    from mandate.engine.policytools import DELETED, mutation_run
 
     policy_dir = tmp_path / "policies"
     policy_dir.mkdir()
@@ -274,8 +274,7 @@ def test_issue20_the_platform_example_is_tested_and_every_rule_of_it_is_needed(t
     tests = [str(PLATFORM.parent / "tests")]
     outcomes = policytest.run(tests, Policy(policy_dir))
     assert outcomes and all(o.passed for o in outcomes), [o.title for o in outcomes if not o.passed]
-    mutants = [m for m in mutation_run(policy_dir, tests)
-               if m.rule.file.name == "platform.polar" and getattr(m, "kind", "rule deleted") == "rule deleted"]
+    mutants = mutation_run(policy_dir, tests, kinds=(DELETED,), select=lambda m: m.rule.file.name == "platform.polar")
     assert len(mutants) == 12 and all(m.killed for m in mutants), [
         f"{m.rule.line}: {m.rule.text}" for m in mutants if not m.killed]
 
