@@ -11,7 +11,6 @@ import re
 from mandate.engine.index import FactIndex
 from mandate.errors import InvalidArgument, OutsideCallerScope
 from mandate.events.service import Events
-from mandate.membership.rpc import page
 from mandate.runtime import callers, convert
 from mandate.runtime import validate as v
 from mandate.store.db import Store
@@ -97,7 +96,7 @@ class EventService(events_pb2_grpc.EventServiceServicer):
         rows = self.events.list_events(since, event_cursor("page_token", request.page_token), size + 1,
                                        organizations)
         without_emails = callers.current_read_only()
-        events, last = page(rows, size, lambda row: str(row.id), lambda row: convert.event(row, without_emails))
+        events, last = convert.page(rows, size, lambda row: str(row.id), lambda row: convert.event(row, without_emails))
         return events_pb2.ListEventsResponse(events=events, next_page_token=last)
 
     def organization_filter(self, request) -> tuple[str, ...]:

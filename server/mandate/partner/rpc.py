@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from mandate.engine.authorizer import Authorizer
 from mandate.errors import InvalidArgument
-from mandate.membership.rpc import page
 from mandate.partner.service import Partners
 from mandate.runtime import convert
 from mandate.runtime import validate as v
@@ -76,7 +75,7 @@ class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
             v.text("query", request.query, required=False),
             v.optional_choice("status", request.status, CONNECTION_STATUSES),
             size, v.page_token("page_token", request.page_token), permission)
-        connections, last = page(rows, size, lambda row: row.client_id, convert.connection)
+        connections, last = convert.page(rows, size, lambda row: row.client_id, convert.connection)
         return partner_pb2.ListConnectionsResponse(connections=connections, next_page_token=last)
 
     def ExportClients(self, request, context):
@@ -87,7 +86,7 @@ class PartnerService(partner_pb2_grpc.PartnerServiceServicer):
         rows = self.partners.list_partners(
             v.identifier("actor_id", request.actor_id), v.identifier("client_id", request.client_id),
             size, v.page_token("page_token", request.page_token))
-        connections, last = page(rows, size, lambda row: row.partner_id, convert.connection)
+        connections, last = convert.page(rows, size, lambda row: row.partner_id, convert.connection)
         return partner_pb2.ListConnectionsResponse(connections=connections, next_page_token=last)
 
     @idempotent(common_pb2.Connection)

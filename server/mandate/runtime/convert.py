@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mandate.checks.review import Entry
 from mandate.membership.service import Member
+from mandate.runtime import validate as v
 from mandate.store import models
 from mandate.v1 import authorization_pb2, common_pb2, directory_pb2
 
@@ -107,3 +108,20 @@ def resource_role(row: models.ResourceRole) -> directory_pb2.ResourceRole:
         resource=common_pb2.ObjectRef(type=row.resource_type, id=row.resource_id), user_id=row.user_id,
         role=row.role, granted_by=row.granted_by, access_expires_at=row.access_expires_at or "",
         revision=str(row.revision))
+
+
+def page(rows: list, size: int, key, to_message) -> tuple[list, str]:
+    """The messages of one page, and the token of the next. Rows were fetched with one extra to
+    know whether another page follows. A page also ends before it passes MAX_PAGE_BYTES (it always
+    holds at least one item): one reply, and so what a client that stops reading leaves the server
+    holding, stays bounded whatever page_size asks for."""
+    messages, total = [], 0
+    for row in rows[:size]:
+        message = to_message(row)
+        total += message.ByteSize()
+        if messages and total > v.MAX_PAGE_BYTES:
+            break
+        messages.append(message)
+    if len(messages) < len(rows):
+        return messages, v.encode_page_token(key(rows[len(messages) - 1]))
+    return messages, ""
