@@ -3,7 +3,7 @@
 # action may touch is decided here too (as gitclub's OrgRole resources do).
 
 resource Member {
-  permissions = ["invite", "remove", "pause", "resume", "set_role", "tag", "untag"];
+  permissions = ["invite", "remove", "pause", "resume", "set_role", "tag", "untag", "assign"];
 }
 
 # R4, R2: whoever may invite members invites anyone as legal representative, colleague or
@@ -62,3 +62,10 @@ has_permission(user: User, "tag", member: Member) if
   has_permission(user, "tag_partner_employee", member.organization);
 has_permission(user: User, "untag", member: Member) if
   has_permission(user, "tag_partner_employee", member.organization);
+
+# R15 (decided here): whoever may assign the partner's employees to clients assigns only a
+# member the partner tagged as a partner employee (the Member is the assignee's membership in
+# the partner; "assign" on the Connection decides who assigns to that client).
+has_permission(user: User, "assign", member: Member) if
+  member.partner_employee = true and
+  has_permission(user, "assign_client", member.organization);

@@ -75,6 +75,7 @@ class MemberAction(StrEnum):
     SET_ROLE = "set_role"
     TAG = "tag"  # R15: tagging the member a partner employee
     UNTAG = "untag"
+    ASSIGN = "assign"  # R15: assigning the partner's member to a client (only tagged employees)
 
 
 class InvitationAction(StrEnum):

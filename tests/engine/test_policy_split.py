@@ -1,6 +1,6 @@
 """The policy split per resource block (issue 19 step 4): the policy is every .polar file of its
 directory, a type is added by dropping a file there, and decisions that used to be made in
-Python are made by the policy files (R15: whom a manager may tag)."""
+Python are made by the policy files (R15: whom a manager may tag, and whom assign to a client)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,47 @@ def test_r15_a_policy_that_lets_clients_be_tagged_is_obeyed(database_url, tmp_pa
         assert app.memberships.tag_partner_employee(owner, partner, client_member, True).membership.partner_employee
     finally:
         app.close()
+
+
+def test_r15_the_policy_decides_whom_a_manager_assigns(tagging):
+    """R15: only tagged partner employees are assigned to a client (member.polar, "assign" on the
+    assignee's Member), and the refusal keeps its reason NOT_PARTNER_EMPLOYEE."""
+    app, world, partner, owner = tagging
+    client = world.organization()
+    world.connect(partner, client)
+    tagged, untagged = world.member(partner, partner_employee=True), world.member(partner)
+    assert app.partners.assign_client(owner, partner, client, tagged).assigned
+    with pytest.raises(errors.FailedPrecondition) as refused:
+        app.partners.assign_client(owner, partner, client, untagged)
+    assert refused.value.reason == Reason.NOT_PARTNER_EMPLOYEE
+
+
+def test_r15_a_policy_that_lets_untagged_colleagues_be_assigned_is_obeyed(database_url, tmp_path):
+    """The decision is the policy's: drop the tag from the rule, and the service follows; a
+    policy that refuses every assignee refuses the tagged one too, with NOT_PARTNER_EMPLOYEE."""
+    lenient = copy_policy(tmp_path / "lenient")
+    edit_policy(lenient, '  member.partner_employee = true and\n  has_permission(user, "assign_client"',
+                '  member.role = "colleague" and\n  has_permission(user, "assign_client"')
+    strict = copy_policy(tmp_path / "strict")
+    edit_policy(strict, '  member.partner_employee = true and\n  has_permission(user, "assign_client"',
+                '  member.partner_employee = true and member.is_actor = true and\n'
+                '  has_permission(user, "assign_client"')
+    for directory, expected in ((lenient, True), (strict, False)):
+        app = App(database_url, directory)
+        try:
+            world = World(app)
+            partner, client = world.organization(), world.organization()
+            world.connect(partner, client)
+            owner = world.owner_of(partner)
+            assignee = world.member(partner, partner_employee=not expected)
+            if expected:
+                assert app.partners.assign_client(owner, partner, client, assignee).assigned
+            else:
+                with pytest.raises(errors.FailedPrecondition) as refused:
+                    app.partners.assign_client(owner, partner, client, assignee)
+                assert refused.value.reason == Reason.NOT_PARTNER_EMPLOYEE
+        finally:
+            app.close()
 
 
 def referral(app: App, world: World) -> tuple[object, str]:

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, func, insert, select, update
 
 from mandate import errors
-from mandate.engine.authorizer import Authorizer, ConnectionRef, InvitationRef
+from mandate.engine.authorizer import Authorizer, ConnectionRef, InvitationRef, MemberRef
 from mandate.engine.facts import HOME, InvitationTarget, MembershipFact, Subject
 from mandate.membership.service import escape_like, require_pending
-from mandate.names import ConnectionAction, EventType, InvitationAction, OrganizationAction, Reason
+from mandate.names import ConnectionAction, EventType, InvitationAction, MemberAction, OrganizationAction, Reason
 from mandate.runtime import callers
 from mandate.shared.common import (
     calling_service,
@@ -257,9 +257,12 @@ class Partners:
                     f"user_id: user {user_id!r} is not a member of organization {partner_id!r}",
                     Reason.MEMBER_NOT_FOUND,
                 )
-            if not membership.partner_employee:
+            # R15: whom the manager may assign is the policy's decision, on the assignee's
+            # membership in the partner (only tagged partner employees).
+            if not self.authorizer.check_target(actor_id, MemberAction.ASSIGN, MemberRef(partner_id, user_id)):
                 raise errors.NotPartnerEmployee(
-                    f"user_id: user {user_id} is not tagged as a partner employee of {partner_id} (R15)"
+                    f"user_id: user {user_id} is not tagged as a partner employee of {partner_id} "
+                    "(R15, the policy's member.polar)"
                 )
             # Every partner record of this person at this client, in one look-up (R19).
             records = tx.execute(_RECORDS_AT_CLIENT, {"user_id": user_id, "client_id": client_id}).all()
