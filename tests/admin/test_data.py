@@ -322,7 +322,7 @@ def test_an_import_is_checked_by_the_rules_of_the_rpcs(app, admin, platform_poli
      "UNKNOWN_RESOURCE_TYPE"),
     ({"kind": "resource_role", "resource": "Project:s", "user": "a", "role": "admin"}, "role", "UNKNOWN_ROLE"),
 ])
-def test_an_import_names_the_record_and_field_of_an_undeclared_type_or_role(app, admin, record, field, reason):
+def test_r2_r23_an_import_names_the_record_and_field_of_an_undeclared_type_or_role(app, admin, record, field, reason):
     """issue 20: an import (Import RPC, `mandate import`) refuses a resource type the loaded policy
     does not declare, and a role its type does not declare, naming the record and the field;
     nothing changes. A test world (mandate.runtime.world) is refused the same way."""
@@ -570,7 +570,7 @@ def test_a_replica_serves_an_import_as_any_write(app, admin):
         replica.close()
 
 
-def test_erasure_ends_every_role_the_person_holds_on_one_resource(app, world, admin):
+def test_r6_r18_erasure_ends_every_role_the_person_holds_on_one_resource(app, world, admin):
     """issue 20, R6, R18: erasing a person ends their roles on single resources, those that came
     with a membership and those a world file gave without one, each with a cascaded
     `resource.role_revoked` event under the resource's organization; the history keeps them."""

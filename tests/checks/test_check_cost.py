@@ -11,7 +11,7 @@ from mandate.v1 import common_pb2
 
 
 @pytest.mark.parametrize("bad", ["Read", "read\n", "", "re ad", "ré", "a" * 101])
-def test_a_bad_action_is_refused_every_time(bad):
+def test_r23_a_bad_action_is_refused_every_time(bad):
     v.action("action", "read")
     for _ in range(2):
         with pytest.raises(InvalidArgument) as refused:
@@ -22,7 +22,7 @@ def test_a_bad_action_is_refused_every_time(bad):
 
 
 @pytest.mark.parametrize("bad", ["project", "Pro ject", "", "P" * 41, "Projeçt"])
-def test_a_bad_type_name_is_refused_every_time(bad):
+def test_r23_a_bad_type_name_is_refused_every_time(bad):
     v.object_ref("resource", common_pb2.ObjectRef(type="Project", id="p1"), True)
     for _ in range(2):
         with pytest.raises(InvalidArgument) as refused:

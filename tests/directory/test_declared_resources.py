@@ -295,7 +295,7 @@ def test_issue20_the_scopes_a_client_grants_are_the_policys(platform):
     assert refused(client.partner.CreateInviteLink, link) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_SCOPE")
 
 
-def test_issue20_a_partner_employees_role_on_a_client_project_follows_their_membership(app, world):
+def test_r6_r7_r18_a_partner_employees_role_on_a_client_project_follows_their_membership(app, world):
     """issue 20 item 3 (R7, R6, R18, R9): a partner's legal representative gives their tagged
     employee a role on one client project (R9: delegated to colleagues). Paused in the partner, the
     role gives nothing (R7); resumed, it is back; removed from the partner, the role ends with the

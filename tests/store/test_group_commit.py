@@ -182,7 +182,7 @@ def test_r11_one_link_accepted_twice_inside_a_group_connects_once(app, world):
     assert len([c for c in connected if c.client_id in {o for _, o in contenders}]) == 1
 
 
-def test_a_later_member_never_decides_on_facts_an_earlier_member_changed(app, world):
+def test_r7_a_later_member_never_decides_on_facts_an_earlier_member_changed(app, world):
     """The fact index holds only committed facts: a legal representative made a colleague by the first member of a
     group cannot pause a colleague in the second (R23 decided on the committed state)."""
     owner = world.user("owner")
