@@ -1,7 +1,8 @@
 """`python -m bench.writes [--store sqlite|postgres|both]`: only the mutation phase of the bench
 (invite, pause, resume, assign, unassign; 8 writers), on each store asked for, printing
-mutations/s, the server's CPU milliseconds per mutation and the latency. Quicker than the whole
-bench when working on the write path."""
+mutations/s, the server's CPU milliseconds per mutation, the latency, and the no-op's calls/s on
+the same 8 streams (the ceiling). Quicker than the whole bench when working on the write path;
+`python -m bench.floor` measures the floor beside it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import argparse
 import time
 
 from bench import dataset
-from bench.load import Server, Workers
+from bench.load import HEALTH_CHECK, Server, Workers
 from bench.run import say, sqlite_copy
 
 
@@ -24,6 +25,9 @@ def measure(url: str, log_name: str, meta: dict, duration: float, clients: int) 
         task = {"kind": "mutations", "slots": slots, "nonce": time.time_ns()}
         workers.run(task, min(1.0, duration), server=server)  # warms the server's code paths
         result = workers.run(dict(task, nonce=time.time_ns()), duration, server=server)
+        # The ceiling: the no-op on the same streams (what the clients and the transport allow).
+        ceiling = workers.run({"kind": "closed_loop", "method": HEALTH_CHECK, "requests": [b""]}, duration / 2,
+                              server=server)
     finally:
         workers.close()
         server.stop()
@@ -32,7 +36,8 @@ def measure(url: str, log_name: str, meta: dict, duration: float, clients: int) 
             "first_error": result.first_error,
             "server_cpu_ms_per_mutation": round(result.server_cpu * 1000 / calls, 2),
             "server_cpu_cores": round(result.server_cpu / result.seconds, 2),
-            "p50_ms": round(result.percentile(0.5) * 1000, 2), "p99_ms": round(result.percentile(0.99) * 1000, 2)}
+            "p50_ms": round(result.percentile(0.5) * 1000, 2), "p99_ms": round(result.percentile(0.99) * 1000, 2),
+            "noop_rate_per_s": round(ceiling.rate, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{store:>8}: {figures['rate_per_s']:,.0f} mutations/s with {figures['writers']} writers, "
               f"{figures['server_cpu_ms_per_mutation']:.2f} ms server CPU per mutation "
               f"({figures['server_cpu_cores']} cores), p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms, "
-              f"{figures['errors']} errors {figures['first_error'][:200]}", flush=True)
+              f"{figures['errors']} errors {figures['first_error'][:200]}; the no-op on the same streams "
+              f"{figures['noop_rate_per_s']:,.0f}/s", flush=True)
     return 0
 
 
