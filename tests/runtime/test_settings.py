@@ -84,6 +84,9 @@ def test_every_flag_is_in_serve_help(capsys):
     ({"MANDATE_INSECURE": "yes"}, [], "insecure", True),
     ({}, ["--insecure"], "insecure", True),
     ({}, ["--watch-policy"], "watch_policy", True),
+    ({"MANDATE_WATCH_POLICY": "yes"}, [], "watch_policy", True),
+    ({"MANDATE_INSECURE": "0"}, [], "insecure", False),
+    ({"MANDATE_INSECURE": "off"}, ["--insecure"], "insecure", True),
     ({"MANDATE_INVITATION_TTL": "2d"}, ["--invitation-ttl", "3d"], "invitation_ttl", datetime.timedelta(days=3)),
     ({"MANDATE_HISTORY_MEMORY": "0"}, [], "history_memory_mib", 0),
     ({"MANDATE_LOG_FORMAT": "json"}, [], "log_format", "json"),
@@ -115,6 +118,9 @@ def test_a_flag_overrides_its_variable_which_overrides_the_default(env, argv, fi
     ([], {"MANDATE_DATABASE_CONNECT_TIMEOUT": "2.5"}, "MANDATE_DATABASE_CONNECT_TIMEOUT"),
     (["--group-commit", "sometimes"], {}, "--group-commit"),
     ([], {"MANDATE_GROUP_COMMIT": "of"}, "MANDATE_GROUP_COMMIT"),
+    # A switch's variable that is neither on nor off is refused, not taken as off.
+    ([], {"MANDATE_INSECURE": "enabled"}, "MANDATE_INSECURE"),
+    ([], {"MANDATE_WATCH_POLICY": "ture"}, "MANDATE_WATCH_POLICY"),
 ])
 def test_a_bad_value_names_its_flag_or_variable(argv, env, named):
     with pytest.raises(ValueError, match=f"^{named}: "):

@@ -274,7 +274,7 @@ class Setting:
     shown: str
     read: Callable[[str, str], object] = lambda text, _name: text
     metavar: str | None = None
-    switch: bool = False  # a flag without a value; its variable is on with 1, true or yes
+    switch: bool = False  # a flag without a value; its variable is on or off (on, 1, true, yes; off, 0, false, no)
     note: str = ""
 
 
@@ -293,10 +293,6 @@ def _path(text: str, _name: str) -> Path:
 
 def _tokens(text: str, _name: str) -> list[str]:
     return [token.strip() for token in text.split(",") if token.strip()]
-
-
-def _on(text: str, _name: str) -> bool:
-    return text.lower() in ("1", "true", "yes")
 
 
 def _grace(text: str, name: str) -> float:
@@ -378,7 +374,7 @@ SETTINGS: tuple[Setting, ...] = (
             str(DEFAULT_HISTORY_MEMORY_MIB), _at_least(0), metavar="MIB",
             note="([docs/history.md](docs/history.md))"),
     Setting("watch_policy", "MANDATE_WATCH_POLICY", "--watch-policy", "reload the policy when its files change",
-            "off", _on, switch=True),
+            "off", _on_or_off, switch=True),
     Setting("callers_file", "MANDATE_CALLERS_FILE", "--callers", "named callers, TOML (below)",
             "none: only `MANDATE_API_TOKENS` (named `env-0`, `env-1`, ...)", _path, metavar="FILE"),
     Setting("tls_cert", "MANDATE_TLS_CERT", "--tls-cert", "serve TLS with this certificate chain (with --tls-key)",
@@ -388,7 +384,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tls_client_ca", "MANDATE_TLS_CLIENT_CA", "--tls-client-ca",
             "mTLS: require client certificates signed by this CA", "no client certificates", _path, metavar="FILE"),
     Setting("insecure", "MANDATE_INSECURE", "--insecure", "allow plaintext on an address other than loopback",
-            "refused: the server does not start", _on, switch=True),
+            "refused: the server does not start", _on_or_off, switch=True),
     Setting("metrics_listen", "MANDATE_METRICS_LISTEN", "--metrics-listen",
             "serve Prometheus metrics at http://ADDR/metrics", "off", metavar="ADDR"),
     Setting("authzen_listen", "MANDATE_AUTHZEN_LISTEN", "--authzen-listen",
