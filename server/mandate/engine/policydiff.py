@@ -27,11 +27,13 @@ from mandate.engine.authorizer import Authorizer
 from mandate.engine.explain import explain
 from mandate.engine.facts import (
     HOME,
+    OTHER,
     PATH,
     UNKNOWN_PARTNER,
     AssignmentFact,
     ConnectionFact,
     InvitationTarget,
+    LinkTarget,
     MembershipFact,
     MemberTarget,
     RoleGrantTarget,
@@ -323,6 +325,8 @@ def diff(index: FactIndex, store, base: PolicySide, new: PolicySide, facts_sourc
                     before, after = answers[subject]
                     for action in sorted(before ^ after):
                         groups += _group(subject, "RoleGrant", action, before, after, cells)
+        if "OrganizationLink" in types:
+            groups += _link_groups(index, by_subject, base.policy, new.policy)
     groups.sort(key=lambda g: (-g.count, g.resource_type, g.action, g.before, g.example))
     authorizer = Authorizer(store, index, new.policy)
     for group in groups:
@@ -434,10 +438,12 @@ def _target_reasons(policy: Policy, group: Group) -> list[str]:
 # pause and resume about an existing membership with no new role; set_role about an existing
 # membership with the new role; invite with the role given (the invitee is not a member yet);
 # accept about a client invitation by link, or by email (to the actor or to someone else); every
-# Connection action about a connection of the organization, as the client; and grant and revoke
-# about a role on one resource, with the grantee's facts (RoleGrant, see `grant_situations`).
+# Connection action about a connection of the organization, as the client; grant and revoke
+# about a role on one resource, with the grantee's facts (RoleGrant, see `grant_situations`); and
+# the directory service asks create about a link of two master accounts, with the actor's
+# membership in the other one (OrganizationLink, see `link_situations`).
 
-TARGET_TYPES = ("Member", "ClientInvitation", "Connection", "RoleGrant")
+TARGET_TYPES = ("Member", "ClientInvitation", "Connection", "RoleGrant", "OrganizationLink")
 ROLES = tuple(role.value for role in models.Role)
 WITH_A_NEW_ROLE = {"invite", "set_role"}  # the Member actions asked with the role given
 
@@ -681,6 +687,80 @@ def grant_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[
     return found
 
 
+ANY_OTHER = "(any other)"  # an organization the user is not a member of (they are all one situation)
+
+
+def link_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[str]]],
+                    keep=None) -> dict[Subject, dict[str, list[Cell]]]:
+    """Every decision about linking two master accounts that the facts hold, by situation, as the
+    directory service asks it (LinkOrganizations, Authorizer.target_subject): the actor's facts
+    about the organization, with their membership in the other one under the label OTHER. The
+    organization: each one the user has a fact about (the service asks about the link only once
+    the actor may "link" the organization, which the contract denies without a fact). The other:
+    each organization the user is a member of (that membership is the only fact the decision holds
+    about it), and ANY_OTHER: one decision standing for every organization they are not a member
+    of, all in the same situation (a policy that asks "link" on one side only grants those too).
+    Users are members of few organizations, so the pairs are few per user.
+
+    With `keep` (a function of a situation), only the cells of the situations it keeps are
+    collected: the diff decides each situation as it first meets it, and keeps those that flip."""
+    found: dict[Subject, dict[str, list[Cell]]] = defaultdict(lambda: defaultdict(list))
+    situation_of: dict[tuple[Subject, tuple | None], Subject | None] = {}
+
+    def kept(subject: Subject, kind: tuple | None) -> Subject | None:
+        """The situation of the subject with a link to an organization where the user is a member
+        of that kind (None: not a member), or None when `keep` drops it."""
+        key = (subject, kind)
+        if key not in situation_of:
+            other = (MembershipFact(OTHER, *kind),) if kind else ()
+            situation = replace(subject, memberships=(*subject.memberships, *other), target=LinkTarget())
+            situation_of[key] = situation if keep is None or keep(situation) else None
+        return situation_of[key]
+
+    with index.one_state():
+        organizations = index.organizations
+        for subject, where in by_subject.items():
+            anywhere = kept(subject, None)
+            for organization_id, users in where.items():
+                shape = f"OrganizationLink:{organization_id}/{{target}}"
+                by_other: dict[tuple[str, tuple], list[str]] = defaultdict(list)
+                strangers = []
+                for user_id in users:
+                    member_of = 0  # organizations other than this one the user is a member of
+                    for other_id in index.memberships.get(user_id, ()):
+                        if other_id != organization_id and other_id in organizations and \
+                                (member := index.member(user_id, other_id)):
+                            member_of += 1
+                            by_other[(other_id, (member.role, member.status, member.partner_employee))].append(user_id)
+                    if member_of < len(organizations) - 1:
+                        strangers.append(user_id)
+                for (other_id, kind), members in by_other.items():
+                    situation = kept(subject, kind)
+                    if situation is not None:
+                        found[situation][organization_id].append(Cell(members, [other_id], shape))
+                if anywhere is not None and strangers:
+                    found[anywhere][organization_id].append(Cell(strangers, [ANY_OTHER], shape))
+    return found
+
+
+def _link_groups(index: FactIndex, by_subject: dict[Subject, dict[str, list[str]]], base: Policy,
+                 new: Policy) -> list[Group]:
+    """The groups of the link decisions that flip: each situation decided once, as it is met."""
+    answers: dict[Subject, tuple[frozenset[str], frozenset[str]]] = {}
+
+    def flips(situation: Subject) -> bool:
+        answers[situation] = (_asked(base, situation, "OrganizationLink", None),
+                              _asked(new, situation, "OrganizationLink", None))
+        return answers[situation][0] != answers[situation][1]
+
+    groups = []
+    for situation, cells in link_situations(index, by_subject, keep=flips).items():
+        before, after = answers[situation]
+        for action in sorted(before ^ after):
+            groups += _group(situation, "OrganizationLink", action, before, after, cells)
+    return groups
+
+
 def _connection_labels(index: FactIndex, subject: Subject, organization_id: str, partner_id: str,
                        users: list[str]) -> dict[str, list[str]]:
     """The users, by the label their Subject gives the partner of this connection: "p0" and
@@ -845,6 +925,8 @@ def situation_words(subject: Subject) -> list[str]:
             return "the organization"
         if label == UNKNOWN_PARTNER:
             return "a partner the user does not belong to"
+        if label == OTHER:
+            return "the other organization"
         return f"partner {label}" if label.startswith("p") else f"linked account {label}"
 
     words = []
@@ -899,6 +981,10 @@ def situation_words(subject: Subject) -> list[str]:
         scopes = ", ".join(sorted(target.granted_scopes)) or "nothing"
         words.append(f"the target: the connection of the organization with {where(target.partner_id)} "
                      f"({target.status}, granted {scopes}, approval by {target.employee_approval})")
+    elif isinstance(target, LinkTarget):
+        other = where(OTHER) if any(m.organization_id == OTHER for m in subject.memberships) else \
+            "an organization the user is not a member of"
+        words.append(f"the target: a link of the organization with {other}")
     return words
 
 
