@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mandate.cli import main
 from mandate.engine import policydiff
-from mandate.engine.authorizer import ConnectionRef, InvitationRef, MemberRef, RoleGrantRef
+from mandate.engine.authorizer import ConnectionRef, InvitationRef, LinkRef, MemberRef, RoleGrantRef
 from mandate.engine.index import FactIndex
 from mandate.engine.policy import Policy
 from mandate.runtime.world import EphemeralApp, load_world, read_yaml
@@ -425,10 +425,7 @@ def test_issue18_item18_the_diff_covers_every_type_the_policy_decides():
     """Every resource type the policy declares is diffed: the check plane's and the targets'."""
     policy = Policy(POLICY_DIR)
     declared = set(policy.permissions)
-    # RoleGrant (issue 20) included; not yet: who may link two accounts (OrganizationLink, issue 19).
-    assert declared - set(policydiff.resource_types(policy, policy)) - set(policydiff.TARGET_TYPES) == {
-        "OrganizationLink"}
-    assert set(policydiff.TARGET_TYPES) <= declared
+    assert declared == set(policydiff.resource_types(policy, policy)) | set(policydiff.TARGET_TYPES)
 
 
 def target_ref(user_id: str, resource: str):
@@ -560,6 +557,7 @@ REACH_CHANGES = {
     "project-only": (PUBLISH_RULE, ""),
     "partner-consent": (APPROVAL_RULE, ""),
     "organization-permission": ('  "pause_member" if "legal_representative";\n', '  "pause_member" if "colleague";\n'),
+    "who-links": ('  "link" if "owner";\n', '  "link" if "colleague";\n'),
 }
 
 
@@ -586,6 +584,76 @@ def test_issue18_item18_skipping_the_targets_a_change_cannot_reach_changes_nothi
         assert {g[0] for g in skipping} == {"Project"}
     if change == "organization-permission":
         assert {g[0] for g in skipping} & set(policydiff.TARGET_TYPES)
+    if change == "who-links":  # a permission on the organization that the link's rule asks
+        assert "OrganizationLink" in {g[0] for g in skipping}
+
+
+# -- linking two master accounts (issue 22) -------------------------------------------------------
+
+# TARGET_WORLD, where olga (the shop's owner) is also a colleague of agency, its partner.
+LINK_WORLD = TARGET_WORLD.replace("  connections:\n", "    - {organization: agency, user: olga, role: colleague}\n"
+                                  "  connections:\n")
+LINK_RULE = ('  has_permission(user, "link", link.organization) and\n'
+             '  has_permission(user, "link", link.other);\n')
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    # "link" on the organization only: ann (agency's owner) links it to any account she is not a
+    # member of (here the shop), and olga links the shop to agency, where she is a colleague. Two
+    # situations: the other account without a fact, and with a colleague's membership.
+    pytest.param(LINK_RULE, '  has_permission(user, "link", link.organization);\n', [
+        ("OrganizationLink", "create", "deny", "allow", 1, [("ann", "create", "OrganizationLink:agency/(any other)")]),
+        ("OrganizationLink", "create", "deny", "allow", 1, [("olga", "create", "OrganizationLink:shop/agency")]),
+    ], id="the-organization-only"),
+    # "link" on the other account only: olga links agency (where she is a colleague) to the shop
+    # she owns, and ann links the shop (her fact there: its partner's owner) to agency.
+    pytest.param(LINK_RULE, '  has_permission(user, "link", link.other);\n', [
+        ("OrganizationLink", "create", "deny", "allow", 1, [("ann", "create", "OrganizationLink:shop/agency")]),
+        ("OrganizationLink", "create", "deny", "allow", 1, [("olga", "create", "OrganizationLink:agency/shop")]),
+    ], id="the-other-only"),
+])
+def test_issue22_a_change_on_who_links_accounts_gives_exactly_its_effect(tmp_path, capsys, old, new, expected):
+    """issue 22: the diff covers OrganizationLink (who may link two master accounts), as the
+    other targets: each change flips exactly its decisions, named as `policy test` names them."""
+    world = tmp_path / "links.yaml"
+    world.write_text(LINK_WORLD)
+    changed = policy_with(tmp_path, old, new)
+    code, report, err = diff_json(capsys, "--base", str(POLICY_DIR), "--policy-dir", str(changed),
+                                  "--world", str(world))
+    assert (code, err) == (1, "")
+    assert sorted(effect(report)) == sorted(expected)
+    for group in report["groups"]:
+        assert group["example"] == group["triples"][0]
+        assert group["situation"][-1].startswith("the target: a link of the organization with ")
+        assert group["explain"]["base"][0].startswith("denied: user ")
+        assert any(line.startswith("by the rule ") for line in group["explain"]["new"])
+
+
+def test_issue22_the_link_situations_are_the_servers(tmp_path):
+    """For every triple of every link situation the diff decides, the Subject is the one the server
+    builds for LinkOrganizations (the other account named, or each account the user is not a
+    member of for `(any other)`); and every (user with a fact, organization, other organization)
+    is there once."""
+    with EphemeralApp(POLICY_DIR, read_yaml_text(tmp_path, RICH_WORLD)) as app:
+        index: FactIndex = app.index
+        seen = set()
+        for subject, cells in policydiff.link_situations(index, policydiff.situations(index)).items():
+            for organization_id, found in cells.items():
+                for cell in found:
+                    for user_id, _, resource in cell.triples("create"):
+                        home, other = resource.removeprefix("OrganizationLink:").split("/")
+                        assert home == organization_id
+                        others = [other] if other != policydiff.ANY_OTHER else [
+                            o for o in index.organizations if o != home and index.member(user_id, o) is None]
+                        assert others, resource
+                        for other_id in others:
+                            assert (user_id, home, other_id) not in seen, resource
+                            seen.add((user_id, home, other_id))
+                            ref = LinkRef(home, other_id)
+                            assert app.authorizer.target_subject(user_id, ref) == (organization_id, subject), resource
+        expected = {(user_id, home, other) for home in index.organizations for user_id in index.candidate_users(home)
+                    for other in index.organizations if other != home}
+        assert seen == expected and len(expected) > 50
 
 
 # -- resource types the policy declares (issue 20) -------------------------------------------------
