@@ -705,42 +705,46 @@ def link_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[s
     With `keep` (a function of a situation), only the cells of the situations it keeps are
     collected: the diff decides each situation as it first meets it, and keeps those that flip."""
     found: dict[Subject, dict[str, list[Cell]]] = defaultdict(lambda: defaultdict(list))
-    situation_of: dict[tuple[Subject, tuple | None], Subject | None] = {}
-
-    def kept(subject: Subject, kind: tuple | None) -> Subject | None:
-        """The situation of the subject with a link to an organization where the user is a member
-        of that kind (None: not a member), or None when `keep` drops it."""
-        key = (subject, kind)
-        if key not in situation_of:
-            other = (MembershipFact(OTHER, *kind),) if kind else ()
-            situation = replace(subject, memberships=(*subject.memberships, *other), target=LinkTarget())
-            situation_of[key] = situation if keep is None or keep(situation) else None
-        return situation_of[key]
-
     with index.one_state():
         organizations = index.organizations
+        others: dict[str, tuple] = {}  # user -> (organization, kind of membership) per membership
+        everywhere = set()  # users who may be members of every organization but one: few, if any
         for subject, where in by_subject.items():
-            anywhere = kept(subject, None)
+            kept: dict[tuple | None, Subject | None] = {}  # kind of membership in the other (None: none)
             for organization_id, users in where.items():
                 shape = f"OrganizationLink:{organization_id}/{{target}}"
                 by_other: dict[tuple[str, tuple], list[str]] = defaultdict(list)
-                strangers = []
                 for user_id in users:
-                    member_of = 0  # organizations other than this one the user is a member of
-                    for other_id in index.memberships.get(user_id, ()):
-                        if other_id != organization_id and other_id in organizations and \
-                                (member := index.member(user_id, other_id)):
-                            member_of += 1
-                            by_other[(other_id, (member.role, member.status, member.partner_employee))].append(user_id)
-                    if member_of < len(organizations) - 1:
-                        strangers.append(user_id)
+                    mine = others.get(user_id)
+                    if mine is None:
+                        mine = others[user_id] = tuple(
+                            (other_id, (member.role, member.status, member.partner_employee))
+                            for other_id in index.memberships.get(user_id, ())
+                            if other_id in organizations and (member := index.member(user_id, other_id)))
+                        if len(mine) >= len(organizations) - 1:
+                            everywhere.add(user_id)
+                    for other in mine:
+                        if other[0] != organization_id:
+                            by_other[other].append(user_id)
+                strangers = users if not everywhere or everywhere.isdisjoint(users) else [
+                    user_id for user_id in users
+                    if sum(other[0] != organization_id for other in others[user_id]) < len(organizations) - 1]
+                if strangers:
+                    by_other[(ANY_OTHER, None)] = strangers
                 for (other_id, kind), members in by_other.items():
-                    situation = kept(subject, kind)
-                    if situation is not None:
-                        found[situation][organization_id].append(Cell(members, [other_id], shape))
-                if anywhere is not None and strangers:
-                    found[anywhere][organization_id].append(Cell(strangers, [ANY_OTHER], shape))
+                    if kind not in kept:
+                        situation = _link_situation(subject, kind)
+                        kept[kind] = situation if keep is None or keep(situation) else None
+                    if kept[kind] is not None:
+                        found[kept[kind]][organization_id].append(Cell(members, [other_id], shape))
     return found
+
+
+def _link_situation(subject: Subject, kind: tuple | None) -> Subject:
+    """The subject linking its organization with another where the user is a member of that kind
+    (role, status, tagged), or of none."""
+    other = (MembershipFact(OTHER, *kind),) if kind else ()
+    return replace(subject, memberships=(*subject.memberships, *other), target=LinkTarget())
 
 
 def _link_groups(index: FactIndex, by_subject: dict[Subject, dict[str, list[str]]], base: Policy,
