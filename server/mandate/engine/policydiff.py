@@ -708,7 +708,9 @@ def link_situations(index: FactIndex, by_subject: dict[Subject, dict[str, list[s
     with index.one_state():
         organizations = index.organizations
         others: dict[str, tuple] = {}  # user -> (organization, kind of membership) per membership
-        everywhere = set()  # users who may be members of every organization but one: few, if any
+        # Users who are members of every organization but one, or of all: whether some organization
+        # is left for ANY_OTHER depends on which one they link from. Few, if any.
+        everywhere = set()
         for subject, where in by_subject.items():
             kept: dict[tuple | None, Subject | None] = {}  # kind of membership in the other (None: none)
             for organization_id, users in where.items():
