@@ -263,7 +263,7 @@ def _as_text(value: object) -> str:
 # The time of a write, in the store's format, from PostgreSQL's clock (clock_timestamp: the time
 # it is asked, not the start of the transaction).
 _PG_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-_NEWEST_TIME = select(func.max(models.Event.occurred_at))
+_NEWEST_TIME = select(func.max(models.Event.__table__.c.occurred_at))
 _TICK = datetime.timedelta(microseconds=1)
 # The last look of a write, in one round trip: which fact tables it wrote (history.record) and
 # its time (Store._stamp), with on PostgreSQL the NOTIFY of its revision.
@@ -453,8 +453,8 @@ class Store:
         """The end of one mutation, after its changes: its history, its time and its events.
         Returns the fact rows it wrote (None for a bulk write)."""
         session, revision = tx.session, tx.revision
-        last_look = session.execute(_WRITTEN_AND_STAMP[self.postgres],  # after every change
-                                    {"channel": CHANNEL, "notified": str(revision)} if self.postgres else {}).one()
+        last_look = tx.execute(_WRITTEN_AND_STAMP[self.postgres],  # after every change
+                               {"channel": CHANNEL, "notified": str(revision)} if self.postgres else {}).one()
         # The versions this change made (access history); the time of the commit.
         written = (history.record_bulk(session, revision) if tx.bulk
                    else history.record(session, revision, tuple(last_look[:_FACT_TABLES])))
@@ -533,10 +533,22 @@ class Store:
     def _member(self, group: _Group, tx: Transaction) -> Iterator[Transaction]:
         """Run one member; keep it, or roll it back. A member after a kept one runs inside a
         savepoint; the first kept runs without one (a write alone costs no more statements than
-        without groups), and its refusal rolls the whole transaction back, counter included."""
+        without groups), and its refusal rolls the whole transaction back, counter included.
+
+        The savepoint is plain SQL on the group's connection, not the session's nested
+        transaction (whose machinery, and the compiling of its statements, cost more than the
+        statement): the session never learns of it, which is safe because every member's
+        changes are flushed by `_seal` before the next member begins, the session forgets
+        every object after each member (expunge_all), and a database error fails the whole
+        group rather than rolling back to a savepoint. A kept member's savepoint is never
+        released: the group's commit ends them all (one statement less per member). A refused
+        member's name is taken again by the next (same revision): both engines roll back to
+        the newest savepoint of a name."""
         first = not group.kept
         session = group.session
-        nested = None if first else session.begin_nested()
+        savepoint = None if first else f"member_{tx.revision}"
+        if savepoint is not None:
+            session.connection().exec_driver_sql(f"SAVEPOINT {savepoint}")
         try:
             yield tx
             deadlines.check()
@@ -544,15 +556,13 @@ class Store:
             if not first and (not tx.events or named & group.named):
                 raise Regroup("this write names what an earlier write of its group changed; it runs on its own")
             written = self._seal(tx)
-            if nested is not None:
-                nested.commit()
         except BaseException as error:
             if isinstance(error, exc.SQLAlchemyError | Conflict) and not isinstance(error, Regroup):
                 group.failed = error  # the transaction itself may be lost: nobody of the group is kept
             else:
                 try:
-                    if nested is not None:
-                        nested.rollback()
+                    if savepoint is not None:
+                        session.connection().exec_driver_sql(f"ROLLBACK TO SAVEPOINT {savepoint}")
                     else:  # nothing kept yet: the next member takes the revision again
                         session.rollback()
                         group.counted = False

@@ -54,7 +54,7 @@ def fact_rows(session: Session, model, at_revision: int | None = None, *where):
 def _statements():
     """The statements `record` runs, built once: building and keying them anew on every write
     cost more than running them."""
-    newest = select(*(select(func.max(model.revision)).scalar_subquery() for model in FACT_MODELS))
+    newest = select(*(select(func.max(model.__table__.c.revision)).scalar_subquery() for model in FACT_MODELS))
     per_model = {}
     for model in FACT_MODELS:
         table, history = model.__table__, HISTORY[model]
