@@ -334,6 +334,9 @@ class Store:
         self.group_counts = {"groups": 0, "kept": 0, "regrouped": 0}
         self._after_commit: list = []
         self._written: tuple[int, list] = (0, [])  # the last local commit's revision and fact rows
+        # The revisions the last group commit of this process made, and its end (once it told the
+        # readers of this process): the follower needs no catch-up for their notifications.
+        self._group_revisions: tuple[int, int, threading.Event | None] = (0, 0, None)
         self._available = True
         self._checked_at = 0.0
         self._availability_listeners: list = []
@@ -613,6 +616,7 @@ class Store:
                 with self._reporting():
                     if last != group.base:
                         session.connection().execute(_SET_REVISION, {"value": last})
+                    self._group_revisions = (group.base, last, group.committed)
                     session.commit()
             except BaseException as error:
                 group.error = error
@@ -670,6 +674,12 @@ class Store:
                     session.connection()
                     yield session
                     session.rollback()
+
+    def made_here(self, revision: int, timeout: float) -> bool:
+        """Whether `revision` is one the last group commit of this process made; then wait
+        (bounded) until that group ended, having told the readers of this process of it."""
+        first, last, ended = self._group_revisions
+        return ended is not None and first <= revision <= last and ended.wait(timeout)
 
     def written_at(self, revision: int) -> list | None:
         """The fact rows the local commit of `revision` wrote, per fact model, while they are the
