@@ -71,8 +71,9 @@ GROUP_LIMIT = 64
 def grouping(mode: str, hint: frozenset[str] = frozenset()) -> Iterator[None]:
     """Writes started inside commit ALONE, JOIN a group or LEAD a new one; the caller runs the
     whole operation again when one raises `Regroup`. `hint`: ids the write will likely name
-    (the ids its call names: mandate.shared.retrying): a write whose hint meets those of the group open now leads
-    a new group at once instead of running in vain. Only an economy: the overlap rule decides."""
+    (those its call names: mandate.shared.retrying): a write whose hint meets those of the
+    group open now leads a new group at once instead of running in vain. Only an economy: the
+    overlap rule decides."""
     token = _grouping.set((mode, hint))
     try:
         yield
