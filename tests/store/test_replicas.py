@@ -60,7 +60,7 @@ def test_seat_limit_holds_when_invitations_race_through_different_instances(repl
     assert len(accepted) == 2
     assert all(isinstance(r, errors.SeatLimitReached) for r in refused), refused
     with replicas[0].store.read() as session:
-        assert seats_taken(SimpleNamespace(session=session), organization, SystemClock().now_text()) == 3
+        assert seats_taken(SimpleNamespace(execute=session.execute), organization, SystemClock().now_text()) == 3
 
 
 def test_an_invitation_link_is_used_once_when_accepted_through_different_instances(replicas, world):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
 from mandate import errors
 from mandate.engine.authorizer import Authorizer, MemberRef
@@ -16,7 +16,6 @@ from mandate.shared.common import (
     end_assignments,
     end_roles_of_member,
     get_member,
-    get_organization,
     new_id,
     reports_unchanged,
     unchanged,
@@ -48,45 +47,43 @@ class Memberships:
         takes a seat, checked inside the transaction so racing invitations cannot overfill.
         With `access_expires_at`, the membership ends by itself then (mandate.shared.expiry)."""
         with self.store.write(actor_id, caller=calling_service()) as tx:
-            session = tx.session
             self.authorizer.require(actor_id, OrganizationAction.INVITE_MEMBER, organization_id)
             ends = self.lifetimes.access_end(access_expires_at, None)
             if ends and role == models.Role.OWNER:
                 raise errors.InvalidArgument("access_expires_at", "an owner's membership does not end by itself (R6)")
-            organization = get_organization(session, organization_id)
-            user = session.execute(select(models.User).where(models.User.email == email)).scalar_one_or_none()
+            now = self.lifetimes.now()
+            seat_limit = tx.execute(_SEAT_LIMIT, {"organization_id": organization_id}).scalar_one_or_none()
+            if seat_limit is None:
+                raise errors.NotFound(f"organization_id: no organization {organization_id!r}",
+                                      Reason.ORGANIZATION_NOT_FOUND)
+            user = tx.execute(_INVITEE, {"organization_id": organization_id, "email": email}).first()
             # R4, R2: whom the actor may invite as what (only an owner invites an owner) is the policy's.
             invitee = MemberRef(organization_id, user.id if user is not None else "", role)
             self.authorizer.require_target(actor_id, MemberAction.INVITE, invitee)
-            if user is not None:
-                existing = session.get(models.Membership, (organization_id, user.id))
-                if existing is not None and existing.status != Status.REMOVED:
-                    raise errors.AlreadyMember(f"email: {email} is already a member of this organization")
-            pending = session.execute(select(models.Invitation.id).where(
-                models.Invitation.organization_id == organization_id,
-                models.Invitation.kind == models.InvitationKind.MEMBER,
-                models.Invitation.email == email,
-                *pending_invitation(self.lifetimes.now()),
-            )).first()
-            if pending:
+            if user is not None and user.status is not None and user.status != Status.REMOVED:
+                raise errors.AlreadyMember(f"email: {email} is already a member of this organization")
+            pending = {"organization_id": organization_id, "email": email, "now": now}
+            if tx.execute(_PENDING_INVITATION, pending).first():
                 raise errors.AlreadyExists(f"email: {email} already has a pending invitation",
                                            Reason.INVITATION_PENDING)
-            check_seat_available(tx, organization, self.lifetimes.now())
+            check_seat_available(tx, organization_id, seat_limit, now)
             invitation = models.Invitation(
                 id=new_id("inv"), kind=models.InvitationKind.MEMBER, organization_id=organization_id,
-                email=email, role=role, status=models.InvitationStatus.PENDING, invited_by=actor_id,
-                requested_scopes=[], created_at=utc_now(), expires_at=self.lifetimes.invitation_expires_at(),
-                access_expires_at=ends, revision=tx.revision,
+                email=email, role=role, invited_by=actor_id, customer_name="", customer_number="", currency="",
+                requested_scopes=[], token_hash=None, created_at=utc_now(),
+                expires_at=self.lifetimes.invitation_expires_at(), access_expires_at=ends, revision=tx.revision,
+                status=models.InvitationStatus.PENDING if user is None else models.InvitationStatus.FINISHED,
             )
-            session.add(invitation)
+            tx.execute(_INSERT_INVITATION, {c: getattr(invitation, c) for c in _INVITATION_COLUMNS})
             tx.emit(EventType.MEMBER_INVITED, organization_id=organization_id, invitation_id=invitation.id,
                     email=email, role=role, registered=user is not None)
             if user is not None:
-                session.merge(models.Membership(
-                    organization_id=organization_id, user_id=user.id, role=role, status=Status.ACTIVE,
-                    partner_employee=False, access_expires_at=ends, revision=tx.revision,
-                ))
-                invitation.status = models.InvitationStatus.FINISHED
+                joined = {"role": role, "status": Status.ACTIVE, "partner_employee": False,
+                          "access_expires_at": ends, "revision": tx.revision}
+                if user.status is None:
+                    tx.execute(_INSERT_MEMBERSHIP, {"organization_id": organization_id, "user_id": user.id, **joined})
+                else:
+                    tx.execute(_REJOIN, {"key_organization_id": organization_id, "key_user_id": user.id, **joined})
                 tx.emit(EventType.MEMBER_JOINED, organization_id=organization_id, user_id=user.id, role=role,
                         invitation_id=invitation.id)
         return invitation
@@ -268,17 +265,38 @@ _SET_STATUS = (update(_MEMBERSHIPS)
                .values(status=bindparam("new_status"), revision=bindparam("new_revision")))
 
 
+# An invitation, the most frequent mutation after pause and resume, in plain statements built once
+# too: the organization's seat limit; the invitee with their membership, if any; a pending
+# invitation of the same email; the seats taken (R5); the writes.
+_ORGANIZATIONS, _INVITATIONS = models.Organization.__table__, models.Invitation.__table__
+_INVITATION_COLUMNS = tuple(c.name for c in _INVITATIONS.columns)
+_SEAT_LIMIT = select(_ORGANIZATIONS.c.seat_limit).where(_ORGANIZATIONS.c.id == bindparam("organization_id"))
+_INVITEE = (select(_USERS.c.id, _MEMBERSHIPS.c.status)
+            .select_from(_USERS.outerjoin(_MEMBERSHIPS, and_(
+                _MEMBERSHIPS.c.user_id == _USERS.c.id, _MEMBERSHIPS.c.organization_id == bindparam("organization_id"))))
+            .where(_USERS.c.email == bindparam("email")))
+_MEMBER_INVITATIONS = (_INVITATIONS.c.organization_id == bindparam("organization_id"),
+                       _INVITATIONS.c.kind == models.InvitationKind.MEMBER)
+_PENDING_INVITATION = (select(_INVITATIONS.c.id)
+                       .where(*_MEMBER_INVITATIONS, _INVITATIONS.c.email == bindparam("email"),
+                              *pending_invitation(bindparam("now")))
+                       .limit(1))
+_SEATS_TAKEN = select(
+    select(func.count()).select_from(_MEMBERSHIPS)
+    .where(_MEMBERSHIPS.c.organization_id == bindparam("organization_id"), _MEMBERSHIPS.c.status != Status.REMOVED)
+    .scalar_subquery()
+    + select(func.count()).select_from(_INVITATIONS)
+    .where(*_MEMBER_INVITATIONS, *pending_invitation(bindparam("now"))).scalar_subquery())
+_INSERT_INVITATION = insert(_INVITATIONS)
+_INSERT_MEMBERSHIP = insert(_MEMBERSHIPS)
+_REJOIN = (update(_MEMBERSHIPS)  # a removed member invited again: the same row, active again
+           .where(_MEMBERSHIPS.c.organization_id == bindparam("key_organization_id"),
+                  _MEMBERSHIPS.c.user_id == bindparam("key_user_id")))
+
+
 def seats_taken(tx: Transaction, organization_id: str, now: str) -> int:
     """R5: members (active or paused) plus pending member invitations (an expired one frees its seat)."""
-    members = tx.session.execute(select(func.count()).select_from(models.Membership).where(
-        models.Membership.organization_id == organization_id, models.Membership.status != Status.REMOVED,
-    )).scalar_one()
-    pending = tx.session.execute(select(func.count()).select_from(models.Invitation).where(
-        models.Invitation.organization_id == organization_id,
-        models.Invitation.kind == models.InvitationKind.MEMBER,
-        *pending_invitation(now),
-    )).scalar_one()
-    return members + pending
+    return tx.execute(_SEATS_TAKEN, {"organization_id": organization_id, "now": now}).scalar_one()
 
 
 def require_pending(invitation: models.Invitation, now: str, field: str = "") -> None:
@@ -294,10 +312,10 @@ def require_pending(invitation: models.Invitation, now: str, field: str = "") ->
         raise errors.InvitationNotPending(f"{field}the invitation is {invitation.status}, not pending")
 
 
-def check_seat_available(tx: Transaction, organization: models.Organization, now: str) -> None:
-    if organization.seat_limit and seats_taken(tx, organization.id, now) >= organization.seat_limit:
+def check_seat_available(tx: Transaction, organization_id: str, seat_limit: int, now: str) -> None:
+    if seat_limit and seats_taken(tx, organization_id, now) >= seat_limit:
         raise errors.SeatLimitReached(
-            f"organization {organization.id} has reached its seat limit of {organization.seat_limit} "
+            f"organization {organization_id} has reached its seat limit of {seat_limit} "
             "(members and pending invitations) (R5)"
         )
 

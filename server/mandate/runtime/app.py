@@ -95,7 +95,8 @@ class App:
                 notified = self._feed.wait(POLL_SECONDS)
                 if self._stop.is_set():
                     break
-                if notified is not None and notified <= self.index.revision:
+                if notified is not None and (notified <= self.index.revision or (
+                        self.store.made_here(notified, POLL_SECONDS) and notified <= self.index.revision)):
                     continue  # this process's own writes, applied as they committed: nothing to read
                 revision = self.index.catch_up()
                 self.store.mark_available()

@@ -7,6 +7,7 @@ of a new group, and alone if that fails too."""
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import random
 import time
@@ -25,11 +26,17 @@ def retried(method):
     DATABASE_UNAVAILABLE. Inside a request's transaction (`in_write`), the conflict goes up: that
     whole request runs again instead."""
 
+    # The ids a call names (its parameters named `*_id`: the actor, the organizations, the
+    # people): the ids its write will likely name, the hint of its group commit (`grouping`).
+    parameters = list(inspect.signature(method).parameters)[1:]
+    named = frozenset(n for n in parameters if n.endswith("_id"))
+    positions = tuple(i for i, n in enumerate(parameters) if n in named)
+
     @functools.wraps(method)
     def call(service, *args, **kwargs):
         mode = JOIN  # its write may share a group commit
-        # Domain calls start with the actor, then the organization (or partner) acted on.
-        hint = frozenset(a for a in args[:2] if isinstance(a, str) and a)
+        hint = frozenset(a for a in (*(args[i] for i in positions if i < len(args)),
+                                     *(v for k, v in kwargs.items() if k in named)) if isinstance(a, str) and a)
         attempt = 0
         while True:
             try:

@@ -71,8 +71,9 @@ GROUP_LIMIT = 64
 def grouping(mode: str, hint: frozenset[str] = frozenset()) -> Iterator[None]:
     """Writes started inside commit ALONE, JOIN a group or LEAD a new one; the caller runs the
     whole operation again when one raises `Regroup`. `hint`: ids the write will likely name
-    (its actor, its organization): a write whose hint meets those of the group open now leads
-    a new group at once instead of running in vain. Only an economy: the overlap rule decides."""
+    (those its call names: mandate.shared.retrying): a write whose hint meets those of the
+    group open now leads a new group at once instead of running in vain. Only an economy: the
+    overlap rule decides."""
     token = _grouping.set((mode, hint))
     try:
         yield
@@ -263,7 +264,7 @@ def _as_text(value: object) -> str:
 # The time of a write, in the store's format, from PostgreSQL's clock (clock_timestamp: the time
 # it is asked, not the start of the transaction).
 _PG_NOW = """to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-_NEWEST_TIME = select(func.max(models.Event.occurred_at))
+_NEWEST_TIME = select(func.max(models.Event.__table__.c.occurred_at))
 _TICK = datetime.timedelta(microseconds=1)
 # The last look of a write, in one round trip: which fact tables it wrote (history.record) and
 # its time (Store._stamp), with on PostgreSQL the NOTIFY of its revision.
@@ -334,6 +335,9 @@ class Store:
         self.group_counts = {"groups": 0, "kept": 0, "regrouped": 0}
         self._after_commit: list = []
         self._written: tuple[int, list] = (0, [])  # the last local commit's revision and fact rows
+        # The revisions the last group commit of this process made, and its end (once it told the
+        # readers of this process): the follower needs no catch-up for their notifications.
+        self._group_revisions: tuple[int, int, threading.Event | None] = (0, 0, None)
         self._available = True
         self._checked_at = 0.0
         self._availability_listeners: list = []
@@ -453,8 +457,8 @@ class Store:
         """The end of one mutation, after its changes: its history, its time and its events.
         Returns the fact rows it wrote (None for a bulk write)."""
         session, revision = tx.session, tx.revision
-        last_look = session.execute(_WRITTEN_AND_STAMP[self.postgres],  # after every change
-                                    {"channel": CHANNEL, "notified": str(revision)} if self.postgres else {}).one()
+        last_look = tx.execute(_WRITTEN_AND_STAMP[self.postgres],  # after every change
+                               {"channel": CHANNEL, "notified": str(revision)} if self.postgres else {}).one()
         # The versions this change made (access history); the time of the commit.
         written = (history.record_bulk(session, revision) if tx.bulk
                    else history.record(session, revision, tuple(last_look[:_FACT_TABLES])))
@@ -533,10 +537,22 @@ class Store:
     def _member(self, group: _Group, tx: Transaction) -> Iterator[Transaction]:
         """Run one member; keep it, or roll it back. A member after a kept one runs inside a
         savepoint; the first kept runs without one (a write alone costs no more statements than
-        without groups), and its refusal rolls the whole transaction back, counter included."""
+        without groups), and its refusal rolls the whole transaction back, counter included.
+
+        The savepoint is plain SQL on the group's connection, not the session's nested
+        transaction (whose machinery, and the compiling of its statements, cost more than the
+        statement): the session never learns of it, which is safe because every member's
+        changes are flushed by `_seal` before the next member begins, the session forgets
+        every object after each member (expunge_all), and a database error fails the whole
+        group rather than rolling back to a savepoint. A kept member's savepoint is never
+        released: the group's commit ends them all (one statement less per member). A refused
+        member's name is taken again by the next (same revision): both engines roll back to
+        the newest savepoint of a name."""
         first = not group.kept
         session = group.session
-        nested = None if first else session.begin_nested()
+        savepoint = None if first else f"member_{tx.revision}"
+        if savepoint is not None:
+            session.connection().exec_driver_sql(f"SAVEPOINT {savepoint}")
         try:
             yield tx
             deadlines.check()
@@ -544,15 +560,13 @@ class Store:
             if not first and (not tx.events or named & group.named):
                 raise Regroup("this write names what an earlier write of its group changed; it runs on its own")
             written = self._seal(tx)
-            if nested is not None:
-                nested.commit()
         except BaseException as error:
             if isinstance(error, exc.SQLAlchemyError | Conflict) and not isinstance(error, Regroup):
                 group.failed = error  # the transaction itself may be lost: nobody of the group is kept
             else:
                 try:
-                    if nested is not None:
-                        nested.rollback()
+                    if savepoint is not None:
+                        session.connection().exec_driver_sql(f"ROLLBACK TO SAVEPOINT {savepoint}")
                     else:  # nothing kept yet: the next member takes the revision again
                         session.rollback()
                         group.counted = False
@@ -603,6 +617,7 @@ class Store:
                 with self._reporting():
                     if last != group.base:
                         session.connection().execute(_SET_REVISION, {"value": last})
+                    self._group_revisions = (group.base, last, group.committed)
                     session.commit()
             except BaseException as error:
                 group.error = error
@@ -660,6 +675,12 @@ class Store:
                     session.connection()
                     yield session
                     session.rollback()
+
+    def made_here(self, revision: int, timeout: float) -> bool:
+        """Whether `revision` is one the last group commit of this process made; then wait
+        (bounded) until that group ended, having told the readers of this process of it."""
+        first, last, ended = self._group_revisions
+        return ended is not None and first <= revision <= last and ended.wait(timeout)
 
     def written_at(self, revision: int) -> list | None:
         """The fact rows the local commit of `revision` wrote, per fact model, while they are the

@@ -54,7 +54,7 @@ def fact_rows(session: Session, model, at_revision: int | None = None, *where):
 def _statements():
     """The statements `record` runs, built once: building and keying them anew on every write
     cost more than running them."""
-    newest = select(*(select(func.max(model.revision)).scalar_subquery() for model in FACT_MODELS))
+    newest = select(*(select(func.max(model.__table__.c.revision)).scalar_subquery() for model in FACT_MODELS))
     per_model = {}
     for model in FACT_MODELS:
         table, history = model.__table__, HISTORY[model]
@@ -72,7 +72,9 @@ def _statements():
         add = (insert(history)
                .from_select(columns, select(*(table.c[c] for c in columns)).where(table.c.revision == revision))
                .returning(*(history.c[c] for c in columns)))
-        per_model[model] = (end, add)
+        # On PostgreSQL both in one round trip: the update as a data-modifying WITH, which runs
+        # on the statement's snapshot, so it never sees (never ends) the versions it adds.
+        per_model[model] = (end, add, add.add_cte(end.cte("ended")))
     return newest, per_model
 
 
@@ -87,7 +89,8 @@ NEWEST = _NEWEST
 def record(session: Session, revision: int, newest: tuple | None = None) -> list[tuple[object, list]]:
     """Inside the write transaction of `revision`: end the versions of the rows it wrote and add
     their new versions. Only the tables it wrote are touched (one statement finds them), with
-    two statements each that move no rows through the service but the new versions they return.
+    two statements each (one on PostgreSQL) that move no rows through the service but the new
+    versions they return.
     Returns the rows it wrote, per fact model: after the commit, the fact index of this
     process applies them as they are instead of reading them again (FactIndex.apply_written).
     `newest`: the answer of NEWEST, when the caller asked it already (after every change)."""
@@ -95,12 +98,16 @@ def record(session: Session, revision: int, newest: tuple | None = None) -> list
         session.flush()  # the changes still held as objects
         newest = session.connection().execute(_NEWEST).one()
     connection = session.connection()
+    together = connection.dialect.name == "postgresql"
     written = []
     parameters = {"written": revision}
     for model, latest in zip(FACT_MODELS, newest, strict=True):
         if latest != revision:
             continue
-        end, add = _PER_MODEL[model]
+        end, add, end_and_add = _PER_MODEL[model]
+        if together:
+            written.append((model, connection.execute(end_and_add, parameters).all()))
+            continue
         connection.execute(end, parameters)  # before the new versions exist: it must not end them
         written.append((model, connection.execute(add, parameters).all()))
     return written
