@@ -114,20 +114,25 @@ class Server:
                     total += int(line.split()[1])
         return total
 
-    def memory_kib(self) -> int:
-        """The memory of the server's processes together, in kB: the sum of their proportional set
-        sizes (Pss: a page shared by k processes counts 1/k in each), so pages the processes share
-        count once; VmRSS where the kernel gives no Pss."""
-        total = 0
-        for pid in self.pids():
+    def memory_by_process(self) -> list[tuple[str, int, int]]:
+        """(process, Pss, private) in kB of each of the server's processes ("parent", then its
+        server processes; "server" when it is one process), from /proc/<pid>/smaps_rollup; VmRSS
+        as both where the kernel gives none. Pss counts a page shared by k processes 1/k in each,
+        so the sum over the processes counts the pages they share once."""
+        found = []
+        pids = self.pids()
+        for pid in pids:
+            role = "server" if len(pids) == 1 else ("parent" if pid == self.pid else f"pid {pid}")
             try:
-                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-                key = "Pss:"
+                values = {key: int(value.split()[0]) for key, _, value in
+                          (line.partition(":") for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines())
+                          if value.strip().endswith("kB")}
+                found.append((role, values["Pss"], values["Private_Clean"] + values["Private_Dirty"]))
             except OSError:
-                text = Path(f"/proc/{pid}/status").read_text()
-                key = "VmRSS:"
-            total += next((int(line.split()[1]) for line in text.splitlines() if line.startswith(key)), 0)
-        return total
+                rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                           if line.startswith("VmRSS:"))
+                found.append((role, rss, rss))
+        return found
 
     def cpu_seconds(self) -> float:
         """User plus system CPU seconds of the server's processes so far."""
