@@ -1,7 +1,8 @@
 """`python -m bench.fleet [--dataset large] [--processes 4] [--duration S]`: only the fleet
 comparison of the bench (Check throughput and memory of a fresh `mandate serve --processes N`
-over a fresh one-process server, in the order 1 N N 1), printing its two figures and each
-server process's memory after its Check phase. Quicker than the whole bench when working on
+over a fresh one-process server, in the order 1 N N 1), printing its two figures, the memory
+once SERVING (before any call: it does not depend on how many Checks the machine let through)
+and each server process's memory after its Check phase. Quicker than the whole bench when working on
 the memory or the throughput of `--processes`."""
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{figure['figure']}: {figure['value']} (ratio {figure['ratio']:.2f}, target {figure['target']})")
     scaled = info["scaling"]
     print(f"Check req/s {scaled['rates']}; server CPU cores {scaled['server_cpu_cores']}")
+    start = {processes: max(runs) for processes, runs in scaled["memory_at_start_kib"].items()}
+    print(f"once SERVING, before any call: {start[args.processes] / 1024:,.0f} vs {start[1] / 1024:,.0f} MiB "
+          f"(ratio {start[args.processes] / start[1]:.2f})")
     for processes, runs in scaled["processes_memory_kib"].items():
         for number, pids in enumerate(runs, 1):
             print(f"--processes {processes}, run {number}: " + "; ".join(
