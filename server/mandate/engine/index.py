@@ -116,7 +116,7 @@ class PairMap(Mapping):
     """A map keyed by pairs (a, b), held as a -> {b -> value}: no tuple object per entry, and a
     look-up writes to no object of the map but the inner map and the value it finds (a server
     process forked from the parent's index copies only the pages it writes to: see
-    `mandate.runtime.server.preload_index`)."""
+    `mandate.runtime.server.preload`)."""
 
     __slots__ = ("_outer", "_size")
 
