@@ -533,10 +533,13 @@ def scaling(args, url: str, workers: Workers, meta: dict, database: Path, info: 
     rates: dict[int, list[float]] = {1: [], args.processes: []}
     cpu: dict[int, list[float]] = {1: [], args.processes: []}
     memory: dict[int, list[int]] = {1: [], args.processes: []}  # kB, after the phase
+    by_process: dict[int, list[list]] = {1: [], args.processes: []}  # (process, Pss, private) kB, after it
+    at_start: dict[int, list[int]] = {1: [], args.processes: []}  # kB, once SERVING, before any call
     for processes in (1, args.processes, args.processes, 1):
         server = Server(url, database.with_name(f"server-processes-{processes}.log"), processes=processes)
         try:
             server.wait_ready()
+            at_start[processes].append(sum(pss for _, pss, _ in server.memory_by_process()))
             say(f"phase check@32 on --processes {processes} ({args.duration / 2:g} s) ...")
             result = workers.run({"kind": "closed_loop", "method": CHECK, "requests": checks,
                                   "target": server.target}, max(1.0, args.duration / 2), warmup=2.0, server=server)
@@ -544,13 +547,15 @@ def scaling(args, url: str, workers: Workers, meta: dict, database: Path, info: 
                 say(f"  {result.errors} errors, first: {result.first_error}")
             rates[processes].append(result.rate)
             cpu[processes].append(result.server_cpu / result.seconds)
-            memory[processes].append(server.memory_kib())
+            by_process[processes].append(server.memory_by_process())
+            memory[processes].append(sum(pss for _, pss, _ in by_process[processes][-1]))
         finally:
             server.stop()
     one, many = sum(rates[1]) / 2, sum(rates[args.processes]) / 2
     info["scaling"] = {"processes": args.processes, "rates": {str(k): [round(r) for r in v] for k, v in rates.items()},
                        "server_cpu_cores": {str(k): [round(c, 2) for c in v] for k, v in cpu.items()},
-                       "memory_kib": memory, "cpus": os.cpu_count()}
+                       "memory_kib": memory, "memory_at_start_kib": at_start,
+                       "processes_memory_kib": by_process, "cpus": os.cpu_count()}
     one_kib, many_kib = max(memory[1]), max(memory[args.processes])
     return [
         figure(f"Check throughput, --processes {args.processes} over 1 (32 streams)",

@@ -97,6 +97,21 @@ def test_r24_the_version_is_the_hash_of_the_bytes_that_were_loaded(policy_dir, m
     assert replaced.is_allowed(COLLEAGUE, "Project", "approve")
 
 
+def test_r24_a_policy_loaded_earlier_is_served_only_while_its_files_are_unchanged(policy_dir):
+    """A server process forked from the policy its parent loaded (`--processes`) serves it only
+    while its files hold what was loaded: changed or gone, the process loads them anew."""
+    loaded = Policy(policy_dir)
+    assert loaded.unchanged()
+    path = policy_dir / SHARED
+    original = path.read_bytes()
+    path.write_bytes(original + GRANT_APPROVE.encode())
+    assert not loaded.unchanged()
+    path.write_bytes(original)
+    assert loaded.unchanged()
+    path.unlink()
+    assert not loaded.unchanged()
+
+
 class WatchedLock:
     """The app's reload lock, telling the test when a second reload waits for it."""
 

@@ -172,14 +172,17 @@ def test_processes_share_a_port_reload_together_are_replaced_and_drain_together(
         for _ in range(8):
             with MandateClient(fleet.address, TOKEN) as reader:
                 assert nobody_check(reader).policy_version == new_version
-        # A process that dies is replaced; the port keeps answering meanwhile.
+        # A process that dies is replaced; the port keeps answering meanwhile. The replacement,
+        # forked from the parent's index and policy of before the reload, serves the policy reloaded.
         first = fleet.pids("mandate serving")
         killed = sorted(first)[0]
         os.kill(int(killed), signal.SIGKILL)
         assert wait_until(lambda: len(fleet.pids("mandate serving")) == 3, 90), fleet.log()
         for _ in range(8):
             with MandateClient(fleet.address, TOKEN) as reader:
-                assert nobody_check(reader, user=owner, organization=organization.id).allowed
+                reply = nobody_check(reader, user=owner, organization=organization.id)
+                assert reply.allowed
+                assert reply.policy_version == new_version
         # SIGTERM to the parent drains every process, and the parent exits cleanly.
         assert fleet.stop() == 0, fleet.log()
         assert fleet.pids(r"stopped") == fleet.pids("mandate serving") - {killed}, fleet.log()

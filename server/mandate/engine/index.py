@@ -116,7 +116,7 @@ class PairMap(Mapping):
     """A map keyed by pairs (a, b), held as a -> {b -> value}: no tuple object per entry, and a
     look-up writes to no object of the map but the inner map and the value it finds (a server
     process forked from the parent's index copies only the pages it writes to: see
-    `mandate.runtime.server.preload_index`)."""
+    `mandate.runtime.server.preload`)."""
 
     __slots__ = ("_outer", "_size")
 
@@ -575,7 +575,13 @@ class FactIndex:
         return found
 
     def roles_on(self, user_id: str, chain: tuple[tuple[str, str], ...]) -> tuple[tuple[int, str], ...]:
-        """The user's roles on a chain's resources, as (position, role)."""
+        """The user's roles on a chain's resources, as (position, role). The resources' holders
+        are asked first: most resources have none, and a look-up that misses writes to no object,
+        where taking the user's map of roles writes its reference count (a server process forked
+        from the parent's index copies every page it writes to: see `PairMap`)."""
+        holders = self.role_holders
+        if not any(user_id in holders.get(key, ()) for key in chain):
+            return ()
         held = self.resource_roles.get(user_id)
         if not held:
             return ()

@@ -161,6 +161,14 @@ def read_sources(policy_dir: Path) -> list[SourceFile]:
     return sources
 
 
+def version_of(sources: list[SourceFile]) -> str:
+    """A policy's version: a digest of its files' names and texts."""
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.path.name.encode() + b"\0" + source.text.encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def declarations(source: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
     """The roles and permissions each resource block declares."""
     roles: dict[str, tuple[str, ...]] = {}
@@ -261,10 +269,7 @@ class Policy:
         self._fact_free_later = fact_free_later
         self.sources = read_sources(self.directory)
         self.files = [source.path for source in self.sources]
-        digest = hashlib.sha256()
-        for source in self.sources:
-            digest.update(source.path.name.encode() + b"\0" + source.text.encode() + b"\0")
-        self.version = digest.hexdigest()[:12]
+        self.version = version_of(self.sources)
         text = "\n".join(source.text for source in self.sources)
         self.roles, self.permissions = declarations(text)
         self.relations = relation_names(text)
@@ -316,6 +321,14 @@ class Policy:
                     "it declares neither `organization: Organization` nor `parent: <a declared type>`"
                 problems.append(f"{where} resource {name} cannot be registered: {why}")
         return problems
+
+    def unchanged(self) -> bool:
+        """Whether the policy's files still hold what was loaded (a process forked from a policy
+        loaded earlier serves it only then, never files changed since)."""
+        try:
+            return version_of(read_sources(self.directory)) == self.version
+        except PolicyError:
+            return False
 
     def is_resource_type(self, name: str) -> bool:
         """A type of the check plane: Organization, or one the policy declares."""

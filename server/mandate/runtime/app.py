@@ -39,7 +39,7 @@ class App:
         self.lifetimes = lifetimes or Lifetimes()
         self.store = Store(database_url, database or DatabaseSettings.from_env())
         self.policy_dir = Path(policy_dir)
-        # `index`: one loaded before this process started (see mandate.runtime.server.preload_index),
+        # `index`: one loaded before this process started (see mandate.runtime.server.preload),
         # caught up from its revision below.
         if index is None:
             index = FactIndex(self.store, self.lifetimes.clock)

@@ -18,6 +18,7 @@ Life of a server process:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import gc
 import logging
@@ -44,7 +45,7 @@ from mandate.checks.rpc import AuthorizationService
 from mandate.clock import SystemClock
 from mandate.directory.rpc import DirectoryService
 from mandate.engine.index import FactIndex
-from mandate.engine.policy import PolicyError, policy_files
+from mandate.engine.policy import Policy, PolicyError, policy_files
 from mandate.errors import DatabaseUnavailable, Unavailable
 from mandate.events.rpc import ChangeFeed, EventService
 from mandate.membership.rpc import MembershipService
@@ -307,10 +308,12 @@ class MandateServer:
                 await asyncio.sleep(RETRY_SECONDS)
 
     def _new_app(self) -> App:
-        global _preloaded
-        # The parent's index, for the first App of a forked process (see preload_index).
-        app = App(self.config.database_url, self.config.policy_dir, database=self.config.database, index=_preloaded)
-        _preloaded = None
+        global _preloaded, _preloaded_policy
+        # What the parent loaded, for the first App of a forked process (see preload).
+        policy = _preloaded_policy if _preloaded_policy is not None and _preloaded_policy.unchanged() else None
+        app = App(self.config.database_url, self.config.policy_dir, policy, database=self.config.database,
+                  index=_preloaded)
+        _preloaded = _preloaded_policy = None
         app.lifetimes.invitation_ttl = self.config.invitation_ttl
         app.lifetimes.history_retention = self.config.history_retention
         app.history.memory_budget = self.config.history_memory_mib * 1024 * 1024
@@ -556,17 +559,21 @@ PARENT_SECONDS = 1.0
 STOP_MARGIN_SECONDS = 10.0  # beyond the grace period, before a process that does not stop is killed
 
 
-# The fact index the parent of `--processes` loaded before forking its server processes.
+# What the parent of `--processes` loaded before forking its server processes (see `preload`).
 _preloaded: FactIndex | None = None
+_preloaded_policy: Policy | None = None
 
 
-def preload_index(config: Config) -> FactIndex | None:
-    """The fact index, loaded once by the parent of `--processes` before any server process
-    starts. The processes are forked from it and share its pages copy-on-write: N processes
-    hold one index, not N. `gc.freeze()` keeps the collectors of the processes from writing to
-    those pages (a collection writes to every object it walks); each process then follows the
-    store from the revision loaded. None when it cannot be loaded here (the database does not
-    answer yet, say): each process then loads its own, retrying as one process does."""
+def preload(config: Config) -> bool:
+    """Load the fact index and the policy once, in the parent of `--processes`, before any
+    server process starts; returns whether the index was loaded. The processes are forked from
+    it and share its pages copy-on-write: N processes hold one index, not N. `gc.freeze()` keeps
+    the collectors of the processes from writing to those pages (a collection writes to every
+    object it walks); each process then follows the store from the revision loaded, and serves
+    the policy loaded unless its files changed since (it loads them then, as after a SIGHUP).
+    Nothing preloaded when the index cannot be loaded here (the database does not answer yet,
+    say): each process then loads its own, retrying as one process does."""
+    global _preloaded, _preloaded_policy
     started = time.monotonic()
     try:
         store = Store(config.database_url, config.database)
@@ -578,12 +585,27 @@ def preload_index(config: Config) -> FactIndex | None:
     except Exception as error:  # noqa: BLE001 - each process loads its own then, and reports what fails
         log.warning("the fact index was not loaded before starting the server processes; each loads its own: %s",
                     error)
-        return None
+        return False
+    try:
+        _preloaded_policy = Policy(config.policy_dir)
+    except PolicyError:
+        pass  # each process loads it, and refuses to start with the reason
+    _preloaded = index
     gc.collect()
+    release_free_memory()
     gc.freeze()
     log.info("loaded the fact index (revision %d) in %.1f s; the server processes share it", index.revision,
              time.monotonic() - started)
-    return index
+    return True
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's `malloc_trim`): the load left
+    some behind, and a page the parent keeps costs once more when every process writes to it."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 class Child:
@@ -631,9 +653,7 @@ def serve_processes(config: Config) -> int:
         logs.event(log, "metrics", "metrics of every process at http://%s/metrics", config.metrics_listen)
     # Forked from the loaded index (this process never used gRPC: only a process that has may
     # not fork); spawned fresh when it could not be loaded here.
-    global _preloaded
-    _preloaded = preload_index(config)
-    context = multiprocessing.get_context("spawn" if _preloaded is None else "fork")
+    context = multiprocessing.get_context("fork" if preload(config) else "spawn")
     children: dict[int, Child] = {}
     stopping = threading.Event()
     failed = False
