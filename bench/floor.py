@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench.load import HEALTH_CHECK, ROOT, Workers, free_port
 from bench.run import say
+from bench.transport import serve_aio
 
 WRITE = "/bench.Floor/Write"
 ROWS = 64  # rows the writers change in turn (the bench's writers change a few rows each)
@@ -133,22 +134,9 @@ def serve(port: int, url: str) -> None:
     async def write(raw, _context):
         return await asyncio.wrap_future(writer.submit(raw))
 
-    handlers = {HEALTH_CHECK: grpc.unary_unary_rpc_method_handler(noop),
-                WRITE: grpc.unary_unary_rpc_method_handler(write)}
-
-    class Handlers(grpc.GenericRpcHandler):
-        def service(self, details):
-            return handlers.get(details.method)
-
     async def main() -> None:
-        server = grpc.aio.server(handlers=[Handlers()])
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        print("ready", flush=True)
-        await stop.wait()
-        await server.stop(0)
+        await serve_aio({HEALTH_CHECK: grpc.unary_unary_rpc_method_handler(noop),
+                         WRITE: grpc.unary_unary_rpc_method_handler(write)}, port)
         print(f"groups {writer.groups} kept {writer.kept}", flush=True)
 
     asyncio.run(main())

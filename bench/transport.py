@@ -102,24 +102,31 @@ def serve(kind: str, port: int, database_url: str) -> None:
     async def aio_check(raw, context):
         return check(raw, context)
 
-    async def main() -> None:
-        handlers = {HEALTH_CHECK: grpc.unary_unary_rpc_method_handler(aio_noop),
-                    CHECK: grpc.unary_unary_rpc_method_handler(aio_check)}
-        server = grpc.aio.server(handlers=[Handlers(handlers)])
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        print("ready", flush=True)
-        await stop.wait()
-        await server.stop(0)
-
+    served = serve_aio({HEALTH_CHECK: grpc.unary_unary_rpc_method_handler(aio_noop),
+                        CHECK: grpc.unary_unary_rpc_method_handler(aio_check)}, port)
     if kind == "aio+uvloop":
         import uvloop
 
-        uvloop.run(main())
+        uvloop.run(served)
     else:
-        asyncio.run(main())
+        asyncio.run(served)
+
+
+async def serve_aio(handlers: dict, port: int) -> None:
+    """A bare grpc.aio server of `handlers` (method -> handler) on the port: prints "ready"
+    once it serves, and stops at SIGTERM."""
+    import asyncio
+
+    import grpc
+
+    server = grpc.aio.server(handlers=[Handlers(handlers)])
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    await server.stop(0)
 
 
 class Handlers:
